@@ -1,0 +1,43 @@
+# herd: `make test` runs every test (it installs what it needs first, as
+# root on Debian); `make build` puts every binary in bin/.
+SHELL := /bin/bash
+MODULES := proto pkg services/server
+BINARIES := herd-server herd
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/herd-metal/herd/pkg/version.Version=$(VERSION)
+GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
+
+.PHONY: all build test deps vet check-proto proto bench-server clean
+
+all: build
+
+build:
+	@mkdir -p bin
+	go build -ldflags '$(LDFLAGS)' -o bin/ ./services/server/cmd/herd-server ./services/server/cmd/herd
+
+deps:
+	./scripts/deps.sh
+
+vet:
+	go vet $(addsuffix /...,$(addprefix ./,$(MODULES)))
+
+# Regenerates into a scratch directory and fails when the committed code
+# differs: the generated code must come from the committed .proto files.
+check-proto:
+	@rm -rf .tmp/proto && mkdir -p .tmp/proto
+	./proto/generate.sh .tmp/proto
+	@for f in $$(cd .tmp/proto && find . -type f); do \
+		cmp -s .tmp/proto/$$f proto/$$f || { echo "proto/$$f is stale: run make proto and commit"; exit 1; }; \
+	done; echo "generated proto code is current"
+
+proto:
+	./proto/generate.sh proto
+
+test: deps check-proto vet
+	go test $(GO_TEST_FLAGS) $(addsuffix /...,$(addprefix ./,$(MODULES)))
+
+bench-server: deps build
+	go test -tags bench -count=1 -timeout 30m -run TestBenchServer -v ./services/server/bench -args -out $(CURDIR)/docs/benchmarks.md
+
+clean:
+	rm -rf bin .tmp

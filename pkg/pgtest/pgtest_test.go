@@ -1,0 +1,123 @@
+package pgtest
+
+import (
+	"context"
+	"database/sql"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+)
+
+func TestMain(m *testing.M) { os.Exit(Main(m)) }
+
+func open(t *testing.T, dsn string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func TestNewDatabaseIsFreshAndShared(t *testing.T) {
+	ctx := context.Background()
+	first, second := NewDatabase(t), NewDatabase(t)
+	u1, err1 := url.Parse(first)
+	u2, err2 := url.Parse(second)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("bad URLs %q %q", first, second)
+	}
+	if u1.Host != u2.Host {
+		t.Errorf("databases on different servers: %s and %s", u1.Host, u2.Host)
+	}
+	if u1.Path == u2.Path {
+		t.Fatalf("same database twice: %s", u1.Path)
+	}
+
+	a, b := open(t, first), open(t, second)
+	if _, err := a.ExecContext(ctx, "CREATE TABLE t (x int)"); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := b.QueryRowContext(ctx,
+		"SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("second database has %d tables, want an empty one", n)
+	}
+
+	if os.Getenv(EnvURL) == "" {
+		var fsync string
+		if err := a.QueryRowContext(ctx, "SHOW fsync").Scan(&fsync); err != nil {
+			t.Fatal(err)
+		}
+		if fsync != "on" {
+			t.Errorf("fsync = %s, want on", fsync)
+		}
+	}
+}
+
+func TestParallelDatabases(t *testing.T) {
+	for i := range 4 {
+		t.Run("", func(t *testing.T) {
+			t.Parallel()
+			db := open(t, NewDatabase(t))
+			if _, err := db.Exec("CREATE TABLE t (x int)"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Exec("INSERT INTO t VALUES ($1)", i); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestVersionOrder(t *testing.T) {
+	dirs := []string{
+		"/usr/lib/postgresql/9.6/bin",
+		"/usr/lib/postgresql/15/bin",
+		"/usr/lib/postgresql/x/bin",
+		"/usr/lib/postgresql/13/bin",
+	}
+	sort.Slice(dirs, func(i, j int) bool { return versionOf(dirs[i]) > versionOf(dirs[j]) })
+	want := []string{
+		"/usr/lib/postgresql/15/bin",
+		"/usr/lib/postgresql/13/bin",
+		"/usr/lib/postgresql/9.6/bin",
+		"/usr/lib/postgresql/x/bin",
+	}
+	for i := range want {
+		if dirs[i] != want[i] {
+			t.Fatalf("order %v, want %v", dirs, want)
+		}
+	}
+}
+
+func TestSkipOnlyWhenMissingOutsideCI(t *testing.T) {
+	for _, tc := range []struct {
+		missing bool
+		ci      string
+		want    bool
+	}{
+		{missing: true, ci: "", want: true},
+		{missing: true, ci: "false", want: true},
+		{missing: true, ci: "true", want: false}, // CI must have it: fail
+		{missing: false, ci: "", want: false},    // installed but broken: fail
+		{missing: false, ci: "true", want: false},
+	} {
+		if got := skip(tc.missing, tc.ci); got != tc.want {
+			t.Errorf("skip(missing=%v, CI=%q) = %v, want %v", tc.missing, tc.ci, got, tc.want)
+		}
+	}
+}
+
+func TestMissingErrorSaysWhatToInstall(t *testing.T) {
+	err := &missingError{what: "PostgreSQL server binaries not found"}
+	if !strings.Contains(err.Error(), "apt-get install -y postgresql") {
+		t.Errorf("message %q does not say what to install", err)
+	}
+}

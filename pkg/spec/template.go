@@ -1,0 +1,752 @@
+package spec
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"path"
+	"slices"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Limits of a template.
+const (
+	// MaxTemplateBytes bounds a template's YAML, raw and rendered.
+	MaxTemplateBytes = 1 << 20
+	// MaxNameLength bounds template, task and action names, in characters.
+	MaxNameLength = 200
+	// MaxTimeoutSeconds bounds global_timeout and action timeouts (about
+	// 68 years), so that every timeout fits a time.Duration.
+	MaxTimeoutSeconds = math.MaxInt32
+	// maxYAMLNodes bounds a template's YAML nodes after expanding aliases,
+	// so that a few anchors cannot blow up into millions of actions.
+	maxYAMLNodes = 1 << 20
+)
+
+// Template is a Tinkerbell v0.6 workflow template.
+type Template struct {
+	Version       string `yaml:"version"`
+	Name          string `yaml:"name"`
+	GlobalTimeout int    `yaml:"global_timeout,omitempty"`
+	Tasks         []Task `yaml:"tasks"`
+}
+
+// Task is a list of actions run in order on one worker machine.
+type Task struct {
+	Name string `yaml:"name"`
+	// Worker is the MAC or IP address of the machine, usually a template
+	// expression such as {{.device_1}} before rendering.
+	Worker      string            `yaml:"worker"`
+	Volumes     []string          `yaml:"volumes,omitempty"`
+	Environment map[string]string `yaml:"environment,omitempty"`
+	Actions     []Action          `yaml:"actions"`
+}
+
+// Action is one container run by the worker.
+type Action struct {
+	Name  string `yaml:"name"`
+	Image string `yaml:"image"`
+	// Timeout in seconds; 0 means no timeout.
+	Timeout     int64             `yaml:"timeout,omitempty"`
+	Command     []string          `yaml:"command,omitempty"`
+	OnTimeout   []string          `yaml:"on-timeout,omitempty"`
+	OnFailure   []string          `yaml:"on-failure,omitempty"`
+	Volumes     []string          `yaml:"volumes,omitempty"`
+	Environment map[string]string `yaml:"environment,omitempty"`
+	// Pid is "" (the container's own PID namespace) or "host".
+	Pid string `yaml:"pid,omitempty"`
+}
+
+// YAML keys of each level, in the order they are documented. "id" at the
+// top is accepted and ignored: Tinkerbell v0.6's parser knew it.
+var (
+	templateKeys = []string{"version", "name", "global_timeout", "tasks", "id"}
+	taskKeys     = []string{"name", "worker", "volumes", "environment", "actions"}
+	actionKeys   = []string{"name", "image", "timeout", "command", "on-timeout", "on-failure", "volumes", "environment", "pid"}
+)
+
+// ValidateName checks a template name given apart from its YAML (the
+// name of a create or update request): not empty, at most MaxNameLength
+// characters, no control characters. The error is the problem alone, for
+// the caller to attach to its field.
+func ValidateName(name string) error {
+	if msg := nameProblem(name); msg != "" {
+		return errors.New(msg)
+	}
+	return nil
+}
+
+func nameProblem(s string) string {
+	if s == "" {
+		return "is required"
+	}
+	if msg := textProblem(s); msg != "" {
+		return msg
+	}
+	if n := utf8.RuneCountInString(s); n > MaxNameLength {
+		return fmt.Sprintf("is %d characters long; the limit is %d", n, MaxNameLength)
+	}
+	return ""
+}
+
+// ValidateTemplate checks a template as stored, before rendering: it is a
+// Go text/template, its YAML parses strictly (no unknown or repeated keys),
+// version is "0.1", names are present, short and unique, every task has a
+// worker and at least one action, and images, timeouts, volumes,
+// environment and pid are well formed. A value that still holds "{{" is
+// only checked once the template is rendered.
+func ValidateTemplate(raw string) error {
+	if err := templateSize(raw); err != nil {
+		return err
+	}
+	if _, err := newTextTemplate(raw); err != nil {
+		return err
+	}
+	_, err := parseTemplate(raw, false)
+	return err
+}
+
+// TemplateName returns the name: field of a template's YAML. It checks only
+// what it needs; ValidateTemplate checks the rest.
+func TemplateName(raw string) (string, error) {
+	if err := templateSize(raw); err != nil {
+		return "", err
+	}
+	root, err := yamlRoot(raw)
+	if err != nil {
+		return "", err
+	}
+	if root.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(root.Content); i += 2 {
+			k, v := root.Content[i], root.Content[i+1]
+			if k.Kind != yaml.ScalarNode || k.Value != "name" {
+				continue
+			}
+			for v.Kind == yaml.AliasNode && v.Alias != nil {
+				v = v.Alias
+			}
+			if v.Kind != yaml.ScalarNode || v.ShortTag() == "!!null" {
+				return "", &FieldError{Field: "name", Problem: "must be a string"}
+			}
+			if msg := nameProblem(v.Value); msg != "" {
+				return "", &FieldError{Field: "name", Problem: msg}
+			}
+			return v.Value, nil
+		}
+	}
+	return "", &FieldError{Field: "name", Problem: "is required"}
+}
+
+func templateSize(s string) error {
+	if len(s) > MaxTemplateBytes {
+		return &FieldError{Field: "template", Problem: fmt.Sprintf("is %d bytes; the limit is %d (1 MiB)", len(s), MaxTemplateBytes)}
+	}
+	return nil
+}
+
+// yamlRoot parses exactly one YAML document and returns its top node.
+func yamlRoot(text string) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(strings.NewReader(text))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &FieldError{Field: "template", Problem: "is empty"}
+		}
+		return nil, yamlSyntax(err)
+	}
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case err == nil:
+		return nil, &FieldError{Field: "template", Problem: "holds more than one YAML document (a second \"---\"); put one template in a file"}
+	case !errors.Is(err, io.EOF):
+		return nil, yamlSyntax(err)
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		return nil, &FieldError{Field: "template", Problem: "is empty"}
+	}
+	return doc.Content[0], nil
+}
+
+func yamlSyntax(err error) error {
+	return &FieldError{Field: "template", Problem: "is not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+}
+
+// parseTemplate parses and checks template YAML. Before rendering, values
+// holding "{{" skip their format checks and problems carry line numbers;
+// rendered templates get every check.
+func parseTemplate(text string, rendered bool) (*Template, error) {
+	if err := templateSize(text); err != nil {
+		return nil, err
+	}
+	root, err := yamlRoot(text)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkYAMLSize(root); err != nil {
+		return nil, err
+	}
+	r := &yamlReader{rendered: rendered}
+	t := r.template(root)
+	if err := r.p.err("template"); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// checkYAMLSize counts the nodes of the document with aliases expanded,
+// and refuses an alias to a node that contains it.
+func checkYAMLSize(root *yaml.Node) error {
+	const busy = -1
+	memo := map[*yaml.Node]int{}
+	var size func(n *yaml.Node) (int, error)
+	size = func(n *yaml.Node) (int, error) {
+		if n == nil {
+			return 0, nil
+		}
+		switch memo[n] {
+		case busy:
+			return 0, &FieldError{Field: "template", Problem: fmt.Sprintf("line %d: an alias refers to a node that contains it", n.Line)}
+		case 0:
+		default:
+			return memo[n], nil
+		}
+		memo[n] = busy
+		total := 1
+		kids := n.Content
+		if n.Kind == yaml.AliasNode {
+			kids = []*yaml.Node{n.Alias}
+		}
+		for _, c := range kids {
+			s, err := size(c)
+			if err != nil {
+				return 0, err
+			}
+			total += s
+			if total > maxYAMLNodes {
+				return 0, &FieldError{Field: "template", Problem: fmt.Sprintf("has more than %d YAML nodes once its aliases are expanded", maxYAMLNodes)}
+			}
+		}
+		memo[n] = total
+		return total, nil
+	}
+	_, err := size(root)
+	return err
+}
+
+// yamlReader walks the YAML nodes of a template, filling a Template and
+// recording every problem with its field path.
+type yamlReader struct {
+	p        problems
+	rendered bool
+}
+
+// add records a problem; before rendering it points at the YAML line.
+func (r *yamlReader) add(path string, n *yaml.Node, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if !r.rendered && n != nil && n.Line > 0 {
+		msg += fmt.Sprintf(" (line %d)", n.Line)
+	}
+	r.p.add(path, "%s", msg)
+}
+
+// templated tells whether a value is still a template expression, to be
+// checked after rendering.
+func (r *yamlReader) templated(s string) bool {
+	return !r.rendered && strings.Contains(s, "{{")
+}
+
+// docPath names the path of a field, or the whole template for "".
+func docPath(path string) string {
+	if path == "" {
+		return "template"
+	}
+	return path
+}
+
+func resolve(n *yaml.Node) *yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	return n
+}
+
+func isNull(n *yaml.Node) bool {
+	return n == nil || n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		// An unquoted {{.device_1}} parses as a flow mapping whose key
+		// is another flow mapping.
+		if n.Style&yaml.FlowStyle != 0 && len(n.Content) > 0 && n.Content[0].Kind == yaml.MappingNode {
+			return `a mapping (quote template expressions: "{{.device_1}}")`
+		}
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		switch n.ShortTag() {
+		case "!!int", "!!float":
+			return "a number"
+		case "!!bool":
+			return "a boolean"
+		}
+		return "a string"
+	}
+	return "an unexpected node"
+}
+
+type yamlPair struct {
+	key      string
+	keyNode  *yaml.Node
+	valNode  *yaml.Node
+	explicit bool
+}
+
+// pairs lists a mapping's keys and values: repeated keys are problems,
+// and merge keys ("<<: *defaults") add the keys the mapping lacks.
+func (r *yamlReader) pairs(path string, n *yaml.Node) []yamlPair {
+	var out, merged []yamlPair
+	seen := map[string]int{}
+	mergedSeen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := resolve(n.Content[i]), n.Content[i+1]
+		if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
+			for _, src := range r.mergeSources(path, v) {
+				for _, pp := range r.pairs(path, src) {
+					if !mergedSeen[pp.key] {
+						mergedSeen[pp.key] = true
+						merged = append(merged, pp)
+					}
+				}
+			}
+			continue
+		}
+		if k.Kind != yaml.ScalarNode || k.ShortTag() == "!!null" {
+			r.add(docPath(path), k, "has a key that is not a plain string")
+			continue
+		}
+		if line, dup := seen[k.Value]; dup {
+			r.add(child(path, k.Value), k, "appears twice in the same mapping (first at line %d)", line)
+			continue
+		}
+		seen[k.Value] = k.Line
+		out = append(out, yamlPair{key: k.Value, keyNode: k, valNode: v, explicit: true})
+	}
+	for _, pp := range merged {
+		if _, ok := seen[pp.key]; !ok {
+			pp.explicit = false
+			out = append(out, pp)
+		}
+	}
+	return out
+}
+
+func (r *yamlReader) mergeSources(path string, v *yaml.Node) []*yaml.Node {
+	v = resolve(v)
+	switch v.Kind {
+	case yaml.MappingNode:
+		return []*yaml.Node{v}
+	case yaml.SequenceNode:
+		var out []*yaml.Node
+		for _, e := range v.Content {
+			if e = resolve(e); e.Kind == yaml.MappingNode {
+				out = append(out, e)
+			} else {
+				r.add(docPath(path), e, "a merge key (<<) must refer to mappings")
+			}
+		}
+		return out
+	}
+	r.add(docPath(path), v, "a merge key (<<) must refer to a mapping or a list of mappings")
+	return nil
+}
+
+// fields returns a struct-like mapping's values by key, recording unknown
+// keys. It returns nil when n is null or not a mapping.
+func (r *yamlReader) fields(path string, n *yaml.Node, known []string) map[string]*yaml.Node {
+	n = resolve(n)
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		r.add(docPath(path), n, "must be a mapping, not %s", kindName(n))
+		return nil
+	}
+	out := map[string]*yaml.Node{}
+	for _, pp := range r.pairs(path, n) {
+		if !slices.Contains(known, pp.key) {
+			r.add(child(path, pp.key), pp.keyNode, "%s", suggest(pp.key, known))
+			continue
+		}
+		out[pp.key] = pp.valNode
+	}
+	return out
+}
+
+// str reads a scalar as a string; null or absent is "".
+func (r *yamlReader) str(path string, n *yaml.Node) string {
+	n = resolve(n)
+	if isNull(n) {
+		return ""
+	}
+	if n.Kind != yaml.ScalarNode {
+		r.add(path, n, "must be a string, not %s", kindName(n))
+		return ""
+	}
+	return n.Value
+}
+
+// seconds reads a timeout: a whole number from 0 to MaxTimeoutSeconds.
+func (r *yamlReader) seconds(path string, n *yaml.Node) int64 {
+	n = resolve(n)
+	if isNull(n) {
+		return 0
+	}
+	if n.Kind == yaml.ScalarNode && r.templated(n.Value) {
+		return 0
+	}
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+		what := kindName(n)
+		if n.Kind == yaml.ScalarNode {
+			what = quote(n.Value)
+		}
+		r.add(path, n, "must be a whole number of seconds, not %s", what)
+		return 0
+	}
+	var v int64
+	if err := n.Decode(&v); err != nil {
+		r.add(path, n, "%s is out of range", n.Value)
+		return 0
+	}
+	switch {
+	case v < 0:
+		r.add(path, n, "%d is negative; give seconds, or 0 for no timeout", v)
+		return 0
+	case v > MaxTimeoutSeconds:
+		r.add(path, n, "%d seconds is more than the limit of %d", v, MaxTimeoutSeconds)
+		return 0
+	}
+	return v
+}
+
+// list reads a list of strings, each without NUL bytes (they cannot reach
+// a process's arguments).
+func (r *yamlReader) list(path string, n *yaml.Node) []string {
+	n = resolve(n)
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		r.add(path, n, "must be a list of strings, not %s", kindName(n))
+		return nil
+	}
+	var out []string
+	for i, e := range n.Content {
+		s := r.str(index(path, i), e)
+		if strings.ContainsRune(s, 0) {
+			r.add(index(path, i), resolve(e), "contains a NUL character")
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// environment reads KEY: value pairs.
+func (r *yamlReader) environment(path string, n *yaml.Node) map[string]string {
+	n = resolve(n)
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		r.add(path, n, "must be a mapping of NAME: value, not %s", kindName(n))
+		return nil
+	}
+	out := map[string]string{}
+	for _, pp := range r.pairs(path, n) {
+		p := child(path, pp.key)
+		if !r.templated(pp.key) {
+			if msg := envKeyProblem(pp.key); msg != "" {
+				r.add(p, pp.keyNode, "%s", msg)
+			}
+		}
+		v := r.str(p, pp.valNode)
+		if strings.ContainsRune(v, 0) {
+			r.add(p, resolve(pp.valNode), "contains a NUL character")
+		}
+		out[pp.key] = v
+	}
+	return out
+}
+
+func envKeyProblem(k string) string {
+	if k == "" {
+		return "an environment variable needs a name"
+	}
+	if k[0] >= '0' && k[0] <= '9' {
+		return fmt.Sprintf("%s is not a variable name: it starts with a digit", quote(k))
+	}
+	for _, c := range k {
+		if c == '=' || unicode.IsSpace(c) || unicode.IsControl(c) {
+			return fmt.Sprintf("%s is not a variable name: no \"=\", spaces or control characters", quote(k))
+		}
+	}
+	return ""
+}
+
+// volumes reads host:container[:ro|rw] mounts, one per destination.
+func (r *yamlReader) volumes(path string, n *yaml.Node) []string {
+	vols := r.list(path, n)
+	seq := resolve(n)
+	dests := map[string]int{}
+	for i, v := range vols {
+		if r.templated(v) {
+			continue
+		}
+		node := resolve(seq.Content[i])
+		if msg := volumeProblem(v); msg != "" {
+			r.add(index(path, i), node, "%s", msg)
+			continue
+		}
+		d := volumeDest(v)
+		if first, dup := dests[d]; dup {
+			r.add(index(path, i), node, "mounts %s again (already %s)", d, index(path, first))
+			continue
+		}
+		dests[d] = i
+	}
+	return vols
+}
+
+func volumeProblem(v string) string {
+	parts := strings.Split(v, ":")
+	if len(parts) < 2 || len(parts) > 3 {
+		return fmt.Sprintf("%s is not a volume: write source:destination or source:destination:ro", quote(v))
+	}
+	src, dst := parts[0], parts[1]
+	switch {
+	case src == "":
+		return fmt.Sprintf("%s has no source", quote(v))
+	case strings.HasPrefix(src, "/"):
+	default:
+		for i := 0; i < len(src); i++ {
+			c := src[i]
+			alnum := c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+			if !alnum && (i == 0 || c != '_' && c != '.' && c != '-') {
+				return fmt.Sprintf("%s: the source must be an absolute host path or a volume name", quote(v))
+			}
+		}
+	}
+	switch {
+	case !strings.HasPrefix(dst, "/"):
+		return fmt.Sprintf("%s: the destination must be an absolute path in the container", quote(v))
+	case path.Clean(dst) == "/":
+		return fmt.Sprintf("%s: the destination cannot be the container's root", quote(v))
+	}
+	if len(parts) == 3 && parts[2] != "ro" && parts[2] != "rw" {
+		return fmt.Sprintf("%s: the mode %s is not ro or rw", quote(v), quote(parts[2]))
+	}
+	for _, c := range v {
+		if unicode.IsSpace(c) || unicode.IsControl(c) {
+			return fmt.Sprintf("%s contains spaces or control characters", quote(v))
+		}
+	}
+	return ""
+}
+
+// volumeDest is the container path a volume mounts.
+func volumeDest(v string) string {
+	parts := strings.Split(v, ":")
+	if len(parts) >= 2 {
+		return path.Clean(parts[1])
+	}
+	return path.Clean(parts[0])
+}
+
+// missing tells whether a required value is absent rather than of the
+// wrong type (which str has reported already).
+func missing(n *yaml.Node) bool {
+	n = resolve(n)
+	return isNull(n) || n.Kind == yaml.ScalarNode
+}
+
+// at is the node to point at for a field: itself, or its parent mapping
+// when the field is absent.
+func at(field, parent *yaml.Node) *yaml.Node {
+	if field != nil {
+		return field
+	}
+	return parent
+}
+
+// name reads and checks a name field.
+func (r *yamlReader) name(path string, f map[string]*yaml.Node, parent *yaml.Node) string {
+	n := f["name"]
+	v := r.str(path, n)
+	if v != "" || missing(n) {
+		if msg := nameProblem(v); msg != "" {
+			r.add(path, at(n, parent), "%s", msg)
+		}
+	}
+	return v
+}
+
+func (r *yamlReader) template(root *yaml.Node) *Template {
+	root = resolve(root)
+	if isNull(root) || root.Kind != yaml.MappingNode {
+		r.add("template", root, "must be a mapping with version, name and tasks, not %s", kindName(root))
+		return nil
+	}
+	f := r.fields("", root, templateKeys)
+	t := &Template{}
+	t.Version = r.str("version", f["version"])
+	switch {
+	case t.Version == "" && missing(f["version"]):
+		r.add("version", at(f["version"], root), `is required: Tinkerbell templates are version "0.1"`)
+	case t.Version == "", t.Version == "0.1", r.templated(t.Version):
+	default:
+		r.add("version", f["version"], `%s is not a supported version; use "0.1"`, quote(t.Version))
+	}
+	t.Name = r.name("name", f, root)
+	t.GlobalTimeout = int(r.seconds("global_timeout", f["global_timeout"]))
+	r.str("id", f["id"])
+
+	tasks := resolve(f["tasks"])
+	switch {
+	case isNull(tasks):
+		r.add("tasks", at(tasks, root), "needs at least one task")
+		return t
+	case tasks.Kind != yaml.SequenceNode:
+		r.add("tasks", tasks, "must be a list of tasks, not %s", kindName(tasks))
+		return t
+	case len(tasks.Content) == 0:
+		r.add("tasks", tasks, "needs at least one task")
+	}
+	names := map[string]int{}
+	for i, n := range tasks.Content {
+		t.Tasks = append(t.Tasks, r.task(index("tasks", i), n, i, names))
+	}
+	return t
+}
+
+// task reads tasks[i]; names maps the task names seen so far to their
+// index.
+func (r *yamlReader) task(path string, n *yaml.Node, i int, names map[string]int) Task {
+	n = resolve(n)
+	if isNull(n) {
+		r.add(path, n, "is empty; a task needs a name, a worker and actions")
+		return Task{}
+	}
+	f := r.fields(path, n, taskKeys)
+	if f == nil {
+		return Task{}
+	}
+	t := Task{
+		Name:        r.name(path+".name", f, n),
+		Worker:      r.str(path+".worker", f["worker"]),
+		Volumes:     r.volumes(path+".volumes", f["volumes"]),
+		Environment: r.environment(path+".environment", f["environment"]),
+	}
+	if t.Name != "" {
+		if first, dup := names[t.Name]; dup {
+			r.add(path+".name", f["name"], "%s is already the name of tasks[%d]", quote(t.Name), first)
+		} else {
+			names[t.Name] = i
+		}
+	}
+	switch {
+	case t.Worker == "" && missing(f["worker"]):
+		r.add(path+".worker", at(f["worker"], n), `is required: the MAC or IP of the machine, usually "{{.device_1}}"`)
+	case t.Worker == "", r.templated(t.Worker):
+	case workerProblem(t.Worker) != "":
+		msg := workerProblem(t.Worker)
+		if !r.rendered {
+			msg += ` (or a template expression like "{{.device_1}}")`
+		}
+		r.add(path+".worker", f["worker"], "%s", msg)
+	}
+	actions := resolve(f["actions"])
+	switch {
+	case isNull(actions):
+		r.add(path+".actions", at(actions, n), "needs at least one action")
+		return t
+	case actions.Kind != yaml.SequenceNode:
+		r.add(path+".actions", actions, "must be a list of actions, not %s", kindName(actions))
+		return t
+	case len(actions.Content) == 0:
+		r.add(path+".actions", actions, "needs at least one action")
+	}
+	actionNames := map[string]int{}
+	for j, an := range actions.Content {
+		t.Actions = append(t.Actions, r.action(index(path+".actions", j), an, j, actionNames))
+	}
+	return t
+}
+
+func workerProblem(w string) string {
+	if _, err := NormalizeMAC(w); err == nil {
+		return ""
+	}
+	if _, msg := parseIP(w); msg == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s is not a MAC or IP address", quote(w))
+}
+
+// action reads one action of a task; names maps the task's action names
+// seen so far to their index.
+func (r *yamlReader) action(path string, n *yaml.Node, i int, names map[string]int) Action {
+	n = resolve(n)
+	if isNull(n) {
+		r.add(path, n, "is empty; an action needs a name and an image")
+		return Action{}
+	}
+	f := r.fields(path, n, actionKeys)
+	if f == nil {
+		return Action{}
+	}
+	a := Action{
+		Name:        r.name(path+".name", f, n),
+		Image:       r.str(path+".image", f["image"]),
+		Timeout:     r.seconds(path+".timeout", f["timeout"]),
+		Command:     r.list(path+".command", f["command"]),
+		OnTimeout:   r.list(path+".on-timeout", f["on-timeout"]),
+		OnFailure:   r.list(path+".on-failure", f["on-failure"]),
+		Volumes:     r.volumes(path+".volumes", f["volumes"]),
+		Environment: r.environment(path+".environment", f["environment"]),
+		Pid:         r.str(path+".pid", f["pid"]),
+	}
+	if a.Name != "" {
+		tasksPath := path[:strings.LastIndexByte(path, '[')]
+		if first, dup := names[a.Name]; dup {
+			r.add(path+".name", f["name"], "%s is already the name of %s", quote(a.Name), index(tasksPath, first))
+		} else {
+			names[a.Name] = i
+		}
+	}
+	if (a.Image != "" || missing(f["image"])) && !r.templated(a.Image) {
+		if msg := imageProblem(a.Image); msg != "" {
+			r.add(path+".image", at(f["image"], n), "%s", msg)
+		}
+	}
+	if a.Pid != "" && a.Pid != "host" && !r.templated(a.Pid) {
+		r.add(path+".pid", f["pid"], `%s is not supported; leave pid out or set it to "host"`, quote(a.Pid))
+	}
+	return a
+}
+
+// sortedKeys returns a map's keys in order.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

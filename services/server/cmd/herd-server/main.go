@@ -1,0 +1,254 @@
+// Command herd-server is herd's state server: hardware, templates and
+// workflows in PostgreSQL, served over Tinkerbell v0.6's gRPC API (TLS,
+// port 42113) and its REST gateway (port 42114).
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+
+	"github.com/herd-metal/herd/pkg/certs"
+	"github.com/herd-metal/herd/pkg/config"
+	"github.com/herd-metal/herd/pkg/logging"
+	"github.com/herd-metal/herd/pkg/observe"
+	"github.com/herd-metal/herd/pkg/version"
+	"github.com/herd-metal/herd/services/server/internal/api"
+	"github.com/herd-metal/herd/services/server/internal/auth"
+	"github.com/herd-metal/herd/services/server/internal/store"
+	"github.com/herd-metal/herd/services/server/internal/transport"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.LookupEnv, os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "herd-server:", err)
+		os.Exit(1)
+	}
+}
+
+type settings struct {
+	grpcAddr, httpAddr   string
+	dbURL, stateDir      string
+	authToken, tokenFile string
+	noAuth               bool
+	tlsCert, tlsKey      string
+	tlsCA, tlsHosts      string
+	logLevel, logFormat  string
+	maxDataVersions      int
+	maxDataBytes         int
+	dbMaxConns           int
+	timeoutCheck         time.Duration
+}
+
+func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) (settings, []string, error) {
+	var s settings
+	fs := flag.NewFlagSet("herd-server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: herd-server [flags] [serve|migrate|version]\n\n"+
+			"serve (default) applies pending migrations and serves the API; migrate only applies them.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&s.grpcAddr, "grpc-addr", ":42113", "gRPC (TLS) listen address")
+	fs.StringVar(&s.httpAddr, "http-addr", ":42114", "HTTP listen address: REST gateway, /cert, /openapi.json, /metrics, /healthz, /version")
+	fs.StringVar(&s.dbURL, "db-url", "postgres://herd@localhost:5432/herd?sslmode=disable", "PostgreSQL connection URL (lib/pq)")
+	fs.StringVar(&s.stateDir, "state-dir", "/var/lib/herd", "directory for what the server generates: CA, server certificate, worker key")
+	fs.StringVar(&s.authToken, "auth-token", "", "admin bearer token (prefer --auth-token-file or the environment over a flag)")
+	fs.StringVar(&s.tokenFile, "auth-token-file", "", "file holding the admin bearer token")
+	fs.BoolVar(&s.noAuth, "insecure-no-auth", false, "accept every call without credentials (legacy Tinkerbell v0.6 clients only)")
+	fs.StringVar(&s.tlsCert, "tls-cert", "", "server certificate PEM; empty: generated in the state directory")
+	fs.StringVar(&s.tlsKey, "tls-key", "", "server key PEM (with --tls-cert)")
+	fs.StringVar(&s.tlsCA, "tls-ca", "", "CA bundle served at /cert (with --tls-cert; default: the certificate file itself)")
+	fs.StringVar(&s.tlsHosts, "tls-hosts", "", "extra comma-separated names and IPs for the generated certificate (localhost, the host name and local addresses are always in)")
+	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&s.logFormat, "log-format", "json", "json or text")
+	fs.IntVar(&s.dbMaxConns, "db-max-conns", store.DefaultMaxConns, "most connections to PostgreSQL")
+	fs.IntVar(&s.maxDataVersions, "max-data-versions", 16, "workflow data versions kept per workflow")
+	fs.IntVar(&s.maxDataBytes, "max-data-bytes", 1<<20, "largest workflow data document, in bytes")
+	fs.DurationVar(&s.timeoutCheck, "timeout-check", time.Second, "how often the server enforces action and global timeouts")
+	if err := config.Parse(fs, args, "HERD_", lookup); err != nil {
+		return s, nil, err
+	}
+	if s.tokenFile != "" && s.authToken == "" {
+		b, err := os.ReadFile(s.tokenFile)
+		if err != nil {
+			return s, nil, fmt.Errorf("auth token file: %w", err)
+		}
+		s.authToken = strings.TrimSpace(string(b))
+	}
+	if (s.tlsCert == "") != (s.tlsKey == "") {
+		return s, nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	return s, fs.Args(), nil
+}
+
+func run(ctx context.Context, args []string, lookup func(string) (string, bool), stderr io.Writer) error {
+	s, rest, err := parse(args, lookup, stderr)
+	if err != nil {
+		return err
+	}
+	cmd := "serve"
+	if len(rest) > 0 {
+		cmd = rest[0]
+	}
+	log, err := logging.New(stderr, s.logLevel, s.logFormat)
+	if err != nil {
+		return err
+	}
+	switch cmd {
+	case "version":
+		fmt.Fprintln(stderr, "herd-server", version.String())
+		return nil
+	case "migrate", "serve":
+	default:
+		return fmt.Errorf("unknown command %q: want serve, migrate or version", cmd)
+	}
+
+	st, err := store.Open(ctx, s.dbURL, store.Options{MaxDataVersions: s.maxDataVersions, MaxDataBytes: s.maxDataBytes, MaxConns: s.dbMaxConns, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.Migrate(ctx); err != nil {
+		return err
+	}
+	if cmd == "migrate" {
+		log.Info("migrations applied")
+		return nil
+	}
+	if !s.noAuth && s.authToken == "" {
+		return errors.New("no admin token: set HERD_AUTH_TOKEN or --auth-token-file, or pass --insecure-no-auth for legacy clients")
+	}
+	if s.noAuth {
+		log.Warn("authentication is OFF: anyone who reaches the API can change everything")
+	}
+	workerKey, err := loadOrCreateKey(filepath.Join(s.stateDir, "worker.key"))
+	if err != nil {
+		return err
+	}
+	authn, err := auth.New(s.authToken, workerKey, s.noAuth)
+	if err != nil {
+		return err
+	}
+	tlsConf, caPEM, err := serverTLS(s)
+	if err != nil {
+		return err
+	}
+
+	reg := observe.NewRegistry()
+	hub := store.NewHub(s.dbURL, log)
+	ic := api.NewInterceptors(log, reg)
+	srv, err := transport.New(
+		transport.Config{GRPCAddr: s.grpcAddr, HTTPAddr: s.httpAddr, TLS: tlsConf, CA: caPEM},
+		transport.Services{
+			Hardware: api.NewHardware(st, hub, log),
+			Template: api.NewTemplate(st, log),
+			Workflow: api.NewWorkflow(st, hub, log),
+		},
+		[]grpc.UnaryServerInterceptor{ic.Unary, authn.UnaryInterceptor},
+		[]grpc.StreamServerInterceptor{ic.Stream, authn.StreamInterceptor},
+		reg, st.Ping, log)
+	if err != nil {
+		return err
+	}
+
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return hub.Run(ctx) })
+	eg.Go(func() error { return srv.Serve(ctx) })
+	eg.Go(func() error { return enforceTimeouts(ctx, st, s.timeoutCheck, log) })
+	return eg.Wait()
+}
+
+// enforceTimeouts ends workflows whose action or global deadline passed,
+// also when their worker has gone silent.
+func enforceTimeouts(ctx context.Context, st *store.Store, every time.Duration, log *slog.Logger) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			n, err := st.ExpireWorkflows(ctx, now)
+			if err != nil && ctx.Err() == nil {
+				log.Error("timeout check failed", "error", err)
+			}
+			if n > 0 {
+				log.Info("workflows timed out by the server", "count", n)
+			}
+		}
+	}
+}
+
+// serverTLS loads the operator's certificate, or creates a CA and a server
+// certificate in the state directory.
+func serverTLS(s settings) (*tls.Config, []byte, error) {
+	certFile, keyFile, caFile := s.tlsCert, s.tlsKey, s.tlsCA
+	if certFile == "" {
+		hosts := certs.LocalHosts()
+		for _, h := range strings.Split(s.tlsHosts, ",") {
+			if h = strings.TrimSpace(h); h != "" {
+				hosts = append(hosts, h)
+			}
+		}
+		f, err := certs.Ensure(s.stateDir, hosts, time.Now())
+		if err != nil {
+			return nil, nil, err
+		}
+		certFile, keyFile, caFile = f.Cert, f.Key, f.CA
+	}
+	if caFile == "" {
+		caFile = certFile
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("TLS certificate: %w", err)
+	}
+	ca, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("TLS CA bundle: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{pair}}, ca, nil
+}
+
+// loadOrCreateKey returns the worker credential key, creating it once.
+func loadOrCreateKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return b, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("worker key: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	b = make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return nil, fmt.Errorf("worker key: %w", err)
+	}
+	return b, nil
+}

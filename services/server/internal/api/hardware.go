@@ -1,0 +1,229 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+
+	"github.com/herd-metal/herd/pkg/spec"
+	"github.com/herd-metal/herd/proto/hardware"
+	"github.com/herd-metal/herd/services/server/internal/store"
+)
+
+// HardwareStore is what the hardware service needs from the store.
+type HardwareStore interface {
+	PushHardware(ctx context.Context, hw *hardware.Hardware) (*hardware.Hardware, error)
+	HardwareByID(ctx context.Context, id string) (*hardware.Hardware, error)
+	HardwareByMAC(ctx context.Context, mac string) (*hardware.Hardware, error)
+	HardwareByIP(ctx context.Context, ip string) (*hardware.Hardware, error)
+	AllHardware(ctx context.Context, fn func(*hardware.Hardware) error) error
+	DeleteHardware(ctx context.Context, id string) error
+}
+
+// Notifier delivers the ids of changed records on a channel; "" means
+// changes may have been missed and the subscriber should resync.
+type Notifier interface {
+	Subscribe(channel string) (<-chan string, func())
+}
+
+// Hardware implements HardwareService.
+type Hardware struct {
+	hardware.UnimplementedHardwareServiceServer
+	store  HardwareStore
+	notify Notifier
+	log    *slog.Logger
+}
+
+// NewHardware returns the hardware service.
+func NewHardware(s HardwareStore, n Notifier, log *slog.Logger) *Hardware {
+	return &Hardware{store: s, notify: n, log: log}
+}
+
+// Push validates and stores a record.
+func (h *Hardware) Push(ctx context.Context, req *hardware.PushRequest) (*hardware.Empty, error) {
+	hw := req.GetData()
+	if hw == nil {
+		return nil, invalid("data", "missing: send the hardware record")
+	}
+	spec.NormalizeHardware(hw)
+	if err := spec.ValidateHardware(hw); err != nil {
+		return nil, err
+	}
+	saved, err := h.store.PushHardware(ctx, hw)
+	if err != nil {
+		return nil, err
+	}
+	macs, _ := spec.HardwareAddresses(saved)
+	h.log.InfoContext(ctx, "hardware pushed", "hardware_id", saved.GetId(), "macs", macs, "version", saved.GetVersion())
+	return &hardware.Empty{}, nil
+}
+
+// ByMAC looks a record up by one of its interface MACs.
+func (h *Hardware) ByMAC(ctx context.Context, req *hardware.GetRequest) (*hardware.Hardware, error) {
+	mac, err := spec.NormalizeMAC(req.GetMac())
+	if err != nil {
+		return nil, invalid("mac", err.Error())
+	}
+	return h.store.HardwareByMAC(ctx, mac)
+}
+
+// ByIP looks a record up by one of its interface IPs.
+func (h *Hardware) ByIP(ctx context.Context, req *hardware.GetRequest) (*hardware.Hardware, error) {
+	ip := net.ParseIP(req.GetIp())
+	if ip == nil {
+		return nil, invalid("ip", "\""+clip(req.GetIp())+"\" is not an IP address")
+	}
+	return h.store.HardwareByIP(ctx, ip.String())
+}
+
+// ByID looks a record up by its id.
+func (h *Hardware) ByID(ctx context.Context, req *hardware.GetRequest) (*hardware.Hardware, error) {
+	if err := requireID("id", req.GetId()); err != nil {
+		return nil, err
+	}
+	return h.store.HardwareByID(ctx, req.GetId())
+}
+
+// All streams every record.
+func (h *Hardware) All(_ *hardware.Empty, stream hardware.HardwareService_AllServer) error {
+	return h.store.AllHardware(stream.Context(), stream.Send)
+}
+
+// Delete removes a record.
+func (h *Hardware) Delete(ctx context.Context, req *hardware.DeleteRequest) (*hardware.Empty, error) {
+	if err := requireID("id", req.GetId()); err != nil {
+		return nil, err
+	}
+	if err := h.store.DeleteHardware(ctx, req.GetId()); err != nil {
+		return nil, err
+	}
+	h.log.InfoContext(ctx, "hardware deleted", "hardware_id", req.GetId())
+	return &hardware.Empty{}, nil
+}
+
+// DeprecatedWatch sends the named record now and after each change, and
+// ends with NotFound when it is deleted.
+func (h *Hardware) DeprecatedWatch(req *hardware.GetRequest, stream hardware.HardwareService_DeprecatedWatchServer) error {
+	if err := requireID("id", req.GetId()); err != nil {
+		return err
+	}
+	changes, cancel := h.notify.Subscribe(store.ChannelHardware)
+	defer cancel()
+	ctx := stream.Context()
+	for {
+		hw, err := h.store.HardwareByID(ctx, req.GetId())
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(hw); err != nil {
+			return err
+		}
+		if err := waitFor(ctx, changes, req.GetId()); err != nil {
+			return err
+		}
+	}
+}
+
+// waitFor returns when id (or a resync) comes on changes.
+func waitFor(ctx context.Context, changes <-chan string, id string) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case got, ok := <-changes:
+			if !ok {
+				return errors.New("change feed closed")
+			}
+			if got == id || got == "" {
+				return nil
+			}
+		}
+	}
+}
+
+// Watch streams the whole inventory, then its changes. It tracks the
+// version it sent of each record, so a resync after missed notifications
+// sends only real differences.
+func (h *Hardware) Watch(_ *hardware.WatchRequest, stream hardware.HardwareService_WatchServer) error {
+	ctx := stream.Context()
+	changes, cancel := h.notify.Subscribe(store.ChannelHardware)
+	defer cancel()
+
+	sent := map[string]int64{}
+	send := func(t hardware.WatchEvent_Type, hw *hardware.Hardware) error {
+		if t == hardware.WatchEvent_TYPE_DELETED {
+			delete(sent, hw.GetId())
+		} else {
+			sent[hw.GetId()] = hw.GetVersion()
+		}
+		return stream.Send(&hardware.WatchEvent{Type: t, Hardware: hw})
+	}
+	// resync compares the whole store with what was sent.
+	resync := func(initial bool) error {
+		seen := map[string]bool{}
+		err := h.store.AllHardware(ctx, func(hw *hardware.Hardware) error {
+			seen[hw.GetId()] = true
+			v, known := sent[hw.GetId()]
+			switch {
+			case !known:
+				return send(hardware.WatchEvent_TYPE_ADDED, hw)
+			case v != hw.GetVersion():
+				return send(hardware.WatchEvent_TYPE_UPDATED, hw)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for id := range sent {
+			if !seen[id] {
+				if err := send(hardware.WatchEvent_TYPE_DELETED, &hardware.Hardware{Id: id}); err != nil {
+					return err
+				}
+			}
+		}
+		if initial {
+			return stream.Send(&hardware.WatchEvent{Type: hardware.WatchEvent_TYPE_SYNCED})
+		}
+		return nil
+	}
+	if err := resync(true); err != nil {
+		return err
+	}
+	for {
+		var id string
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case got, ok := <-changes:
+			if !ok {
+				return errors.New("change feed closed")
+			}
+			id = got
+		}
+		if id == "" {
+			if err := resync(false); err != nil {
+				return err
+			}
+			continue
+		}
+		hw, err := h.store.HardwareByID(ctx, id)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			if _, known := sent[id]; known {
+				err = send(hardware.WatchEvent_TYPE_DELETED, &hardware.Hardware{Id: id})
+			} else {
+				err = nil
+			}
+		case err != nil:
+		case sent[id] == 0:
+			err = send(hardware.WatchEvent_TYPE_ADDED, hw)
+		case sent[id] != hw.GetVersion():
+			err = send(hardware.WatchEvent_TYPE_UPDATED, hw)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}

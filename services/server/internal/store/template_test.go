@@ -1,0 +1,182 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/herd-metal/herd/proto/template"
+)
+
+func TestTemplateCRUD(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := newStore(t)
+
+	id, err := s.CreateTemplate(ctx, "ubuntu", "data v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range [][2]string{{id, ""}, {"", "ubuntu"}, {id, "ubuntu"}} {
+		got, err := s.GetTemplate(ctx, key[0], key[1])
+		if err != nil {
+			t.Fatalf("GetTemplate%q: %v", key, err)
+		}
+		if got.Id != id || got.Name != "ubuntu" || got.Data != "data v1" || got.CreatedAt == nil || got.UpdatedAt == nil || got.DeletedAt != nil {
+			t.Errorf("GetTemplate%q = %v", key, got)
+		}
+	}
+	_, err = s.GetTemplate(ctx, id, "debian")
+	wantErr(t, err, ErrNotFound)
+	_, err = s.GetTemplate(ctx, "", "")
+	wantErr(t, err, ErrInvalid)
+	_, err = s.GetTemplate(ctx, "nope", "")
+	wantErr(t, err, ErrInvalid)
+	_, err = s.GetTemplate(ctx, uuid.NewString(), "")
+	wantErr(t, err, ErrNotFound)
+	_, err = s.CreateTemplate(ctx, "", "x")
+	wantErr(t, err, ErrInvalid)
+
+	// A live name is taken; the error names its owner.
+	_, err = s.CreateTemplate(ctx, "ubuntu", "other")
+	wantErr(t, err, ErrConflict, `"ubuntu"`, id)
+	other, err := s.CreateTemplate(ctx, "debian", "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, s.UpdateTemplate(ctx, other, "ubuntu", ""), ErrConflict, id)
+
+	// Update data only, then name only.
+	if err := s.UpdateTemplate(ctx, id, "", "data v2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UpdateTemplate(ctx, id, "ubuntu-22", ""); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetTemplate(ctx, id, "")
+	if err != nil || got.Name != "ubuntu-22" || got.Data != "data v2" {
+		t.Fatalf("after updates: %v %v", got, err)
+	}
+	if !got.UpdatedAt.AsTime().After(got.CreatedAt.AsTime()) {
+		t.Errorf("updated_at %v not after created_at %v", got.UpdatedAt.AsTime(), got.CreatedAt.AsTime())
+	}
+	wantErr(t, s.UpdateTemplate(ctx, id, "", ""), ErrInvalid)
+	wantErr(t, s.UpdateTemplate(ctx, uuid.NewString(), "x", ""), ErrNotFound)
+
+	// Delete: gone for reads and updates, its name free again.
+	if err := s.DeleteTemplate(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.GetTemplate(ctx, id, "")
+	wantErr(t, err, ErrNotFound)
+	_, err = s.GetTemplate(ctx, "", "ubuntu-22")
+	wantErr(t, err, ErrNotFound)
+	wantErr(t, s.DeleteTemplate(ctx, id), ErrNotFound)
+	wantErr(t, s.UpdateTemplate(ctx, id, "", "x"), ErrNotFound)
+	reused, err := s.CreateTemplate(ctx, "ubuntu-22", "new")
+	if err != nil {
+		t.Fatalf("name of a deleted template: %v", err)
+	}
+	if reused == id {
+		t.Error("new template got the deleted one's id")
+	}
+	if err := s.UpdateTemplate(ctx, other, "ubuntu", ""); err != nil {
+		t.Fatalf("rename to a deleted template's old name: %v", err)
+	}
+}
+
+func listNames(t *testing.T, s *Store, pattern string) []string {
+	t.Helper()
+	var names []string
+	err := s.ListTemplates(context.Background(), pattern, func(w *template.WorkflowTemplate) error {
+		names = append(names, w.Name)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+func TestListTemplates(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := newStore(t)
+	for _, n := range []string{"ubuntu-22", "ubuntu-24", "debian", "a_b", "axb", "100%", "rocky/9", "gone"} {
+		id, err := s.CreateTemplate(ctx, n, "d")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == "gone" {
+			if err := s.DeleteTemplate(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		pattern string
+		want    string
+	}{
+		{"", "[100% a_b axb debian rocky/9 ubuntu-22 ubuntu-24]"},
+		{"*", "[100% a_b axb debian rocky/9 ubuntu-22 ubuntu-24]"},
+		{"ubuntu-*", "[ubuntu-22 ubuntu-24]"},
+		{"ubuntu-2?", "[ubuntu-22 ubuntu-24]"},
+		{"?ebian", "[debian]"},
+		{"debian", "[debian]"},
+		{"a_b", "[a_b]"}, // _ is literal
+		{"a?b", "[a_b axb]"},
+		{"100%", "[100%]"}, // % is literal
+		{"1*", "[100%]"},
+		{"*/*", "[rocky/9]"}, // * crosses /
+		{`ubuntu-2\?`, "[]"},
+		{"gone", "[]"},
+		{"nothing*", "[]"},
+	} {
+		if got := fmt.Sprint(listNames(t, s, tc.pattern)); got != tc.want {
+			t.Errorf("ListTemplates(%q) = %s, want %s", tc.pattern, got, tc.want)
+		}
+	}
+	stop := errors.New("stop")
+	if err := s.ListTemplates(ctx, "*", func(*template.WorkflowTemplate) error { return stop }); !errors.Is(err, stop) {
+		t.Errorf("callback error: %v", err)
+	}
+}
+
+func TestListTemplatesPages(t *testing.T) {
+	t.Parallel()
+	s, _ := newStore(t)
+	total := templatePage*2 + 3
+	if _, err := s.db.Exec(`INSERT INTO template (id, name, data)
+		SELECT gen_random_uuid(), 't-' || lpad(i::text, 4, '0'), 'd' FROM generate_series(1, $1) i`, total); err != nil {
+		t.Fatal(err)
+	}
+	names := listNames(t, s, "t-*")
+	if len(names) != total {
+		t.Fatalf("%d templates listed, want %d", len(names), total)
+	}
+	for i, n := range names {
+		if want := fmt.Sprintf("t-%04d", i+1); n != want {
+			t.Fatalf("name %d = %s, want %s", i, n, want)
+		}
+	}
+}
+
+func TestLikePattern(t *testing.T) {
+	for glob, want := range map[string]string{
+		"":          "",
+		"abc":       "abc",
+		"a*b?c":     "a%b_c",
+		"a_b%c":     `a\_b\%c`,
+		`a\*b\?`:    "a*b?",
+		`a\\b`:      `a\\b`,
+		`a\_`:       `a\_`,
+		`trailing\`: `trailing\\`,
+	} {
+		if got := likePattern(glob); got != want {
+			t.Errorf("likePattern(%q) = %q, want %q", glob, got, want)
+		}
+	}
+}

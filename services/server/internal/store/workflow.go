@@ -1,0 +1,795 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/herd-metal/herd/pkg/spec"
+	"github.com/herd-metal/herd/proto/hardware"
+	"github.com/herd-metal/herd/proto/workflow"
+	"github.com/herd-metal/herd/services/server/internal/engine"
+)
+
+// CreateWorkflow renders a template (by id, or by name) for the machines in
+// devices (template variable -> MAC or IP of a known machine) and stores the
+// workflow, PENDING, with its action list and its workers, in one
+// transaction. Unknown template or machine -> ErrNotFound; a template that
+// does not render or renders to something invalid -> ErrInvalid wrapping
+// the spec error (errors.As finds its *spec.FieldError).
+func (s *Store) CreateWorkflow(ctx context.Context, templateRef string, devices map[string]string) (string, error) {
+	if len(devices) == 0 {
+		return "", fmt.Errorf("the hardware map is empty: name at least one device (e.g. {\"device_1\": \"08:00:27:00:00:01\"}): %w", ErrInvalid)
+	}
+	id := uuid.NewString()
+	var workers []string
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		tplID, tplName, raw, err := templateForWorkflow(ctx, tx, templateRef)
+		if err != nil {
+			return err
+		}
+		names := make([]string, 0, len(devices))
+		for name := range devices {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		hw := make(map[string]*hardware.Hardware, len(devices))
+		for _, name := range names {
+			h, err := hardwareByAddress(ctx, tx, devices[name])
+			if err != nil {
+				return fmt.Errorf("device %q: %w", name, err)
+			}
+			hw[name] = h
+		}
+		tpl, rendered, err := spec.RenderTemplate(raw, devices, hw)
+		if err != nil {
+			return fmt.Errorf("template %q (%s) does not render for this hardware map: %w (%w)", tplName, tplID, err, ErrInvalid)
+		}
+		actions, err := tpl.Actions(func(worker string) (string, error) {
+			h, err := hardwareByAddress(ctx, tx, worker)
+			if err != nil {
+				return "", err
+			}
+			return h.GetId(), nil
+		})
+		if err != nil {
+			if errors.Is(err, ErrNotFound) {
+				return fmt.Errorf("template %q (%s): a task's worker: %w", tplName, tplID, err)
+			}
+			return fmt.Errorf("template %q (%s): %w (%w)", tplName, tplID, err, ErrInvalid)
+		}
+		if len(actions) == 0 {
+			return fmt.Errorf("template %q (%s) renders to no actions: %w", tplName, tplID, ErrInvalid)
+		}
+		actionsJSON, err := marshalActions(actions)
+		if err != nil {
+			return err
+		}
+		devicesJSON, err := json.Marshal(devices)
+		if err != nil {
+			return fmt.Errorf("encoding the hardware map: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `
+			INSERT INTO workflow (id, template_id, hardware_map, rendered, actions, global_timeout)
+			VALUES ($1, $2, $3, $4, $5, $6)`,
+			id, tplID, string(devicesJSON), rendered, string(actionsJSON), tpl.GlobalTimeout); err != nil {
+			return fmt.Errorf("inserting workflow: %w", err)
+		}
+		seen := map[string]bool{}
+		for _, a := range actions {
+			if seen[a.GetWorkerId()] {
+				continue
+			}
+			seen[a.GetWorkerId()] = true
+			if _, err := tx.ExecContext(ctx,
+				`INSERT INTO workflow_worker (workflow_id, worker_id) VALUES ($1, $2)`, id, a.GetWorkerId()); err != nil {
+				return fmt.Errorf("inserting workflow worker %s: %w", a.GetWorkerId(), err)
+			}
+		}
+		workers = slices.Sorted(maps.Keys(seen))
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	s.announce.workflow(id)
+	s.log.InfoContext(ctx, "workflow created", "workflow_id", id, "template", templateRef, "hardware_ids", workers)
+	return id, nil
+}
+
+// templateForWorkflow finds a live template by id, else by name, and locks
+// it against deletion until the workflow is in.
+func templateForWorkflow(ctx context.Context, tx *sql.Tx, ref string) (id, name, data string, err error) {
+	if _, perr := uuid.Parse(ref); perr == nil {
+		err = tx.QueryRowContext(ctx,
+			`SELECT id, name, data FROM template WHERE id = $1 AND deleted_at IS NULL FOR SHARE`, ref).Scan(&id, &name, &data)
+		if !errors.Is(err, sql.ErrNoRows) {
+			if err != nil {
+				return "", "", "", fmt.Errorf("reading template %s: %w", ref, err)
+			}
+			return id, name, data, nil
+		}
+	}
+	err = tx.QueryRowContext(ctx,
+		`SELECT id, name, data FROM template WHERE name = $1 AND deleted_at IS NULL FOR SHARE`, ref).Scan(&id, &name, &data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", "", "", fmt.Errorf("template %q: no template with that id or name: %w", ref, ErrNotFound)
+	}
+	if err != nil {
+		return "", "", "", fmt.Errorf("reading template %q: %w", ref, err)
+	}
+	return id, name, data, nil
+}
+
+// hardwareByAddress finds the machine that claims addr (a MAC or an IP) and
+// locks its record against deletion until the transaction ends.
+func hardwareByAddress(ctx context.Context, tx *sql.Tx, addr string) (*hardware.Hardware, error) {
+	kind, value, err := addressKey(addr)
+	if err != nil {
+		return nil, err
+	}
+	hw, err := scanHardware(tx.QueryRowContext(ctx, `
+		SELECT `+hardwareColumns+` FROM hardware_address a JOIN hardware h ON h.id = a.hardware_id
+		WHERE a.kind = $1 AND a.value = $2 FOR SHARE OF h`, kind, value))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("no hardware has %s %s: %w", kind, value, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("hardware with %s %s: %w", kind, value, err)
+	}
+	return hw, nil
+}
+
+// addressKey classifies a device address the way hardware_address stores it.
+func addressKey(addr string) (kind, value string, err error) {
+	if mac, err := spec.NormalizeMAC(addr); err == nil {
+		return "mac", mac, nil
+	}
+	if ip, err := netip.ParseAddr(addr); err == nil {
+		return "ip", ip.String(), nil
+	}
+	return "", "", fmt.Errorf("%q is neither a MAC nor an IP address: %w", addr, ErrInvalid)
+}
+
+func marshalActions(actions []*workflow.WorkflowAction) ([]byte, error) {
+	list := make([]json.RawMessage, len(actions))
+	for i, a := range actions {
+		b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(a)
+		if err != nil {
+			return nil, fmt.Errorf("encoding action %d: %w", i, err)
+		}
+		list[i] = b
+	}
+	return json.Marshal(list)
+}
+
+func unmarshalActions(b []byte) ([]*workflow.WorkflowAction, error) {
+	var list []json.RawMessage
+	if err := json.Unmarshal(b, &list); err != nil {
+		return nil, fmt.Errorf("decoding stored actions: %w", err)
+	}
+	actions := make([]*workflow.WorkflowAction, len(list))
+	for i, raw := range list {
+		a := &workflow.WorkflowAction{}
+		if err := protojson.Unmarshal(raw, a); err != nil {
+			return nil, fmt.Errorf("decoding stored action %d: %w", i, err)
+		}
+		actions[i] = a
+	}
+	return actions, nil
+}
+
+// wfRow is one workflow row as the engine and the API need it.
+type wfRow struct {
+	id, templateID, hardwareMap, rendered string
+	actions                               []*workflow.WorkflowAction
+	global                                time.Duration
+	status                                engine.Status
+	createdAt, updatedAt                  time.Time
+	deletedAt                             sql.NullTime
+}
+
+func (w *wfRow) steps() []engine.Step { return engine.Steps(w.actions) }
+
+const wfColumns = `id, template_id, hardware_map, rendered, actions, global_timeout,
+	state, current_index, current_state, started_at, action_started_at, created_at, updated_at, deleted_at`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanWorkflow(sc scanner) (*wfRow, error) {
+	var (
+		w                 wfRow
+		actions           []byte
+		global            int64
+		state, cur        int32
+		index             int
+		started, aStarted sql.NullTime
+	)
+	if err := sc.Scan(&w.id, &w.templateID, &w.hardwareMap, &w.rendered, &actions, &global,
+		&state, &index, &cur, &started, &aStarted, &w.createdAt, &w.updatedAt, &w.deletedAt); err != nil {
+		return nil, err
+	}
+	var err error
+	if w.actions, err = unmarshalActions(actions); err != nil {
+		return nil, fmt.Errorf("workflow %s: %w", w.id, err)
+	}
+	w.global = time.Duration(global) * time.Second
+	w.status = engine.Status{
+		State: engine.State(state), Index: index, ActionState: engine.State(cur),
+		Started: started.Time, ActionStarted: aStarted.Time,
+	}
+	return &w, nil
+}
+
+// getWorkflow reads one workflow; lock is "" or a locking clause.
+func getWorkflow(ctx context.Context, q querier, id, lock string) (*wfRow, error) {
+	id, err := parseID("workflow", id)
+	if err != nil {
+		return nil, err
+	}
+	w, err := scanWorkflow(q.QueryRowContext(ctx, `SELECT `+wfColumns+` FROM workflow WHERE id = $1 `+lock, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("workflow %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading workflow %s: %w", id, err)
+	}
+	return w, nil
+}
+
+// wfStatus is the part of a workflow row a report changes.
+type wfStatus struct {
+	id        string
+	global    time.Duration
+	status    engine.Status
+	deletedAt sql.NullTime
+}
+
+// readStatus reads a workflow's status.
+func readStatus(ctx context.Context, q querier, id string) (*wfStatus, error) {
+	id, err := parseID("workflow", id)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		w                 wfStatus
+		global            int64
+		state, cur        int32
+		started, aStarted sql.NullTime
+	)
+	err = q.QueryRowContext(ctx, `
+		SELECT id, global_timeout, state, current_index, current_state, started_at, action_started_at, deleted_at
+		FROM workflow WHERE id = $1`, id).
+		Scan(&w.id, &global, &state, &w.status.Index, &cur, &started, &aStarted, &w.deletedAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("workflow %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading workflow %s: %w", id, err)
+	}
+	w.global = time.Duration(global) * time.Second
+	w.status.State, w.status.ActionState = engine.State(state), engine.State(cur)
+	w.status.Started, w.status.ActionStarted = started.Time, aStarted.Time
+	return &w, nil
+}
+
+// stepCache keeps the engine steps of recent workflows. A workflow's
+// actions never change after creation, so an entry never goes stale; the
+// cache only saves decoding the action list on every report.
+type stepCache struct {
+	mu sync.Mutex
+	m  map[string][]engine.Step
+}
+
+// stepCacheSize bounds the cache; when full it starts over.
+const stepCacheSize = 20000
+
+func (c *stepCache) get(ctx context.Context, q querier, id string) ([]engine.Step, error) {
+	c.mu.Lock()
+	steps, ok := c.m[id]
+	c.mu.Unlock()
+	if ok {
+		return steps, nil
+	}
+	var raw []byte
+	if err := q.QueryRowContext(ctx, `SELECT actions FROM workflow WHERE id = $1`, id).Scan(&raw); err != nil {
+		return nil, fmt.Errorf("reading workflow %s actions: %w", id, err)
+	}
+	actions, err := unmarshalActions(raw)
+	if err != nil {
+		return nil, fmt.Errorf("workflow %s: %w", id, err)
+	}
+	steps = engine.Steps(actions)
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= stepCacheSize {
+		c.m = map[string][]engine.Step{}
+	}
+	c.m[id] = steps
+	c.mu.Unlock()
+	return steps, nil
+}
+
+// workflowExists checks that the workflow exists (deleted or not) and
+// returns its id in canonical form.
+func workflowExists(ctx context.Context, q querier, id string) (string, error) {
+	id, err := parseID("workflow", id)
+	if err != nil {
+		return "", err
+	}
+	err = q.QueryRowContext(ctx, `SELECT id FROM workflow WHERE id = $1`, id).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("workflow %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading workflow %s: %w", id, err)
+	}
+	return id, nil
+}
+
+// querier is what *sql.DB and *sql.Tx share.
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+func (w *wfRow) proto() *workflow.Workflow {
+	p := &workflow.Workflow{
+		Id:        w.id,
+		Template:  w.templateID,
+		Hardware:  w.hardwareMap,
+		State:     w.status.State,
+		CreatedAt: timestamppb.New(w.createdAt),
+		UpdatedAt: timestamppb.New(w.updatedAt),
+		Data:      w.rendered,
+	}
+	if w.deletedAt.Valid {
+		p.DeletedAt = timestamppb.New(w.deletedAt.Time)
+	}
+	return p
+}
+
+// GetWorkflow returns a workflow, deleted or not (DeletedAt says which).
+// State is the workflow's state as the engine sees it, Data the rendered
+// template, Hardware the hardware map as given at creation.
+func (s *Store) GetWorkflow(ctx context.Context, id string) (*workflow.Workflow, error) {
+	w, err := getWorkflow(ctx, s.db, id, "")
+	if err != nil {
+		return nil, err
+	}
+	return w.proto(), nil
+}
+
+// workflowPage is how many workflows ListWorkflows reads per query.
+const workflowPage = 100
+
+// ListWorkflows calls fn for every workflow not deleted, oldest first, and
+// stops at fn's first error, which it returns. Workflows are read a page at
+// a time and no query is open while fn runs.
+func (s *Store) ListWorkflows(ctx context.Context, fn func(*workflow.Workflow) error) error {
+	afterTime, afterID := time.Time{}, uuid.Nil.String()
+	for {
+		page, err := s.workflowPage(ctx, afterTime, afterID)
+		if err != nil {
+			return err
+		}
+		for _, w := range page {
+			if err := fn(w.proto()); err != nil {
+				return err
+			}
+		}
+		if len(page) < workflowPage {
+			return nil
+		}
+		last := page[len(page)-1]
+		afterTime, afterID = last.createdAt, last.id
+	}
+}
+
+func (s *Store) workflowPage(ctx context.Context, afterTime time.Time, afterID string) ([]*wfRow, error) {
+	rows, err := s.db.QueryContext(ctx, `
+		SELECT `+wfColumns+` FROM workflow
+		WHERE deleted_at IS NULL AND (created_at, id) > ($1, $2::uuid)
+		ORDER BY created_at, id LIMIT $3`, afterTime, afterID, workflowPage)
+	if err != nil {
+		return nil, fmt.Errorf("list workflows: %w", err)
+	}
+	var page []*wfRow
+	for rows.Next() {
+		w, err := scanWorkflow(rows)
+		if err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("list workflows: %w", err)
+		}
+		page = append(page, w)
+	}
+	if err := closeRows(rows); err != nil {
+		return nil, fmt.Errorf("list workflows: %w", err)
+	}
+	return page, nil
+}
+
+// DeleteWorkflow marks a workflow deleted: it stays readable, no longer
+// offered to workers, refuses reports and data, and never times out.
+func (s *Store) DeleteWorkflow(ctx context.Context, id string) error {
+	id, err := parseID("workflow", id)
+	if err != nil {
+		return err
+	}
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `
+			UPDATE workflow SET deleted_at = now(), updated_at = now(), deadline = NULL
+			WHERE id = $1 AND deleted_at IS NULL`, id)
+		if err != nil {
+			return fmt.Errorf("deleting workflow %s: %w", id, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("deleting workflow %s: %w", id, err)
+		} else if n == 0 {
+			return fmt.Errorf("workflow %s (or it is already deleted): %w", id, ErrNotFound)
+		}
+		return nil
+	})
+	if err == nil {
+		s.announce.workflow(id)
+	}
+	return err
+}
+
+// WorkflowContext returns where a workflow stands, as Tinkerbell v0.6
+// workers expect it.
+func (s *Store) WorkflowContext(ctx context.Context, id string) (*workflow.WorkflowContext, error) {
+	w, err := getWorkflow(ctx, s.db, id, "")
+	if err != nil {
+		return nil, err
+	}
+	return engine.Context(w.id, w.status, w.steps()), nil
+}
+
+// WorkflowActions returns a workflow's actions in execution order.
+func (s *Store) WorkflowActions(ctx context.Context, id string) (*workflow.WorkflowActionList, error) {
+	w, err := getWorkflow(ctx, s.db, id, "")
+	if err != nil {
+		return nil, err
+	}
+	return &workflow.WorkflowActionList{ActionList: w.actions}, nil
+}
+
+// WorkflowWorkers returns the hardware ids of the machines that run a
+// workflow's actions, sorted.
+func (s *Store) WorkflowWorkers(ctx context.Context, id string) ([]string, error) {
+	id, err := workflowExists(ctx, s.db, id)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.db.QueryContext(ctx,
+		`SELECT worker_id FROM workflow_worker WHERE workflow_id = $1 ORDER BY worker_id`, id)
+	if err != nil {
+		return nil, fmt.Errorf("workflow %s workers: %w", id, err)
+	}
+	var ids []string
+	for rows.Next() {
+		var w string
+		if err := rows.Scan(&w); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("workflow %s workers: %w", id, err)
+		}
+		ids = append(ids, w)
+	}
+	if err := closeRows(rows); err != nil {
+		return nil, fmt.Errorf("workflow %s workers: %w", id, err)
+	}
+	return ids, nil
+}
+
+// ContextsForWorker returns the contexts of every workflow (not deleted)
+// the machine takes part in, finished or not, oldest first: Tinkerbell
+// v0.6's GetWorkflowContextList.
+func (s *Store) ContextsForWorker(ctx context.Context, workerID string) ([]*workflow.WorkflowContext, error) {
+	return s.contextsForWorker(ctx, workerID, false)
+}
+
+// ApplicableContexts returns the contexts of the workflows in which the
+// machine has the next move (engine.Applicable), oldest first: v0.6's
+// GetWorkflowContexts stream.
+func (s *Store) ApplicableContexts(ctx context.Context, workerID string) ([]*workflow.WorkflowContext, error) {
+	return s.contextsForWorker(ctx, workerID, true)
+}
+
+func (s *Store) contextsForWorker(ctx context.Context, workerID string, applicable bool) ([]*workflow.WorkflowContext, error) {
+	workerID, err := parseID("worker (hardware)", workerID)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, `
+		SELECT `+wfColumns+` FROM workflow
+		WHERE deleted_at IS NULL AND id IN (SELECT workflow_id FROM workflow_worker WHERE worker_id = $1)
+		ORDER BY created_at, id`, workerID)
+	if err != nil {
+		return nil, fmt.Errorf("workflows of worker %s: %w", workerID, err)
+	}
+	var list []*workflow.WorkflowContext
+	for rows.Next() {
+		w, err := scanWorkflow(rows)
+		if err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("workflows of worker %s: %w", workerID, err)
+		}
+		steps := w.steps()
+		if applicable && !engine.Applicable(w.status, steps, workerID) {
+			continue
+		}
+		list = append(list, engine.Context(w.id, w.status, steps))
+	}
+	if err := closeRows(rows); err != nil {
+		return nil, fmt.Errorf("workflows of worker %s: %w", workerID, err)
+	}
+	return list, nil
+}
+
+// WorkflowEvents calls fn, in order, for each event of a workflow with a
+// sequence number above after (0: all). Events of one workflow are inserted
+// under the workflow's row lock, so their sequence numbers grow in commit
+// order and "after the last one seen" never skips one.
+func (s *Store) WorkflowEvents(ctx context.Context, id string, after int64, fn func(seq int64, ev *workflow.WorkflowActionStatus) error) error {
+	id, err := workflowExists(ctx, s.db, id)
+	if err != nil {
+		return err
+	}
+	rows, err := s.db.QueryContext(ctx, `
+		SELECT id, worker_id, task_name, action_name, state, seconds, message, created_at
+		FROM workflow_event WHERE workflow_id = $1 AND id > $2 ORDER BY id`, id, after)
+	if err != nil {
+		return fmt.Errorf("workflow %s events: %w", id, err)
+	}
+	type event struct {
+		seq int64
+		ev  *workflow.WorkflowActionStatus
+	}
+	var list []event
+	for rows.Next() {
+		var (
+			e     event
+			state int32
+			at    time.Time
+		)
+		e.ev = &workflow.WorkflowActionStatus{WorkflowId: id}
+		if err := rows.Scan(&e.seq, &e.ev.WorkerId, &e.ev.TaskName, &e.ev.ActionName, &state,
+			&e.ev.Seconds, &e.ev.Message, &at); err != nil {
+			rows.Close()
+			return fmt.Errorf("workflow %s events: %w", id, err)
+		}
+		e.ev.ActionStatus = workflow.State(state)
+		e.ev.CreatedAt = timestamppb.New(at)
+		list = append(list, e)
+	}
+	if err := closeRows(rows); err != nil {
+		return fmt.Errorf("workflow %s events: %w", id, err)
+	}
+	for _, e := range list {
+		if err := fn(e.seq, e.ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ReportAction applies a worker's report to its workflow. It reads the
+// status, asks the engine, then saves the new status and its deadline and
+// records the event in one statement that only applies if the status is
+// still the one read (compare and swap); if another report won meanwhile,
+// it decides again on the new status. So concurrent reports are applied one
+// after the other and none is lost, with two statements per report and no
+// row held locked across round trips. A resent report (identical to the one
+// recorded) changes nothing and returns nil. A report the engine refuses
+// returns an error wrapping both ErrPrecondition and the engine's sentinel
+// (engine.ErrOutOfOrder, ...).
+func (s *Store) ReportAction(ctx context.Context, r *workflow.WorkflowActionStatus) error {
+	switch {
+	case r.GetWorkflowId() == "":
+		return fmt.Errorf("report without a workflow id: %w", ErrInvalid)
+	case r.GetTaskName() == "":
+		return fmt.Errorf("report for workflow %s without a task name: %w", r.GetWorkflowId(), ErrInvalid)
+	case r.GetActionName() == "":
+		return fmt.Errorf("report for workflow %s without an action name: %w", r.GetWorkflowId(), ErrInvalid)
+	}
+	for range maxReportAttempts {
+		w, err := readStatus(ctx, s.hot, r.GetWorkflowId())
+		if err != nil {
+			return err
+		}
+		id := w.id
+		steps, err := s.steps.get(ctx, s.db, id)
+		if err != nil {
+			return err
+		}
+		// A machine that takes no part in the workflow learns nothing of
+		// it, not even that it exists.
+		if r.GetWorkerId() != "" && !slices.ContainsFunc(steps, func(st engine.Step) bool { return st.Worker == r.GetWorkerId() }) {
+			return fmt.Errorf("workflow %s not found for worker %s: %w", id, r.GetWorkerId(), ErrNotFound)
+		}
+		if w.deletedAt.Valid {
+			return fmt.Errorf("workflow %s was deleted: %w", id, ErrPrecondition)
+		}
+		now := clock()
+		next, moved, err := engine.Apply(w.status, steps, engine.Report{
+			Task: r.GetTaskName(), Action: r.GetActionName(), Worker: r.GetWorkerId(), State: r.GetActionStatus(),
+		}, now)
+		if err != nil {
+			return fmt.Errorf("workflow %s: %w (%w)", id, err, ErrPrecondition)
+		}
+		if !moved {
+			return nil
+		}
+		swapped, err := advance(ctx, s.hot, id, steps, w.global, w.status, next, now, r.GetWorkerId(), r.GetSeconds(), r.GetMessage())
+		if err != nil {
+			return err
+		}
+		if swapped {
+			s.announce.workflow(id)
+			return nil
+		}
+	}
+	return fmt.Errorf("workflow %s: its status kept changing under %d attempts; report again: %w",
+		r.GetWorkflowId(), maxReportAttempts, ErrPrecondition)
+}
+
+// maxReportAttempts bounds how often a report is decided again because
+// another report changed the workflow first. Each retry means some other
+// report was applied, so a workflow of n actions needs at most 2n+1.
+const maxReportAttempts = 16
+
+// advance saves a new engine status, the deadline that follows and the
+// event that records the step, in one statement, provided the workflow is
+// live and still at status from (compare and swap). It reports whether it
+// applied. The event is inserted under the row lock the update takes, so
+// event ids of a workflow grow in the order its status changed.
+func advance(ctx context.Context, db execer, id string, steps []engine.Step, global time.Duration,
+	from, next engine.Status, now time.Time, worker string, seconds int64, message string) (bool, error) {
+	var deadline sql.NullTime
+	if d, ok := engine.Deadline(next, steps, global); ok {
+		deadline = sql.NullTime{Time: d, Valid: true}
+	}
+	st := steps[next.Index]
+	res, err := db.ExecContext(ctx, advanceSQL,
+		id, int32(next.State), next.Index, int32(next.ActionState),
+		nullTime(next.Started), nullTime(next.ActionStarted), deadline, now,
+		worker, st.Task, st.Name, seconds, message,
+		int32(from.State), from.Index, int32(from.ActionState))
+	if err != nil {
+		return false, fmt.Errorf("saving workflow %s status: %w", id, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("saving workflow %s status: %w", id, err)
+	}
+	return n == 1, nil
+}
+
+// advanceSQL is advance's statement; prepared once per connection (see
+// Store.prepared), as reports are the hot path.
+const advanceSQL = `
+	WITH status AS (
+		UPDATE workflow SET state = $2, current_index = $3, current_state = $4,
+			started_at = $5, action_started_at = $6, deadline = $7, updated_at = $8
+		WHERE id = $1 AND deleted_at IS NULL AND state = $14 AND current_index = $15 AND current_state = $16
+		RETURNING id)
+	INSERT INTO workflow_event (workflow_id, worker_id, task_name, action_name, action_index, state, seconds, message, created_at)
+	SELECT id, $9, $10, $11, $3, $4, $12, $13, $8 FROM status`
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// clock is the time the store records: UTC, at PostgreSQL's precision.
+func clock() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+
+func nullTime(t time.Time) sql.NullTime {
+	return sql.NullTime{Time: t, Valid: !t.IsZero()}
+}
+
+// expireBatch bounds the rows one ExpireWorkflows transaction locks.
+const expireBatch = 100
+
+// ExpireWorkflows ends with TIMEOUT every running workflow whose action or
+// global deadline has passed at now: the server's enforcement when a worker
+// is gone. Rows another transaction holds are skipped (they are being
+// changed; the next call sees them). It returns how many workflows it
+// ended; each gets an event saying which timeout fired.
+func (s *Store) ExpireWorkflows(ctx context.Context, now time.Time) (int, error) {
+	total := 0
+	for {
+		n, seen, err := s.expireBatch(ctx, now)
+		total += n
+		if err != nil || seen < expireBatch {
+			return total, err
+		}
+	}
+}
+
+// expiry is one workflow ExpireWorkflows ended, for the log.
+type expiry struct{ id, worker, reason string }
+
+// expireBatch locks up to expireBatch due workflows (seen) and ends those
+// whose deadline really passed (expired).
+func (s *Store) expireBatch(ctx context.Context, now time.Time) (expired, seen int, err error) {
+	var ended []expiry
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		ended, seen = nil, 0
+		rows, err := tx.QueryContext(ctx, `
+			SELECT `+wfColumns+` FROM workflow
+			WHERE deadline <= $1 AND deleted_at IS NULL
+			ORDER BY deadline LIMIT $2 FOR UPDATE SKIP LOCKED`, now, expireBatch)
+		if err != nil {
+			return fmt.Errorf("finding expired workflows: %w", err)
+		}
+		var due []*wfRow
+		for rows.Next() {
+			w, err := scanWorkflow(rows)
+			if err != nil {
+				rows.Close()
+				return fmt.Errorf("finding expired workflows: %w", err)
+			}
+			due = append(due, w)
+		}
+		if err := closeRows(rows); err != nil {
+			return fmt.Errorf("finding expired workflows: %w", err)
+		}
+		seen = len(due)
+		for _, w := range due {
+			steps := w.steps()
+			next, ok := engine.Expire(w.status, steps, w.global, now)
+			if !ok {
+				// The stored deadline was stale: store the right one (or
+				// none) so the row is not picked again before it is due.
+				var d sql.NullTime
+				if t, ok := engine.Deadline(w.status, steps, w.global); ok && t.After(now) {
+					d = sql.NullTime{Time: t, Valid: true}
+				}
+				if _, err := tx.ExecContext(ctx, `UPDATE workflow SET deadline = $2 WHERE id = $1`, w.id, d); err != nil {
+					return fmt.Errorf("fixing workflow %s deadline: %w", w.id, err)
+				}
+				continue
+			}
+			reason := engine.ExpireReason(w.status, steps, w.global, now)
+			var seconds int64
+			if next.Index == w.status.Index && w.status.ActionState == engine.Running {
+				seconds = int64(now.Sub(w.status.ActionStarted) / time.Second)
+			}
+			st := steps[next.Index]
+			// The row is locked: the swap cannot miss.
+			if _, err := advance(ctx, tx, w.id, steps, w.global, w.status, next, now, st.Worker, seconds, reason); err != nil {
+				return err
+			}
+			ended = append(ended, expiry{id: w.id, worker: st.Worker, reason: reason})
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, seen, err
+	}
+	for _, e := range ended {
+		s.announce.workflow(e.id)
+		s.log.WarnContext(ctx, "workflow timed out", "workflow_id", e.id, "hardware_id", e.worker, "reason", e.reason)
+	}
+	return len(ended), seen, nil
+}
+
+func closeRows(rows *sql.Rows) error {
+	err := rows.Err()
+	if cerr := rows.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

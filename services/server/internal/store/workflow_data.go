@@ -1,0 +1,117 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// WorkflowData returns a version of a workflow's data (0: the latest) and
+// the version returned. A workflow without data yet has "{}" at version 0.
+// A version dropped from the bounded history, or never written, is
+// ErrNotFound.
+func (s *Store) WorkflowData(ctx context.Context, id string, version int32) ([]byte, int32, error) {
+	return s.workflowData(ctx, id, version, "data")
+}
+
+// WorkflowMetadata is WorkflowData for the metadata stored with each
+// version (who changed the data).
+func (s *Store) WorkflowMetadata(ctx context.Context, id string, version int32) ([]byte, int32, error) {
+	return s.workflowData(ctx, id, version, "metadata")
+}
+
+func (s *Store) workflowData(ctx context.Context, id string, version int32, column string) ([]byte, int32, error) {
+	if version < 0 {
+		return nil, 0, fmt.Errorf("workflow %s: data version %d: versions start at 1 (0 means the latest): %w", id, version, ErrInvalid)
+	}
+	id, err := workflowExists(ctx, s.db, id)
+	if err != nil {
+		return nil, 0, err
+	}
+	var (
+		b []byte
+		v int32
+	)
+	if version == 0 {
+		err = s.db.QueryRowContext(ctx, `SELECT `+column+`, version FROM workflow_data
+			WHERE workflow_id = $1 ORDER BY version DESC LIMIT 1`, id).Scan(&b, &v)
+		if errors.Is(err, sql.ErrNoRows) {
+			return []byte("{}"), 0, nil
+		}
+	} else {
+		err = s.db.QueryRowContext(ctx, `SELECT `+column+`, version FROM workflow_data
+			WHERE workflow_id = $1 AND version = $2`, id, version).Scan(&b, &v)
+		if errors.Is(err, sql.ErrNoRows) {
+			var latest int32
+			if err := s.db.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM workflow_data
+				WHERE workflow_id = $1`, id).Scan(&latest); err != nil {
+				return nil, 0, fmt.Errorf("reading workflow %s %s: %w", id, column, err)
+			}
+			return nil, 0, fmt.Errorf("workflow %s has no data version %d (the latest is %d; the store keeps the last %d): %w",
+				id, version, latest, s.opts.MaxDataVersions, ErrNotFound)
+		}
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading workflow %s %s: %w", id, column, err)
+	}
+	return b, v, nil
+}
+
+// UpdateWorkflowData stores a new version of a workflow's data with its
+// metadata (both JSON; empty metadata is {}), drops versions beyond the
+// history bound, and returns the new version number. Not JSON, or larger
+// than the size limit -> ErrInvalid; a deleted workflow -> ErrPrecondition.
+func (s *Store) UpdateWorkflowData(ctx context.Context, id string, metadata, data []byte) (int32, error) {
+	if len(metadata) == 0 {
+		metadata = []byte("{}")
+	}
+	for _, p := range []struct {
+		what string
+		b    []byte
+	}{{"data", data}, {"metadata", metadata}} {
+		if max := s.opts.MaxDataBytes; max > 0 && len(p.b) > max {
+			return 0, fmt.Errorf("workflow %s: %s is %d bytes, the limit is %d: %w", id, p.what, len(p.b), max, ErrInvalid)
+		}
+		if !json.Valid(p.b) {
+			return 0, fmt.Errorf("workflow %s: %s is not JSON: %w", id, p.what, ErrInvalid)
+		}
+	}
+	var version int32
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		w, err := getWorkflow(ctx, tx, id, "FOR UPDATE")
+		if err != nil {
+			return err
+		}
+		id := w.id
+		if w.deletedAt.Valid {
+			return fmt.Errorf("workflow %s was deleted: %w", id, ErrPrecondition)
+		}
+		if err := tx.QueryRowContext(ctx,
+			`SELECT coalesce(max(version), 0) + 1 FROM workflow_data WHERE workflow_id = $1`, id).Scan(&version); err != nil {
+			return fmt.Errorf("workflow %s data version: %w", id, err)
+		}
+		if _, err := tx.ExecContext(ctx,
+			`INSERT INTO workflow_data (workflow_id, version, data, metadata) VALUES ($1, $2, $3, $4)`,
+			id, version, string(data), string(metadata)); err != nil {
+			if strings.HasPrefix(sqlState(err), "22") { // data exception: JSON PostgreSQL refuses (e.g. \u0000)
+				return fmt.Errorf("workflow %s: data or metadata refused by the database: %w: %w", id, ErrInvalid, err)
+			}
+			return fmt.Errorf("workflow %s: storing data: %w", id, err)
+		}
+		if keep := s.opts.MaxDataVersions; keep > 0 {
+			if _, err := tx.ExecContext(ctx,
+				`DELETE FROM workflow_data WHERE workflow_id = $1 AND version <= $2`, id, version-int32(keep)); err != nil {
+				return fmt.Errorf("workflow %s: dropping old data versions: %w", id, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	s.announce.workflow(id)
+	return version, nil
+}
