@@ -33,6 +33,17 @@ func quiet(t *testing.T, ch <-chan string) {
 	}
 }
 
+// drain discards notifications until none comes for 300ms.
+func drain(ch <-chan string) {
+	for {
+		select {
+		case <-ch:
+		case <-time.After(300 * time.Millisecond):
+			return
+		}
+	}
+}
+
 // startHub runs a hub until the test ends and returns a hardware and a
 // workflow subscription taken before it listened, after the "" that says
 // listening began.
@@ -173,5 +184,35 @@ func TestHubStopClosesSubscriptions(t *testing.T) {
 	defer cancelLate()
 	if _, ok := <-late; ok {
 		t.Error("subscription after Run returned is open")
+	}
+}
+
+// TestAnnouncerBatches: workflow changes announced in a burst reach a
+// subscriber, each id at least once, although they travel many per NOTIFY.
+func TestAnnouncerBatches(t *testing.T) {
+	t.Parallel()
+	s, url := newStore(t)
+	_, _, wf := startHub(t, url)
+	want := map[string]bool{}
+	// 250 ids of 37 bytes: two payloads, and fewer than SubscriberBuffer.
+	for range 250 {
+		id := uuid.NewString()
+		want[id] = true
+		s.announce.workflow(id)
+	}
+	for len(want) > 0 {
+		delete(want, next(t, wf))
+	}
+}
+
+func TestDeliverSplitsPayload(t *testing.T) {
+	h := NewHub("unused", slog.New(slog.DiscardHandler))
+	ch, cancel := h.Subscribe(ChannelWorkflow)
+	defer cancel()
+	h.deliver(ChannelWorkflow, "a,b,c")
+	for _, want := range []string{"a", "b", "c"} {
+		if got := next(t, ch); got != want {
+			t.Fatalf("got %q, want %q", got, want)
+		}
 	}
 }

@@ -313,6 +313,9 @@ func TestReportActionRun(t *testing.T) {
 	id := f.create(t)
 	other := f.create(t) // untouched by the reports to id
 	_, _, wfCh := startHub(t, f.url)
+	// Workflow changes are announced after commit, asynchronously: the
+	// creations above may still arrive.
+	drain(wfCh)
 
 	const (
 		running = workflow.State_STATE_RUNNING

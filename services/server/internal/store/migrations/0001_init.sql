@@ -4,10 +4,11 @@
 CREATE TABLE hardware (
 	id         uuid PRIMARY KEY,
 	-- The record in Tinkerbell's hardware JSON format, as validated by
-	-- pkg/spec (metadata as a JSON object, not a string). json, not jsonb:
-	-- the operator's key order in metadata is kept. The version is in its
-	-- column, not in the JSON.
-	data       json NOT NULL,
+	-- pkg/spec (metadata as a JSON object, not a string). jsonb, so
+	-- operators can query it (data @> '{...}'); object keys come back in
+	-- jsonb's order, not the pushed one. The version is in its column, not
+	-- in the JSON.
+	data       jsonb NOT NULL,
 	version    bigint NOT NULL DEFAULT 1,
 	created_at timestamptz NOT NULL DEFAULT now(),
 	updated_at timestamptz NOT NULL DEFAULT now()
