@@ -19,6 +19,7 @@ deps:
 	./scripts/deps.sh
 
 vet:
+	@out=$$(gofmt -l $(MODULES)); [ -z "$$out" ] || { echo "not gofmt-formatted:"; echo "$$out"; exit 1; }
 	go vet $(addsuffix /...,$(addprefix ./,$(MODULES)))
 
 # Regenerates into a scratch directory and fails when the committed code

@@ -338,12 +338,18 @@ func TestBadInputOverGRPC(t *testing.T) {
 	wantCode(t, err, codes.InvalidArgument, "mac")
 	_, err = hc.ByID(ctx(t), &hardware.GetRequest{Id: "9c1f2f5e-0000-4000-8000-000000000009"})
 	wantCode(t, err, codes.NotFound, "9c1f2f5e")
+	huge := good()
+	huge.Metadata = `{"blob":"` + strings.Repeat("x", 3<<19) + `"}`
+	_, err = hc.Push(ctx(t), &hardware.PushRequest{Data: huge})
+	wantCode(t, err, codes.InvalidArgument, "1 MiB")
 	if after := good(); after.GetVersion() != before.GetVersion() {
 		t.Fatalf("refused pushes changed the record: version %d -> %d", before.GetVersion(), after.GetVersion())
 	}
 
 	_, err = tc.CreateTemplate(ctx(t), &template.WorkflowTemplate{Name: "x", Data: "version: \"0.1\"\nname: x\ntasks: []\n"})
 	wantCode(t, err, codes.InvalidArgument, "tasks")
+	_, err = tc.CreateTemplate(ctx(t), &template.WorkflowTemplate{Name: "big", Data: readFile(t, "slow.yaml") + "#" + strings.Repeat("x", 3<<19)})
+	wantCode(t, err, codes.InvalidArgument, "1 MiB")
 	_, err = tc.CreateTemplate(ctx(t), &template.WorkflowTemplate{Name: "slow", Data: readFile(t, "slow.yaml")})
 	wantCode(t, err, codes.AlreadyExists, "slow")
 	_, err = wc.CreateWorkflow(ctx(t), &workflow.CreateRequest{Template: "nope", Hardware: `{"device_1":"` + mac1 + `"}`})

@@ -51,5 +51,3 @@ func TestStatus(t *testing.T) {
 		t.Fatal("nil error gave a status")
 	}
 }
-
-

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/herd-metal/herd/pkg/spec"
 	"github.com/herd-metal/herd/proto/hardware"
 	"github.com/herd-metal/herd/services/server/internal/store"
@@ -45,6 +47,9 @@ func (h *Hardware) Push(ctx context.Context, req *hardware.PushRequest) (*hardwa
 	hw := req.GetData()
 	if hw == nil {
 		return nil, invalid("data", "missing: send the hardware record")
+	}
+	if proto.Size(hw) > spec.MaxHardwareBytes {
+		return nil, invalid("data", "hardware record larger than the 1 MiB limit")
 	}
 	spec.NormalizeHardware(hw)
 	if err := spec.ValidateHardware(hw); err != nil {

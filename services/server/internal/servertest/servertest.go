@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/herd-metal/herd/pkg/connect"
 	"github.com/herd-metal/herd/pkg/pgtest"
 	"github.com/herd-metal/herd/services/server/internal/auth"
 )
@@ -161,16 +162,6 @@ func (s *Server) CA() *x509.CertPool {
 	return pool
 }
 
-type bearer string
-
-func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	if b == "" {
-		return nil, nil
-	}
-	return map[string]string{"authorization": "Bearer " + string(b)}, nil
-}
-func (bearer) RequireTransportSecurity() bool { return true }
-
 // Dial is a raw gRPC connection with a bearer token ("" = none), closed
 // when the test ends.
 func (s *Server) Dial(token string) *grpc.ClientConn {
@@ -180,9 +171,11 @@ func (s *Server) Dial(token string) *grpc.ClientConn {
 // DialCA is Dial with a CA pool already fetched (for many connections).
 func (s *Server) DialCA(ca *x509.CertPool, token string) *grpc.ClientConn {
 	s.t.Helper()
-	conn, err := grpc.NewClient(s.GRPC,
-		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: ca, ServerName: "127.0.0.1"})),
-		grpc.WithPerRPCCredentials(bearer(token)))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: ca, ServerName: "127.0.0.1"}))}
+	if token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(connect.Bearer(token)))
+	}
+	conn, err := grpc.NewClient(s.GRPC, opts...)
 	if err != nil {
 		s.t.Fatal(err)
 	}

@@ -63,6 +63,7 @@ type Store struct {
 	opts     Options
 	announce *announcer
 	steps    stepCache
+	statuses statusCache
 	hot      *prepared
 }
 

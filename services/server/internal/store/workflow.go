@@ -293,7 +293,43 @@ type stepCache struct {
 	m  map[string][]engine.Step
 }
 
-// stepCacheSize bounds the cache; when full it starts over.
+// statusCache remembers the last status this server read or wrote of each
+// recent workflow, as a guess that saves a read per report. It may be stale
+// (another server, a timeout, a deletion): ReportAction never trusts it
+// without the database confirming.
+type statusCache struct {
+	mu sync.Mutex
+	m  map[string]*wfStatus
+}
+
+func (c *statusCache) get(id string) (*wfStatus, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w, ok := c.m[id]
+	if !ok {
+		return nil, false
+	}
+	cp := *w
+	return &cp, true
+}
+
+func (c *statusCache) put(w *wfStatus) {
+	cp := *w
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= stepCacheSize {
+		c.m = map[string]*wfStatus{}
+	}
+	c.m[w.id] = &cp
+}
+
+func (c *statusCache) drop(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, id)
+}
+
+// stepCacheSize bounds the caches; when full they start over.
 const stepCacheSize = 20000
 
 func (c *stepCache) get(ctx context.Context, q querier, id string) ([]engine.Step, error) {
@@ -604,12 +640,20 @@ func (s *Store) ReportAction(ctx context.Context, r *workflow.WorkflowActionStat
 	case r.GetActionName() == "":
 		return fmt.Errorf("report for workflow %s without an action name: %w", r.GetWorkflowId(), ErrInvalid)
 	}
+	id, err := parseID("workflow", r.GetWorkflowId())
+	if err != nil {
+		return err
+	}
+	// The last status this server saw is the first guess: the swap below
+	// checks it, and a guess that does not move the workflow is checked
+	// against the database before it is believed.
+	w, cached := s.statuses.get(id)
 	for range maxReportAttempts {
-		w, err := readStatus(ctx, s.hot, r.GetWorkflowId())
-		if err != nil {
-			return err
+		if !cached {
+			if w, err = readStatus(ctx, s.hot, id); err != nil {
+				return err
+			}
 		}
-		id := w.id
 		steps, err := s.steps.get(ctx, s.db, id)
 		if err != nil {
 			return err
@@ -619,28 +663,38 @@ func (s *Store) ReportAction(ctx context.Context, r *workflow.WorkflowActionStat
 		if r.GetWorkerId() != "" && !slices.ContainsFunc(steps, func(st engine.Step) bool { return st.Worker == r.GetWorkerId() }) {
 			return fmt.Errorf("workflow %s not found for worker %s: %w", id, r.GetWorkerId(), ErrNotFound)
 		}
-		if w.deletedAt.Valid {
-			return fmt.Errorf("workflow %s was deleted: %w", id, ErrPrecondition)
-		}
 		now := clock()
 		next, moved, err := engine.Apply(w.status, steps, engine.Report{
 			Task: r.GetTaskName(), Action: r.GetActionName(), Worker: r.GetWorkerId(), State: r.GetActionStatus(),
 		}, now)
+		if cached && (!moved || err != nil || w.deletedAt.Valid) {
+			cached = false
+			continue
+		}
+		if w.deletedAt.Valid {
+			return fmt.Errorf("workflow %s was deleted: %w", id, ErrPrecondition)
+		}
 		if err != nil {
 			return fmt.Errorf("workflow %s: %w (%w)", id, err, ErrPrecondition)
 		}
 		if !moved {
+			s.statuses.put(w)
 			return nil
 		}
 		swapped, err := advance(ctx, s.hot, id, steps, w.global, w.status, next, now, r.GetWorkerId(), r.GetSeconds(), r.GetMessage())
 		if err != nil {
+			s.statuses.drop(id)
 			return err
 		}
 		if swapped {
+			w.status = next
+			s.statuses.put(w)
 			s.announce.workflow(id)
 			return nil
 		}
+		cached = false
 	}
+	s.statuses.drop(id)
 	return fmt.Errorf("workflow %s: its status kept changing under %d attempts; report again: %w",
 		r.GetWorkflowId(), maxReportAttempts, ErrPrecondition)
 }
