@@ -1,7 +1,7 @@
 # herd: `make test` runs every test (it installs what it needs first, as
 # root on Debian); `make build` puts every binary in bin/.
 SHELL := /bin/bash
-MODULES := proto pkg services/server
+MODULES := proto pkg services/server services/boots services/metadata worker
 BINARIES := herd-server herd
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/herd-metal/herd/pkg/version.Version=$(VERSION)

@@ -1,12 +1,23 @@
 #!/bin/sh
 # Installs the Debian packages herd's build and tests use, when missing.
-# Needs root for apt-get; without root it only reports what is missing.
+# Each part lists what it needs in its deps.txt: lines "PATH-OR-COMMAND
+# PACKAGE..." (a command looked up in PATH, or a path that must exist; a
+# glob is fine). Needs root for apt-get; without root it only reports.
 set -eu
+cd "$(dirname "$0")/.."
 need=""
-have() { command -v "$1" >/dev/null 2>&1; }
-have protoc || need="$need protobuf-compiler libprotobuf-dev"
-[ -f /usr/include/google/protobuf/timestamp.proto ] || need="$need libprotobuf-dev"
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$need postgresql"
+for list in deps.txt */deps.txt */*/deps.txt; do
+	[ -f "$list" ] || continue
+	while read -r what pkgs; do
+		case "$what" in ""|\#*) continue ;; esac
+		case "$what" in
+		/*) # shellcheck disable=SC2086
+			ls $what >/dev/null 2>&1 && continue ;;
+		*) command -v "$what" >/dev/null 2>&1 && continue ;;
+		esac
+		need="$need $pkgs"
+	done < "$list"
+done
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
 	echo "missing Debian packages:$need (run as root, or apt-get install them)" >&2

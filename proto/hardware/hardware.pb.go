@@ -381,7 +381,10 @@ type WatchEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Type  WatchEvent_Type        `protobuf:"varint,1,opt,name=type,proto3,enum=github.com.tinkerbell.tink.protos.hardware.WatchEvent_Type" json:"type,omitempty"`
 	// For DELETED only the id is set.
-	Hardware      *Hardware `protobuf:"bytes,2,opt,name=hardware,proto3" json:"hardware,omitempty"`
+	Hardware *Hardware `protobuf:"bytes,2,opt,name=hardware,proto3" json:"hardware,omitempty"`
+	// ADDED and UPDATED, to admin callers: the machine's worker credential,
+	// which boots hands to the OSIE on the kernel command line.
+	WorkerToken   string `protobuf:"bytes,3,opt,name=worker_token,json=workerToken,proto3" json:"worker_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -428,6 +431,13 @@ func (x *WatchEvent) GetHardware() *Hardware {
 		return x.Hardware
 	}
 	return nil
+}
+
+func (x *WatchEvent) GetWorkerToken() string {
+	if x != nil {
+		return x.WorkerToken
+	}
+	return ""
 }
 
 type Hardware_DHCP struct {
@@ -947,11 +957,12 @@ const file_hardware_hardware_proto_rawDesc = "" +
 	"\anetboot\x18\x02 \x01(\v2<.github.com.tinkerbell.tink.protos.hardware.Hardware.NetbootR\anetbootJ\x04\b\x01\x10\x02J\x04\b\x02\x10\x03J\x04\b\x04\x10\x05J\x04\b\x01\x10\x06\"\x1f\n" +
 	"\rDeleteRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x0e\n" +
-	"\fWatchRequest\"\x92\x02\n" +
+	"\fWatchRequest\"\xb5\x02\n" +
 	"\n" +
 	"WatchEvent\x12O\n" +
 	"\x04type\x18\x01 \x01(\x0e2;.github.com.tinkerbell.tink.protos.hardware.WatchEvent.TypeR\x04type\x12P\n" +
-	"\bhardware\x18\x02 \x01(\v24.github.com.tinkerbell.tink.protos.hardware.HardwareR\bhardware\"a\n" +
+	"\bhardware\x18\x02 \x01(\v24.github.com.tinkerbell.tink.protos.hardware.HardwareR\bhardware\x12!\n" +
+	"\fworker_token\x18\x03 \x01(\tR\vworkerToken\"a\n" +
 	"\x04Type\x12\x14\n" +
 	"\x10TYPE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +

@@ -25,10 +25,10 @@ import (
 	_ "github.com/lib/pq"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/herd-metal/herd/pkg/servertest"
 	"github.com/herd-metal/herd/proto/hardware"
 	"github.com/herd-metal/herd/proto/template"
 	"github.com/herd-metal/herd/proto/workflow"
-	"github.com/herd-metal/herd/services/server/internal/servertest"
 )
 
 var (

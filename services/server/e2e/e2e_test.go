@@ -13,10 +13,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/herd-metal/herd/pkg/servertest"
 	"github.com/herd-metal/herd/proto/hardware"
 	"github.com/herd-metal/herd/proto/template"
 	"github.com/herd-metal/herd/proto/workflow"
-	"github.com/herd-metal/herd/services/server/internal/servertest"
 )
 
 const (
@@ -297,7 +297,15 @@ func TestWatch(t *testing.T) {
 		}
 		return ev.GetHardware()
 	}
-	next(hardware.WatchEvent_TYPE_ADDED, hw1)
+	ev, err := stream.Recv()
+	if err != nil || ev.GetType() != hardware.WatchEvent_TYPE_ADDED || ev.GetHardware().GetId() != hw1 {
+		t.Fatalf("first event %v (%v), want ADDED %s", ev, err, hw1)
+	}
+	// The admin caller (boots) gets the machine's worker credential, and it
+	// opens that machine's worker calls.
+	if ev.GetWorkerToken() != s.WorkerToken(hw1) {
+		t.Fatalf("worker token %q, want the one the server signs", ev.GetWorkerToken())
+	}
 	next(hardware.WatchEvent_TYPE_SYNCED, "")
 	s.MustHerd(readFile(t, "hardware-2.json"), "hardware", "push")
 	next(hardware.WatchEvent_TYPE_ADDED, hw2)

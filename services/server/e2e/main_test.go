@@ -6,7 +6,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/herd-metal/herd/services/server/internal/servertest"
+	"github.com/herd-metal/herd/pkg/servertest"
 )
 
 const adminToken = servertest.AdminToken

@@ -161,7 +161,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	srv, err := transport.New(
 		transport.Config{GRPCAddr: s.grpcAddr, HTTPAddr: s.httpAddr, TLS: tlsConf, CA: caPEM},
 		transport.Services{
-			Hardware: api.NewHardware(st, hub, log),
+			Hardware: api.NewHardware(st, hub, authn, log),
 			Template: api.NewTemplate(st, log),
 			Workflow: api.NewWorkflow(st, hub, log),
 		},

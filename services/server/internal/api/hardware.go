@@ -10,6 +10,7 @@ import (
 
 	"github.com/herd-metal/herd/pkg/spec"
 	"github.com/herd-metal/herd/proto/hardware"
+	"github.com/herd-metal/herd/services/server/internal/auth"
 	"github.com/herd-metal/herd/services/server/internal/store"
 )
 
@@ -29,17 +30,23 @@ type Notifier interface {
 	Subscribe(channel string) (<-chan string, func())
 }
 
+// Signer issues worker credentials.
+type Signer interface {
+	WorkerToken(hwID string) string
+}
+
 // Hardware implements HardwareService.
 type Hardware struct {
 	hardware.UnimplementedHardwareServiceServer
 	store  HardwareStore
 	notify Notifier
+	signer Signer
 	log    *slog.Logger
 }
 
 // NewHardware returns the hardware service.
-func NewHardware(s HardwareStore, n Notifier, log *slog.Logger) *Hardware {
-	return &Hardware{store: s, notify: n, log: log}
+func NewHardware(s HardwareStore, n Notifier, signer Signer, log *slog.Logger) *Hardware {
+	return &Hardware{store: s, notify: n, signer: signer, log: log}
 }
 
 // Push validates and stores a record.
@@ -155,14 +162,19 @@ func (h *Hardware) Watch(_ *hardware.WatchRequest, stream hardware.HardwareServi
 	changes, cancel := h.notify.Subscribe(store.ChannelHardware)
 	defer cancel()
 
+	admin := auth.FromContext(ctx).Admin
 	sent := map[string]int64{}
 	send := func(t hardware.WatchEvent_Type, hw *hardware.Hardware) error {
+		ev := &hardware.WatchEvent{Type: t, Hardware: hw}
 		if t == hardware.WatchEvent_TYPE_DELETED {
 			delete(sent, hw.GetId())
 		} else {
 			sent[hw.GetId()] = hw.GetVersion()
+			if admin {
+				ev.WorkerToken = h.signer.WorkerToken(hw.GetId())
+			}
 		}
-		return stream.Send(&hardware.WatchEvent{Type: t, Hardware: hw})
+		return stream.Send(ev)
 	}
 	// resync compares the whole store with what was sent.
 	resync := func(initial bool) error {

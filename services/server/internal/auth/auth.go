@@ -6,10 +6,7 @@ package auth
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
 	"errors"
 	"strings"
 
@@ -17,6 +14,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/herd-metal/herd/pkg/workertoken"
 )
 
 // Principal is an authenticated caller.
@@ -78,16 +77,10 @@ func New(adminToken string, workerKey []byte, disabled bool) (*Authenticator, er
 	return &Authenticator{adminToken: adminToken, workerKey: workerKey, disabled: disabled}, nil
 }
 
-// WorkerToken is the credential of the machine with hardware id hwID:
-// "<hwID>.<HMAC-SHA256(key, hwID)>". The server keeps no list: it recomputes.
+// WorkerToken is the credential of the machine with hardware id hwID (see
+// pkg/workertoken). The server keeps no list: it recomputes.
 func (a *Authenticator) WorkerToken(hwID string) string {
-	return hwID + "." + a.sign(hwID)
-}
-
-func (a *Authenticator) sign(hwID string) string {
-	m := hmac.New(sha256.New, a.workerKey)
-	m.Write([]byte("herd-worker:" + hwID))
-	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+	return workertoken.Sign(a.workerKey, hwID)
 }
 
 // Authenticate turns the request metadata of a call to method into a
@@ -108,8 +101,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, method string) (Princi
 	if subtle.ConstantTimeCompare([]byte(token), []byte(a.adminToken)) == 1 {
 		return Principal{Admin: true}, nil
 	}
-	hwID, sig, ok := strings.Cut(token, ".")
-	if ok && hwID != "" && hmac.Equal([]byte(sig), []byte(a.sign(hwID))) {
+	if hwID, ok := workertoken.Verify(a.workerKey, token); ok {
 		if !workerMethods[method] {
 			return Principal{}, status.Errorf(codes.PermissionDenied, "a worker credential cannot call %s", method)
 		}

@@ -1,6 +1,7 @@
 // Package servertest runs real herd-server processes on a throwaway
-// PostgreSQL for the end-to-end tests and the benchmark, and talks to them
-// the way clients do: the herd CLI, raw gRPC over TLS, REST.
+// PostgreSQL for the tests of every part that talks to the server (its own
+// end-to-end tests, boots, metadata, the worker) and the benchmark, and
+// talks to them the way clients do: the herd CLI, raw gRPC over TLS, REST.
 package servertest
 
 import (
@@ -27,7 +28,7 @@ import (
 
 	"github.com/herd-metal/herd/pkg/connect"
 	"github.com/herd-metal/herd/pkg/pgtest"
-	"github.com/herd-metal/herd/services/server/internal/auth"
+	"github.com/herd-metal/herd/pkg/workertoken"
 )
 
 // AdminToken is the admin bearer token of every server started here.
@@ -48,7 +49,7 @@ func Main(m *testing.M, race bool) int {
 	}
 	defer os.RemoveAll(dir)
 	_, here, _, _ := runtime.Caller(0)
-	cmdDir := filepath.Join(filepath.Dir(here), "..", "..", "cmd")
+	cmdDir := filepath.Join(filepath.Dir(here), "..", "..", "services", "server", "cmd")
 	args := []string{"build", "-o", dir + "/"}
 	if race {
 		args = append(args, "-race")
@@ -72,6 +73,9 @@ type Server struct {
 	HTTP     string // http://host:port
 	DBURL    string
 	Stderr   *Buffer
+	extra    []string
+	cmd      *exec.Cmd
+	pipe     *io.PipeWriter
 }
 
 // Buffer is a bytes.Buffer safe for concurrent use.
@@ -99,31 +103,24 @@ func Start(t testing.TB, extra ...string) *Server {
 	if binDir == "" {
 		t.Fatal("servertest.Main did not run: call it from TestMain")
 	}
-	s := &Server{t: t, StateDir: t.TempDir(), DBURL: pgtest.NewDatabase(t), Stderr: &Buffer{}}
-	args := append([]string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
-		"--log-format", "json", "--log-level", "debug", "--timeout-check", "200ms"}, extra...)
+	s := &Server{t: t, StateDir: t.TempDir(), DBURL: pgtest.NewDatabase(t), Stderr: &Buffer{}, extra: extra}
+	s.start("127.0.0.1:0", "127.0.0.1:0")
+	t.Cleanup(func() { s.Stop() })
+	return s
+}
+
+func (s *Server) start(grpcAddr, httpAddr string) {
+	s.t.Helper()
+	args := append([]string{"--grpc-addr", grpcAddr, "--http-addr", httpAddr,
+		"--log-format", "json", "--log-level", "debug", "--timeout-check", "200ms"}, s.extra...)
 	cmd := exec.Command(filepath.Join(binDir, "herd-server"), args...)
 	cmd.Env = append(os.Environ(), "HERD_DB_URL="+s.DBURL, "HERD_STATE_DIR="+s.StateDir, "HERD_AUTH_TOKEN="+AdminToken)
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		s.t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("herd-server did not stop cleanly: %v\n%s", err, s.Stderr.String())
-			}
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Errorf("herd-server did not stop within 15s of SIGINT")
-		}
-		pw.Close()
-	})
+	s.cmd, s.pipe = cmd, pw
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(pr)
@@ -141,9 +138,40 @@ func Start(t testing.TB, extra ...string) *Server {
 	select {
 	case <-ready:
 	case <-time.After(60 * time.Second):
-		t.Fatalf("herd-server did not start:\n%s", s.Stderr.String())
+		s.t.Fatalf("herd-server did not start:\n%s", s.Stderr.String())
 	}
-	return s
+}
+
+// Stop ends the server with SIGINT; it must exit cleanly. Stopping a
+// stopped server does nothing.
+func (s *Server) Stop() {
+	s.t.Helper()
+	if s.cmd == nil {
+		return
+	}
+	cmd := s.cmd
+	s.cmd = nil
+	_ = cmd.Process.Signal(os.Interrupt)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			s.t.Errorf("herd-server did not stop cleanly: %v\n%s", err, s.Stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		_ = cmd.Process.Kill()
+		s.t.Errorf("herd-server did not stop within 15s of SIGINT")
+	}
+	s.pipe.Close()
+}
+
+// Restart stops the server and starts it again on the same database,
+// state directory and ports, as after an upgrade or a crash.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Stop()
+	s.start(s.GRPC, strings.TrimPrefix(s.HTTP, "http://"))
 }
 
 // CA fetches the CA bundle from /cert, as clients do.
@@ -190,11 +218,7 @@ func (s *Server) WorkerToken(hwID string) string {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	a, err := auth.New("unused", key, false)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	return a.WorkerToken(hwID)
+	return workertoken.Sign(key, hwID)
 }
 
 // HerdCommand is the CLI set up to talk to this server.

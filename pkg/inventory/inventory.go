@@ -1,0 +1,260 @@
+// Package inventory is the in-memory copy of herd-server's hardware that
+// boots and metadata answer from: filled by HardwareService.Watch at start,
+// kept current by its changes, and still answering from the last known
+// state while the server is away. No lookup makes a network call.
+package inventory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/herd-metal/herd/pkg/spec"
+	"github.com/herd-metal/herd/proto/hardware"
+)
+
+// Machine is one hardware record as the inventory holds it.
+type Machine struct {
+	// Hardware is shared between lookups: read it, never change it.
+	Hardware *hardware.Hardware
+	// WorkerToken is the machine's worker credential (see pkg/workertoken).
+	WorkerToken string
+	// Derived is what the inventory's derive function made of the record.
+	Derived any
+}
+
+// Inventory indexes machines by id, MAC and IP.
+type Inventory struct {
+	log    *slog.Logger
+	derive func(*hardware.Hardware) any
+
+	mu    sync.RWMutex
+	byID  map[string]*Machine
+	byMAC map[string]*Machine // key: the 6 (or more) address bytes
+	byIP  map[netip.Addr]*Machine
+
+	syncOnce sync.Once
+	synced   chan struct{}
+}
+
+// New returns an empty inventory. derive, if not nil, runs once per record
+// version, so lookups can hand out precomputed answers.
+func New(log *slog.Logger, derive func(*hardware.Hardware) any) *Inventory {
+	return &Inventory{log: log, derive: derive, synced: make(chan struct{}), byID: map[string]*Machine{},
+		byMAC: map[string]*Machine{}, byIP: map[netip.Addr]*Machine{}}
+}
+
+// ByMAC finds the machine with an interface of that MAC.
+func (i *Inventory) ByMAC(mac net.HardwareAddr) (Machine, bool) {
+	i.mu.RLock()
+	m, ok := i.byMAC[string(mac)]
+	i.mu.RUnlock()
+	if !ok {
+		return Machine{}, false
+	}
+	return *m, true
+}
+
+// ByIP finds the machine with an interface of that IP.
+func (i *Inventory) ByIP(ip netip.Addr) (Machine, bool) {
+	i.mu.RLock()
+	m, ok := i.byIP[ip.Unmap()]
+	i.mu.RUnlock()
+	if !ok {
+		return Machine{}, false
+	}
+	return *m, true
+}
+
+// ByID finds the machine with that hardware id.
+func (i *Inventory) ByID(id string) (Machine, bool) {
+	i.mu.RLock()
+	m, ok := i.byID[id]
+	i.mu.RUnlock()
+	if !ok {
+		return Machine{}, false
+	}
+	return *m, true
+}
+
+// Len is the number of machines.
+func (i *Inventory) Len() int {
+	i.mu.RLock()
+	defer i.mu.RUnlock()
+	return len(i.byID)
+}
+
+// WaitSynced returns once the first complete snapshot arrived.
+func (i *Inventory) WaitSynced(ctx context.Context) error {
+	select {
+	case <-i.synced:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Watcher is the one call the inventory makes.
+type Watcher interface {
+	Watch(ctx context.Context, in *hardware.WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[hardware.WatchEvent], error)
+}
+
+// Backoff bounds the pause between reconnections.
+const (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 10 * time.Second
+)
+
+// Run keeps the inventory current until ctx ends (then it returns nil).
+// When the stream breaks it keeps what it has and reconnects with growing
+// pauses; each new stream's snapshot replaces the whole index at once, so
+// records deleted meanwhile disappear too.
+func (i *Inventory) Run(ctx context.Context, w Watcher) error {
+	backoff := minBackoff
+	for {
+		synced, err := i.watch(ctx, w)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if synced {
+			backoff = minBackoff
+		}
+		i.log.Warn("hardware watch interrupted; serving the last known inventory", "err", err, "retry_in", backoff, "machines", i.Len())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+// watch runs one stream; synced reports whether it got past the snapshot.
+func (i *Inventory) watch(ctx context.Context, w Watcher) (synced bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := w.Watch(ctx, &hardware.WatchRequest{})
+	if err != nil {
+		return false, err
+	}
+	snapshot := map[string]*Machine{}
+	for {
+		ev, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return synced, errors.New("server ended the stream")
+		}
+		if err != nil {
+			return synced, err
+		}
+		switch ev.GetType() {
+		case hardware.WatchEvent_TYPE_SYNCED:
+			if synced {
+				return true, errors.New("second SYNCED on one stream")
+			}
+			i.replace(snapshot)
+			snapshot, synced = nil, true
+			i.syncOnce.Do(func() { close(i.synced) })
+			i.log.Info("inventory synced", "machines", i.Len())
+		case hardware.WatchEvent_TYPE_ADDED, hardware.WatchEvent_TYPE_UPDATED:
+			m := i.machine(ev)
+			if !synced {
+				snapshot[m.Hardware.GetId()] = m
+			} else {
+				i.put(m)
+			}
+		case hardware.WatchEvent_TYPE_DELETED:
+			if !synced {
+				delete(snapshot, ev.GetHardware().GetId())
+			} else {
+				i.remove(ev.GetHardware().GetId())
+			}
+		default:
+			return synced, fmt.Errorf("unknown watch event type %v", ev.GetType())
+		}
+	}
+}
+
+func (i *Inventory) machine(ev *hardware.WatchEvent) *Machine {
+	m := &Machine{Hardware: ev.GetHardware(), WorkerToken: ev.GetWorkerToken()}
+	if i.derive != nil {
+		m.Derived = i.derive(m.Hardware)
+	}
+	return m
+}
+
+// keys are a machine's index keys.
+func keys(hw *hardware.Hardware) (macs []string, ips []netip.Addr) {
+	ms, is := spec.HardwareAddresses(hw)
+	for _, s := range ms {
+		if mac, err := net.ParseMAC(s); err == nil {
+			macs = append(macs, string(mac))
+		}
+	}
+	for _, s := range is {
+		if ip, err := netip.ParseAddr(s); err == nil {
+			ips = append(ips, ip.Unmap())
+		}
+	}
+	return macs, ips
+}
+
+func (i *Inventory) put(m *Machine) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.removeLocked(m.Hardware.GetId())
+	i.addLocked(m)
+}
+
+func (i *Inventory) remove(id string) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.removeLocked(id)
+}
+
+func (i *Inventory) replace(all map[string]*Machine) {
+	byID, byMAC, byIP := make(map[string]*Machine, len(all)), make(map[string]*Machine, len(all)), make(map[netip.Addr]*Machine, len(all))
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.byID, i.byMAC, i.byIP = byID, byMAC, byIP
+	for _, m := range all {
+		i.addLocked(m)
+	}
+}
+
+func (i *Inventory) addLocked(m *Machine) {
+	i.byID[m.Hardware.GetId()] = m
+	macs, ips := keys(m.Hardware)
+	for _, k := range macs {
+		i.byMAC[k] = m
+	}
+	for _, ip := range ips {
+		i.byIP[ip] = m
+	}
+}
+
+func (i *Inventory) removeLocked(id string) {
+	old, ok := i.byID[id]
+	if !ok {
+		return
+	}
+	delete(i.byID, id)
+	macs, ips := keys(old.Hardware)
+	for _, k := range macs {
+		if i.byMAC[k] == old {
+			delete(i.byMAC, k)
+		}
+	}
+	for _, ip := range ips {
+		if i.byIP[ip] == old {
+			delete(i.byIP, ip)
+		}
+	}
+}

@@ -1,0 +1,3 @@
+// Package boots is herd-boots: the DHCP, TFTP and HTTP iPXE service that
+// network-boots machines into the OSIE.
+package boots

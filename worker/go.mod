@@ -1,0 +1,13 @@
+module github.com/herd-metal/herd/worker
+
+go 1.26.0
+
+require (
+	github.com/herd-metal/herd/pkg v0.0.0
+	github.com/herd-metal/herd/proto v0.0.0
+)
+
+replace (
+	github.com/herd-metal/herd/pkg => ../pkg
+	github.com/herd-metal/herd/proto => ../proto
+)
