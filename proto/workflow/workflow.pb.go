@@ -1032,6 +1032,106 @@ func (x *UpdateWorkflowDataRequest) GetData() []byte {
 	return nil
 }
 
+// herd addition.
+type BootEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	HardwareId    string                 `protobuf:"bytes,1,opt,name=hardware_id,json=hardwareId,proto3" json:"hardware_id,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BootEvent) Reset() {
+	*x = BootEvent{}
+	mi := &file_workflow_workflow_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BootEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BootEvent) ProtoMessage() {}
+
+func (x *BootEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_workflow_workflow_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BootEvent.ProtoReflect.Descriptor instead.
+func (*BootEvent) Descriptor() ([]byte, []int) {
+	return file_workflow_workflow_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *BootEvent) GetHardwareId() string {
+	if x != nil {
+		return x.HardwareId
+	}
+	return ""
+}
+
+func (x *BootEvent) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// herd addition.
+type BootEventResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The workflow the note was recorded on; empty when the machine has no
+	// active workflow (nothing is recorded then).
+	WorkflowId    string `protobuf:"bytes,1,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BootEventResponse) Reset() {
+	*x = BootEventResponse{}
+	mi := &file_workflow_workflow_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BootEventResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BootEventResponse) ProtoMessage() {}
+
+func (x *BootEventResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_workflow_workflow_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BootEventResponse.ProtoReflect.Descriptor instead.
+func (*BootEventResponse) Descriptor() ([]byte, []int) {
+	return file_workflow_workflow_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *BootEventResponse) GetWorkflowId() string {
+	if x != nil {
+		return x.WorkflowId
+	}
+	return ""
+}
+
 var File_workflow_workflow_proto protoreflect.FileDescriptor
 
 const file_workflow_workflow_proto_rawDesc = "" +
@@ -1115,13 +1215,20 @@ const file_workflow_workflow_proto_rawDesc = "" +
 	"\vworkflow_id\x18\x01 \x01(\tR\n" +
 	"workflowId\x12\x1a\n" +
 	"\bmetadata\x18\x02 \x01(\fR\bmetadata\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\fR\x04data*e\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"F\n" +
+	"\tBootEvent\x12\x1f\n" +
+	"\vhardware_id\x18\x01 \x01(\tR\n" +
+	"hardwareId\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"4\n" +
+	"\x11BootEventResponse\x12\x1f\n" +
+	"\vworkflow_id\x18\x01 \x01(\tR\n" +
+	"workflowId*e\n" +
 	"\x05State\x12\x11\n" +
 	"\rSTATE_PENDING\x10\x00\x12\x11\n" +
 	"\rSTATE_RUNNING\x10\x01\x12\x10\n" +
 	"\fSTATE_FAILED\x10\x02\x12\x11\n" +
 	"\rSTATE_TIMEOUT\x10\x03\x12\x11\n" +
-	"\rSTATE_SUCCESS\x10\x042\x99\x11\n" +
+	"\rSTATE_SUCCESS\x10\x042\xa3\x12\n" +
 	"\x0fWorkflowService\x12\x87\x01\n" +
 	"\x0eCreateWorkflow\x129.github.com.tinkerbell.tink.protos.workflow.CreateRequest\x1a:.github.com.tinkerbell.tink.protos.workflow.CreateResponse\x12{\n" +
 	"\vGetWorkflow\x126.github.com.tinkerbell.tink.protos.workflow.GetRequest\x1a4.github.com.tinkerbell.tink.protos.workflow.Workflow\x12{\n" +
@@ -1137,7 +1244,8 @@ const file_workflow_workflow_proto_rawDesc = "" +
 	"\x13GetWorkflowMetadata\x12B.github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataRequest\x1aC.github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataResponse\x12\xa1\x01\n" +
 	"\x16GetWorkflowDataVersion\x12B.github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataRequest\x1aC.github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataResponse\x12\x8e\x01\n" +
 	"\x12UpdateWorkflowData\x12E.github.com.tinkerbell.tink.protos.workflow.UpdateWorkflowDataRequest\x1a1.github.com.tinkerbell.tink.protos.workflow.Empty\x12\x91\x01\n" +
-	"\x13WatchWorkflowEvents\x126.github.com.tinkerbell.tink.protos.workflow.GetRequest\x1a@.github.com.tinkerbell.tink.protos.workflow.WorkflowActionStatus0\x01B4Z2github.com/herd-metal/herd/proto/workflow;workflowb\x06proto3"
+	"\x13WatchWorkflowEvents\x126.github.com.tinkerbell.tink.protos.workflow.GetRequest\x1a@.github.com.tinkerbell.tink.protos.workflow.WorkflowActionStatus0\x01\x12\x87\x01\n" +
+	"\x0fRecordBootEvent\x125.github.com.tinkerbell.tink.protos.workflow.BootEvent\x1a=.github.com.tinkerbell.tink.protos.workflow.BootEventResponseB4Z2github.com/herd-metal/herd/proto/workflow;workflowb\x06proto3"
 
 var (
 	file_workflow_workflow_proto_rawDescOnce sync.Once
@@ -1152,7 +1260,7 @@ func file_workflow_workflow_proto_rawDescGZIP() []byte {
 }
 
 var file_workflow_workflow_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_workflow_workflow_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_workflow_workflow_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_workflow_workflow_proto_goTypes = []any{
 	(State)(0),                        // 0: github.com.tinkerbell.tink.protos.workflow.State
 	(*Empty)(nil),                     // 1: github.com.tinkerbell.tink.protos.workflow.Empty
@@ -1170,16 +1278,18 @@ var file_workflow_workflow_proto_goTypes = []any{
 	(*GetWorkflowDataRequest)(nil),    // 13: github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataRequest
 	(*GetWorkflowDataResponse)(nil),   // 14: github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataResponse
 	(*UpdateWorkflowDataRequest)(nil), // 15: github.com.tinkerbell.tink.protos.workflow.UpdateWorkflowDataRequest
-	(*timestamppb.Timestamp)(nil),     // 16: google.protobuf.Timestamp
+	(*BootEvent)(nil),                 // 16: github.com.tinkerbell.tink.protos.workflow.BootEvent
+	(*BootEventResponse)(nil),         // 17: github.com.tinkerbell.tink.protos.workflow.BootEventResponse
+	(*timestamppb.Timestamp)(nil),     // 18: google.protobuf.Timestamp
 }
 var file_workflow_workflow_proto_depIdxs = []int32{
 	0,  // 0: github.com.tinkerbell.tink.protos.workflow.Workflow.state:type_name -> github.com.tinkerbell.tink.protos.workflow.State
-	16, // 1: github.com.tinkerbell.tink.protos.workflow.Workflow.created_at:type_name -> google.protobuf.Timestamp
-	16, // 2: github.com.tinkerbell.tink.protos.workflow.Workflow.updated_at:type_name -> google.protobuf.Timestamp
-	16, // 3: github.com.tinkerbell.tink.protos.workflow.Workflow.deleted_at:type_name -> google.protobuf.Timestamp
+	18, // 1: github.com.tinkerbell.tink.protos.workflow.Workflow.created_at:type_name -> google.protobuf.Timestamp
+	18, // 2: github.com.tinkerbell.tink.protos.workflow.Workflow.updated_at:type_name -> google.protobuf.Timestamp
+	18, // 3: github.com.tinkerbell.tink.protos.workflow.Workflow.deleted_at:type_name -> google.protobuf.Timestamp
 	0,  // 4: github.com.tinkerbell.tink.protos.workflow.WorkflowContext.current_action_state:type_name -> github.com.tinkerbell.tink.protos.workflow.State
 	0,  // 5: github.com.tinkerbell.tink.protos.workflow.WorkflowActionStatus.action_status:type_name -> github.com.tinkerbell.tink.protos.workflow.State
-	16, // 6: github.com.tinkerbell.tink.protos.workflow.WorkflowActionStatus.created_at:type_name -> google.protobuf.Timestamp
+	18, // 6: github.com.tinkerbell.tink.protos.workflow.WorkflowActionStatus.created_at:type_name -> google.protobuf.Timestamp
 	6,  // 7: github.com.tinkerbell.tink.protos.workflow.WorkflowContextList.workflow_contexts:type_name -> github.com.tinkerbell.tink.protos.workflow.WorkflowContext
 	11, // 8: github.com.tinkerbell.tink.protos.workflow.WorkflowActionList.action_list:type_name -> github.com.tinkerbell.tink.protos.workflow.WorkflowAction
 	3,  // 9: github.com.tinkerbell.tink.protos.workflow.WorkflowService.CreateWorkflow:input_type -> github.com.tinkerbell.tink.protos.workflow.CreateRequest
@@ -1197,23 +1307,25 @@ var file_workflow_workflow_proto_depIdxs = []int32{
 	13, // 21: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowDataVersion:input_type -> github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataRequest
 	15, // 22: github.com.tinkerbell.tink.protos.workflow.WorkflowService.UpdateWorkflowData:input_type -> github.com.tinkerbell.tink.protos.workflow.UpdateWorkflowDataRequest
 	5,  // 23: github.com.tinkerbell.tink.protos.workflow.WorkflowService.WatchWorkflowEvents:input_type -> github.com.tinkerbell.tink.protos.workflow.GetRequest
-	4,  // 24: github.com.tinkerbell.tink.protos.workflow.WorkflowService.CreateWorkflow:output_type -> github.com.tinkerbell.tink.protos.workflow.CreateResponse
-	2,  // 25: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflow:output_type -> github.com.tinkerbell.tink.protos.workflow.Workflow
-	1,  // 26: github.com.tinkerbell.tink.protos.workflow.WorkflowService.DeleteWorkflow:output_type -> github.com.tinkerbell.tink.protos.workflow.Empty
-	2,  // 27: github.com.tinkerbell.tink.protos.workflow.WorkflowService.ListWorkflows:output_type -> github.com.tinkerbell.tink.protos.workflow.Workflow
-	6,  // 28: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowContext:output_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowContext
-	7,  // 29: github.com.tinkerbell.tink.protos.workflow.WorkflowService.ShowWorkflowEvents:output_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowActionStatus
-	9,  // 30: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowContextList:output_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowContextList
-	6,  // 31: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowContexts:output_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowContext
-	12, // 32: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowActions:output_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowActionList
-	1,  // 33: github.com.tinkerbell.tink.protos.workflow.WorkflowService.ReportActionStatus:output_type -> github.com.tinkerbell.tink.protos.workflow.Empty
-	14, // 34: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowData:output_type -> github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataResponse
-	14, // 35: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowMetadata:output_type -> github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataResponse
-	14, // 36: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowDataVersion:output_type -> github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataResponse
-	1,  // 37: github.com.tinkerbell.tink.protos.workflow.WorkflowService.UpdateWorkflowData:output_type -> github.com.tinkerbell.tink.protos.workflow.Empty
-	7,  // 38: github.com.tinkerbell.tink.protos.workflow.WorkflowService.WatchWorkflowEvents:output_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowActionStatus
-	24, // [24:39] is the sub-list for method output_type
-	9,  // [9:24] is the sub-list for method input_type
+	16, // 24: github.com.tinkerbell.tink.protos.workflow.WorkflowService.RecordBootEvent:input_type -> github.com.tinkerbell.tink.protos.workflow.BootEvent
+	4,  // 25: github.com.tinkerbell.tink.protos.workflow.WorkflowService.CreateWorkflow:output_type -> github.com.tinkerbell.tink.protos.workflow.CreateResponse
+	2,  // 26: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflow:output_type -> github.com.tinkerbell.tink.protos.workflow.Workflow
+	1,  // 27: github.com.tinkerbell.tink.protos.workflow.WorkflowService.DeleteWorkflow:output_type -> github.com.tinkerbell.tink.protos.workflow.Empty
+	2,  // 28: github.com.tinkerbell.tink.protos.workflow.WorkflowService.ListWorkflows:output_type -> github.com.tinkerbell.tink.protos.workflow.Workflow
+	6,  // 29: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowContext:output_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowContext
+	7,  // 30: github.com.tinkerbell.tink.protos.workflow.WorkflowService.ShowWorkflowEvents:output_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowActionStatus
+	9,  // 31: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowContextList:output_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowContextList
+	6,  // 32: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowContexts:output_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowContext
+	12, // 33: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowActions:output_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowActionList
+	1,  // 34: github.com.tinkerbell.tink.protos.workflow.WorkflowService.ReportActionStatus:output_type -> github.com.tinkerbell.tink.protos.workflow.Empty
+	14, // 35: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowData:output_type -> github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataResponse
+	14, // 36: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowMetadata:output_type -> github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataResponse
+	14, // 37: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowDataVersion:output_type -> github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataResponse
+	1,  // 38: github.com.tinkerbell.tink.protos.workflow.WorkflowService.UpdateWorkflowData:output_type -> github.com.tinkerbell.tink.protos.workflow.Empty
+	7,  // 39: github.com.tinkerbell.tink.protos.workflow.WorkflowService.WatchWorkflowEvents:output_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowActionStatus
+	17, // 40: github.com.tinkerbell.tink.protos.workflow.WorkflowService.RecordBootEvent:output_type -> github.com.tinkerbell.tink.protos.workflow.BootEventResponse
+	25, // [25:41] is the sub-list for method output_type
+	9,  // [9:25] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name
@@ -1230,7 +1342,7 @@ func file_workflow_workflow_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_workflow_workflow_proto_rawDesc), len(file_workflow_workflow_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

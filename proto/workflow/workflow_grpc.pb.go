@@ -40,6 +40,7 @@ const (
 	WorkflowService_GetWorkflowDataVersion_FullMethodName = "/github.com.tinkerbell.tink.protos.workflow.WorkflowService/GetWorkflowDataVersion"
 	WorkflowService_UpdateWorkflowData_FullMethodName     = "/github.com.tinkerbell.tink.protos.workflow.WorkflowService/UpdateWorkflowData"
 	WorkflowService_WatchWorkflowEvents_FullMethodName    = "/github.com.tinkerbell.tink.protos.workflow.WorkflowService/WatchWorkflowEvents"
+	WorkflowService_RecordBootEvent_FullMethodName        = "/github.com.tinkerbell.tink.protos.workflow.WorkflowService/RecordBootEvent"
 )
 
 // WorkflowServiceClient is the client API for WorkflowService service.
@@ -67,6 +68,10 @@ type WorkflowServiceClient interface {
 	// herd addition. WatchWorkflowEvents streams the events recorded so far,
 	// then each new one, and ends once the workflow is in a final state.
 	WatchWorkflowEvents(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WorkflowActionStatus], error)
+	// herd addition. RecordBootEvent adds a note on a machine's way to the
+	// OSIE ("ipxe script served", "kernel fetched") to the events of its
+	// active workflow, as task and action "boot". boots calls it.
+	RecordBootEvent(ctx context.Context, in *BootEvent, opts ...grpc.CallOption) (*BootEventResponse, error)
 }
 
 type workflowServiceClient struct {
@@ -263,6 +268,16 @@ func (c *workflowServiceClient) WatchWorkflowEvents(ctx context.Context, in *Get
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type WorkflowService_WatchWorkflowEventsClient = grpc.ServerStreamingClient[WorkflowActionStatus]
 
+func (c *workflowServiceClient) RecordBootEvent(ctx context.Context, in *BootEvent, opts ...grpc.CallOption) (*BootEventResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BootEventResponse)
+	err := c.cc.Invoke(ctx, WorkflowService_RecordBootEvent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WorkflowServiceServer is the server API for WorkflowService service.
 // All implementations must embed UnimplementedWorkflowServiceServer
 // for forward compatibility.
@@ -288,6 +303,10 @@ type WorkflowServiceServer interface {
 	// herd addition. WatchWorkflowEvents streams the events recorded so far,
 	// then each new one, and ends once the workflow is in a final state.
 	WatchWorkflowEvents(*GetRequest, grpc.ServerStreamingServer[WorkflowActionStatus]) error
+	// herd addition. RecordBootEvent adds a note on a machine's way to the
+	// OSIE ("ipxe script served", "kernel fetched") to the events of its
+	// active workflow, as task and action "boot". boots calls it.
+	RecordBootEvent(context.Context, *BootEvent) (*BootEventResponse, error)
 	mustEmbedUnimplementedWorkflowServiceServer()
 }
 
@@ -342,6 +361,9 @@ func (UnimplementedWorkflowServiceServer) UpdateWorkflowData(context.Context, *U
 }
 func (UnimplementedWorkflowServiceServer) WatchWorkflowEvents(*GetRequest, grpc.ServerStreamingServer[WorkflowActionStatus]) error {
 	return status.Errorf(codes.Unimplemented, "method WatchWorkflowEvents not implemented")
+}
+func (UnimplementedWorkflowServiceServer) RecordBootEvent(context.Context, *BootEvent) (*BootEventResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RecordBootEvent not implemented")
 }
 func (UnimplementedWorkflowServiceServer) mustEmbedUnimplementedWorkflowServiceServer() {}
 func (UnimplementedWorkflowServiceServer) testEmbeddedByValue()                         {}
@@ -606,6 +628,24 @@ func _WorkflowService_WatchWorkflowEvents_Handler(srv interface{}, stream grpc.S
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type WorkflowService_WatchWorkflowEventsServer = grpc.ServerStreamingServer[WorkflowActionStatus]
 
+func _WorkflowService_RecordBootEvent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BootEvent)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkflowServiceServer).RecordBootEvent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkflowService_RecordBootEvent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkflowServiceServer).RecordBootEvent(ctx, req.(*BootEvent))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // WorkflowService_ServiceDesc is the grpc.ServiceDesc for WorkflowService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -656,6 +696,10 @@ var WorkflowService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateWorkflowData",
 			Handler:    _WorkflowService_UpdateWorkflowData_Handler,
+		},
+		{
+			MethodName: "RecordBootEvent",
+			Handler:    _WorkflowService_RecordBootEvent_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

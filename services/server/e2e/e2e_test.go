@@ -451,3 +451,25 @@ func TestLegacyClientsWithoutAuth(t *testing.T) {
 		t.Error("no warning logged with authentication off")
 	}
 }
+
+// TestBootEvents: boots notes a machine's boot progress on its workflow;
+// only admin callers (boots) may.
+func TestBootEvents(t *testing.T) {
+	s := servertest.Start(t)
+	s.MustHerd(readFile(t, "hardware-1.json"), "hardware", "push")
+	s.MustHerd("", "template", "create", "--file", "testdata/slow.yaml")
+	id := s.CreateWorkflow("slow", `{"device_1":"`+mac1+`"}`)
+
+	admin := workflow.NewWorkflowServiceClient(s.Dial(adminToken))
+	res, err := admin.RecordBootEvent(ctx(t), &workflow.BootEvent{HardwareId: hw1, Message: "ipxe script served"})
+	if err != nil || res.GetWorkflowId() != id {
+		t.Fatalf("RecordBootEvent: %v %v", res, err)
+	}
+	_, err = workflow.NewWorkflowServiceClient(s.Dial(s.WorkerToken(hw1))).RecordBootEvent(ctx(t), &workflow.BootEvent{HardwareId: hw1, Message: "forged"})
+	wantCode(t, err, codes.PermissionDenied, "worker credential")
+	_, err = admin.RecordBootEvent(ctx(t), &workflow.BootEvent{HardwareId: hw1})
+	wantCode(t, err, codes.InvalidArgument, "message")
+	if out := s.MustHerd("", "workflow", "events", id); !strings.Contains(out, "ipxe script served") || strings.Contains(out, "forged") {
+		t.Fatalf("workflow events:\n%s", out)
+	}
+}

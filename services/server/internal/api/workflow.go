@@ -30,6 +30,7 @@ type WorkflowStore interface {
 	WorkflowData(ctx context.Context, id string, version int32) ([]byte, int32, error)
 	WorkflowMetadata(ctx context.Context, id string, version int32) ([]byte, int32, error)
 	UpdateWorkflowData(ctx context.Context, id string, metadata, data []byte) (int32, error)
+	RecordBootEvent(ctx context.Context, hwID, message string) (string, error)
 }
 
 // Workflow implements WorkflowService.
@@ -331,4 +332,25 @@ func (w *Workflow) checkDataRequest(ctx context.Context, req *workflow.GetWorkfl
 		return invalid("version", "negative")
 	}
 	return nil
+}
+
+// maxBootMessage bounds one boot note.
+const maxBootMessage = 1 << 10
+
+// RecordBootEvent notes boot progress on the machine's active workflow.
+func (w *Workflow) RecordBootEvent(ctx context.Context, req *workflow.BootEvent) (*workflow.BootEventResponse, error) {
+	if err := requireID("hardware_id", req.GetHardwareId()); err != nil {
+		return nil, err
+	}
+	switch m := req.GetMessage(); {
+	case m == "":
+		return nil, invalid("message", "missing")
+	case len(m) > maxBootMessage:
+		return nil, invalid("message", "longer than 1 KiB")
+	}
+	id, err := w.store.RecordBootEvent(ctx, req.GetHardwareId(), req.GetMessage())
+	if err != nil {
+		return nil, err
+	}
+	return &workflow.BootEventResponse{WorkflowId: id}, nil
 }
