@@ -1,0 +1,318 @@
+package spec
+
+// Reading YAML as the operator wrote it: a node tree walked by hand, so
+// every problem names its field path and line, unknown and repeated keys
+// are caught, and aliases cannot blow up.
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// yamlRoot parses exactly one YAML document and returns its top node.
+func yamlRoot(text string) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(strings.NewReader(text))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &FieldError{Field: "template", Problem: "is empty"}
+		}
+		return nil, yamlSyntax(err)
+	}
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case err == nil:
+		return nil, &FieldError{Field: "template", Problem: "holds more than one YAML document (a second \"---\"); put one template in a file"}
+	case !errors.Is(err, io.EOF):
+		return nil, yamlSyntax(err)
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		return nil, &FieldError{Field: "template", Problem: "is empty"}
+	}
+	return doc.Content[0], nil
+}
+
+func yamlSyntax(err error) error {
+	return &FieldError{Field: "template", Problem: "is not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+}
+
+// checkYAMLSize counts the nodes of the document with aliases expanded,
+// and refuses an alias to a node that contains it.
+func checkYAMLSize(root *yaml.Node) error {
+	const busy = -1
+	memo := map[*yaml.Node]int{}
+	var size func(n *yaml.Node) (int, error)
+	size = func(n *yaml.Node) (int, error) {
+		if n == nil {
+			return 0, nil
+		}
+		switch memo[n] {
+		case busy:
+			return 0, &FieldError{Field: "template", Problem: fmt.Sprintf("line %d: an alias refers to a node that contains it", n.Line)}
+		case 0:
+		default:
+			return memo[n], nil
+		}
+		memo[n] = busy
+		total := 1
+		kids := n.Content
+		if n.Kind == yaml.AliasNode {
+			kids = []*yaml.Node{n.Alias}
+		}
+		for _, c := range kids {
+			s, err := size(c)
+			if err != nil {
+				return 0, err
+			}
+			total += s
+			if total > maxYAMLNodes {
+				return 0, &FieldError{Field: "template", Problem: fmt.Sprintf("has more than %d YAML nodes once its aliases are expanded", maxYAMLNodes)}
+			}
+		}
+		memo[n] = total
+		return total, nil
+	}
+	_, err := size(root)
+	return err
+}
+
+// yamlReader walks the YAML nodes of a template, filling a Template and
+// recording every problem with its field path.
+type yamlReader struct {
+	p        problems
+	rendered bool
+}
+
+// add records a problem; before rendering it points at the YAML line.
+func (r *yamlReader) add(path string, n *yaml.Node, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if !r.rendered && n != nil && n.Line > 0 {
+		msg += fmt.Sprintf(" (line %d)", n.Line)
+	}
+	r.p.add(path, "%s", msg)
+}
+
+// templated tells whether a value is still a template expression, to be
+// checked after rendering.
+func (r *yamlReader) templated(s string) bool {
+	return !r.rendered && strings.Contains(s, "{{")
+}
+
+// docPath names the path of a field, or the whole template for "".
+func docPath(path string) string {
+	if path == "" {
+		return "template"
+	}
+	return path
+}
+
+func resolve(n *yaml.Node) *yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	return n
+}
+
+func isNull(n *yaml.Node) bool {
+	return n == nil || n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		// An unquoted {{.device_1}} parses as a flow mapping whose key
+		// is another flow mapping.
+		if n.Style&yaml.FlowStyle != 0 && len(n.Content) > 0 && n.Content[0].Kind == yaml.MappingNode {
+			return `a mapping (quote template expressions: "{{.device_1}}")`
+		}
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		switch n.ShortTag() {
+		case "!!int", "!!float":
+			return "a number"
+		case "!!bool":
+			return "a boolean"
+		}
+		return "a string"
+	}
+	return "an unexpected node"
+}
+
+type yamlPair struct {
+	key      string
+	keyNode  *yaml.Node
+	valNode  *yaml.Node
+	explicit bool
+}
+
+// pairs lists a mapping's keys and values: repeated keys are problems,
+// and merge keys ("<<: *defaults") add the keys the mapping lacks.
+func (r *yamlReader) pairs(path string, n *yaml.Node) []yamlPair {
+	var out, merged []yamlPair
+	seen := map[string]int{}
+	mergedSeen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := resolve(n.Content[i]), n.Content[i+1]
+		if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
+			for _, src := range r.mergeSources(path, v) {
+				for _, pp := range r.pairs(path, src) {
+					if !mergedSeen[pp.key] {
+						mergedSeen[pp.key] = true
+						merged = append(merged, pp)
+					}
+				}
+			}
+			continue
+		}
+		if k.Kind != yaml.ScalarNode || k.ShortTag() == "!!null" {
+			r.add(docPath(path), k, "has a key that is not a plain string")
+			continue
+		}
+		if line, dup := seen[k.Value]; dup {
+			r.add(child(path, k.Value), k, "appears twice in the same mapping (first at line %d)", line)
+			continue
+		}
+		seen[k.Value] = k.Line
+		out = append(out, yamlPair{key: k.Value, keyNode: k, valNode: v, explicit: true})
+	}
+	for _, pp := range merged {
+		if _, ok := seen[pp.key]; !ok {
+			pp.explicit = false
+			out = append(out, pp)
+		}
+	}
+	return out
+}
+
+func (r *yamlReader) mergeSources(path string, v *yaml.Node) []*yaml.Node {
+	v = resolve(v)
+	switch v.Kind {
+	case yaml.MappingNode:
+		return []*yaml.Node{v}
+	case yaml.SequenceNode:
+		var out []*yaml.Node
+		for _, e := range v.Content {
+			if e = resolve(e); e.Kind == yaml.MappingNode {
+				out = append(out, e)
+			} else {
+				r.add(docPath(path), e, "a merge key (<<) must refer to mappings")
+			}
+		}
+		return out
+	}
+	r.add(docPath(path), v, "a merge key (<<) must refer to a mapping or a list of mappings")
+	return nil
+}
+
+// fields returns a struct-like mapping's values by key, recording unknown
+// keys. It returns nil when n is null or not a mapping.
+func (r *yamlReader) fields(path string, n *yaml.Node, known []string) map[string]*yaml.Node {
+	n = resolve(n)
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		r.add(docPath(path), n, "must be a mapping, not %s", kindName(n))
+		return nil
+	}
+	out := map[string]*yaml.Node{}
+	for _, pp := range r.pairs(path, n) {
+		if !slices.Contains(known, pp.key) {
+			r.add(child(path, pp.key), pp.keyNode, "%s", suggest(pp.key, known))
+			continue
+		}
+		out[pp.key] = pp.valNode
+	}
+	return out
+}
+
+// str reads a scalar as a string; null or absent is "".
+func (r *yamlReader) str(path string, n *yaml.Node) string {
+	n = resolve(n)
+	if isNull(n) {
+		return ""
+	}
+	if n.Kind != yaml.ScalarNode {
+		r.add(path, n, "must be a string, not %s", kindName(n))
+		return ""
+	}
+	return n.Value
+}
+
+// seconds reads a timeout: a whole number from 0 to MaxTimeoutSeconds.
+func (r *yamlReader) seconds(path string, n *yaml.Node) int64 {
+	n = resolve(n)
+	if isNull(n) {
+		return 0
+	}
+	if n.Kind == yaml.ScalarNode && r.templated(n.Value) {
+		return 0
+	}
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+		what := kindName(n)
+		if n.Kind == yaml.ScalarNode {
+			what = quote(n.Value)
+		}
+		r.add(path, n, "must be a whole number of seconds, not %s", what)
+		return 0
+	}
+	var v int64
+	if err := n.Decode(&v); err != nil {
+		r.add(path, n, "%s is out of range", n.Value)
+		return 0
+	}
+	switch {
+	case v < 0:
+		r.add(path, n, "%d is negative; give seconds, or 0 for no timeout", v)
+		return 0
+	case v > MaxTimeoutSeconds:
+		r.add(path, n, "%d seconds is more than the limit of %d", v, MaxTimeoutSeconds)
+		return 0
+	}
+	return v
+}
+
+// list reads a list of strings, each without NUL bytes (they cannot reach
+// a process's arguments).
+func (r *yamlReader) list(path string, n *yaml.Node) []string {
+	n = resolve(n)
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		r.add(path, n, "must be a list of strings, not %s", kindName(n))
+		return nil
+	}
+	var out []string
+	for i, e := range n.Content {
+		s := r.str(index(path, i), e)
+		if strings.ContainsRune(s, 0) {
+			r.add(index(path, i), resolve(e), "contains a NUL character")
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// missing tells whether a required value is absent rather than of the
+// wrong type (which str has reported already).
+func missing(n *yaml.Node) bool {
+	n = resolve(n)
+	return isNull(n) || n.Kind == yaml.ScalarNode
+}
+
+// at is the node to point at for a field: itself, or its parent mapping
+// when the field is absent.
+func at(field, parent *yaml.Node) *yaml.Node {
+	if field != nil {
+		return field
+	}
+	return parent
+}
