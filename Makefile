@@ -2,7 +2,8 @@
 # root on Debian); `make build` puts every binary in bin/.
 SHELL := /bin/bash
 MODULES := proto pkg services/server services/boots services/metadata worker
-BINARIES := herd-server herd
+# Every main package: services/*/cmd/NAME and worker/cmd/NAME build bin/NAME.
+CMDS = $(wildcard services/*/cmd/* worker/cmd/*)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/herd-metal/herd/pkg/version.Version=$(VERSION)
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
@@ -13,7 +14,7 @@ all: build
 
 build:
 	@mkdir -p bin
-	go build -ldflags '$(LDFLAGS)' -o bin/ ./services/server/cmd/herd-server ./services/server/cmd/herd
+	go build -ldflags '$(LDFLAGS)' -o bin/ $(addprefix ./,$(CMDS))
 
 deps:
 	./scripts/deps.sh
