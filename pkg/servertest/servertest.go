@@ -129,7 +129,7 @@ func (s *Server) start(grpcAddr, httpAddr string) {
 			line := sc.Bytes()
 			s.Stderr.Write(append(append([]byte{}, line...), '\n'))
 			var ev struct{ Msg, GRPC, HTTP string }
-			if json.Unmarshal(line, &ev) == nil && ev.Msg == "serving" {
+			if bytes.Contains(line, []byte(`"msg":"serving"`)) && json.Unmarshal(line, &ev) == nil {
 				s.GRPC, s.HTTP = ev.GRPC, "http://"+ev.HTTP
 				close(ready)
 			}
