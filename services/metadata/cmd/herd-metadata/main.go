@@ -1,0 +1,168 @@
+// Command herd-metadata serves provisioned machines their own metadata,
+// EC2 style (/latest/meta-data/..., /latest/user-data) and as the whole
+// Tinkerbell/Equinix-style document (/metadata), on port 50061. It answers
+// from an in-memory inventory that herd-server's Watch stream keeps
+// current; it identifies the caller by its source address.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/herd-metal/herd/pkg/config"
+	"github.com/herd-metal/herd/pkg/connect"
+	"github.com/herd-metal/herd/pkg/inventory"
+	"github.com/herd-metal/herd/pkg/logging"
+	"github.com/herd-metal/herd/pkg/observe"
+	"github.com/herd-metal/herd/pkg/version"
+	"github.com/herd-metal/herd/proto/hardware"
+	"github.com/herd-metal/herd/services/metadata/internal/clientip"
+	"github.com/herd-metal/herd/services/metadata/internal/httpapi"
+	"github.com/herd-metal/herd/services/metadata/internal/machines"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.LookupEnv, os.Stderr, nil)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "herd-metadata:", err)
+		os.Exit(1)
+	}
+}
+
+type settings struct {
+	httpAddr            string
+	server, certURL     string
+	caFile              string
+	token, tokenFile    string
+	trustedProxies      string
+	logLevel, logFormat string
+	showVersion         bool
+}
+
+func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) (settings, error) {
+	var s settings
+	fs := flag.NewFlagSet("herd-metadata", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: herd-metadata [flags]\n\n"+
+			"Serves each machine its own metadata, found by the request's source address.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&s.httpAddr, "metadata-addr", ":50061", "HTTP listen address (named apart from herd-server's --http-addr so one environment can hold both): EC2-style metadata, /metadata, /metrics, /healthz, /version")
+	fs.StringVar(&s.server, "server", "", "herd-server's gRPC address, host:port (also read from HERD_GRPC_AUTHORITY)")
+	fs.StringVar(&s.certURL, "cert-url", "", "URL of herd-server's CA certificate, e.g. http://10.1.0.1:42114/cert")
+	fs.StringVar(&s.caFile, "ca-file", "", "PEM file of the CA to trust for herd-server (wins over --cert-url)")
+	fs.StringVar(&s.token, "token", "", "herd-server admin token, needed to watch the hardware (prefer the environment or --token-file)")
+	fs.StringVar(&s.tokenFile, "token-file", "", "file holding the admin token")
+	fs.StringVar(&s.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed (default none: the peer address is the caller)")
+	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&s.logFormat, "log-format", "json", "json or text")
+	fs.BoolVar(&s.showVersion, "version", false, "print the version and exit")
+	// --server also answers to the variable every herd client reads.
+	env := func(name string) (string, bool) {
+		if v, ok := lookup(name); ok || name != "HERD_SERVER" {
+			return v, ok
+		}
+		return lookup("HERD_GRPC_AUTHORITY")
+	}
+	if err := config.Parse(fs, args, "HERD_", env); err != nil {
+		return s, err
+	}
+	if fs.NArg() > 0 {
+		return s, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if s.tokenFile != "" && s.token == "" {
+		b, err := os.ReadFile(s.tokenFile)
+		if err != nil {
+			return s, fmt.Errorf("token file: %w", err)
+		}
+		s.token = strings.TrimSpace(string(b))
+	}
+	return s, nil
+}
+
+// run wires herd-metadata and serves until ctx ends. ready, if not nil,
+// gets the HTTP listener's address once it listens (for tests).
+func run(ctx context.Context, args []string, lookup func(string) (string, bool), stderr io.Writer, ready func(net.Addr)) error {
+	s, err := parse(args, lookup, stderr)
+	if err != nil {
+		return err
+	}
+	if s.showVersion {
+		fmt.Fprintln(stderr, "herd-metadata", version.String())
+		return nil
+	}
+	log, err := logging.New(stderr, s.logLevel, s.logFormat)
+	if err != nil {
+		return err
+	}
+	trusted, err := clientip.ParsePrefixes(s.trustedProxies)
+	if err != nil {
+		return err
+	}
+	if s.server == "" {
+		return errors.New("no herd-server address: set --server or HERD_GRPC_AUTHORITY")
+	}
+	if s.token == "" {
+		return errors.New("no token: watching the hardware needs herd-server's admin token (HERD_TOKEN or --token-file)")
+	}
+	conn, err := connect.Dial(ctx, connect.Config{Authority: s.server, CertURL: s.certURL, CAFile: s.caFile, Token: s.token})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+
+	index := machines.New()
+	inv := inventory.New(log, index.Derive)
+	index.SetInventory(inv)
+
+	var synced atomic.Bool
+	reg := observe.NewRegistry()
+	h := httpapi.New(httpapi.Config{
+		Lookup:   index.Lookup,
+		Trusted:  trusted,
+		Registry: reg,
+		Log:      log,
+		Healthy: func(context.Context) error {
+			if !synced.Load() {
+				return errors.New("hardware inventory not loaded from herd-server yet")
+			}
+			return nil
+		},
+	})
+	ln, err := net.Listen("tcp", s.httpAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", s.httpAddr, err)
+	}
+	log.Info("herd-metadata serving", "http", ln.Addr().String(), "server", s.server, "trusted_proxies", s.trustedProxies, "version", version.Version)
+	if ready != nil {
+		ready(ln.Addr())
+	}
+
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return inv.Run(ctx, hardware.NewHardwareServiceClient(conn)) })
+	eg.Go(func() error {
+		if inv.WaitSynced(ctx) == nil {
+			synced.Store(true)
+		}
+		return nil
+	})
+	eg.Go(func() error { return httpapi.Serve(ctx, httpapi.NewServer(h, log), ln) })
+	return eg.Wait()
+}
