@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/herd-metal/herd/pkg/version.Version=$(VERSION)
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build test deps vet check-proto proto bench-server clean
+.PHONY: all build test deps vet check-proto proto bench-server bench-metadata clean
 
 all: build
 
@@ -40,6 +40,10 @@ test: deps check-proto vet
 
 bench-server: deps build
 	go test -tags bench -count=1 -timeout 30m -run TestBenchServer -v ./services/server/bench -args -out $(CURDIR)/docs/benchmarks.md
+
+bench-metadata: deps
+	./scripts/deps.sh services/metadata/bench/deps.txt
+	go test -tags bench -count=1 -timeout 30m -run TestBenchMetadata -v ./services/metadata/bench -args -out $(CURDIR)/docs/benchmarks.md
 
 clean:
 	rm -rf bin .tmp

@@ -2,11 +2,14 @@
 # Installs the Debian packages herd's build and tests use, when missing.
 # Each part lists what it needs in its deps.txt: lines "PATH-OR-COMMAND
 # PACKAGE..." (a command looked up in PATH, or a path that must exist; a
-# glob is fine). Needs root for apt-get; without root it only reports.
+# glob is fine). Arguments name other lists instead (benchmarks keep
+# theirs apart, so the tests do not install what only a benchmark uses).
+# Needs root for apt-get; without root it only reports.
 set -eu
 cd "$(dirname "$0")/.."
 need=""
-for list in deps.txt */deps.txt */*/deps.txt; do
+[ $# -gt 0 ] || set -- deps.txt */deps.txt */*/deps.txt
+for list in "$@"; do
 	[ -f "$list" ] || continue
 	while read -r what pkgs; do
 		case "$what" in ""|\#*) continue ;; esac
