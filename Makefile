@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/herd-metal/herd/pkg/version.Version=$(VERSION)
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build test deps vet check-proto proto bench-server bench-metadata clean
+.PHONY: all build test deps vet check-proto proto bench-server bench-metadata action-images clean
 
 all: build
 
@@ -44,6 +44,20 @@ bench-server: deps build
 bench-metadata: deps
 	./scripts/deps.sh services/metadata/bench/deps.txt
 	go test -tags bench -count=1 -timeout 30m -run TestBenchMetadata -v ./services/metadata/bench -args -out $(CURDIR)/docs/benchmarks.md
+
+# The core action images (worker/actions), built with the local Docker
+# engine; ACTION_REGISTRY=host:port also pushes them there.
+ACTIONS := image2disk writefile reboot
+ACTION_REGISTRY ?=
+ACTION_TAG ?= $(VERSION)
+action-images:
+	@for a in $(ACTIONS); do \
+		mkdir -p .tmp/actions/$$a && \
+		CGO_ENABLED=0 go build -trimpath -ldflags '-s -w $(LDFLAGS)' -o .tmp/actions/$$a/$$a ./worker/actions/$$a && \
+		cp worker/actions/$$a/Dockerfile .tmp/actions/$$a/ && \
+		docker build -t $(if $(ACTION_REGISTRY),$(ACTION_REGISTRY)/)$$a:$(ACTION_TAG) .tmp/actions/$$a || exit 1; \
+		[ -z "$(ACTION_REGISTRY)" ] || docker push $(ACTION_REGISTRY)/$$a:$(ACTION_TAG) || exit 1; \
+	done
 
 clean:
 	rm -rf bin .tmp

@@ -1,0 +1,242 @@
+// Command herd-worker runs a machine's workflow actions as containers: the
+// counterpart of Tinkerbell's tink-worker. It runs inside the OSIE on the
+// machine being provisioned, asks herd-server (gRPC, TLS, the machine's
+// own credential) for its actions, runs them one by one with the local
+// Docker engine and reports each state.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+
+	"github.com/herd-metal/herd/pkg/config"
+	"github.com/herd-metal/herd/pkg/connect"
+	"github.com/herd-metal/herd/pkg/logging"
+	"github.com/herd-metal/herd/pkg/observe"
+	"github.com/herd-metal/herd/pkg/version"
+	"github.com/herd-metal/herd/proto/workflow"
+	"github.com/herd-metal/herd/worker/internal/docker"
+	"github.com/herd-metal/herd/worker/internal/runner"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.LookupEnv, os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "herd-worker:", err)
+		os.Exit(1)
+	}
+}
+
+type settings struct {
+	server, certURL, caFile, token string
+	id                             string
+	registry, regUser, regPassword string
+	pull, network                  string
+	privileged, power              bool
+	dataDir, dockerHost            string
+	poll, stopGrace, dockerWait    time.Duration
+	maxDataBytes                   int
+	logLevel, logFormat            string
+	metricsAddr                    string
+}
+
+// legacy are Tinkerbell v0.6 tink-worker's environment variables, read
+// when neither the flag nor its HERD_ variable is set, so an OSIE set up
+// for tink-worker can start herd-worker unchanged.
+var legacy = map[string]string{
+	"HERD_SERVER":            "TINKERBELL_GRPC_AUTHORITY",
+	"HERD_CERT_URL":          "TINKERBELL_CERT_URL",
+	"HERD_ID":                "WORKER_ID",
+	"HERD_REGISTRY":          "DOCKER_REGISTRY",
+	"HERD_REGISTRY_USER":     "REGISTRY_USERNAME",
+	"HERD_REGISTRY_PASSWORD": "REGISTRY_PASSWORD",
+}
+
+func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) (settings, error) {
+	var s settings
+	fs := flag.NewFlagSet("herd-worker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: herd-worker [flags]\n\n"+
+			"Runs this machine's workflow actions as containers and reports them to herd-server.\n"+
+			"Tinkerbell's TINKERBELL_GRPC_AUTHORITY, TINKERBELL_CERT_URL, WORKER_ID, DOCKER_REGISTRY,\n"+
+			"REGISTRY_USERNAME and REGISTRY_PASSWORD are read when the HERD_ variable is not set.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&s.server, "server", "", "herd-server's gRPC address, host:port (port 42113)")
+	fs.StringVar(&s.certURL, "cert-url", "", "URL of herd-server's CA certificate, e.g. http://10.1.0.1:42114/cert (used when --ca-file is empty)")
+	fs.StringVar(&s.caFile, "ca-file", "", "PEM file of the CA to trust for herd-server")
+	fs.StringVar(&s.token, "token", "", "this machine's worker credential (herd-boots puts it on the kernel command line)")
+	fs.StringVar(&s.id, "id", "", "this machine's hardware id (the worker id)")
+	fs.StringVar(&s.registry, "registry", "", "registry prefixed to action images that name none, host[:port]")
+	fs.StringVar(&s.regUser, "registry-user", "", "user name for --registry")
+	fs.StringVar(&s.regPassword, "registry-password", "", "password for --registry (prefer the environment)")
+	fs.StringVar(&s.pull, "pull", docker.PullAlways, "when to pull action images: always (as Tinkerbell) or missing")
+	fs.StringVar(&s.network, "network", "host", "network mode of the action containers")
+	fs.BoolVar(&s.privileged, "privileged", true, "run actions as privileged containers (they write disks)")
+	fs.BoolVar(&s.power, "power-control", true, "reboot or power off the machine when an action asks in /workflow/power (the reboot action)")
+	fs.StringVar(&s.dataDir, "data-dir", "/var/lib/herd-worker", "directory of the workflow data; each workflow's is bound at /workflow in its actions")
+	fs.StringVar(&s.dockerHost, "docker-host", "unix:///var/run/docker.sock", "Docker engine address")
+	fs.DurationVar(&s.dockerWait, "docker-wait", time.Minute, "how long to wait at start for the Docker engine to answer")
+	fs.DurationVar(&s.poll, "poll-interval", 5*time.Second, "pause between two asks for work")
+	fs.DurationVar(&s.stopGrace, "stop-grace", 10*time.Second, "time a stopped action container gets before it is killed")
+	fs.IntVar(&s.maxDataBytes, "max-data-bytes", 1<<20, "largest workflow data an action may leave in /workflow/data")
+	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&s.logFormat, "log-format", "json", "json or text")
+	fs.StringVar(&s.metricsAddr, "metrics-addr", "127.0.0.1:42180", "listen address of /metrics, /healthz and /version; empty: off")
+	withLegacy := func(name string) (string, bool) {
+		if v, ok := lookup(name); ok {
+			return v, true
+		}
+		if old, ok := legacy[name]; ok {
+			return lookup(old)
+		}
+		return "", false
+	}
+	if err := config.Parse(fs, args, "HERD_", withLegacy); err != nil {
+		return s, err
+	}
+	if fs.NArg() > 0 {
+		return s, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	switch {
+	case s.server == "":
+		return s, errors.New("no herd-server address: set --server or HERD_SERVER")
+	case s.id == "":
+		return s, errors.New("no worker id: set --id or HERD_ID to this machine's hardware id")
+	}
+	return s, nil
+}
+
+func run(ctx context.Context, args []string, lookup func(string) (string, bool), stderr io.Writer) error {
+	s, err := parse(args, lookup, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := logging.New(stderr, s.logLevel, s.logFormat)
+	if err != nil {
+		return err
+	}
+	log = log.With("service", "herd-worker")
+	log.Info("starting", "version", version.String(), "server", s.server, "hardware_id", s.id, "docker_host", s.dockerHost, "registry", s.registry)
+
+	// The OSIE starts herd-worker as soon as the network is up: the server
+	// (its CA URL) and the local engine may not answer yet.
+	var conn *grpc.ClientConn
+	err = retry(ctx, log, "fetching herd-server's CA", func() error {
+		var err error
+		conn, err = connect.Dial(ctx, connect.Config{Authority: s.server, CertURL: s.certURL, CAFile: s.caFile, Token: s.token})
+		return err
+	})
+	if ctx.Err() != nil {
+		return nil // stopped while waiting
+	}
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rt, err := docker.New(docker.Config{Host: s.dockerHost, Registry: s.registry, Username: s.regUser, Password: s.regPassword,
+		PullPolicy: s.pull, NetworkMode: s.network}, log)
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	wctx, cancel := context.WithTimeout(ctx, s.dockerWait)
+	err = retry(wctx, log, "waiting for the Docker engine", func() error { return rt.Ping(wctx) })
+	cancel()
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err != nil {
+		log.Error("the Docker engine does not answer; actions will fail until it does", "error", err)
+	}
+	reg := observe.NewRegistry()
+	w, err := runner.New(runner.Config{WorkerID: s.id, DataDir: s.dataDir, MaxDataBytes: s.maxDataBytes, Poll: s.poll,
+		StopGrace: s.stopGrace, Privileged: s.privileged, Power: power(s.power)},
+		runner.NewClient(workflow.NewWorkflowServiceClient(conn)), rt, log, runner.NewMetrics(reg))
+	if err != nil {
+		return err
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return w.Run(ctx) })
+	if s.metricsAddr != "" {
+		ln, err := net.Listen("tcp", s.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics address: %w", err)
+		}
+		mux := http.NewServeMux()
+		observe.Mount(mux, "herd-worker", reg, rt.Ping)
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		log.Info("serving", "metrics", ln.Addr().String())
+		g.Go(func() error {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		})
+	}
+	err = g.Wait()
+	log.Info("stopped")
+	return err
+}
+
+// retry calls fn until it succeeds or ctx ends, pausing 1s, 2s, ... 30s.
+func retry(ctx context.Context, log *slog.Logger, what string, fn func() error) error {
+	d := time.Second
+	for {
+		err := fn()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		log.Warn(what+" failed; retrying", "error", err, "retry_in", d)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(d):
+		}
+		d = min(2*d, 30*time.Second)
+	}
+}
+
+// power is the machine's power control: reboot(2) after syncing disks.
+func power(enabled bool) func(context.Context, string) error {
+	if !enabled {
+		return nil
+	}
+	return func(_ context.Context, mode string) error {
+		syscall.Sync()
+		cmd := syscall.LINUX_REBOOT_CMD_RESTART
+		if mode == "poweroff" {
+			cmd = syscall.LINUX_REBOOT_CMD_POWER_OFF
+		}
+		if err := syscall.Reboot(cmd); err != nil {
+			return fmt.Errorf("%s: %w", mode, err)
+		}
+		return nil
+	}
+}

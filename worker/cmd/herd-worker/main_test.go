@@ -1,0 +1,73 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"strings"
+	"testing"
+)
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestParse(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		check   func(settings) bool
+		wantErr string
+	}{
+		{"flags", []string{"--server", "10.1.0.1:42113", "--id", "hw1", "--registry", "10.1.0.1:5000"}, nil,
+			func(s settings) bool {
+				return s.server == "10.1.0.1:42113" && s.id == "hw1" && s.registry == "10.1.0.1:5000" && s.privileged
+			}, ""},
+		{"HERD_ environment", nil, map[string]string{"HERD_SERVER": "a:1", "HERD_ID": "hw2", "HERD_TOKEN": "hw2.sig", "HERD_PRIVILEGED": "false"},
+			func(s settings) bool {
+				return s.server == "a:1" && s.id == "hw2" && s.token == "hw2.sig" && !s.privileged
+			}, ""},
+		{"Tinkerbell environment", nil, map[string]string{"TINKERBELL_GRPC_AUTHORITY": "b:2", "WORKER_ID": "hw3",
+			"TINKERBELL_CERT_URL": "http://b:42114/cert", "DOCKER_REGISTRY": "r:5000", "REGISTRY_USERNAME": "u", "REGISTRY_PASSWORD": "p"},
+			func(s settings) bool {
+				return s.server == "b:2" && s.id == "hw3" && s.certURL == "http://b:42114/cert" && s.registry == "r:5000" && s.regUser == "u" && s.regPassword == "p"
+			}, ""},
+		{"HERD_ wins over Tinkerbell", nil, map[string]string{"HERD_SERVER": "a:1", "TINKERBELL_GRPC_AUTHORITY": "b:2", "HERD_ID": "x"},
+			func(s settings) bool { return s.server == "a:1" }, ""},
+		{"flag wins over environment", []string{"--id", "flag"}, map[string]string{"HERD_SERVER": "a:1", "HERD_ID": "env"},
+			func(s settings) bool { return s.id == "flag" }, ""},
+		{"no server", []string{"--id", "x"}, nil, nil, "no herd-server address"},
+		{"no id", []string{"--server", "a:1"}, nil, nil, "no worker id"},
+		{"stray argument", []string{"--server", "a:1", "--id", "x", "run"}, nil, nil, "unexpected arguments"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := parse(tc.args, env(tc.env), io.Discard)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.check(s) {
+				t.Errorf("settings %+v", s)
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	var out strings.Builder
+	_, err := parse([]string{"--help"}, env(nil), &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"HERD_SERVER", "HERD_TOKEN", "HERD_METRICS_ADDR", "TINKERBELL_GRPC_AUTHORITY", "--registry-password"} {
+		if !strings.Contains(out.String(), strings.TrimPrefix(want, "--")) {
+			t.Errorf("--help does not mention %s", want)
+		}
+	}
+}
