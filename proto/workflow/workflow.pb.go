@@ -1132,6 +1132,198 @@ func (x *BootEventResponse) GetWorkflowId() string {
 	return ""
 }
 
+// herd addition.
+type ActionLogs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WorkflowId    string                 `protobuf:"bytes,1,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
+	TaskName      string                 `protobuf:"bytes,2,opt,name=task_name,json=taskName,proto3" json:"task_name,omitempty"`
+	ActionName    string                 `protobuf:"bytes,3,opt,name=action_name,json=actionName,proto3" json:"action_name,omitempty"`
+	Lines         []*LogLine             `protobuf:"bytes,4,rep,name=lines,proto3" json:"lines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActionLogs) Reset() {
+	*x = ActionLogs{}
+	mi := &file_workflow_workflow_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActionLogs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActionLogs) ProtoMessage() {}
+
+func (x *ActionLogs) ProtoReflect() protoreflect.Message {
+	mi := &file_workflow_workflow_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActionLogs.ProtoReflect.Descriptor instead.
+func (*ActionLogs) Descriptor() ([]byte, []int) {
+	return file_workflow_workflow_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ActionLogs) GetWorkflowId() string {
+	if x != nil {
+		return x.WorkflowId
+	}
+	return ""
+}
+
+func (x *ActionLogs) GetTaskName() string {
+	if x != nil {
+		return x.TaskName
+	}
+	return ""
+}
+
+func (x *ActionLogs) GetActionName() string {
+	if x != nil {
+		return x.ActionName
+	}
+	return ""
+}
+
+func (x *ActionLogs) GetLines() []*LogLine {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
+// herd addition.
+type LogLine struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Time  *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	// "stdout" or "stderr".
+	Stream        string `protobuf:"bytes,2,opt,name=stream,proto3" json:"stream,omitempty"`
+	Text          string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogLine) Reset() {
+	*x = LogLine{}
+	mi := &file_workflow_workflow_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogLine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogLine) ProtoMessage() {}
+
+func (x *LogLine) ProtoReflect() protoreflect.Message {
+	mi := &file_workflow_workflow_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
+func (*LogLine) Descriptor() ([]byte, []int) {
+	return file_workflow_workflow_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *LogLine) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *LogLine) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *LogLine) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+// herd addition.
+type ActionLogsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WorkflowId    string                 `protobuf:"bytes,1,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
+	TaskName      string                 `protobuf:"bytes,2,opt,name=task_name,json=taskName,proto3" json:"task_name,omitempty"`
+	ActionName    string                 `protobuf:"bytes,3,opt,name=action_name,json=actionName,proto3" json:"action_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActionLogsRequest) Reset() {
+	*x = ActionLogsRequest{}
+	mi := &file_workflow_workflow_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActionLogsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActionLogsRequest) ProtoMessage() {}
+
+func (x *ActionLogsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_workflow_workflow_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActionLogsRequest.ProtoReflect.Descriptor instead.
+func (*ActionLogsRequest) Descriptor() ([]byte, []int) {
+	return file_workflow_workflow_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ActionLogsRequest) GetWorkflowId() string {
+	if x != nil {
+		return x.WorkflowId
+	}
+	return ""
+}
+
+func (x *ActionLogsRequest) GetTaskName() string {
+	if x != nil {
+		return x.TaskName
+	}
+	return ""
+}
+
+func (x *ActionLogsRequest) GetActionName() string {
+	if x != nil {
+		return x.ActionName
+	}
+	return ""
+}
+
 var File_workflow_workflow_proto protoreflect.FileDescriptor
 
 const file_workflow_workflow_proto_rawDesc = "" +
@@ -1222,13 +1414,31 @@ const file_workflow_workflow_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"4\n" +
 	"\x11BootEventResponse\x12\x1f\n" +
 	"\vworkflow_id\x18\x01 \x01(\tR\n" +
-	"workflowId*e\n" +
+	"workflowId\"\xb6\x01\n" +
+	"\n" +
+	"ActionLogs\x12\x1f\n" +
+	"\vworkflow_id\x18\x01 \x01(\tR\n" +
+	"workflowId\x12\x1b\n" +
+	"\ttask_name\x18\x02 \x01(\tR\btaskName\x12\x1f\n" +
+	"\vaction_name\x18\x03 \x01(\tR\n" +
+	"actionName\x12I\n" +
+	"\x05lines\x18\x04 \x03(\v23.github.com.tinkerbell.tink.protos.workflow.LogLineR\x05lines\"e\n" +
+	"\aLogLine\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
+	"\x06stream\x18\x02 \x01(\tR\x06stream\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\"r\n" +
+	"\x11ActionLogsRequest\x12\x1f\n" +
+	"\vworkflow_id\x18\x01 \x01(\tR\n" +
+	"workflowId\x12\x1b\n" +
+	"\ttask_name\x18\x02 \x01(\tR\btaskName\x12\x1f\n" +
+	"\vaction_name\x18\x03 \x01(\tR\n" +
+	"actionName*e\n" +
 	"\x05State\x12\x11\n" +
 	"\rSTATE_PENDING\x10\x00\x12\x11\n" +
 	"\rSTATE_RUNNING\x10\x01\x12\x10\n" +
 	"\fSTATE_FAILED\x10\x02\x12\x11\n" +
 	"\rSTATE_TIMEOUT\x10\x03\x12\x11\n" +
-	"\rSTATE_SUCCESS\x10\x042\xa3\x12\n" +
+	"\rSTATE_SUCCESS\x10\x042\xae\x14\n" +
 	"\x0fWorkflowService\x12\x87\x01\n" +
 	"\x0eCreateWorkflow\x129.github.com.tinkerbell.tink.protos.workflow.CreateRequest\x1a:.github.com.tinkerbell.tink.protos.workflow.CreateResponse\x12{\n" +
 	"\vGetWorkflow\x126.github.com.tinkerbell.tink.protos.workflow.GetRequest\x1a4.github.com.tinkerbell.tink.protos.workflow.Workflow\x12{\n" +
@@ -1245,7 +1455,9 @@ const file_workflow_workflow_proto_rawDesc = "" +
 	"\x16GetWorkflowDataVersion\x12B.github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataRequest\x1aC.github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataResponse\x12\x8e\x01\n" +
 	"\x12UpdateWorkflowData\x12E.github.com.tinkerbell.tink.protos.workflow.UpdateWorkflowDataRequest\x1a1.github.com.tinkerbell.tink.protos.workflow.Empty\x12\x91\x01\n" +
 	"\x13WatchWorkflowEvents\x126.github.com.tinkerbell.tink.protos.workflow.GetRequest\x1a@.github.com.tinkerbell.tink.protos.workflow.WorkflowActionStatus0\x01\x12\x87\x01\n" +
-	"\x0fRecordBootEvent\x125.github.com.tinkerbell.tink.protos.workflow.BootEvent\x1a=.github.com.tinkerbell.tink.protos.workflow.BootEventResponseB4Z2github.com/herd-metal/herd/proto/workflow;workflowb\x06proto3"
+	"\x0fRecordBootEvent\x125.github.com.tinkerbell.tink.protos.workflow.BootEvent\x1a=.github.com.tinkerbell.tink.protos.workflow.BootEventResponse\x12}\n" +
+	"\x10ReportActionLogs\x126.github.com.tinkerbell.tink.protos.workflow.ActionLogs\x1a1.github.com.tinkerbell.tink.protos.workflow.Empty\x12\x89\x01\n" +
+	"\x0eShowActionLogs\x12=.github.com.tinkerbell.tink.protos.workflow.ActionLogsRequest\x1a6.github.com.tinkerbell.tink.protos.workflow.ActionLogs0\x01B4Z2github.com/herd-metal/herd/proto/workflow;workflowb\x06proto3"
 
 var (
 	file_workflow_workflow_proto_rawDescOnce sync.Once
@@ -1260,7 +1472,7 @@ func file_workflow_workflow_proto_rawDescGZIP() []byte {
 }
 
 var file_workflow_workflow_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_workflow_workflow_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_workflow_workflow_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_workflow_workflow_proto_goTypes = []any{
 	(State)(0),                        // 0: github.com.tinkerbell.tink.protos.workflow.State
 	(*Empty)(nil),                     // 1: github.com.tinkerbell.tink.protos.workflow.Empty
@@ -1280,55 +1492,64 @@ var file_workflow_workflow_proto_goTypes = []any{
 	(*UpdateWorkflowDataRequest)(nil), // 15: github.com.tinkerbell.tink.protos.workflow.UpdateWorkflowDataRequest
 	(*BootEvent)(nil),                 // 16: github.com.tinkerbell.tink.protos.workflow.BootEvent
 	(*BootEventResponse)(nil),         // 17: github.com.tinkerbell.tink.protos.workflow.BootEventResponse
-	(*timestamppb.Timestamp)(nil),     // 18: google.protobuf.Timestamp
+	(*ActionLogs)(nil),                // 18: github.com.tinkerbell.tink.protos.workflow.ActionLogs
+	(*LogLine)(nil),                   // 19: github.com.tinkerbell.tink.protos.workflow.LogLine
+	(*ActionLogsRequest)(nil),         // 20: github.com.tinkerbell.tink.protos.workflow.ActionLogsRequest
+	(*timestamppb.Timestamp)(nil),     // 21: google.protobuf.Timestamp
 }
 var file_workflow_workflow_proto_depIdxs = []int32{
 	0,  // 0: github.com.tinkerbell.tink.protos.workflow.Workflow.state:type_name -> github.com.tinkerbell.tink.protos.workflow.State
-	18, // 1: github.com.tinkerbell.tink.protos.workflow.Workflow.created_at:type_name -> google.protobuf.Timestamp
-	18, // 2: github.com.tinkerbell.tink.protos.workflow.Workflow.updated_at:type_name -> google.protobuf.Timestamp
-	18, // 3: github.com.tinkerbell.tink.protos.workflow.Workflow.deleted_at:type_name -> google.protobuf.Timestamp
+	21, // 1: github.com.tinkerbell.tink.protos.workflow.Workflow.created_at:type_name -> google.protobuf.Timestamp
+	21, // 2: github.com.tinkerbell.tink.protos.workflow.Workflow.updated_at:type_name -> google.protobuf.Timestamp
+	21, // 3: github.com.tinkerbell.tink.protos.workflow.Workflow.deleted_at:type_name -> google.protobuf.Timestamp
 	0,  // 4: github.com.tinkerbell.tink.protos.workflow.WorkflowContext.current_action_state:type_name -> github.com.tinkerbell.tink.protos.workflow.State
 	0,  // 5: github.com.tinkerbell.tink.protos.workflow.WorkflowActionStatus.action_status:type_name -> github.com.tinkerbell.tink.protos.workflow.State
-	18, // 6: github.com.tinkerbell.tink.protos.workflow.WorkflowActionStatus.created_at:type_name -> google.protobuf.Timestamp
+	21, // 6: github.com.tinkerbell.tink.protos.workflow.WorkflowActionStatus.created_at:type_name -> google.protobuf.Timestamp
 	6,  // 7: github.com.tinkerbell.tink.protos.workflow.WorkflowContextList.workflow_contexts:type_name -> github.com.tinkerbell.tink.protos.workflow.WorkflowContext
 	11, // 8: github.com.tinkerbell.tink.protos.workflow.WorkflowActionList.action_list:type_name -> github.com.tinkerbell.tink.protos.workflow.WorkflowAction
-	3,  // 9: github.com.tinkerbell.tink.protos.workflow.WorkflowService.CreateWorkflow:input_type -> github.com.tinkerbell.tink.protos.workflow.CreateRequest
-	5,  // 10: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflow:input_type -> github.com.tinkerbell.tink.protos.workflow.GetRequest
-	5,  // 11: github.com.tinkerbell.tink.protos.workflow.WorkflowService.DeleteWorkflow:input_type -> github.com.tinkerbell.tink.protos.workflow.GetRequest
-	1,  // 12: github.com.tinkerbell.tink.protos.workflow.WorkflowService.ListWorkflows:input_type -> github.com.tinkerbell.tink.protos.workflow.Empty
-	5,  // 13: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowContext:input_type -> github.com.tinkerbell.tink.protos.workflow.GetRequest
-	5,  // 14: github.com.tinkerbell.tink.protos.workflow.WorkflowService.ShowWorkflowEvents:input_type -> github.com.tinkerbell.tink.protos.workflow.GetRequest
-	8,  // 15: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowContextList:input_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowContextRequest
-	8,  // 16: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowContexts:input_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowContextRequest
-	10, // 17: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowActions:input_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowActionsRequest
-	7,  // 18: github.com.tinkerbell.tink.protos.workflow.WorkflowService.ReportActionStatus:input_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowActionStatus
-	13, // 19: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowData:input_type -> github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataRequest
-	13, // 20: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowMetadata:input_type -> github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataRequest
-	13, // 21: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowDataVersion:input_type -> github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataRequest
-	15, // 22: github.com.tinkerbell.tink.protos.workflow.WorkflowService.UpdateWorkflowData:input_type -> github.com.tinkerbell.tink.protos.workflow.UpdateWorkflowDataRequest
-	5,  // 23: github.com.tinkerbell.tink.protos.workflow.WorkflowService.WatchWorkflowEvents:input_type -> github.com.tinkerbell.tink.protos.workflow.GetRequest
-	16, // 24: github.com.tinkerbell.tink.protos.workflow.WorkflowService.RecordBootEvent:input_type -> github.com.tinkerbell.tink.protos.workflow.BootEvent
-	4,  // 25: github.com.tinkerbell.tink.protos.workflow.WorkflowService.CreateWorkflow:output_type -> github.com.tinkerbell.tink.protos.workflow.CreateResponse
-	2,  // 26: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflow:output_type -> github.com.tinkerbell.tink.protos.workflow.Workflow
-	1,  // 27: github.com.tinkerbell.tink.protos.workflow.WorkflowService.DeleteWorkflow:output_type -> github.com.tinkerbell.tink.protos.workflow.Empty
-	2,  // 28: github.com.tinkerbell.tink.protos.workflow.WorkflowService.ListWorkflows:output_type -> github.com.tinkerbell.tink.protos.workflow.Workflow
-	6,  // 29: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowContext:output_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowContext
-	7,  // 30: github.com.tinkerbell.tink.protos.workflow.WorkflowService.ShowWorkflowEvents:output_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowActionStatus
-	9,  // 31: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowContextList:output_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowContextList
-	6,  // 32: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowContexts:output_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowContext
-	12, // 33: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowActions:output_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowActionList
-	1,  // 34: github.com.tinkerbell.tink.protos.workflow.WorkflowService.ReportActionStatus:output_type -> github.com.tinkerbell.tink.protos.workflow.Empty
-	14, // 35: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowData:output_type -> github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataResponse
-	14, // 36: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowMetadata:output_type -> github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataResponse
-	14, // 37: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowDataVersion:output_type -> github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataResponse
-	1,  // 38: github.com.tinkerbell.tink.protos.workflow.WorkflowService.UpdateWorkflowData:output_type -> github.com.tinkerbell.tink.protos.workflow.Empty
-	7,  // 39: github.com.tinkerbell.tink.protos.workflow.WorkflowService.WatchWorkflowEvents:output_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowActionStatus
-	17, // 40: github.com.tinkerbell.tink.protos.workflow.WorkflowService.RecordBootEvent:output_type -> github.com.tinkerbell.tink.protos.workflow.BootEventResponse
-	25, // [25:41] is the sub-list for method output_type
-	9,  // [9:25] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	19, // 9: github.com.tinkerbell.tink.protos.workflow.ActionLogs.lines:type_name -> github.com.tinkerbell.tink.protos.workflow.LogLine
+	21, // 10: github.com.tinkerbell.tink.protos.workflow.LogLine.time:type_name -> google.protobuf.Timestamp
+	3,  // 11: github.com.tinkerbell.tink.protos.workflow.WorkflowService.CreateWorkflow:input_type -> github.com.tinkerbell.tink.protos.workflow.CreateRequest
+	5,  // 12: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflow:input_type -> github.com.tinkerbell.tink.protos.workflow.GetRequest
+	5,  // 13: github.com.tinkerbell.tink.protos.workflow.WorkflowService.DeleteWorkflow:input_type -> github.com.tinkerbell.tink.protos.workflow.GetRequest
+	1,  // 14: github.com.tinkerbell.tink.protos.workflow.WorkflowService.ListWorkflows:input_type -> github.com.tinkerbell.tink.protos.workflow.Empty
+	5,  // 15: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowContext:input_type -> github.com.tinkerbell.tink.protos.workflow.GetRequest
+	5,  // 16: github.com.tinkerbell.tink.protos.workflow.WorkflowService.ShowWorkflowEvents:input_type -> github.com.tinkerbell.tink.protos.workflow.GetRequest
+	8,  // 17: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowContextList:input_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowContextRequest
+	8,  // 18: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowContexts:input_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowContextRequest
+	10, // 19: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowActions:input_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowActionsRequest
+	7,  // 20: github.com.tinkerbell.tink.protos.workflow.WorkflowService.ReportActionStatus:input_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowActionStatus
+	13, // 21: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowData:input_type -> github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataRequest
+	13, // 22: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowMetadata:input_type -> github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataRequest
+	13, // 23: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowDataVersion:input_type -> github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataRequest
+	15, // 24: github.com.tinkerbell.tink.protos.workflow.WorkflowService.UpdateWorkflowData:input_type -> github.com.tinkerbell.tink.protos.workflow.UpdateWorkflowDataRequest
+	5,  // 25: github.com.tinkerbell.tink.protos.workflow.WorkflowService.WatchWorkflowEvents:input_type -> github.com.tinkerbell.tink.protos.workflow.GetRequest
+	16, // 26: github.com.tinkerbell.tink.protos.workflow.WorkflowService.RecordBootEvent:input_type -> github.com.tinkerbell.tink.protos.workflow.BootEvent
+	18, // 27: github.com.tinkerbell.tink.protos.workflow.WorkflowService.ReportActionLogs:input_type -> github.com.tinkerbell.tink.protos.workflow.ActionLogs
+	20, // 28: github.com.tinkerbell.tink.protos.workflow.WorkflowService.ShowActionLogs:input_type -> github.com.tinkerbell.tink.protos.workflow.ActionLogsRequest
+	4,  // 29: github.com.tinkerbell.tink.protos.workflow.WorkflowService.CreateWorkflow:output_type -> github.com.tinkerbell.tink.protos.workflow.CreateResponse
+	2,  // 30: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflow:output_type -> github.com.tinkerbell.tink.protos.workflow.Workflow
+	1,  // 31: github.com.tinkerbell.tink.protos.workflow.WorkflowService.DeleteWorkflow:output_type -> github.com.tinkerbell.tink.protos.workflow.Empty
+	2,  // 32: github.com.tinkerbell.tink.protos.workflow.WorkflowService.ListWorkflows:output_type -> github.com.tinkerbell.tink.protos.workflow.Workflow
+	6,  // 33: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowContext:output_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowContext
+	7,  // 34: github.com.tinkerbell.tink.protos.workflow.WorkflowService.ShowWorkflowEvents:output_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowActionStatus
+	9,  // 35: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowContextList:output_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowContextList
+	6,  // 36: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowContexts:output_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowContext
+	12, // 37: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowActions:output_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowActionList
+	1,  // 38: github.com.tinkerbell.tink.protos.workflow.WorkflowService.ReportActionStatus:output_type -> github.com.tinkerbell.tink.protos.workflow.Empty
+	14, // 39: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowData:output_type -> github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataResponse
+	14, // 40: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowMetadata:output_type -> github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataResponse
+	14, // 41: github.com.tinkerbell.tink.protos.workflow.WorkflowService.GetWorkflowDataVersion:output_type -> github.com.tinkerbell.tink.protos.workflow.GetWorkflowDataResponse
+	1,  // 42: github.com.tinkerbell.tink.protos.workflow.WorkflowService.UpdateWorkflowData:output_type -> github.com.tinkerbell.tink.protos.workflow.Empty
+	7,  // 43: github.com.tinkerbell.tink.protos.workflow.WorkflowService.WatchWorkflowEvents:output_type -> github.com.tinkerbell.tink.protos.workflow.WorkflowActionStatus
+	17, // 44: github.com.tinkerbell.tink.protos.workflow.WorkflowService.RecordBootEvent:output_type -> github.com.tinkerbell.tink.protos.workflow.BootEventResponse
+	1,  // 45: github.com.tinkerbell.tink.protos.workflow.WorkflowService.ReportActionLogs:output_type -> github.com.tinkerbell.tink.protos.workflow.Empty
+	18, // 46: github.com.tinkerbell.tink.protos.workflow.WorkflowService.ShowActionLogs:output_type -> github.com.tinkerbell.tink.protos.workflow.ActionLogs
+	29, // [29:47] is the sub-list for method output_type
+	11, // [11:29] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_workflow_workflow_proto_init() }
@@ -1342,7 +1563,7 @@ func file_workflow_workflow_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_workflow_workflow_proto_rawDesc), len(file_workflow_workflow_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

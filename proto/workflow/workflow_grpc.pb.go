@@ -41,6 +41,8 @@ const (
 	WorkflowService_UpdateWorkflowData_FullMethodName     = "/github.com.tinkerbell.tink.protos.workflow.WorkflowService/UpdateWorkflowData"
 	WorkflowService_WatchWorkflowEvents_FullMethodName    = "/github.com.tinkerbell.tink.protos.workflow.WorkflowService/WatchWorkflowEvents"
 	WorkflowService_RecordBootEvent_FullMethodName        = "/github.com.tinkerbell.tink.protos.workflow.WorkflowService/RecordBootEvent"
+	WorkflowService_ReportActionLogs_FullMethodName       = "/github.com.tinkerbell.tink.protos.workflow.WorkflowService/ReportActionLogs"
+	WorkflowService_ShowActionLogs_FullMethodName         = "/github.com.tinkerbell.tink.protos.workflow.WorkflowService/ShowActionLogs"
 )
 
 // WorkflowServiceClient is the client API for WorkflowService service.
@@ -72,6 +74,14 @@ type WorkflowServiceClient interface {
 	// OSIE ("ipxe script served", "kernel fetched") to the events of its
 	// active workflow, as task and action "boot". boots calls it.
 	RecordBootEvent(ctx context.Context, in *BootEvent, opts ...grpc.CallOption) (*BootEventResponse, error)
+	// herd addition. ReportActionLogs stores output lines of an action's
+	// container, so they outlive it. A worker sends them while the action
+	// runs; at most 500 lines a call, 4 KiB a line; the server keeps at most
+	// 10,000 lines an action and notes how many it dropped.
+	ReportActionLogs(ctx context.Context, in *ActionLogs, opts ...grpc.CallOption) (*Empty, error)
+	// herd addition. ShowActionLogs streams the stored lines of a workflow,
+	// of one task or one action when named, in order.
+	ShowActionLogs(ctx context.Context, in *ActionLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ActionLogs], error)
 }
 
 type workflowServiceClient struct {
@@ -278,6 +288,35 @@ func (c *workflowServiceClient) RecordBootEvent(ctx context.Context, in *BootEve
 	return out, nil
 }
 
+func (c *workflowServiceClient) ReportActionLogs(ctx context.Context, in *ActionLogs, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, WorkflowService_ReportActionLogs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workflowServiceClient) ShowActionLogs(ctx context.Context, in *ActionLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ActionLogs], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &WorkflowService_ServiceDesc.Streams[4], WorkflowService_ShowActionLogs_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ActionLogsRequest, ActionLogs]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type WorkflowService_ShowActionLogsClient = grpc.ServerStreamingClient[ActionLogs]
+
 // WorkflowServiceServer is the server API for WorkflowService service.
 // All implementations must embed UnimplementedWorkflowServiceServer
 // for forward compatibility.
@@ -307,6 +346,14 @@ type WorkflowServiceServer interface {
 	// OSIE ("ipxe script served", "kernel fetched") to the events of its
 	// active workflow, as task and action "boot". boots calls it.
 	RecordBootEvent(context.Context, *BootEvent) (*BootEventResponse, error)
+	// herd addition. ReportActionLogs stores output lines of an action's
+	// container, so they outlive it. A worker sends them while the action
+	// runs; at most 500 lines a call, 4 KiB a line; the server keeps at most
+	// 10,000 lines an action and notes how many it dropped.
+	ReportActionLogs(context.Context, *ActionLogs) (*Empty, error)
+	// herd addition. ShowActionLogs streams the stored lines of a workflow,
+	// of one task or one action when named, in order.
+	ShowActionLogs(*ActionLogsRequest, grpc.ServerStreamingServer[ActionLogs]) error
 	mustEmbedUnimplementedWorkflowServiceServer()
 }
 
@@ -364,6 +411,12 @@ func (UnimplementedWorkflowServiceServer) WatchWorkflowEvents(*GetRequest, grpc.
 }
 func (UnimplementedWorkflowServiceServer) RecordBootEvent(context.Context, *BootEvent) (*BootEventResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RecordBootEvent not implemented")
+}
+func (UnimplementedWorkflowServiceServer) ReportActionLogs(context.Context, *ActionLogs) (*Empty, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ReportActionLogs not implemented")
+}
+func (UnimplementedWorkflowServiceServer) ShowActionLogs(*ActionLogsRequest, grpc.ServerStreamingServer[ActionLogs]) error {
+	return status.Errorf(codes.Unimplemented, "method ShowActionLogs not implemented")
 }
 func (UnimplementedWorkflowServiceServer) mustEmbedUnimplementedWorkflowServiceServer() {}
 func (UnimplementedWorkflowServiceServer) testEmbeddedByValue()                         {}
@@ -646,6 +699,35 @@ func _WorkflowService_RecordBootEvent_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkflowService_ReportActionLogs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ActionLogs)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkflowServiceServer).ReportActionLogs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkflowService_ReportActionLogs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkflowServiceServer).ReportActionLogs(ctx, req.(*ActionLogs))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WorkflowService_ShowActionLogs_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ActionLogsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(WorkflowServiceServer).ShowActionLogs(m, &grpc.GenericServerStream[ActionLogsRequest, ActionLogs]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type WorkflowService_ShowActionLogsServer = grpc.ServerStreamingServer[ActionLogs]
+
 // WorkflowService_ServiceDesc is the grpc.ServiceDesc for WorkflowService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -701,6 +783,10 @@ var WorkflowService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "RecordBootEvent",
 			Handler:    _WorkflowService_RecordBootEvent_Handler,
 		},
+		{
+			MethodName: "ReportActionLogs",
+			Handler:    _WorkflowService_ReportActionLogs_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -721,6 +807,11 @@ var WorkflowService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchWorkflowEvents",
 			Handler:       _WorkflowService_WatchWorkflowEvents_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ShowActionLogs",
+			Handler:       _WorkflowService_ShowActionLogs_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -473,3 +473,36 @@ func TestBootEvents(t *testing.T) {
 		t.Fatalf("workflow events:\n%s", out)
 	}
 }
+
+// TestActionLogs: a worker uploads its container's output; the operator
+// reads it with `herd workflow logs`; other machines cannot write there.
+func TestActionLogs(t *testing.T) {
+	s := servertest.Start(t)
+	for _, f := range []string{"hardware-1.json", "hardware-2.json"} {
+		s.MustHerd(readFile(t, f), "hardware", "push")
+	}
+	s.MustHerd("", "template", "create", "--file", "testdata/slow.yaml")
+	id := s.CreateWorkflow("slow", `{"device_1":"`+mac1+`"}`)
+	lines := []*workflow.LogLine{{Stream: "stdout", Text: "hello from the container"}, {Stream: "stderr", Text: "a warning"}}
+	w := workflow.NewWorkflowServiceClient(s.Dial(s.WorkerToken(hw1)))
+	if _, err := w.ReportActionLogs(ctx(t), &workflow.ActionLogs{WorkflowId: id, TaskName: "only", ActionName: "hang", Lines: lines}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := workflow.NewWorkflowServiceClient(s.Dial(s.WorkerToken(hw2))).ReportActionLogs(ctx(t),
+		&workflow.ActionLogs{WorkflowId: id, TaskName: "only", ActionName: "hang", Lines: lines})
+	wantCode(t, err, codes.NotFound, id)
+	_, err = w.ReportActionLogs(ctx(t), &workflow.ActionLogs{WorkflowId: id, TaskName: "only", ActionName: "hang",
+		Lines: []*workflow.LogLine{{Stream: "stdin", Text: "x"}}})
+	wantCode(t, err, codes.InvalidArgument, "lines[0].stream")
+	_, err = w.ReportActionLogs(ctx(t), &workflow.ActionLogs{WorkflowId: id, TaskName: "only", ActionName: "hang",
+		Lines: []*workflow.LogLine{{Stream: "stdout", Text: strings.Repeat("x", 5000)}}})
+	wantCode(t, err, codes.InvalidArgument, "4 KiB")
+
+	out := s.MustHerd("", "workflow", "logs", id)
+	if !strings.Contains(out, "only/hang stdout: hello from the container") || !strings.Contains(out, "only/hang stderr: a warning") {
+		t.Fatalf("workflow logs:\n%s", out)
+	}
+	if code, body := s.Rest("GET", "/v1/workflows/"+id+"/logs", "", adminToken); code != 200 || !strings.Contains(body, "a warning") {
+		t.Fatalf("GET logs: %d %s", code, body)
+	}
+}

@@ -3,8 +3,11 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -31,6 +34,8 @@ type WorkflowStore interface {
 	WorkflowMetadata(ctx context.Context, id string, version int32) ([]byte, int32, error)
 	UpdateWorkflowData(ctx context.Context, id string, metadata, data []byte) (int32, error)
 	RecordBootEvent(ctx context.Context, hwID, message string) (string, error)
+	AppendActionLogs(ctx context.Context, l *workflow.ActionLogs, worker string) error
+	ActionLogs(ctx context.Context, workflowID, task, action string, fn func(*workflow.ActionLogs) error) error
 }
 
 // Workflow implements WorkflowService.
@@ -353,4 +358,52 @@ func (w *Workflow) RecordBootEvent(ctx context.Context, req *workflow.BootEvent)
 		return nil, err
 	}
 	return &workflow.BootEventResponse{WorkflowId: id}, nil
+}
+
+// Limits of ReportActionLogs.
+const (
+	maxLogLinesPerCall = 500
+	maxLogLine         = 4 << 10
+)
+
+// ReportActionLogs stores output lines of an action's container.
+func (w *Workflow) ReportActionLogs(ctx context.Context, req *workflow.ActionLogs) (*workflow.Empty, error) {
+	if err := requireID("workflow_id", req.GetWorkflowId()); err != nil {
+		return nil, err
+	}
+	switch {
+	case req.GetTaskName() == "":
+		return nil, invalid("task_name", "missing")
+	case req.GetActionName() == "":
+		return nil, invalid("action_name", "missing")
+	case len(req.GetLines()) > maxLogLinesPerCall:
+		return nil, invalid("lines", "more than 500 in one call")
+	}
+	for i, ln := range req.GetLines() {
+		field := fmt.Sprintf("lines[%d]", i)
+		switch {
+		case ln.GetStream() != "stdout" && ln.GetStream() != "stderr":
+			return nil, invalid(field+".stream", "want stdout or stderr")
+		case len(ln.GetText()) > maxLogLine:
+			return nil, invalid(field+".text", "longer than 4 KiB: split it")
+		case !utf8.ValidString(ln.GetText()) || strings.ContainsRune(ln.GetText(), 0):
+			return nil, invalid(field+".text", "not UTF-8 text")
+		}
+	}
+	worker := ""
+	if p := auth.FromContext(ctx); !p.Admin {
+		worker = p.Worker
+	}
+	if err := w.store.AppendActionLogs(ctx, req, worker); err != nil {
+		return nil, err
+	}
+	return &workflow.Empty{}, nil
+}
+
+// ShowActionLogs streams stored output lines.
+func (w *Workflow) ShowActionLogs(req *workflow.ActionLogsRequest, stream workflow.WorkflowService_ShowActionLogsServer) error {
+	if err := requireID("workflow_id", req.GetWorkflowId()); err != nil {
+		return err
+	}
+	return w.store.ActionLogs(stream.Context(), req.GetWorkflowId(), req.GetTaskName(), req.GetActionName(), stream.Send)
 }

@@ -45,7 +45,7 @@ func WithPrincipal(ctx context.Context, p Principal) context.Context {
 }
 
 // workerMethods are the RPCs a worker credential opens: Tinkerbell v0.6's
-// worker-facing calls.
+// worker-facing calls, and herd's log upload.
 var workerMethods = map[string]bool{
 	"/github.com.tinkerbell.tink.protos.workflow.WorkflowService/GetWorkflowContexts":    true,
 	"/github.com.tinkerbell.tink.protos.workflow.WorkflowService/GetWorkflowContextList": true,
@@ -55,6 +55,8 @@ var workerMethods = map[string]bool{
 	"/github.com.tinkerbell.tink.protos.workflow.WorkflowService/GetWorkflowMetadata":    true,
 	"/github.com.tinkerbell.tink.protos.workflow.WorkflowService/GetWorkflowDataVersion": true,
 	"/github.com.tinkerbell.tink.protos.workflow.WorkflowService/UpdateWorkflowData":     true,
+	// herd's addition for workers.
+	"/github.com.tinkerbell.tink.protos.workflow.WorkflowService/ReportActionLogs": true,
 }
 
 // Authenticator checks bearer credentials.

@@ -20,7 +20,7 @@ func (a *app) workflowCmd() *cobra.Command {
 machines' workers run its actions in order and report each one; "workflow watch"
 follows that live.`)
 	cmd.AddCommand(a.workflowCreateCmd(), a.workflowGetCmd(), a.workflowListCmd(), a.workflowDeleteCmd(),
-		a.workflowStateCmd(), a.workflowEventsCmd(), a.workflowDataCmd(), a.workflowWatchCmd())
+		a.workflowStateCmd(), a.workflowEventsCmd(), a.workflowLogsCmd(), a.workflowDataCmd(), a.workflowWatchCmd())
 	return cmd
 }
 
