@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/herd-metal/herd/pkg/version.Version=$(VERSION)
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build test deps vet check-proto proto bench-server bench-metadata action-images clean
+.PHONY: all build test deps vet check-proto proto bench-server bench-metadata action-images osie clean
 
 all: build
 
@@ -58,6 +58,11 @@ action-images:
 		docker build -t $(if $(ACTION_REGISTRY),$(ACTION_REGISTRY)/)$$a:$(ACTION_TAG) .tmp/actions/$$a || exit 1; \
 		[ -z "$(ACTION_REGISTRY)" ] || docker push $(ACTION_REGISTRY)/$$a:$(ACTION_TAG) || exit 1; \
 	done
+
+# The OSIE (in-memory OS): bin/osie/vmlinuz and bin/osie/initramfs.img,
+# built offline from Debian's packages (see worker/osie/README.md).
+osie:
+	OUT=$(CURDIR)/bin/osie ./worker/osie/build.sh
 
 clean:
 	rm -rf bin .tmp
