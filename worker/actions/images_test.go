@@ -64,7 +64,7 @@ func runImage(t *testing.T, d *dockertest.Daemon, c runner.Container) (int64, st
 		t.Fatal(err)
 	}
 	var out strings.Builder
-	r.Logs(ctx, id, func(l string) { out.WriteString(l + "\n") })
+	r.Logs(ctx, id, func(_, l string) { out.WriteString(l + "\n") })
 	return code, out.String()
 }
 

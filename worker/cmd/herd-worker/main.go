@@ -49,6 +49,7 @@ type settings struct {
 	server, certURL, caFile, token string
 	id                             string
 	registry, regUser, regPassword string
+	registryCA, certsDir           string
 	pull, network                  string
 	privileged, power              bool
 	dataDir, dockerHost            string
@@ -89,6 +90,8 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	fs.StringVar(&s.registry, "registry", "", "registry prefixed to action images that name none, host[:port]")
 	fs.StringVar(&s.regUser, "registry-user", "", "user name for --registry")
 	fs.StringVar(&s.regPassword, "registry-password", "", "password for --registry (prefer the environment)")
+	fs.StringVar(&s.registryCA, "registry-ca-file", "", "PEM file of the CA that signed --registry's certificate (a private registry); written to --registry-certs-dir/<registry>/ca.crt for the Docker engine")
+	fs.StringVar(&s.certsDir, "registry-certs-dir", docker.DefaultCertsDir, "where the Docker engine reads registry CAs (dockerd's certs.d)")
 	fs.StringVar(&s.pull, "pull", docker.PullAlways, "when to pull action images: always (as Tinkerbell) or missing")
 	fs.StringVar(&s.network, "network", "host", "network mode of the action containers")
 	fs.BoolVar(&s.privileged, "privileged", true, "run actions as privileged containers (they write disks)")
@@ -154,7 +157,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	}
 	defer conn.Close()
 	rt, err := docker.New(docker.Config{Host: s.dockerHost, Registry: s.registry, Username: s.regUser, Password: s.regPassword,
-		PullPolicy: s.pull, NetworkMode: s.network}, log)
+		PullPolicy: s.pull, NetworkMode: s.network, RegistryCA: s.registryCA, CertsDir: s.certsDir}, log)
 	if err != nil {
 		return err
 	}

@@ -33,6 +33,8 @@ func TestParse(t *testing.T) {
 			func(s settings) bool {
 				return s.server == "b:2" && s.id == "hw3" && s.certURL == "http://b:42114/cert" && s.registry == "r:5000" && s.regUser == "u" && s.regPassword == "p"
 			}, ""},
+		{"registry CA", nil, map[string]string{"HERD_SERVER": "a:1", "HERD_ID": "x", "HERD_REGISTRY": "r:5000", "HERD_REGISTRY_CA_FILE": "/run/ca.pem"},
+			func(s settings) bool { return s.registryCA == "/run/ca.pem" && s.certsDir == "/etc/docker/certs.d" }, ""},
 		{"HERD_ wins over Tinkerbell", nil, map[string]string{"HERD_SERVER": "a:1", "TINKERBELL_GRPC_AUTHORITY": "b:2", "HERD_ID": "x"},
 			func(s settings) bool { return s.server == "a:1" }, ""},
 		{"flag wins over environment", []string{"--id", "flag"}, map[string]string{"HERD_SERVER": "a:1", "HERD_ID": "env"},

@@ -6,11 +6,14 @@ package docker
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -46,7 +49,17 @@ type Config struct {
 	// NetworkMode of the action containers (default "host": the actions
 	// run on the machine being provisioned and reach what it reaches).
 	NetworkMode string
+	// RegistryCA, when set, is a PEM file of the CA that signed Registry's
+	// certificate. New writes it where the Docker engine looks for a
+	// registry's CA on every pull: CertsDir/<host:port>/ca.crt.
+	RegistryCA string
+	// CertsDir is the engine's registry certificate directory (default
+	// DefaultCertsDir; dockerd reads it, it has no flag to move it).
+	CertsDir string
 }
+
+// DefaultCertsDir is where dockerd looks for registry CAs.
+const DefaultCertsDir = "/etc/docker/certs.d"
 
 // Runtime implements runner.Runtime over a Docker engine.
 type Runtime struct {
@@ -69,6 +82,15 @@ func New(cfg Config, log *slog.Logger) (*Runtime, error) {
 	cfg.Registry = strings.TrimRight(strings.TrimPrefix(strings.TrimPrefix(cfg.Registry, "https://"), "http://"), "/")
 	if cfg.NetworkMode == "" {
 		cfg.NetworkMode = "host"
+	}
+	if cfg.RegistryCA != "" {
+		if cfg.CertsDir == "" {
+			cfg.CertsDir = DefaultCertsDir
+		}
+		if err := TrustRegistryCA(cfg.CertsDir, cfg.Registry, cfg.RegistryCA); err != nil {
+			return nil, err
+		}
+		log.Info("trusting the registry's CA", "registry", cfg.Registry, "ca_file", cfg.RegistryCA, "certs_dir", cfg.CertsDir)
 	}
 	opts := []client.Opt{client.WithAPIVersionNegotiation()}
 	if cfg.Host != "" {
@@ -228,15 +250,17 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 
 // Logs implements runner.Runtime: stdout and stderr, line by line, until
 // the container ends.
-func (r *Runtime) Logs(ctx context.Context, id string, line func(string)) error {
+func (r *Runtime) Logs(ctx context.Context, id string, line func(stream, text string)) error {
 	rc, err := r.c.ContainerLogs(ctx, id, container.LogsOptions{ShowStdout: true, ShowStderr: true, Follow: true})
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
 	var mu sync.Mutex
-	emit := func(s string) { mu.Lock(); defer mu.Unlock(); line(s) }
-	out, errOut := &lineWriter{emit: emit}, &lineWriter{emit: emit}
+	emit := func(stream string) func(string) {
+		return func(s string) { mu.Lock(); defer mu.Unlock(); line(stream, s) }
+	}
+	out, errOut := &lineWriter{emit: emit(runner.Stdout)}, &lineWriter{emit: emit(runner.Stderr)}
 	_, err = stdcopy.StdCopy(out, errOut, rc)
 	out.flush()
 	errOut.flush()
@@ -307,4 +331,43 @@ func (w *lineWriter) flush() {
 		w.emit(w.buf.String())
 		w.buf.Reset()
 	}
+}
+
+// TrustRegistryCA copies the PEM CA certificate(s) of caFile to
+// certsDir/<registry host[:port]>/ca.crt, where the Docker engine reads
+// them on each pull from that registry (no restart needed).
+func TrustRegistryCA(certsDir, registry, caFile string) error {
+	host := hostOf(registry)
+	if host == "" {
+		return fmt.Errorf("registry CA %s given but no registry to trust it for: set the registry too", caFile)
+	}
+	if strings.ContainsAny(host, `/\`) || host == "." || host == ".." {
+		return fmt.Errorf("registry %q: not a host[:port]", registry)
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return fmt.Errorf("registry CA: %w", err)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+		return fmt.Errorf("registry CA %s: no PEM certificate in it", caFile)
+	}
+	dir := filepath.Join(certsDir, host)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("registry CA: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, ".ca-*.tmp") // dockerd reads *.crt only
+	if err != nil {
+		return fmt.Errorf("registry CA: %w", err)
+	}
+	_, werr := tmp.Write(pem)
+	cerr := tmp.Close()
+	if err := errors.Join(werr, cerr, os.Chmod(tmp.Name(), 0o644)); err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("registry CA: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, "ca.crt")); err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("registry CA: %w", err)
+	}
+	return nil
 }

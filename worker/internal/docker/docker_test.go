@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herd-metal/herd/pkg/certs"
 	"github.com/herd-metal/herd/worker/internal/dockertest"
 	"github.com/herd-metal/herd/worker/internal/runner"
 )
@@ -67,7 +68,7 @@ func run(t *testing.T, r *Runtime, c runner.Container) (int64, []string) {
 		t.Fatal(err)
 	}
 	var lines []string
-	if err := r.Logs(ctx(t), id, func(l string) { lines = append(lines, l) }); err != nil {
+	if err := r.Logs(ctx(t), id, func(_, l string) { lines = append(lines, l) }); err != nil {
 		t.Fatal(err)
 	}
 	return code, lines
@@ -192,5 +193,31 @@ func TestDeadEngine(t *testing.T) {
 	}
 	if err := r.Pull(ctx(t), prog); err == nil {
 		t.Error("pull from a dead engine succeeded")
+	}
+}
+
+func TestTrustRegistryCA(t *testing.T) {
+	dir := t.TempDir()
+	files, err := certs.Ensure(filepath.Join(dir, "pki"), []string{"registry.lab"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	certsDir := filepath.Join(dir, "certs.d")
+	if err := TrustRegistryCA(certsDir, "https://registry.lab:5000/", files.CA); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(certsDir, "registry.lab:5000", "ca.crt"))
+	want, _ := os.ReadFile(files.CA)
+	if err != nil || string(got) != string(want) {
+		t.Errorf("ca.crt: %v", err)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(certsDir, "registry.lab:5000")); len(entries) != 1 {
+		t.Errorf("left in the host's directory: %v", entries)
+	}
+	if err := TrustRegistryCA(certsDir, "", files.CA); err == nil || !strings.Contains(err.Error(), "no registry") {
+		t.Errorf("no registry: %v", err)
+	}
+	if err := TrustRegistryCA(certsDir, "r:5000", files.Key); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+		t.Errorf("a key as CA: %v", err)
 	}
 }

@@ -41,8 +41,23 @@ type Daemon struct {
 	done   chan error
 }
 
+// Options change how a private dockerd runs.
+type Options struct {
+	// ConfigDir, when set, is bind-mounted at /etc/docker in the daemon's
+	// own mount namespace: the daemon reads registry CAs from
+	// ConfigDir/certs.d (dockerd has no flag to move that directory).
+	ConfigDir string
+	// NetNS, when set, is the named network namespace (ip netns, under
+	// /run/netns) the daemon runs in; its socket stays reachable from
+	// anywhere.
+	NetNS string
+}
+
 // Start runs a private dockerd and waits until it answers.
-func Start() (*Daemon, error) {
+func Start() (*Daemon, error) { return StartWith(Options{}) }
+
+// StartWith runs a private dockerd with opts and waits until it answers.
+func StartWith(opts Options) (*Daemon, error) {
 	bin, err := exec.LookPath("dockerd")
 	if err != nil {
 		return nil, fmt.Errorf("dockerd not installed (Debian package docker.io): %w", err)
@@ -61,6 +76,14 @@ func Start() (*Daemon, error) {
 	cmd := exec.Command(bin, "--iptables=false", "--bridge=none", "--storage-driver=overlay2",
 		"--data-root", filepath.Join(dir, "data"), "--exec-root", filepath.Join(dir, "exec"),
 		"-H", "unix://"+sock, "--pidfile", filepath.Join(dir, "docker.pid"))
+	if opts.ConfigDir != "" || opts.NetNS != "" {
+		wrap, err := wrapper(opts, cmd.Args)
+		if err != nil {
+			logf.Close()
+			return nil, errors.Join(err, d.remove())
+		}
+		cmd = exec.Command(wrap[0], wrap[1:]...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: a test's ^C reaches it through Stop only.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -93,6 +116,36 @@ func Start() (*Daemon, error) {
 			return nil, errors.Join(fmt.Errorf("dockerd did not answer within 60s: %w\n%s", err, dm.Log()), dm.Stop())
 		}
 	}
+}
+
+// wrapper is the command that runs args (dockerd's) in their own mount
+// namespace with opts.ConfigDir at /etc/docker, in opts.NetNS. Each step
+// execs the next, so the pid stays dockerd's.
+func wrapper(opts Options, args []string) ([]string, error) {
+	var cmd []string
+	if opts.NetNS != "" {
+		// Not `ip netns exec`: it mounts a fresh /sys, without the cgroup
+		// mounts dockerd needs.
+		nsenter, err := exec.LookPath("nsenter")
+		if err != nil {
+			return nil, fmt.Errorf("nsenter (Debian package util-linux): %w", err)
+		}
+		cmd = append(cmd, nsenter, "--net=/run/netns/"+opts.NetNS, "--")
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		return nil, fmt.Errorf("unshare (Debian package util-linux): %w", err)
+	}
+	cmd = append(cmd, unshare, "--mount", "--propagation", "private", "--")
+	if opts.ConfigDir == "" {
+		return append(cmd, args...), nil
+	}
+	// dockerd writes /etc/docker/key.json: the mount point exists once
+	// any dockerd ran; make it if none did.
+	if err := os.MkdirAll("/etc/docker", 0o755); err != nil {
+		return nil, err
+	}
+	return append(append(cmd, "/bin/sh", "-c", `mount --bind "$0" /etc/docker && exec "$@"`, opts.ConfigDir), args...), nil
 }
 
 // Log is the end of the daemon's log.

@@ -96,6 +96,11 @@ func (e *env) worker(t *testing.T, s runner.Server) *runner.Worker {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rt.Close() })
+	return e.workerWith(t, s, rt)
+}
+
+func (e *env) workerWith(t *testing.T, s runner.Server, rt runner.Runtime) *runner.Worker {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(e.logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	w, err := runner.New(runner.Config{WorkerID: hw1, DataDir: t.TempDir(), RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond,
 		StopGrace: 2 * time.Second, FinalReportWithin: time.Second, Poll: 100 * time.Millisecond}, s, rt, log, nil)
@@ -133,6 +138,32 @@ func (e *env) events(t *testing.T, id string) ([]string, map[string]string) {
 		msgs[k] = ev.GetMessage()
 		if ev.GetWorkerId() != hw1 {
 			t.Errorf("event %s by worker %q", k, ev.GetWorkerId())
+		}
+	}
+}
+
+// logs are the output lines herd-server stored for the workflow, as
+// "action stream text".
+func (e *env) logs(t *testing.T, id string) []string {
+	t.Helper()
+	stream, err := e.admin.ShowActionLogs(ctx(t), &workflow.ActionLogsRequest{WorkflowId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for {
+		l, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return lines
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ln := range l.GetLines() {
+			lines = append(lines, l.GetActionName()+" "+ln.GetStream()+" "+ln.GetText())
+			if ln.GetTime() == nil || time.Since(ln.GetTime().AsTime()) > 5*time.Minute {
+				t.Errorf("line %q at %v", ln.GetText(), ln.GetTime())
+			}
 		}
 	}
 }
@@ -209,6 +240,10 @@ func TestThreeActions(t *testing.T) {
 	}
 	if got := e.runsLog(t); got != "on-failure ran\n" {
 		t.Errorf("on-failure log %q", got)
+	}
+	// The containers are gone; their output is on the server.
+	if got, want := e.logs(t, id), []string{"write-data stdout set disk", "check-data stdout data ok", "partition stderr partition table broken"}; !equal(got, want) {
+		t.Errorf("stored output %q\nwant          %q", got, want)
 	}
 	data, err := e.admin.GetWorkflowData(ctx(t), &workflow.GetWorkflowDataRequest{WorkflowId: id})
 	var got map[string]string

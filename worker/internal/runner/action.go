@@ -10,6 +10,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/herd-metal/herd/proto/workflow"
 )
 
@@ -25,10 +28,16 @@ type outcome struct {
 	message string
 }
 
-// runAction runs one action and reports it: RUNNING first, then its final
-// state. It returns the reported final state; err means the workflow cannot
-// go on here (a report refused, or the worker is stopping).
-func (w *Worker) runAction(ctx context.Context, log *slog.Logger, wfID string, a *workflow.WorkflowAction) (workflow.State, error) {
+// ErrWorkflowEnded says herd-server ended a workflow while one of its
+// actions ran here (its global timeout, an operator deleting it): the
+// container was stopped and nothing more reported.
+var ErrWorkflowEnded = errors.New("herd-server ended the workflow while its action ran")
+
+// runAction runs one action (the index-th of its workflow) and reports it:
+// RUNNING first, then its final state. It returns the reported final state;
+// err means the workflow cannot go on here (a report refused, the workflow
+// ended on the server, or the worker is stopping).
+func (w *Worker) runAction(ctx context.Context, log *slog.Logger, wfID string, index int, a *workflow.WorkflowAction) (workflow.State, error) {
 	report := &workflow.WorkflowActionStatus{
 		WorkflowId: wfID, TaskName: a.GetTaskName(), ActionName: a.GetName(),
 		ActionStatus: workflow.State_STATE_RUNNING, WorkerId: w.cfg.WorkerID,
@@ -43,10 +52,33 @@ func (w *Worker) runAction(ctx context.Context, log *slog.Logger, wfID string, a
 	}
 	log.InfoContext(ctx, "action started", "image", a.GetImage())
 	start := w.now()
-	out := w.execute(ctx, log, wfID, a)
+	ship := w.shipper(ctx, log, wfID, a)
+	actx, endWatch := w.watch(ctx, log, wfID, index)
+	out := w.execute(actx, log, wfID, a, ship)
+	endWatch()
 	stopping := ctx.Err() != nil
+	ended := !stopping && errors.Is(context.Cause(actx), ErrWorkflowEnded)
 	if stopping {
 		out = outcome{workflow.State_STATE_FAILED, "the worker was stopped while the action ran (" + out.message + ")"}
+	}
+	rctx := ctx
+	if stopping || ended {
+		// Deliver the last word even though we are told to stop, briefly.
+		var cancel context.CancelFunc
+		rctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), w.cfg.FinalReportWithin)
+		defer cancel()
+	}
+	// The output goes first: whoever sees the final state finds it stored.
+	if sent, dropped := ship.finish(rctx); dropped > 0 {
+		w.metrics.logLines(sent, dropped)
+		log.WarnContext(ctx, "output lines of the action did not reach herd-server", "sent", sent, "dropped", dropped)
+	} else {
+		w.metrics.logLines(sent, 0)
+	}
+	if ended {
+		log.WarnContext(ctx, "herd-server ended the workflow while the action ran; container stopped, nothing more reported",
+			"seconds", int64(w.now().Sub(start)/time.Second))
+		return out.state, ErrWorkflowEnded
 	}
 	if out.state == workflow.State_STATE_SUCCESS || out.state == workflow.State_STATE_FAILED || out.state == workflow.State_STATE_TIMEOUT {
 		if derr := w.sendData(ctx, log, wfID, a, data); derr != nil {
@@ -63,13 +95,6 @@ func (w *Worker) runAction(ctx context.Context, log *slog.Logger, wfID string, a
 		ActionStatus: out.state, Seconds: secs, Message: clipMessage(out.message), WorkerId: w.cfg.WorkerID,
 	}
 	w.metrics.action(out.state, w.now().Sub(start))
-	rctx := ctx
-	if stopping {
-		// Deliver the last word even though we are told to stop, briefly.
-		var cancel context.CancelFunc
-		rctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), w.cfg.FinalReportWithin)
-		defer cancel()
-	}
 	log.InfoContext(ctx, "action ended", "state", stateName(out.state), "seconds", secs, "message", out.message)
 	if err := w.retry(rctx, "report "+stateName(out.state), func(ctx context.Context) error { return w.server.Report(ctx, final) }); err != nil {
 		return out.state, err
@@ -80,14 +105,88 @@ func (w *Worker) runAction(ctx context.Context, log *slog.Logger, wfID string, a
 	return out.state, nil
 }
 
+// shipper starts sending the action's output to the server (nil once the
+// server said it cannot store it).
+func (w *Worker) shipper(ctx context.Context, log *slog.Logger, wfID string, a *workflow.WorkflowAction) *logShipper {
+	if w.noLogs.Load() {
+		return nil
+	}
+	send := func(ctx context.Context, lines []*workflow.LogLine) error {
+		l := &workflow.ActionLogs{WorkflowId: wfID, TaskName: a.GetTaskName(), ActionName: a.GetName(), Lines: lines}
+		err := w.retry(ctx, "send the action's output", func(ctx context.Context) error { return w.server.ReportLogs(ctx, l) })
+		if status.Code(err) == codes.Unimplemented && !w.noLogs.Swap(true) {
+			log.InfoContext(ctx, "herd-server does not store action output (no ReportActionLogs); it stays in this log only")
+		}
+		return err
+	}
+	s := newLogShipper(log, send, w.now, w.cfg.LogBatchLines, w.cfg.LogFlushEvery, w.cfg.LogBufferLines)
+	go s.run(ctx)
+	return s
+}
+
+// watch returns a context for running the index-th action of a workflow
+// that ends (with cause ErrWorkflowEnded) when herd-server no longer has
+// that action RUNNING: the workflow hit its global timeout or was deleted.
+// Failed checks (the server away) change nothing. stop ends the watching.
+func (w *Worker) watch(ctx context.Context, log *slog.Logger, wfID string, index int) (actx context.Context, stop func()) {
+	actx, cancel := context.WithCancelCause(ctx)
+	if w.cfg.WatchEvery < 0 {
+		return actx, func() { cancel(nil) }
+	}
+	done := make(chan struct{})
+	quit := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(w.cfg.WatchEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-actx.Done():
+				return
+			case <-t.C:
+			}
+			cctx, ccancel := context.WithTimeout(actx, w.cfg.WatchEvery)
+			list, err := w.server.ContextList(cctx, w.cfg.WorkerID)
+			ccancel()
+			if err != nil {
+				log.DebugContext(ctx, "checking the workflow's state failed", "error", err)
+				continue
+			}
+			if why, over := ended(list, wfID, index); over {
+				log.WarnContext(ctx, "herd-server ended the workflow; stopping the action", "reason", why)
+				cancel(ErrWorkflowEnded)
+				return
+			}
+		}
+	}()
+	return actx, func() { close(quit); <-done; cancel(nil) }
+}
+
+// ended tells whether the contexts say that the index-th action of the
+// workflow is no longer running on the server, and why.
+func ended(list []*workflow.WorkflowContext, wfID string, index int) (string, bool) {
+	for _, c := range list {
+		if c.GetWorkflowId() != wfID {
+			continue
+		}
+		if int(c.GetCurrentActionIndex()) == index && c.GetCurrentActionState() == workflow.State_STATE_RUNNING {
+			return "", false
+		}
+		return fmt.Sprintf("action %d (%s) is %s", c.GetCurrentActionIndex(), c.GetCurrentAction(), stateName(c.GetCurrentActionState())), true
+	}
+	return "the workflow is gone (deleted)", true
+}
+
 // execute runs the action's container and, when it fails or times out, its
 // on-failure or on-timeout command in a new container of the same image.
-func (w *Worker) execute(ctx context.Context, log *slog.Logger, wfID string, a *workflow.WorkflowAction) outcome {
+func (w *Worker) execute(ctx context.Context, log *slog.Logger, wfID string, a *workflow.WorkflowAction, ship *logShipper) outcome {
 	if err := w.runtime.Pull(ctx, a.GetImage()); err != nil {
 		return outcome{workflow.State_STATE_FAILED, fmt.Sprintf("pull image %s: %v", a.GetImage(), err)}
 	}
 	timeout := time.Duration(a.GetTimeout()) * time.Second
-	res := w.container(ctx, log, wfID, a, a.GetCommand(), "", timeout)
+	res := w.container(ctx, log, wfID, a, a.GetCommand(), "", timeout, ship)
 	out := res.outcome(timeout)
 	var reaction []string
 	switch out.state {
@@ -106,7 +205,7 @@ func (w *Worker) execute(ctx context.Context, log *slog.Logger, wfID string, a *
 		what = "on-timeout"
 	}
 	log.InfoContext(ctx, "running "+what+" command", "command", reaction)
-	r := w.container(ctx, log, wfID, a, reaction, what, timeout)
+	r := w.container(ctx, log, wfID, a, reaction, what, timeout, ship)
 	switch {
 	case r.err != nil:
 		out.message += fmt.Sprintf("; %s command: %v", what, r.err)
@@ -147,7 +246,7 @@ func (r result) outcome(timeout time.Duration) outcome {
 
 // container runs one container to its end: create, start, stream its
 // output, wait (up to timeout, 0: none), remove.
-func (w *Worker) container(ctx context.Context, log *slog.Logger, wfID string, a *workflow.WorkflowAction, cmd []string, suffix string, timeout time.Duration) result {
+func (w *Worker) container(ctx context.Context, log *slog.Logger, wfID string, a *workflow.WorkflowAction, cmd []string, suffix string, timeout time.Duration, ship *logShipper) result {
 	c := Container{
 		Name:       containerName(wfID, a.GetTaskName(), a.GetName(), suffix),
 		Image:      a.GetImage(),
@@ -178,9 +277,10 @@ func (w *Worker) container(ctx context.Context, log *slog.Logger, wfID string, a
 	defer lcancel()
 	go func() {
 		defer close(logsDone)
-		err := w.runtime.Logs(lctx, id, func(line string) {
+		err := w.runtime.Logs(lctx, id, func(stream, line string) {
 			tail.add(line)
-			log.InfoContext(ctx, "action output", "line", line)
+			ship.add(stream, line)
+			log.InfoContext(ctx, "action output", "stream", stream, "line", line)
 		})
 		if err != nil && lctx.Err() == nil {
 			log.WarnContext(ctx, "reading the container's output failed", "error", err)

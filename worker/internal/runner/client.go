@@ -66,3 +66,18 @@ func (c *Client) UpdateData(ctx context.Context, workflowID string, metadata, da
 	_, err := c.c.UpdateWorkflowData(ctx, &workflow.UpdateWorkflowDataRequest{WorkflowId: workflowID, Metadata: metadata, Data: data})
 	return err
 }
+
+// ReportLogs implements Server.
+func (c *Client) ReportLogs(ctx context.Context, l *workflow.ActionLogs) error {
+	_, err := c.c.ReportActionLogs(ctx, l)
+	return err
+}
+
+// ContextList implements Server.
+func (c *Client) ContextList(ctx context.Context, workerID string) ([]*workflow.WorkflowContext, error) {
+	l, err := c.c.GetWorkflowContextList(ctx, &workflow.WorkflowContextRequest{WorkerId: workerID})
+	if err != nil {
+		return nil, err
+	}
+	return l.GetWorkflowContexts(), nil
+}

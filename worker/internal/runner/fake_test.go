@@ -30,6 +30,17 @@ type fakeServer struct {
 	failReports int
 	// refuse makes Report refuse the report of this state with FailedPrecondition.
 	refuse workflow.State
+	// logs are the output lines received, as "action stream text".
+	logs []string
+	// logsErr, when set, is what ReportLogs answers; failLogs makes the
+	// next n calls fail with Unavailable.
+	logsErr  error
+	failLogs int
+	// logsAtReport is len(logs) when each report arrived.
+	logsAtReport []int
+	// listed, when set, answers ContextList (else: the workflow with its
+	// last reported action).
+	listed func() []*workflow.WorkflowContext
 }
 
 func (f *fakeServer) Contexts(context.Context, string) ([]*workflow.WorkflowContext, error) {
@@ -53,7 +64,46 @@ func (f *fakeServer) Report(_ context.Context, r *workflow.WorkflowActionStatus)
 		return status.Error(codes.FailedPrecondition, "workflow already finished")
 	}
 	f.reports = append(f.reports, r)
+	f.logsAtReport = append(f.logsAtReport, len(f.logs))
 	return nil
+}
+
+func (f *fakeServer) ReportLogs(_ context.Context, l *workflow.ActionLogs) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.logsErr != nil {
+		return f.logsErr
+	}
+	if f.failLogs > 0 {
+		f.failLogs--
+		return status.Error(codes.Unavailable, "connection refused")
+	}
+	if len(l.GetLines()) > MaxLogBatch {
+		return status.Errorf(codes.InvalidArgument, "%d lines", len(l.GetLines()))
+	}
+	for _, ln := range l.GetLines() {
+		if len(ln.GetText()) > MaxLogLineBytes {
+			return status.Errorf(codes.InvalidArgument, "line of %d bytes", len(ln.GetText()))
+		}
+		f.logs = append(f.logs, l.GetActionName()+" "+ln.GetStream()+" "+ln.GetText())
+	}
+	return nil
+}
+
+func (f *fakeServer) loggedLines() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.logs...)
+}
+
+func (f *fakeServer) ContextList(context.Context, string) ([]*workflow.WorkflowContext, error) {
+	f.mu.Lock()
+	listed := f.listed
+	f.mu.Unlock()
+	if listed != nil {
+		return listed(), nil
+	}
+	return nil, status.Error(codes.Unavailable, "not in this test")
 }
 
 func (f *fakeServer) Data(context.Context, string) ([]byte, error) {
@@ -161,7 +211,7 @@ func (r *fakeRuntime) Start(_ context.Context, id string) error {
 	return nil
 }
 
-func (r *fakeRuntime) Logs(ctx context.Context, id string, line func(string)) error {
+func (r *fakeRuntime) Logs(ctx context.Context, id string, line func(stream, text string)) error {
 	r.mu.Lock()
 	fc := r.running[id]
 	r.mu.Unlock()
@@ -171,7 +221,7 @@ func (r *fakeRuntime) Logs(ctx context.Context, id string, line func(string)) er
 		return ctx.Err()
 	}
 	for _, l := range fc.lines {
-		line(l)
+		line(Stdout, l)
 	}
 	return nil
 }

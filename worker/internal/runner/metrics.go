@@ -13,6 +13,7 @@ type Metrics struct {
 	actions  *prometheus.CounterVec
 	duration prometheus.Histogram
 	retries  prometheus.Counter
+	lines    *prometheus.CounterVec
 }
 
 // NewMetrics registers the worker's metrics on reg.
@@ -29,7 +30,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "herd_worker_server_retries_total", Help: "Calls to herd-server sent again after a failure.",
 		}),
 	}
-	reg.MustRegister(m.actions, m.duration, m.retries)
+	m.lines = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herd_worker_log_lines_total", Help: "Output lines of action containers, by fate: sent to herd-server or dropped (buffer full, refused).",
+	}, []string{"result"})
+	reg.MustRegister(m.actions, m.duration, m.retries, m.lines)
 	return m
 }
 
@@ -45,4 +49,12 @@ func (m *Metrics) retry() {
 	if m != nil {
 		m.retries.Inc()
 	}
+}
+
+func (m *Metrics) logLines(sent, dropped int) {
+	if m == nil {
+		return
+	}
+	m.lines.WithLabelValues("sent").Add(float64(sent))
+	m.lines.WithLabelValues("dropped").Add(float64(dropped))
 }

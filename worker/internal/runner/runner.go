@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/herd-metal/herd/proto/workflow"
@@ -27,6 +28,15 @@ type Server interface {
 	// Data returns the latest workflow data ("{}" when there is none).
 	Data(ctx context.Context, workflowID string) ([]byte, error)
 	UpdateData(ctx context.Context, workflowID string, metadata, data []byte) error
+	// ReportLogs stores output lines of an action (herd's ReportActionLogs;
+	// a plain v0.6 server answers Unimplemented and the worker stops
+	// sending).
+	ReportLogs(ctx context.Context, l *workflow.ActionLogs) error
+	// ContextList returns the contexts of every workflow this worker takes
+	// part in, whoever has the next move (GetWorkflowContextList): the
+	// worker checks with it that the workflow of a running action has not
+	// ended meanwhile.
+	ContextList(ctx context.Context, workerID string) ([]*workflow.WorkflowContext, error)
 }
 
 // Container is what the worker asks the container engine to run.
@@ -47,9 +57,10 @@ type Runtime interface {
 	Pull(ctx context.Context, image string) error
 	Create(ctx context.Context, c Container) (id string, err error)
 	Start(ctx context.Context, id string) error
-	// Logs calls line for each line the container writes to stdout or
-	// stderr, until the container ends (or ctx does).
-	Logs(ctx context.Context, id string, line func(string)) error
+	// Logs calls line for each line the container writes, with its
+	// stream (Stdout or Stderr), until the container ends (or ctx does).
+	// line must not block.
+	Logs(ctx context.Context, id string, line func(stream, text string)) error
 	// Wait returns the exit code once the container has stopped.
 	Wait(ctx context.Context, id string) (int64, error)
 	// Stop asks the container to stop, killing it after grace.
@@ -89,6 +100,18 @@ type Config struct {
 	// LogLines is how many of an action's last output lines its report's
 	// message carries.
 	LogLines int
+	// LogBatchLines and LogFlushEvery say when an action's output goes to
+	// herd-server: once that many lines wait, or that often. LogBufferLines
+	// bounds the lines waiting while the server is away; more are dropped
+	// (and counted).
+	LogBatchLines  int
+	LogFlushEvery  time.Duration
+	LogBufferLines int
+	// WatchEvery is how often, while an action runs, the worker checks that
+	// herd-server has not ended the workflow meanwhile (its global timeout,
+	// an operator deleting it); when it has, the container is stopped and
+	// nothing more is reported. 0: 5s; negative: never.
+	WatchEvery time.Duration
 }
 
 func (c *Config) defaults() {
@@ -113,6 +136,18 @@ func (c *Config) defaults() {
 	if c.LogLines <= 0 {
 		c.LogLines = 20
 	}
+	if c.LogBatchLines <= 0 {
+		c.LogBatchLines = 200
+	}
+	if c.LogFlushEvery <= 0 {
+		c.LogFlushEvery = 500 * time.Millisecond
+	}
+	if c.LogBufferLines <= 0 {
+		c.LogBufferLines = 10000
+	}
+	if c.WatchEvery == 0 {
+		c.WatchEvery = 5 * time.Second
+	}
 }
 
 // Worker runs this machine's share of its workflows.
@@ -123,6 +158,8 @@ type Worker struct {
 	log     *slog.Logger
 	metrics *Metrics
 	now     func() time.Time
+	// noLogs is set once the server said it has no ReportActionLogs.
+	noLogs atomic.Bool
 }
 
 // New returns a Worker. metrics may be nil.
@@ -174,6 +211,9 @@ func (w *Worker) RunOnce(ctx context.Context) (int, error) {
 		ran += n
 		if ctx.Err() != nil || errors.Is(err, ErrPowerOff) {
 			return ran, nil
+		}
+		if errors.Is(err, ErrWorkflowEnded) {
+			continue // logged where it happened
 		}
 		if err != nil {
 			w.log.ErrorContext(ctx, "workflow stopped", "workflow_id", c.GetWorkflowId(), "error", err)
@@ -231,7 +271,7 @@ func (w *Worker) RunWorkflow(ctx context.Context, c *workflow.WorkflowContext) (
 			return ran, nil
 		}
 		ran++
-		st, err := w.runAction(ctx, log.With("task", a.GetTaskName(), "action", a.GetName(), "index", i), id, a)
+		st, err := w.runAction(ctx, log.With("task", a.GetTaskName(), "action", a.GetName(), "index", i), id, i, a)
 		if err != nil {
 			return ran, err
 		}
