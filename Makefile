@@ -1,14 +1,14 @@
 # herd: `make test` runs every test (it installs what it needs first, as
 # root on Debian); `make build` puts every binary in bin/.
 SHELL := /bin/bash
-MODULES := proto pkg services/server services/boots services/metadata worker
+MODULES := proto pkg services/server services/boots services/metadata worker sandbox
 # Every main package: services/*/cmd/NAME and worker/cmd/NAME build bin/NAME.
 CMDS = $(wildcard services/*/cmd/* worker/cmd/*)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/herd-metal/herd/pkg/version.Version=$(VERSION)
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build test deps vet check-proto proto bench-server bench-metadata action-images osie clean
+.PHONY: all build test deps vet check-proto proto bench-server bench-metadata action-images osie osimage clean
 
 all: build
 
@@ -63,6 +63,11 @@ action-images:
 # built offline from Debian's packages (see worker/osie/README.md).
 osie:
 	OUT=$(CURDIR)/bin/osie ./worker/osie/build.sh
+
+# The OS disk image the sandbox installs: bin/osimage/disk.img(.gz),
+# built offline from Debian's packages (see sandbox/osimage/README.md).
+osimage:
+	OUT=$(CURDIR)/bin/osimage ./sandbox/osimage/build.sh
 
 clean:
 	rm -rf bin .tmp

@@ -1134,11 +1134,14 @@ func (x *BootEventResponse) GetWorkflowId() string {
 
 // herd addition.
 type ActionLogs struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	WorkflowId    string                 `protobuf:"bytes,1,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
-	TaskName      string                 `protobuf:"bytes,2,opt,name=task_name,json=taskName,proto3" json:"task_name,omitempty"`
-	ActionName    string                 `protobuf:"bytes,3,opt,name=action_name,json=actionName,proto3" json:"action_name,omitempty"`
-	Lines         []*LogLine             `protobuf:"bytes,4,rep,name=lines,proto3" json:"lines,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	WorkflowId string                 `protobuf:"bytes,1,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
+	TaskName   string                 `protobuf:"bytes,2,opt,name=task_name,json=taskName,proto3" json:"task_name,omitempty"`
+	ActionName string                 `protobuf:"bytes,3,opt,name=action_name,json=actionName,proto3" json:"action_name,omitempty"`
+	Lines      []*LogLine             `protobuf:"bytes,4,rep,name=lines,proto3" json:"lines,omitempty"`
+	// An id the sender gives each batch and keeps when it retries: the server
+	// stores a batch once, so a retry after a lost reply adds nothing.
+	BatchId       string `protobuf:"bytes,5,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1199,6 +1202,13 @@ func (x *ActionLogs) GetLines() []*LogLine {
 		return x.Lines
 	}
 	return nil
+}
+
+func (x *ActionLogs) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
 }
 
 // herd addition.
@@ -1414,7 +1424,7 @@ const file_workflow_workflow_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"4\n" +
 	"\x11BootEventResponse\x12\x1f\n" +
 	"\vworkflow_id\x18\x01 \x01(\tR\n" +
-	"workflowId\"\xb6\x01\n" +
+	"workflowId\"\xd1\x01\n" +
 	"\n" +
 	"ActionLogs\x12\x1f\n" +
 	"\vworkflow_id\x18\x01 \x01(\tR\n" +
@@ -1422,7 +1432,8 @@ const file_workflow_workflow_proto_rawDesc = "" +
 	"\ttask_name\x18\x02 \x01(\tR\btaskName\x12\x1f\n" +
 	"\vaction_name\x18\x03 \x01(\tR\n" +
 	"actionName\x12I\n" +
-	"\x05lines\x18\x04 \x03(\v23.github.com.tinkerbell.tink.protos.workflow.LogLineR\x05lines\"e\n" +
+	"\x05lines\x18\x04 \x03(\v23.github.com.tinkerbell.tink.protos.workflow.LogLineR\x05lines\x12\x19\n" +
+	"\bbatch_id\x18\x05 \x01(\tR\abatchId\"e\n" +
 	"\aLogLine\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
 	"\x06stream\x18\x02 \x01(\tR\x06stream\x12\x12\n" +

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -111,8 +112,14 @@ func (w *Worker) shipper(ctx context.Context, log *slog.Logger, wfID string, a *
 	if w.noLogs.Load() {
 		return nil
 	}
+	run := rand.Text() // this run of the action; a rerun after a reboot is another
+	batch := 0
 	send := func(ctx context.Context, lines []*workflow.LogLine) error {
-		l := &workflow.ActionLogs{WorkflowId: wfID, TaskName: a.GetTaskName(), ActionName: a.GetName(), Lines: lines}
+		// The batch id stays the same across retries, so the server stores
+		// a batch once even when a reply got lost.
+		batch++
+		l := &workflow.ActionLogs{WorkflowId: wfID, TaskName: a.GetTaskName(), ActionName: a.GetName(), Lines: lines,
+			BatchId: fmt.Sprintf("%s-%d", run, batch)}
 		err := w.retry(ctx, "send the action's output", func(ctx context.Context) error { return w.server.ReportLogs(ctx, l) })
 		if status.Code(err) == codes.Unimplemented && !w.noLogs.Swap(true) {
 			log.InfoContext(ctx, "herd-server does not store action output (no ReportActionLogs); it stays in this log only")

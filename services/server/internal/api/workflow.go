@@ -378,6 +378,8 @@ func (w *Workflow) ReportActionLogs(ctx context.Context, req *workflow.ActionLog
 		return nil, invalid("action_name", "missing")
 	case len(req.GetLines()) > maxLogLinesPerCall:
 		return nil, invalid("lines", "more than 500 in one call")
+	case len(req.GetBatchId()) > 128:
+		return nil, invalid("batch_id", "longer than 128 bytes")
 	}
 	for i, ln := range req.GetLines() {
 		field := fmt.Sprintf("lines[%d]", i)

@@ -20,7 +20,8 @@ const MaxLogLines = 10000
 // logChunk is how many lines ShowActionLogs puts in one message.
 const logChunk = 500
 
-// AppendActionLogs stores output lines of one action of a workflow. worker,
+// AppendActionLogs stores output lines of one action of a workflow, once
+// per batch id (a batch without one is stored each time it comes). worker,
 // when not "", is the machine sending them: it must be the one that runs
 // the action (a machine outside the workflow gets ErrNotFound, as for
 // reports). Lines beyond MaxLogLines per action are counted, not stored.
@@ -56,6 +57,18 @@ func (s *Store) AppendActionLogs(ctx context.Context, l *workflow.ActionLogs, wo
 		return fmt.Errorf("workflow %s: action %q of task %q runs on another machine: %w", id, step.Name, step.Task, ErrPrecondition)
 	}
 	return s.inTx(ctx, func(tx *sql.Tx) error {
+		if b := l.GetBatchId(); b != "" {
+			res, err := tx.ExecContext(ctx, `INSERT INTO workflow_log_batch (workflow_id, batch_id) VALUES ($1, $2)
+				ON CONFLICT DO NOTHING`, id, b)
+			if err != nil {
+				return fmt.Errorf("workflow %s logs: %w", id, err)
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return fmt.Errorf("workflow %s logs: %w", id, err)
+			} else if n == 0 {
+				return nil // a retry of a batch already stored
+			}
+		}
 		var stored int
 		err := tx.QueryRowContext(ctx, `
 			INSERT INTO workflow_log_count (workflow_id, task_name, action_name) VALUES ($1, $2, $3)

@@ -56,12 +56,20 @@ func TestActionLogs(t *testing.T) {
 	wantErr(t, send(f.hw1, "disk", "nope", logLines(1, "x")), ErrNotFound, `"nope"`)
 	wantErr(t, f.s.AppendActionLogs(ctx, &workflow.ActionLogs{WorkflowId: uuid.NewString(), TaskName: "disk", ActionName: "wipe"}, ""), ErrNotFound)
 
+	// A retried batch is stored once.
+	batch := &workflow.ActionLogs{WorkflowId: id, TaskName: "os", ActionName: "write", Lines: logLines(1, "retried"), BatchId: "b-1"}
+	for range 2 {
+		if err := f.s.AppendActionLogs(ctx, batch, f.hw2); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	got := strings.Join(collectLogs(t, f.s, id, "", ""), "\n")
-	want := "disk/wipe stdout wipe 0\ndisk/wipe stdout wipe 1\ndisk/partition stdout by admin 0\nos/write stdout write 0"
+	want := "disk/wipe stdout wipe 0\ndisk/wipe stdout wipe 1\ndisk/partition stdout by admin 0\nos/write stdout write 0\nos/write stdout retried 0"
 	if got != want {
 		t.Fatalf("logs:\n%s\nwant:\n%s", got, want)
 	}
-	if got := collectLogs(t, f.s, id, "os", ""); len(got) != 1 {
+	if got := collectLogs(t, f.s, id, "os", ""); len(got) != 2 {
 		t.Fatalf("task filter: %v", got)
 	}
 
