@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,10 +29,11 @@ var (
 	out         = flag.String("out", "", "markdown file to write the figures into (its bench-metadata section)")
 	nRecords    = flag.Int("records", 10000, "hardware records in the inventory while wrk runs")
 	nLarge      = flag.Int("records-large", 100000, "hardware records for the second memory figure (0: skip it)")
-	rounds      = flag.Int("rounds", 2, "rounds of wrk runs; each round runs every path against both servers, in alternating order")
+	rounds      = flag.Int("rounds", 2, "rounds of wrk runs; each round runs every path against every server, the order reversed every other round")
 	duration    = flag.Duration("duration", 10*time.Second, "length of one wrk run")
 	threads     = flag.Int("threads", 2, "wrk threads (-t)")
 	connections = flag.Int("connections", 64, "wrk connections (-c)")
+	baselines   = flag.Bool("baselines", true, "also measure bare net/http and fasthttp servers answering the same bytes (see baseline_test.go)")
 )
 
 // paths are the requests measured: the smallest EC2 answer and the whole
@@ -135,21 +137,25 @@ func TestBenchMetadata(t *testing.T) {
 		t.Fatalf("herd-metadata answered 127.0.0.1 %q for %s, want %q (the caller's record)", got, paths[0], want)
 	}
 	ng := startNginx(t, nginxBin, gomaxprocs, bodies)
+	bases := map[string]string{"herd-metadata": md.base, "nginx": ng.base}
+	servers := []string{"herd-metadata", "nginx"}
+	if *baselines {
+		for name, base := range startBaselines(t, bodies) {
+			bases[name] = base
+		}
+		servers = append(servers, baseNetHTTP, baseFastHTTP)
+	}
 
 	wrkArgs := []string{fmt.Sprintf("-t%d", *threads), fmt.Sprintf("-c%d", *connections), "-d" + duration.String(), "--latency"}
 	var runs []measured
 	for r := 1; r <= *rounds; r++ {
 		for _, p := range paths {
-			order := []string{"herd-metadata", "nginx"}
+			order := slices.Clone(servers)
 			if r%2 == 0 { // alternate who goes first, so drift shows as noise, not as a bias
-				order[0], order[1] = order[1], order[0]
+				slices.Reverse(order)
 			}
 			for _, srv := range order {
-				base := md.base
-				if srv == "nginx" {
-					base = ng.base
-				}
-				res := runWrk(t, wrkBin, wrkArgs, base+p)
+				res := runWrk(t, wrkBin, wrkArgs, bases[srv]+p)
 				t.Logf("round %d %s %s: %.0f req/s, p50 %.2f ms, p99 %.2f ms", r, srv, p, res.rps, ms(res.p50), ms(res.p99))
 				runs = append(runs, measured{p, srv, r, len(bodies[p]), res})
 			}
@@ -178,9 +184,14 @@ func TestBenchMetadata(t *testing.T) {
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), gomaxprocs, gomaxprocs, runtime.Version(), ng.version, *nRecords)
 	fmt.Fprintf(&b, "Each run: `wrk %s URL`, from 127.0.0.1 (one record lists 127.0.0.1 in its metadata `ip_addresses`, so herd-metadata answers that machine; "+
 		"a metadata-document address is the slower of its two lookups: interface address index, then document addresses). "+
-		"%d rounds; each round runs every path against both servers, the order alternating between rounds.\n\n",
+		"%d rounds; each round runs every path against every server, the order reversed every other round.\n\n",
 		strings.Join(wrkArgs, " "), *rounds)
 	b.WriteString(throughputTable(runs))
+	if *baselines {
+		fmt.Fprintf(&b, "\nWhat the serving library costs here: the same bytes and headers from the benchmark's own process (GOMAXPROCS %d, idle while wrk runs), "+
+			"with no lookup, routing or metrics (services/metadata/bench/baseline_test.go). herd-metadata serves with fasthttp.\n\n", runtime.GOMAXPROCS(0))
+		b.WriteString(serversTable(runs, servers))
+	}
 	b.WriteString("\nEvery run:\n\n| round | path | server | requests/s | p50 | p99 | errors |\n| --- | --- | --- | ---: | ---: | ---: | --- |\n")
 	for _, m := range runs {
 		fmt.Fprintf(&b, "| %d | `%s` | %s | %.0f | %.2f ms | %.2f ms | %s |\n", m.round, m.path, m.server, m.rps, ms(m.p50), ms(m.p99), m.errors)
@@ -192,7 +203,7 @@ func TestBenchMetadata(t *testing.T) {
 		fmt.Fprintf(&b, "| %d | %d more in %.1f s | %.2f s | %s | %s |\n", *nLarge, *nLarge-*nRecords, pushLarge.Seconds(), large.synced.Seconds(), mib(rssLarge), mib(heapLarge))
 	}
 	fmt.Fprintf(&b, "\nnginx: %d worker processes, `access_log off`, `sendfile on`, `open_file_cache`, `keepalive_requests` raised to 1,000,000 "+
-		"(herd-metadata's Go server never closes a keep-alive connection for its count), `etag off`, `server_tokens off`; "+
+		"(herd-metadata's server, fasthttp, never closes a keep-alive connection for its count), `etag off`, `server_tokens off`; "+
 		"each file has the Content-Type herd-metadata sends.\n", gomaxprocs)
 	t.Log("\n" + b.String())
 	if *out != "" {
@@ -217,9 +228,14 @@ func throughputTable(runs []measured) string {
 			if m.path != p {
 				continue
 			}
-			k := 0
-			if m.server == "nginx" {
+			var k int
+			switch m.server {
+			case "herd-metadata":
+				k = 0
+			case "nginx":
 				k = 1
+			default: // the baselines have their own table
+				continue
 			}
 			sum[k] += m.rps
 			n[k]++
@@ -231,6 +247,38 @@ func throughputTable(runs []measured) string {
 		}
 		herd, nginx := sum[0]/float64(n[0]), sum[1]/float64(n[1])
 		fmt.Fprintf(&b, "| `%s` | %d B | **%.0f** | %.0f | **%.2f×** | **%.2f ms** | %.2f ms |\n", p, size, herd, nginx, herd/nginx, ms(worst[0]), ms(worst[1]))
+	}
+	return b.String()
+}
+
+// serversTable is the mean requests/s and worst p99 of every server, per
+// path, and the ratio to nginx.
+func serversTable(runs []measured, servers []string) string {
+	var b strings.Builder
+	b.WriteString("| path | server | requests/s (mean) | / nginx | p99 (worst round) |\n| --- | --- | ---: | ---: | ---: |\n")
+	for _, p := range paths {
+		mean := map[string]float64{}
+		worst := map[string]time.Duration{}
+		for _, srv := range servers {
+			n := 0
+			for _, m := range runs {
+				if m.path == p && m.server == srv {
+					mean[srv] += m.rps
+					worst[srv] = max(worst[srv], m.p99)
+					n++
+				}
+			}
+			if n > 0 {
+				mean[srv] /= float64(n)
+			}
+		}
+		for _, srv := range servers {
+			ratio := 0.0
+			if mean["nginx"] > 0 {
+				ratio = mean[srv] / mean["nginx"]
+			}
+			fmt.Fprintf(&b, "| `%s` | %s | %.0f | %.2f× | %.2f ms |\n", p, srv, mean[srv], ratio, ms(worst[srv]))
+		}
 	}
 	return b.String()
 }

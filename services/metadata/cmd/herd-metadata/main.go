@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -159,6 +160,9 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	eg.Go(func() error { return inv.Run(ctx, hardware.NewHardwareServiceClient(conn)) })
 	eg.Go(func() error {
 		if inv.WaitSynced(ctx) == nil {
+			// Loading the snapshot parsed every record's JSON: hand that
+			// garbage back to the OS once, rather than keep the peak.
+			debug.FreeOSMemory()
 			synced.Store(true)
 		}
 		return nil

@@ -56,6 +56,11 @@ func Client(remoteAddr string, xff []string, trusted []netip.Prefix) (addr netip
 	if !ok {
 		return netip.Addr{}, false
 	}
+	return FromPeer(peer, xff, trusted)
+}
+
+// FromPeer is Client for a peer address already parsed (and unmapped).
+func FromPeer(peer netip.Addr, xff []string, trusted []netip.Prefix) (addr netip.Addr, ok bool) {
 	if !contains(trusted, peer) {
 		return peer, true
 	}
@@ -97,6 +102,10 @@ func parseEntry(s string) (netip.Addr, bool) {
 	}
 	return netip.Addr{}, false
 }
+
+// Trusted says whether a peer is one of the trusted proxies, whose
+// X-Forwarded-For Client reads.
+func Trusted(peer netip.Addr, trusted []netip.Prefix) bool { return contains(trusted, peer) }
 
 func contains(prefixes []netip.Prefix, a netip.Addr) bool {
 	for _, p := range prefixes {

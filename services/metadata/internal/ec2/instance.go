@@ -1,8 +1,10 @@
 // Package ec2 turns a hardware record into the answers herd-metadata gives
 // the machine: the EC2-style meta-data tree (built from one table of
 // fields), its user-data and the whole instance metadata document. All of
-// it is computed once per record change (Prepare), so serving a request is
-// a map lookup and a write of ready bytes.
+// it is computed once per record change (Tree.Prepare), so serving a
+// request is a map lookup and a write of ready bytes. The paths, labels
+// and listings are one table every machine shares; a machine holds only
+// its values, in one buffer.
 package ec2
 
 import (
@@ -40,6 +42,13 @@ type address struct {
 // treated as absent (the server validated the record; the service must
 // answer whatever it holds).
 func FromHardware(hw *hardware.Hardware) *Instance {
+	in, _ := parse(hw)
+	return in
+}
+
+// parse reads hw's metadata document once: the Instance and the
+// document's addresses (see FromHardware and Addresses).
+func parse(hw *hardware.Hardware) (*Instance, []netip.Addr) {
 	doc := object(parseDocument(hw.GetMetadata()))
 	inst := object(doc["instance"])
 	facility := object(doc["facility"])
@@ -59,7 +68,13 @@ func FromHardware(hw *hardware.Hardware) *Instance {
 		OSVersion: str(os["version"]),
 		UserData:  first(str(inst["userdata"]), str(doc["userdata"])),
 	}
-	for _, a := range addresses(inst) {
+	addrs := addresses(inst)
+	var ips []netip.Addr
+	if len(addrs) > 0 {
+		ips = make([]netip.Addr, 0, len(addrs))
+	}
+	for _, a := range addrs {
+		ips = append(ips, a.ip)
 		switch {
 		case a.ip.Is4() && !a.public && in.LocalIPv4 == "":
 			in.LocalIPv4 = a.ip.String()
@@ -78,19 +93,15 @@ func FromHardware(hw *hardware.Hardware) *Instance {
 			in.LocalIPv4 = ip.Unmap().String()
 		}
 	}
-	return in
+	return in, ips
 }
 
 // Addresses is every IP the metadata document gives the machine
 // (instance.ip_addresses, and instance.network.addresses as older hegel
 // read it), so a machine is also known by them.
 func Addresses(hw *hardware.Hardware) []netip.Addr {
-	inst := object(object(parseDocument(hw.GetMetadata()))["instance"])
-	var out []netip.Addr
-	for _, a := range addresses(inst) {
-		out = append(out, a.ip)
-	}
-	return out
+	_, addrs := parse(hw)
+	return addrs
 }
 
 func addresses(inst map[string]any) []address {

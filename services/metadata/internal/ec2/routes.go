@@ -5,28 +5,19 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/herd-metal/herd/proto/hardware"
 )
 
-// kind says how a field's values become files of the tree.
-type kind int
-
-const (
-	// leaf: one file, the values one per line.
-	leaf kind = iota
-	// keyList: EC2's public-keys layout: the directory lists "N=name" and
-	// each key is the file N/openssh-key.
-	keyList
-)
-
-// field is one row of the meta-data table: a path under meta-data/ and
-// the machine's value(s) there. A field whose value is empty is absent for
-// that machine: it is not listed and answers 404, as on EC2 (cloud-init
-// gives up on a whole crawl when a listed entry fails).
+// field is one row of the meta-data table: a file under meta-data/ and the
+// machine's value(s) there, one per line. A field whose value is empty is
+// absent for that machine: it is not listed and answers 404, as on EC2
+// (cloud-init gives up on a whole crawl when a listed entry fails).
+// public-keys, whose layout is EC2's "N=name" listing over N/openssh-key
+// files, is not a row: it has its own few lines below.
 type field struct {
 	path  string
-	kind  kind
 	value func(*Instance) []string
 }
 
@@ -42,28 +33,37 @@ func one(f func(*Instance) string) func(*Instance) []string {
 // metaData is the meta-data tree. Adding a field is adding a row; the
 // directory listings follow from the paths.
 var metaData = []field{
-	{"instance-id", leaf, one(func(in *Instance) string { return in.ID })},
-	{"hostname", leaf, one(func(in *Instance) string { return in.Hostname })},
-	{"local-hostname", leaf, one(func(in *Instance) string { return in.Hostname })},
-	{"local-ipv4", leaf, one(func(in *Instance) string { return in.LocalIPv4 })},
-	{"public-ipv4", leaf, one(func(in *Instance) string { return in.PublicIPv4 })},
-	{"public-ipv6", leaf, one(func(in *Instance) string { return in.PublicIPv6 })},
-	{"public-keys", keyList, func(in *Instance) []string { return in.SSHKeys }},
-	{"placement/availability-zone", leaf, one(func(in *Instance) string { return in.Facility })},
-	{"plan", leaf, one(func(in *Instance) string { return in.Plan })},
-	{"tags", leaf, func(in *Instance) []string { return in.Tags }},
-	{"operating-system/slug", leaf, one(func(in *Instance) string { return in.OSSlug })},
-	{"operating-system/distro", leaf, one(func(in *Instance) string { return in.OSDistro })},
-	{"operating-system/version", leaf, one(func(in *Instance) string { return in.OSVersion })},
+	{"instance-id", one(func(in *Instance) string { return in.ID })},
+	{"hostname", one(func(in *Instance) string { return in.Hostname })},
+	{"local-hostname", one(func(in *Instance) string { return in.Hostname })},
+	{"local-ipv4", one(func(in *Instance) string { return in.LocalIPv4 })},
+	{"public-ipv4", one(func(in *Instance) string { return in.PublicIPv4 })},
+	{"public-ipv6", one(func(in *Instance) string { return in.PublicIPv6 })},
+	{"placement/availability-zone", one(func(in *Instance) string { return in.Facility })},
+	{"plan", one(func(in *Instance) string { return in.Plan })},
+	{"tags", func(in *Instance) []string { return in.Tags }},
+	{"operating-system/slug", one(func(in *Instance) string { return in.OSSlug })},
+	{"operating-system/distro", one(func(in *Instance) string { return in.OSDistro })},
+	{"operating-system/version", one(func(in *Instance) string { return in.OSVersion })},
 }
 
 // Versions are the EC2 API versions served; "latest" is the same tree.
 var Versions = []string{"2009-04-04", "latest"}
 
+// Route labels of the routes outside the table.
+const (
+	LabelRoot         = "/"
+	LabelVersion      = "version"
+	LabelMetaData     = "meta-data"
+	LabelUserData     = "user-data"
+	LabelMetadataJSON = "metadata"
+	LabelPublicKeys   = "meta-data/public-keys"
+)
+
 // Labels are the route labels of the metrics, one per table row plus the
 // fixed routes: a bounded set, whatever paths callers send.
 func Labels() []string {
-	out := []string{LabelRoot, LabelVersion, LabelMetaData, LabelUserData, LabelMetadataJSON}
+	out := []string{LabelRoot, LabelVersion, LabelMetaData, LabelUserData, LabelMetadataJSON, LabelPublicKeys}
 	for _, f := range metaData {
 		out = append(out, "meta-data/"+f.path)
 	}
@@ -75,154 +75,351 @@ func Labels() []string {
 	return dedupe(out)
 }
 
-// Route labels of the routes outside the table.
+// Content types of the answers.
 const (
-	LabelRoot         = "/"
-	LabelVersion      = "version"
-	LabelMetaData     = "meta-data"
-	LabelUserData     = "user-data"
-	LabelMetadataJSON = "metadata"
+	TextPlain = "text/plain; charset=utf-8"
+	AppJSON   = "application/json"
 )
 
-// Response is a ready answer: its body, the Content-Length header value
-// and the metrics label of its route.
+// Response is a ready answer: its body, its Content-Type and the metrics
+// label of its route. It is a small value pointing into memory prepared
+// when the record changed; making one allocates nothing.
 type Response struct {
-	Body          []byte
-	ContentLength []string
-	ContentType   []string
-	Label         string
+	Body        string
+	ContentType string
+	Label       string
 	// Dir: a listing, also served with a trailing slash.
 	Dir bool
 }
 
+// The shared table: every machine has the same possible paths, so the
+// paths, their labels and the directories' children are computed once.
+// A machine holds only its values (see Prepared).
+
+// Segments of a machine's buffer, after the table's rows (segment i is
+// metaData[i]).
 var (
-	textPlain = []string{"text/plain; charset=utf-8"}
-	appJSON   = []string{"application/json"}
+	segUserData = len(metaData)     // user-data
+	segKeyList  = len(metaData) + 1 // the public-keys listing ("0=name\n1=name")
+	segFirstKey = len(metaData) + 2 // key N is segment segFirstKey+N
 )
 
-func newResponse(body, label string, dir bool, ct []string) *Response {
-	return &Response{
-		Body:          []byte(body),
-		ContentLength: []string{strconv.Itoa(len(body))},
-		ContentType:   ct,
-		Label:         label,
-		Dir:           dir,
+// A directory's children that are not table rows.
+const (
+	childKeys     = -1 // public-keys/, present when the machine has keys
+	childUserData = -2 // user-data, at the version root
+)
+
+// dirEntry is one child of a directory: its name in the listing and what
+// decides whether it is there: a table row's value, or the keys or the
+// user-data (childKeys, childUserData), or a subdirectory that has
+// children itself (sub ≥ 0).
+type dirEntry struct {
+	name string // with a trailing slash for directories
+	row  int    // index in metaData, or childKeys / childUserData; unused for a subdirectory
+	sub  int    // index in table.dirs, or -1
+}
+
+type dir struct {
+	path, label string
+	children    []dirEntry // sorted by name, as EC2 lists
+}
+
+// node is what a fixed path is: a table row's file, a directory of the
+// table, the public-keys listing or the user-data.
+type node struct {
+	kind nodeKind
+	i    int // metaData index of a row, table.dirs index of a directory
+}
+
+type nodeKind int
+
+const (
+	nodeRow nodeKind = iota
+	nodeDir
+	nodeKeys
+	nodeUserData
+)
+
+type table struct {
+	dirs  []dir
+	paths map[string]node // a path under a version, no slashes at either end
+}
+
+const keysPrefix = "meta-data/public-keys/"
+
+var shared = buildTable()
+
+func buildTable() *table {
+	t := &table{paths: map[string]node{}}
+	dirIndex := map[string]int{}
+	var addDir func(path string) int
+	addDir = func(path string) int {
+		if i, ok := dirIndex[path]; ok {
+			return i
+		}
+		// The parent first: a directory's children come after it in
+		// t.dirs (Tree.shape relies on it).
+		p := -1
+		parent, name := "", path
+		if path != "" {
+			if j := strings.LastIndexByte(path, '/'); j >= 0 {
+				parent, name = path[:j], path[j+1:]
+			}
+			p = addDir(parent)
+		}
+		i := len(t.dirs)
+		dirIndex[path] = i
+		t.dirs = append(t.dirs, dir{path: path, label: dirLabel(path)})
+		t.paths[path] = node{kind: nodeDir, i: i}
+		if p >= 0 {
+			t.dirs[p].children = append(t.dirs[p].children, dirEntry{name: name + "/", sub: i})
+		}
+		return i
 	}
+	addDir("")
+	for row, f := range metaData {
+		path := "meta-data/" + f.path
+		parent, name := path[:strings.LastIndexByte(path, '/')], path[strings.LastIndexByte(path, '/')+1:]
+		d := addDir(parent)
+		t.dirs[d].children = append(t.dirs[d].children, dirEntry{name: name, row: row, sub: -1})
+		t.paths[path] = node{kind: nodeRow, i: row}
+	}
+	md := addDir("meta-data")
+	t.dirs[md].children = append(t.dirs[md].children, dirEntry{name: "public-keys/", row: childKeys, sub: -1})
+	t.dirs[0].children = append(t.dirs[0].children, dirEntry{name: "user-data", row: childUserData, sub: -1})
+	t.paths["user-data"] = node{kind: nodeUserData}
+	t.paths["meta-data/public-keys"] = node{kind: nodeKeys}
+	for i := range t.dirs {
+		sort.Slice(t.dirs[i].children, func(a, b int) bool { return t.dirs[i].children[a].name < t.dirs[i].children[b].name })
+	}
+	return t
+}
+
+// shape is the listings of the table's directories for one combination
+// of present values. Machines with the same fields present (nearly all of
+// a fleet) share one.
+type shape struct {
+	listing []string // per table.dirs index; "" with no children (the version root is always there)
+}
+
+// Tree prepares machines' answers; it interns the listings every machine
+// with the same present fields shares. Its zero value is not ready: use
+// NewTree. Safe for concurrent use.
+type Tree struct {
+	mu     sync.Mutex
+	shapes map[uint64]*shape
+}
+
+// NewTree returns a Tree with no shapes yet.
+func NewTree() *Tree { return &Tree{shapes: map[uint64]*shape{}} }
+
+// present is a bit set of what a machine has: bit i for metaData row i,
+// then the keys, then user-data.
+func (p *Prepared) present() uint64 {
+	var m uint64
+	for row := range metaData {
+		if p.seg(row) != "" {
+			m |= 1 << row
+		}
+	}
+	if p.keys > 0 {
+		m |= 1 << len(metaData)
+	}
+	if p.seg(segUserData) != "" {
+		m |= 1 << (len(metaData) + 1)
+	}
+	return m
+}
+
+func (t *Tree) shape(mask uint64) *shape {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s, ok := t.shapes[mask]; ok {
+		return s
+	}
+	s := &shape{listing: make([]string, len(shared.dirs))}
+	has := func(e dirEntry) bool {
+		switch {
+		case e.sub >= 0:
+			return s.listing[e.sub] != ""
+		case e.row == childKeys:
+			return mask&(1<<len(metaData)) != 0
+		case e.row == childUserData:
+			return mask&(1<<(len(metaData)+1)) != 0
+		}
+		return mask&(1<<e.row) != 0
+	}
+	// Children come after their parents in table.dirs: walk backwards.
+	for i := len(shared.dirs) - 1; i >= 0; i-- {
+		var names []string
+		for _, e := range shared.dirs[i].children {
+			if has(e) {
+				names = append(names, e.name)
+			}
+		}
+		s.listing[i] = strings.Join(names, "\n")
+	}
+	t.shapes[mask] = s
+	return s
 }
 
 // Prepared is everything herd-metadata answers one machine, computed when
-// its record changes.
+// its record changes: its values in one buffer, sliced by offsets, and
+// the listings of its shape.
 type Prepared struct {
 	// ID is the hardware id, for logs.
 	ID string
 	// Addresses are the machine's addresses from its metadata document
 	// (see Addresses).
 	Addresses []netip.Addr
-	// tree maps a path under a version, without slashes at either end
-	// ("" is the version's root, "meta-data/hostname" a file), to its answer.
-	tree map[string]*Response
-	// root lists the versions.
-	root *Response
-	// metadata is the whole metadata document.
-	metadata *Response
+	// buf holds every value: segment i is buf[off[i]:off[i+1]].
+	buf   string
+	off   []uint32
+	keys  int
+	shape *shape
+	// doc is the whole metadata document (the record's own string).
+	doc string
 }
+
+func (p *Prepared) seg(i int) string { return p.buf[p.off[i]:p.off[i+1]] }
+
+var root = Response{Body: strings.Join(Versions, "\n"), ContentType: TextPlain, Label: LabelRoot, Dir: true}
 
 // Lookup returns the answer at path under a version ("meta-data/hostname";
 // "" for the version root). dirSlash says the request ended in "/", which
 // only a directory accepts.
-func (p *Prepared) Lookup(path string, dirSlash bool) (*Response, bool) {
-	r, ok := p.tree[path]
-	if !ok || (dirSlash && !r.Dir) {
-		return nil, false
+func (p *Prepared) Lookup(path string, dirSlash bool) (Response, bool) {
+	n, ok := shared.paths[path]
+	if !ok {
+		return p.key(path, dirSlash)
 	}
-	return r, true
+	switch n.kind {
+	case nodeKeys:
+		if p.keys == 0 {
+			return Response{}, false
+		}
+		return Response{Body: p.seg(segKeyList), ContentType: TextPlain, Label: LabelPublicKeys, Dir: true}, true
+	case nodeUserData:
+		if body := p.seg(segUserData); body != "" && !dirSlash {
+			return Response{Body: body, ContentType: TextPlain, Label: LabelUserData}, true
+		}
+		return Response{}, false
+	case nodeRow:
+		if body := p.seg(n.i); body != "" && !dirSlash {
+			return Response{Body: body, ContentType: TextPlain, Label: labels[n.i]}, true
+		}
+		return Response{}, false
+	}
+	body := p.shape.listing[n.i]
+	if body == "" && n.i != 0 { // the version root is always there
+		return Response{}, false
+	}
+	return Response{Body: body, ContentType: TextPlain, Label: shared.dirs[n.i].label, Dir: true}, true
+}
+
+// labels are the rows' metrics labels.
+var labels = func() []string {
+	out := make([]string, len(metaData))
+	for i, f := range metaData {
+		out[i] = "meta-data/" + f.path
+	}
+	return out
+}()
+
+// key answers public-keys/N (a listing: "openssh-key") and
+// public-keys/N/openssh-key. N is written as EC2 does: no sign, no
+// leading zeros.
+func (p *Prepared) key(path string, dirSlash bool) (Response, bool) {
+	rest, ok := strings.CutPrefix(path, keysPrefix)
+	if !ok {
+		return Response{}, false
+	}
+	num, file, isFile := strings.Cut(rest, "/")
+	if isFile && file != "openssh-key" {
+		return Response{}, false
+	}
+	n, ok := index(num)
+	if !ok || n >= p.keys {
+		return Response{}, false
+	}
+	if !isFile {
+		return Response{Body: "openssh-key", ContentType: TextPlain, Label: LabelPublicKeys, Dir: true}, true
+	}
+	if dirSlash {
+		return Response{}, false
+	}
+	return Response{Body: p.seg(segFirstKey + n), ContentType: TextPlain, Label: LabelPublicKeys}, true
+}
+
+// index reads a key's number: decimal digits, no leading zero.
+func index(s string) (int, bool) {
+	if s == "" || len(s) > 6 || (s[0] == '0' && len(s) > 1) {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+		n = n*10 + int(s[i]-'0')
+	}
+	return n, true
 }
 
 // Root is the listing of the versions.
-func (p *Prepared) Root() *Response { return p.root }
+func (p *Prepared) Root() Response { return root }
 
 // Metadata is the whole instance metadata document, JSON.
-func (p *Prepared) Metadata() *Response { return p.metadata }
+func (p *Prepared) Metadata() Response {
+	return Response{Body: p.doc, ContentType: AppJSON, Label: LabelMetadataJSON}
+}
 
 // Prepare computes every answer for hw. It is the inventory's derive hook:
-// it runs once per record change, never per request.
-func Prepare(hw *hardware.Hardware) *Prepared {
-	in := FromHardware(hw)
-	p := &Prepared{ID: hw.GetId(), Addresses: Addresses(hw), tree: map[string]*Response{}}
+// it runs once per record change, never per request. The Prepared keeps
+// hw's id and metadata strings (shared, not copied: the inventory holds
+// the record as long as it holds the Prepared).
+func (t *Tree) Prepare(hw *hardware.Hardware) *Prepared {
+	in, addrs := parse(hw)
+	p := &Prepared{ID: hw.GetId(), Addresses: addrs}
 
-	files := map[string]*Response{}
-	children := map[string]map[string]bool{} // dir -> child name -> is dir
-	listings := map[string]string{}          // dirs whose listing is not derived
-	addFile := func(path, body, label string) {
-		files[path] = newResponse(body, label, false, textPlain)
-		segs := strings.Split(path, "/")
-		for i := range segs {
-			dir := strings.Join(segs[:i], "/")
-			if children[dir] == nil {
-				children[dir] = map[string]bool{}
-			}
-			children[dir][segs[i]] = i < len(segs)-1
-		}
-	}
-
+	var segs []string
 	for _, f := range metaData {
-		vals := f.value(in)
-		if len(vals) == 0 {
-			continue
-		}
-		path, label := "meta-data/"+f.path, "meta-data/"+f.path
-		switch f.kind {
-		case leaf:
-			addFile(path, strings.Join(vals, "\n"), label)
-		case keyList:
-			var lines []string
-			used := map[string]bool{}
-			for i, key := range vals {
-				n := strconv.Itoa(i)
-				addFile(path+"/"+n+"/openssh-key", key, label)
-				name := keyName(key, i)
-				if used[name] { // clients key the keys by name
-					name = "key-" + n
-				}
-				used[name] = true
-				lines = append(lines, n+"="+name)
-			}
-			listings[path] = strings.Join(lines, "\n")
-		}
+		segs = append(segs, strings.Join(f.value(in), "\n"))
 	}
-	if in.UserData != "" {
-		addFile("user-data", in.UserData, LabelUserData)
+	var names []string
+	used := map[string]bool{}
+	for i, key := range in.SSHKeys {
+		name := keyName(key, i)
+		if used[name] { // clients key the keys by name
+			name = "key-" + strconv.Itoa(i)
+		}
+		used[name] = true
+		names = append(names, strconv.Itoa(i)+"="+name)
 	}
+	segs = append(segs, in.UserData, strings.Join(names, "\n"))
+	segs = append(segs, in.SSHKeys...)
+	p.keys = len(in.SSHKeys)
 
-	for path, r := range files {
-		p.tree[path] = r
+	size := 0
+	for _, s := range segs {
+		size += len(s)
 	}
-	for dir, kids := range children {
-		label := dirLabel(dir)
-		body, ok := listings[dir]
-		if !ok {
-			names := make([]string, 0, len(kids))
-			for name, isDir := range kids {
-				if isDir {
-					name += "/"
-				}
-				names = append(names, name)
-			}
-			sort.Strings(names)
-			body = strings.Join(names, "\n")
-		}
-		p.tree[dir] = newResponse(body, label, true, textPlain)
+	var b strings.Builder
+	b.Grow(size)
+	p.off = make([]uint32, 0, len(segs)+1)
+	p.off = append(p.off, 0)
+	for _, s := range segs {
+		b.WriteString(s)
+		p.off = append(p.off, uint32(b.Len()))
 	}
-	if _, ok := p.tree[""]; !ok { // a record with no values at all
-		p.tree[""] = newResponse("", LabelVersion, true, textPlain)
-	}
-	p.root = newResponse(strings.Join(Versions, "\n"), LabelRoot, true, textPlain)
+	p.buf = b.String()
+	p.shape = t.shape(p.present())
 
-	doc := strings.TrimSpace(hw.GetMetadata())
-	if doc == "" {
-		doc = "{}"
+	p.doc = strings.TrimSpace(hw.GetMetadata())
+	if p.doc == "" {
+		p.doc = "{}"
 	}
-	p.metadata = newResponse(doc, LabelMetadataJSON, false, appJSON)
 	return p
 }
 

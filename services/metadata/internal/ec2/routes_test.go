@@ -3,9 +3,9 @@ package ec2
 import (
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/herd-metal/herd/proto/hardware"
 )
@@ -39,7 +39,7 @@ func machine(id, ip, doc string) *hardware.Hardware {
 }
 
 func TestPrepareTree(t *testing.T) {
-	p := Prepare(machine("hw-1", "10.1.0.11", fullDoc))
+	p := NewTree().Prepare(machine("hw-1", "10.1.0.11", fullDoc))
 	tests := []struct {
 		path string
 		dir  bool
@@ -89,8 +89,8 @@ func TestPrepareTree(t *testing.T) {
 		if string(r.Body) != tt.want {
 			t.Errorf("Lookup(%q) = %q, want %q", tt.path, r.Body, tt.want)
 		}
-		if r.ContentLength[0] != strconv.Itoa(len(tt.want)) {
-			t.Errorf("Lookup(%q) Content-Length %v", tt.path, r.ContentLength)
+		if r.ContentType != TextPlain || r.Dir != tt.dir && tt.path != "meta-data" {
+			t.Errorf("Lookup(%q) Content-Type %q, Dir %v", tt.path, r.ContentType, r.Dir)
 		}
 		if !slices.Contains(Labels(), r.Label) {
 			t.Errorf("Lookup(%q) label %q is not in Labels()", tt.path, r.Label)
@@ -140,7 +140,7 @@ func TestPrepareFallbacks(t *testing.T) {
 		}},
 	}
 	for _, tt := range tests {
-		p := Prepare(machine("hw-1", "10.1.0.11", tt.doc))
+		p := NewTree().Prepare(machine("hw-1", "10.1.0.11", tt.doc))
 		for path, want := range tt.want {
 			r, ok := p.Lookup(path, false)
 			switch {
@@ -166,14 +166,82 @@ func TestAddresses(t *testing.T) {
 func TestLabelsBounded(t *testing.T) {
 	// A machine with many keys adds no labels.
 	doc := `{"instance": {"ssh_keys": [` + strings.Repeat(`"ssh-ed25519 AAAA x",`, 50) + `"ssh-ed25519 AAAA y"]}}`
-	p := Prepare(machine("hw-1", "10.1.0.11", doc))
+	p := NewTree().Prepare(machine("hw-1", "10.1.0.11", doc))
 	if r, _ := p.Lookup("meta-data/public-keys", true); !strings.HasPrefix(string(r.Body), "0=x\n1=key-1\n2=key-2\n") {
 		t.Errorf("duplicate key names: listing %q", r.Body)
 	}
 	labels := Labels()
-	for path, r := range p.tree {
-		if !slices.Contains(labels, r.Label) {
-			t.Errorf("%q: label %q not in Labels()", path, r.Label)
+	for path := range shared.paths {
+		for _, dir := range []bool{false, true} {
+			if r, ok := p.Lookup(path, dir); ok && !slices.Contains(labels, r.Label) {
+				t.Errorf("%q: label %q not in Labels()", path, r.Label)
+			}
 		}
+	}
+	if r, ok := p.Lookup("meta-data/public-keys/50/openssh-key", false); !ok || !slices.Contains(labels, r.Label) {
+		t.Errorf("key 50: %v %q", ok, r.Label)
+	}
+}
+
+func TestKeyPaths(t *testing.T) {
+	doc := `{"instance": {"ssh_keys": [` + strings.Repeat(`"ssh-ed25519 AAAA x",`, 11) + `"ssh-ed25519 AAAA y"]}}`
+	p := NewTree().Prepare(machine("hw-1", "10.1.0.11", doc))
+	for _, tt := range []struct {
+		path string
+		dir  bool
+		ok   bool
+	}{
+		{"meta-data/public-keys/0", false, true},
+		{"meta-data/public-keys/0", true, true},
+		{"meta-data/public-keys/11/openssh-key", false, true},
+		{"meta-data/public-keys/12/openssh-key", false, false},
+		{"meta-data/public-keys/01/openssh-key", false, false},
+		{"meta-data/public-keys/+1/openssh-key", false, false},
+		{"meta-data/public-keys/-0/openssh-key", false, false},
+		{"meta-data/public-keys/1/openssh-key", true, false},
+		{"meta-data/public-keys/1/other", false, false},
+		{"meta-data/public-keys/1/openssh-key/x", false, false},
+		{"meta-data/public-keys/", false, false},
+		{"meta-data/public-keysx/0", false, false},
+		{"meta-data/public-keys/99999999999999999999/openssh-key", false, false},
+	} {
+		if _, ok := p.Lookup(tt.path, tt.dir); ok != tt.ok {
+			t.Errorf("Lookup(%q, %v) ok = %v, want %v", tt.path, tt.dir, ok, tt.ok)
+		}
+	}
+	if r, _ := p.Lookup("meta-data/public-keys/11/openssh-key", false); r.Body != "ssh-ed25519 AAAA y" {
+		t.Errorf("key 11 = %q", r.Body)
+	}
+}
+
+// Machines with the same fields present share their listings; a machine
+// holds only its own values.
+func TestSharedShapes(t *testing.T) {
+	tree := NewTree()
+	a := tree.Prepare(machine("hw-1", "10.1.0.11", fullDoc))
+	b := tree.Prepare(machine("hw-2", "10.1.0.12", strings.ReplaceAll(fullDoc, "node-1", "node-2")))
+	c := tree.Prepare(machine("hw-3", "10.1.0.13", ""))
+	if a.shape != b.shape || a.shape == c.shape || len(tree.shapes) != 2 {
+		t.Errorf("shapes: a %p b %p c %p, %d interned", a.shape, b.shape, c.shape, len(tree.shapes))
+	}
+	if r, _ := b.Lookup("meta-data/hostname", false); r.Body != "node-2" {
+		t.Errorf("b's hostname %q", r.Body)
+	}
+	// The document is the record's own string, not a copy.
+	if unsafe.StringData(a.doc) != unsafe.StringData(fullDoc) {
+		t.Error("metadata document copied")
+	}
+}
+
+func TestLookupAllocs(t *testing.T) {
+	p := NewTree().Prepare(machine("hw-1", "10.1.0.11", fullDoc))
+	paths := []string{"meta-data/hostname", "meta-data", "", "meta-data/public-keys/1/openssh-key", "user-data", "meta-data/nope"}
+	if n := testing.AllocsPerRun(100, func() {
+		for _, path := range paths {
+			p.Lookup(path, false)
+		}
+		p.Metadata()
+	}); n > 0 {
+		t.Errorf("Lookup allocates %v times", n)
 	}
 }

@@ -2,18 +2,20 @@ package httpapi
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 
 	"github.com/herd-metal/herd/proto/hardware"
 	"github.com/herd-metal/herd/services/metadata/internal/ec2"
@@ -28,11 +30,15 @@ func machine(id, ip, hostname, userdata string) *hardware.Hardware {
 }
 
 // fixture: two machines, a handler trusting the proxy 10.9.0.0/24.
-func fixture(t *testing.T) (*Handler, *prometheus.Registry) {
+func fixture(t testing.TB) (*Handler, *prometheus.Registry) {
 	t.Helper()
+	tree := ec2.NewTree()
+	m1 := tree.Prepare(machine("m1", "10.1.0.11", "node-1", "#cloud-config\\nhostname: node-1"))
 	byIP := map[netip.Addr]*ec2.Prepared{
-		netip.MustParseAddr("10.1.0.11"): ec2.Prepare(machine("m1", "10.1.0.11", "node-1", "#cloud-config\\nhostname: node-1")),
-		netip.MustParseAddr("10.1.0.12"): ec2.Prepare(machine("m2", "10.1.0.12", "node-2", "")),
+		netip.MustParseAddr("10.1.0.11"): m1,
+		netip.MustParseAddr("10.1.0.12"): tree.Prepare(machine("m2", "10.1.0.12", "node-2", "")),
+		// The wire tests connect from 127.0.0.2 as m1.
+		netip.MustParseAddr("127.0.0.2"): m1,
 	}
 	reg := prometheus.NewRegistry()
 	h := New(Config{
@@ -103,86 +109,165 @@ func TestServe(t *testing.T) {
 			if method == "" {
 				method = "GET"
 			}
-			r := httptest.NewRequest(method, tt.path, nil)
-			r.RemoteAddr = tt.from
-			if tt.xff != nil {
-				r.Header["X-Forwarded-For"] = tt.xff
+			res := do(t, h, method, tt.from, tt.path, tt.xff...)
+			if res.code != tt.code {
+				t.Fatalf("%s %s from %s: status %d, want %d (body %q)", method, tt.path, tt.from, res.code, tt.code, res.body)
 			}
-			w := httptest.NewRecorder()
-			h.ServeHTTP(w, r)
-			if w.Code != tt.code {
-				t.Fatalf("%s %s from %s: status %d, want %d (body %q)", method, tt.path, tt.from, w.Code, tt.code, w.Body)
+			if tt.body != "" && !strings.Contains(res.body, tt.body) {
+				t.Fatalf("body %q, want %q", res.body, tt.body)
 			}
-			if tt.body != "" && !strings.Contains(w.Body.String(), tt.body) {
-				t.Fatalf("body %q, want %q", w.Body, tt.body)
+			if tt.code == 200 && strings.HasPrefix(tt.body, "node") && res.body != tt.body {
+				t.Fatalf("body %q, want exactly %q", res.body, tt.body)
 			}
-			if tt.code == 200 && strings.HasPrefix(tt.body, "node") && w.Body.String() != tt.body {
-				t.Fatalf("body %q, want exactly %q", w.Body, tt.body)
+			if method == "HEAD" && (res.body != "" || res.header.Get("Content-Length") != "6") {
+				t.Fatalf("HEAD: body %q, Content-Length %q", res.body, res.header.Get("Content-Length"))
 			}
-			if method == "HEAD" && (w.Body.Len() != 0 || w.Header().Get("Content-Length") != "6") {
-				t.Fatalf("HEAD: body %q, Content-Length %q", w.Body, w.Header().Get("Content-Length"))
+			if tt.code == 405 && tt.path != "/metrics" && res.header.Get("Allow") != "GET, HEAD" {
+				t.Fatalf("405 without Allow: %v", res.header)
 			}
-			if tt.code == 405 && tt.path != "/metrics" && w.Header().Get("Allow") != "GET, HEAD" {
-				t.Fatalf("405 without Allow: %v", w.Header())
+			if tt.code == 200 && tt.path != "/healthz" && tt.path != "/version" && res.header.Get("X-Content-Type-Options") != "nosniff" {
+				t.Fatalf("no nosniff: %v", res.header)
 			}
 		})
 	}
 }
 
+type result struct {
+	code   int
+	header http.Header
+	body   string
+}
+
+// do runs one request through h, as the server would, and reads the
+// answer as it goes on the wire.
+func do(t testing.TB, h *Handler, method, from, target string, xff ...string) result {
+	t.Helper()
+	var req fasthttp.Request
+	req.Header.SetMethod(method)
+	req.SetRequestURI(target)
+	req.Header.SetHost("x")
+	for _, v := range xff {
+		req.Header.Add("X-Forwarded-For", v)
+	}
+	peer, err := net.ResolveTCPAddr("tcp", from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ctx fasthttp.RequestCtx
+	ctx.Init(&req, peer, nil)
+	h.Serve(&ctx)
+	ctx.Response.SkipBody = ctx.IsHead()
+	var wire bytes.Buffer
+	bw := bufio.NewWriter(&wire)
+	if err := ctx.Response.Write(bw); err != nil || bw.Flush() != nil {
+		t.Fatal(err)
+	}
+	hreq, _ := http.NewRequest(method, "http://x"+target, nil)
+	res, err := http.ReadResponse(bufio.NewReader(&wire), hreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	return result{res.StatusCode, res.Header, string(body)}
+}
+
 func TestMetrics(t *testing.T) {
 	h, _ := fixture(t)
 	for _, p := range []string{"/latest/meta-data/hostname", "/latest/meta-data/hostname", "/nope"} {
-		r := httptest.NewRequest("GET", p, nil)
-		r.RemoteAddr = "10.1.0.11:1"
-		h.ServeHTTP(httptest.NewRecorder(), r)
+		do(t, h, "GET", "10.1.0.11:1", p)
 	}
-	r := httptest.NewRequest("GET", "/metrics", nil)
-	w := httptest.NewRecorder()
-	h.ServeHTTP(w, r)
+	do(t, h, "GET", "10.1.0.99:1", "/healthz")
+	res := do(t, h, "GET", "10.1.0.99:1", "/metrics")
 	for _, want := range []string{
 		`herd_metadata_requests_total{code="200",route="meta-data/hostname"} 2`,
 		`herd_metadata_requests_total{code="404",route="unmatched"} 1`,
 		`herd_metadata_request_duration_seconds_count{route="meta-data/hostname"} 2`,
+		`herd_metadata_requests_total{code="200",route="ops"} 1`,
 	} {
-		if !strings.Contains(w.Body.String(), want) {
+		if !strings.Contains(res.body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
 }
 
-type discardWriter struct{ h http.Header }
-
-func (d *discardWriter) Header() http.Header         { return d.h }
-func (d *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
-func (d *discardWriter) WriteHeader(int)             {}
+func TestRequestPath(t *testing.T) {
+	tests := []struct {
+		target, want string
+		ok           bool
+	}{
+		{"/latest/meta-data/hostname", "/latest/meta-data/hostname", true},
+		{"/latest/meta-data/hostname?x=1", "/latest/meta-data/hostname", true},
+		{"/latest/meta-data/hostname#frag", "/latest/meta-data/hostname", true},
+		{"/latest/meta-data//hostname", "/latest/meta-data//hostname", true},
+		{"/latest/../latest/user-data", "/latest/../latest/user-data", true},
+		{"/latest/meta%2Ddata/hostname", "/latest/meta-data/hostname", true},
+		{"/latest/%zz", "", false},
+		{"http://evil/latest/meta-data/hostname", "/latest/meta-data/hostname", true},
+		{"http://evil", "/", true},
+		{"http://evil?x", "/", true},
+		{"*", "", false},
+		{"evil:80", "", false},
+		{"", "", false},
+		{"?", "", false},
+	}
+	for _, tt := range tests {
+		got, ok := requestPath([]byte(tt.target))
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("requestPath(%q) = %q, %v; want %q, %v", tt.target, got, ok, tt.want, tt.ok)
+		}
+	}
+}
 
 // The hot path allocates nothing of its own: the answer is prepared.
 func TestServeAllocs(t *testing.T) {
 	h, _ := fixture(t)
-	r := httptest.NewRequest("GET", "/2009-04-04/meta-data/hostname", nil)
-	r.RemoteAddr = "10.1.0.11:40000"
-	w := &discardWriter{h: http.Header{}}
-	if n := testing.AllocsPerRun(200, func() { h.ServeHTTP(w, r) }); n > 0 {
-		t.Errorf("ServeHTTP allocates %v times per request", n)
+	for _, target := range []string{"/2009-04-04/meta-data/hostname", "/metadata", "/latest/meta-data/", "/nope"} {
+		var req fasthttp.Request
+		req.SetRequestURI(target)
+		var ctx fasthttp.RequestCtx
+		ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(10, 1, 0, 11), Port: 40000}, nil)
+		h.Serve(&ctx) // warm the response buffers, as a kept-alive connection has them
+		if n := testing.AllocsPerRun(200, func() { h.Serve(&ctx) }); n > 0 {
+			t.Errorf("%s: Serve allocates %v times per request", target, n)
+		}
 	}
 }
 
 func BenchmarkServe(b *testing.B) {
-	byIP := map[netip.Addr]*ec2.Prepared{netip.MustParseAddr("10.1.0.11"): ec2.Prepare(machine("m1", "10.1.0.11", "node-1", ""))}
+	byIP := map[netip.Addr]*ec2.Prepared{netip.MustParseAddr("10.1.0.11"): ec2.NewTree().Prepare(machine("m1", "10.1.0.11", "node-1", ""))}
 	h := New(Config{Lookup: func(a netip.Addr) (*ec2.Prepared, bool) { p, ok := byIP[a]; return p, ok }, Registry: prometheus.NewRegistry(), Log: slog.New(slog.DiscardHandler)})
-	r := httptest.NewRequest("GET", "/2009-04-04/meta-data/hostname", nil)
-	r.RemoteAddr = "10.1.0.11:40000"
-	w := &discardWriter{h: http.Header{}}
+	var req fasthttp.Request
+	req.SetRequestURI("/2009-04-04/meta-data/hostname")
+	var ctx fasthttp.RequestCtx
+	ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(10, 1, 0, 11), Port: 40000}, nil)
 	b.ReportAllocs()
 	for b.Loop() {
-		h.ServeHTTP(w, r)
+		h.Serve(&ctx)
 	}
 }
 
-// Bad input on the wire: the server answers it (or closes) and keeps
-// serving the next client.
-func TestServerBadInput(t *testing.T) {
-	h, _ := fixture(t)
+// Any request target: no panic, and never another machine's data.
+func FuzzServe(f *testing.F) {
+	for _, s := range []string{"/latest/meta-data/hostname", "/metadata", "/latest/meta-data/public-keys/0/openssh-key", "/2009-04-04/", "http://x/latest/user-data", "/%2e%2e/", "*"} {
+		f.Add(s)
+	}
+	h, _ := fixture(f)
+	f.Fuzz(func(t *testing.T, target string) {
+		var req fasthttp.Request
+		req.Header.SetRequestURI(target)
+		var ctx fasthttp.RequestCtx
+		ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(10, 1, 0, 12), Port: 40000}, nil)
+		h.Serve(&ctx)
+		if body := string(ctx.Response.Body()); strings.Contains(body, "node-1") || strings.Contains(body, "m1") {
+			t.Fatalf("%q: machine 2 got machine 1's data: %q", target, body)
+		}
+	})
+}
+
+// startServer serves h on a fresh loopback port until the test ends.
+func startServer(t *testing.T, h *Handler) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -196,7 +281,26 @@ func TestServerBadInput(t *testing.T) {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	addr := ln.Addr().String()
+	return ln.Addr().String()
+}
+
+// dialFrom connects to addr from a loopback source address.
+func dialFrom(t *testing.T, from, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	return c
+}
+
+// Bad input on the wire: the server answers it (or closes) and keeps
+// serving the next client.
+func TestServerBadInput(t *testing.T) {
+	h, _ := fixture(t)
+	addr := startServer(t, h)
 	tests := []struct {
 		name string
 		raw  string
@@ -210,15 +314,13 @@ func TestServerBadInput(t *testing.T) {
 		{"huge XFF from untrusted peer", "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: " + strings.Repeat("1.2.3.4, ", 1000) + "\r\n\r\n", 200},
 		{"unknown client over the wire", "GET /latest/meta-data/hostname HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.1.0.11\r\n\r\n", 404},
 		{"absolute-form target", "GET http://evil/latest/meta-data/hostname HTTP/1.1\r\nHost: x\r\n\r\n", 404},
+		{"body too large", "POST /latest/meta-data/hostname HTTP/1.1\r\nHost: x\r\nContent-Length: " + strconv.Itoa(2*MaxBodyBytes) + "\r\n\r\n" + strings.Repeat("a", 2*MaxBodyBytes), 413},
+		{"POST with a small body", "POST /latest/meta-data/hostname HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", 405},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c := dialFrom(t, "127.0.0.1", addr)
 			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 			_, _ = io.WriteString(c, tt.raw)
 			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 			if err != nil {
@@ -241,5 +343,100 @@ func TestServerBadInput(t *testing.T) {
 		if resp.StatusCode != 200 {
 			t.Fatalf("after %s: healthz %d", tt.name, resp.StatusCode)
 		}
+	}
+}
+
+// A machine's requests on one kept-alive connection, pipelined, HEAD
+// included; and a trusted proxy's X-Forwarded-For over the wire.
+func TestServerWire(t *testing.T) {
+	h, _ := fixture(t)
+	addr := startServer(t, h)
+	c := dialFrom(t, "127.0.0.2", addr)
+	defer c.Close()
+	_, _ = io.WriteString(c, "GET /latest/meta-data/hostname HTTP/1.1\r\nHost: x\r\n\r\n"+
+		"HEAD /latest/meta-data/hostname HTTP/1.1\r\nHost: x\r\n\r\n"+
+		"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(c)
+	for i, want := range []struct{ method, body, length string }{{"GET", "node-1", "6"}, {"HEAD", "", "6"}, {"GET", "m1", "2"}} {
+		req, _ := http.NewRequest(want.method, "http://x/", nil)
+		res, err := http.ReadResponse(br, req)
+		if err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || string(body) != want.body || res.Header.Get("Content-Length") != want.length ||
+			res.Header.Get("Content-Type") != "text/plain; charset=utf-8" {
+			t.Fatalf("answer %d: %d %q %v", i, res.StatusCode, body, res.Header)
+		}
+	}
+
+	trusting := New(Config{
+		Lookup:   h.lookup,
+		Trusted:  []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+		Registry: prometheus.NewRegistry(),
+		Log:      slog.New(slog.DiscardHandler),
+	})
+	addr = startServer(t, trusting)
+	for _, tt := range []struct{ xff, code, body string }{
+		{"X-Forwarded-For: 10.1.0.12\r\n", "200", "node-2"},
+		{"X-Forwarded-For: 10.1.0.11\r\nX-Forwarded-For: 10.1.0.12\r\n", "200", "node-2"},
+		{"X-Forwarded-For: 10.1.0.12, 10.1.0.11\r\n", "200", "node-1"},
+		{"", "404", ""},
+	} {
+		c := dialFrom(t, "127.0.0.1", addr)
+		_, _ = io.WriteString(c, "GET /latest/meta-data/hostname HTTP/1.1\r\nHost: x\r\n"+tt.xff+"\r\n")
+		res, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		c.Close()
+		if strconv.Itoa(res.StatusCode) != tt.code || (tt.body != "" && string(body) != tt.body) {
+			t.Errorf("XFF %q: %d %q, want %s %q", tt.xff, res.StatusCode, body, tt.code, tt.body)
+		}
+	}
+}
+
+// Serve ends when its context does: an idle kept-alive connection is
+// closed, the listener stops accepting, Serve returns nil.
+func TestServeShutdown(t *testing.T) {
+	h, _ := fixture(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, NewServer(h, slog.New(slog.DiscardHandler)), ln) }()
+	c := dialFrom(t, "127.0.0.2", ln.Addr().String())
+	defer c.Close()
+	_, _ = io.WriteString(c, "GET /metadata HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(c)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("%v %v", res, err)
+	}
+	io.Copy(io.Discard, res.Body)
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(ShutdownTimeout + 2*time.Second):
+		t.Fatal("Serve did not return after its context ended")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("shutdown took %v with only an idle connection", d)
+	}
+	if _, err := br.ReadByte(); err == nil {
+		t.Error("idle connection still open after shutdown")
+	}
+	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		c.Close()
+		t.Error("still accepting after shutdown")
 	}
 }

@@ -23,7 +23,8 @@ type Inventory interface {
 // Index answers "whose is this IP". Give Derive to inventory.New and the
 // inventory to SetInventory before serving.
 type Index struct {
-	inv Inventory
+	inv  Inventory
+	tree *ec2.Tree
 
 	mu sync.RWMutex
 	// extra maps a metadata-document address to the id of the record that
@@ -33,16 +34,16 @@ type Index struct {
 }
 
 // New returns an empty index.
-func New() *Index { return &Index{extra: map[netip.Addr]string{}} }
+func New() *Index { return &Index{extra: map[netip.Addr]string{}, tree: ec2.NewTree()} }
 
 // SetInventory sets the inventory the index reads (it is built with
 // Derive, so it comes second).
 func (x *Index) SetInventory(inv Inventory) { x.inv = inv }
 
 // Derive is the inventory's derive hook: it prepares every answer of the
-// record (see ec2.Prepare) and notes its metadata addresses.
+// record (see ec2.Tree.Prepare) and notes its metadata addresses.
 func (x *Index) Derive(hw *hardware.Hardware) any {
-	p := ec2.Prepare(hw)
+	p := x.tree.Prepare(hw)
 	if len(p.Addresses) > 0 {
 		x.mu.Lock()
 		for _, a := range p.Addresses {
