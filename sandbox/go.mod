@@ -15,9 +15,11 @@ require (
 	github.com/pierrec/lz4/v4 v4.1.14 // indirect
 	github.com/u-root/uio v0.0.0-20230220225925-ffce2a382923 // indirect
 	github.com/vishvananda/netns v0.0.5 // indirect
-	golang.org/x/net v0.55.0 // indirect
+	golang.org/x/net v0.61.0 // indirect
 	golang.org/x/sync v0.3.0 // indirect
 )
+
+require github.com/herd-metal/herd/pkg v0.0.0
 
 replace (
 	github.com/herd-metal/herd/pkg => ../pkg

@@ -74,38 +74,10 @@ mbr=/usr/lib/syslinux/mbr/mbr.bin
 work=$(mktemp -d "${TMPDIR:-/tmp}/herd-osimage.XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
 
-# 1. The kernel: Debian's linux-image package, extracted, never installed;
-# the same cache and the same steps as worker/osie/build.sh.
-if [ -z "${KERNEL_DEB:-}" ]; then
-	if ! apt-cache policy linux-image-amd64 2>/dev/null | grep -q 'Candidate: [0-9]' && [ "$(id -u)" = 0 ]; then
-		say "no package lists: apt-get update"
-		apt-get update -qq >&2 || true
-	fi
-	pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/ { print $2; exit }')
-	if [ -n "$pkg" ]; then
-		ver=$(apt-cache policy "$pkg" | awk '/Candidate:/ { print $2; exit }')
-		KERNEL_DEB=$(find "$CACHE" -maxdepth 1 -name "${pkg}_$(echo "$ver" | sed 's/:/%3a/')_amd64.deb" | head -n 1)
-		if [ -z "$KERNEL_DEB" ]; then
-			say "downloading $pkg $ver (apt-get download)"
-			(cd "$CACHE" && apt-get download "$pkg=$ver" 2>&1 | grep -v '^W: Download is performed unsandboxed' >&2) || true
-			KERNEL_DEB=$(find "$CACHE" -maxdepth 1 -name "${pkg}_*_amd64.deb" | sort | tail -n 1)
-		fi
-	else # no apt lists: use what the cache has
-		KERNEL_DEB=$(find "$CACHE" -maxdepth 1 -name 'linux-image-*-amd64_*_amd64.deb' | sort | tail -n 1)
-	fi
-fi
-[ -f "${KERNEL_DEB:-}" ] || die "no kernel package (apt-get update, or set KERNEL_DEB)"
-kdir=$CACHE/$(basename "$KERNEL_DEB" .deb)
-if [ ! -f "$kdir/.done" ]; then
-	say "extracting $(basename "$KERNEL_DEB")"
-	rm -rf "$kdir"
-	mkdir -p "$kdir"
-	dpkg-deb -x "$KERNEL_DEB" "$kdir"
-	depmod -b "$kdir" "$(ls "$kdir/lib/modules")"
-	touch "$kdir/.done"
-fi
+# 1. The kernel: Debian's linux-image package, extracted, never installed
+# (scripts/debian-kernel.sh; the OSIE and the OS image share its cache).
+kdir=$("$root/scripts/debian-kernel.sh" "$CACHE") || die "no kernel"
 kver=$(ls "$kdir/lib/modules")
-[ -n "$kver" ] || die "no modules in $KERNEL_DEB"
 
 # 2. The initramfs: firstboot as /init, the modules of modules.txt with
 # their dependencies, and their load order in /etc/herd/modules.list.
@@ -118,7 +90,7 @@ say "building firstboot"
 	echo "# kernel modules in load order (dependencies first), written by build.sh"
 	grep -v '^#' "$here/modules.txt" | awk 'NF { print $1 }' | while read -r m; do
 		modprobe -d "$kdir" -S "$kver" --show-depends "$m" 2>/dev/null >"$work/dep" ||
-			die "module $m is not in $(basename "$KERNEL_DEB")"
+			die "module $m is not in $(basename "$kdir")"
 		awk '$1 == "insmod" { print $2 }' "$work/dep"
 	done | awk '!seen[$0]++' | sed "s|^$kdir/*|/|; s|^/\./|/|"
 } >"$stage/etc/herd/modules.list"

@@ -40,39 +40,10 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/herd-osie.XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
 stage=$work/root
 
-# 1. The kernel: Debian's linux-image package, extracted, never installed.
-if [ -z "${KERNEL_DEB:-}" ]; then
-	# A fresh machine may have no package lists yet.
-	if ! apt-cache policy linux-image-amd64 2>/dev/null | grep -q 'Candidate: [0-9]' && [ "$(id -u)" = 0 ]; then
-		say "no package lists: apt-get update"
-		apt-get update -qq >&2 || true
-	fi
-	pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/ { print $2; exit }')
-	if [ -n "$pkg" ]; then
-		ver=$(apt-cache policy "$pkg" | awk '/Candidate:/ { print $2; exit }')
-		KERNEL_DEB=$(find "$CACHE" -maxdepth 1 -name "${pkg}_$(echo "$ver" | sed 's/:/%3a/')_amd64.deb" | head -n 1)
-		if [ -z "$KERNEL_DEB" ]; then
-			say "downloading $pkg $ver (apt-get download)"
-			(cd "$CACHE" && apt-get download "$pkg=$ver" 2>&1 | grep -v '^W: Download is performed unsandboxed' >&2) || true
-			KERNEL_DEB=$(find "$CACHE" -maxdepth 1 -name "${pkg}_*_amd64.deb" | sort | tail -n 1)
-		fi
-	else # no apt lists: use what the cache has
-		KERNEL_DEB=$(find "$CACHE" -maxdepth 1 -name 'linux-image-*-amd64_*_amd64.deb' | sort | tail -n 1)
-	fi
-fi
-[ -f "${KERNEL_DEB:-}" ] || die "no kernel package (apt-get update, or set KERNEL_DEB)"
-kdir=$CACHE/$(basename "$KERNEL_DEB" .deb)
-if [ ! -f "$kdir/.done" ]; then
-	say "extracting $(basename "$KERNEL_DEB")"
-	rm -rf "$kdir"
-	mkdir -p "$kdir"
-	dpkg-deb -x "$KERNEL_DEB" "$kdir"
-	kver=$(ls "$kdir/lib/modules")
-	depmod -b "$kdir" "$kver"
-	touch "$kdir/.done"
-fi
+# 1. The kernel: Debian's linux-image package, extracted, never installed
+# (scripts/debian-kernel.sh; the OSIE and the OS image share its cache).
+kdir=$("$root/scripts/debian-kernel.sh" "$CACHE") || die "no kernel"
 kver=$(ls "$kdir/lib/modules")
-[ -n "$kver" ] || die "no modules in $KERNEL_DEB"
 
 # 2. The tree.
 mkdir -p "$stage"
@@ -125,7 +96,7 @@ awk "{ print \$1 }" "$stage/etc/herd/modules" >"$work/modnames"
 : >"$work/kos"
 while read -r m; do
 	modprobe -d "$kdir" -S "$kver" --show-depends "$m" >"$work/dep" 2>/dev/null ||
-		die "module $m is not in $(basename "$KERNEL_DEB")"
+		die "module $m is not in $(basename "$kdir")"
 	awk '$1 == "insmod" { print $2 }' "$work/dep" >>"$work/kos"
 done <"$work/modnames"
 sort -u "$work/kos" | while read -r ko; do

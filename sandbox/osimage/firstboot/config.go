@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/url"
 	"strings"
+
+	"github.com/herd-metal/herd/pkg/kcmdline"
 )
 
 // Config is what the first-boot program reads from the kernel command
@@ -35,7 +37,7 @@ const (
 func ParseCmdline(line string) (Config, error) {
 	c := Config{Root: DefaultRoot, HostnameFile: DefaultHostnameFile, After: "poweroff"}
 	var alias string
-	for _, field := range splitCmdline(line) {
+	for _, field := range kcmdline.Split(line) {
 		key, value, _ := strings.Cut(field, "=")
 		value = strings.Trim(value, `"`)
 		switch key {
@@ -67,31 +69,6 @@ func ParseCmdline(line string) (Config, error) {
 		return c, fmt.Errorf("herd.after=%q: want poweroff or reboot", c.After)
 	}
 	return c, nil
-}
-
-// splitCmdline splits on spaces outside double quotes.
-func splitCmdline(line string) []string {
-	var fields []string
-	var cur strings.Builder
-	quoted := false
-	for _, r := range strings.TrimSpace(line) {
-		switch {
-		case r == '"':
-			quoted = !quoted
-			cur.WriteRune(r)
-		case (r == ' ' || r == '\t' || r == '\n') && !quoted:
-			if cur.Len() > 0 {
-				fields = append(fields, cur.String())
-				cur.Reset()
-			}
-		default:
-			cur.WriteRune(r)
-		}
-	}
-	if cur.Len() > 0 {
-		fields = append(fields, cur.String())
-	}
-	return fields
 }
 
 // HostnameURL is where the host name is asked for: the configured base

@@ -5,6 +5,8 @@ import (
 	"net"
 	"slices"
 	"strings"
+
+	"github.com/herd-metal/herd/pkg/kcmdline"
 )
 
 // Config is what the init reads from the kernel command line that boots
@@ -58,7 +60,7 @@ func ParseCmdline(line string) (Config, error) {
 	c := Config{Worker: DefaultWorker, Console: DefaultConsole, After: DefaultAfter}
 	values := map[string]string{}
 	flags := map[string]bool{}
-	for _, field := range splitCmdline(line) {
+	for _, field := range kcmdline.Split(line) {
 		key, value, hasValue := strings.Cut(field, "=")
 		value = strings.Trim(value, `"`)
 		if alias, ok := aliases[key]; ok {
@@ -155,31 +157,6 @@ func parseBootif(v string) (net.HardwareAddr, error) {
 		return nil, fmt.Errorf("not an Ethernet MAC")
 	}
 	return mac, nil
-}
-
-// splitCmdline splits on spaces outside double quotes, as the kernel does.
-func splitCmdline(line string) []string {
-	var fields []string
-	var cur strings.Builder
-	inQuote := false
-	for _, r := range line {
-		switch {
-		case r == '"':
-			inQuote = !inQuote
-			cur.WriteRune(r)
-		case (r == ' ' || r == '\t' || r == '\n') && !inQuote:
-			if cur.Len() > 0 {
-				fields = append(fields, cur.String())
-				cur.Reset()
-			}
-		default:
-			cur.WriteRune(r)
-		}
-	}
-	if cur.Len() > 0 {
-		fields = append(fields, cur.String())
-	}
-	return fields
 }
 
 // SyslogAddr is the UDP address to send log lines to, or "" for none.
