@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/herd-metal/herd/pkg/version.Version=$(VERSION)
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build test deps vet check-proto proto bench-server bench-metadata action-images osie osimage clean
+.PHONY: all build test deps vet check-proto proto bench-server bench-metadata action-images osie osimage fuzz clean
 
 all: build
 
@@ -37,6 +37,23 @@ proto:
 
 test: deps check-proto vet
 	go test $(GO_TEST_FLAGS) $(addsuffix /...,$(addprefix ./,$(MODULES)))
+	$(MAKE) fuzz
+
+# A short run of every fuzzer on what comes from outside (packets, requests,
+# files); FUZZTIME=10m for a long one. Seeds live in the tests.
+FUZZTIME ?= 5s
+FUZZERS := \
+	services/boots/internal/dhcp:FuzzHandle \
+	services/boots/internal/httpd:FuzzMachineRoute \
+	services/boots/internal/syslog:FuzzParse \
+	services/metadata/internal/clientip:FuzzClient \
+	services/metadata/internal/httpapi:FuzzServe \
+	pkg/spec:FuzzParseHardware \
+	pkg/spec:FuzzValidateTemplate
+fuzz:
+	@for f in $(FUZZERS); do \
+		go test -run '^$$' -fuzz "^$${f#*:}$$" -fuzztime $(FUZZTIME) ./$${f%%:*} || exit 1; \
+	done
 
 bench-server: deps build
 	go test -tags bench -count=1 -timeout 30m -run TestBenchServer -v ./services/server/bench -args -out $(CURDIR)/docs/benchmarks.md

@@ -1,0 +1,281 @@
+// Command herd-boots network-boots machines: DHCP (reservation or proxy
+// mode), TFTP for the iPXE binaries, HTTP iPXE scripts and a syslog
+// receiver, all answered from an in-memory inventory that herd-server's
+// hardware Watch keeps current.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/herd-metal/herd/pkg/config"
+	"github.com/herd-metal/herd/pkg/connect"
+	"github.com/herd-metal/herd/pkg/inventory"
+	"github.com/herd-metal/herd/pkg/logging"
+	"github.com/herd-metal/herd/pkg/observe"
+	"github.com/herd-metal/herd/pkg/version"
+	"github.com/herd-metal/herd/proto/hardware"
+	"github.com/herd-metal/herd/proto/workflow"
+	"github.com/herd-metal/herd/services/boots/internal/bootevents"
+	"github.com/herd-metal/herd/services/boots/internal/dhcp"
+	"github.com/herd-metal/herd/services/boots/internal/httpd"
+	"github.com/herd-metal/herd/services/boots/internal/script"
+	"github.com/herd-metal/herd/services/boots/internal/syslog"
+	"github.com/herd-metal/herd/services/boots/internal/tftp"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.LookupEnv, os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "herd-boots:", err)
+		os.Exit(1)
+	}
+}
+
+type settings struct {
+	server, certURL, caFile, token, tokenFile string
+	publicIP                                  string
+	httpAddr, publicURL                       string
+	dhcpMode, dhcpIface, dhcpAddr, pxeAddr    string
+	tftpAddr, syslogAddr                      string
+	ipxeDir, osieDir                          string
+	osieURL, osieKernel, osieInitrd           string
+	ipxeParams, userClass                     string
+	grpcAuthority, workerCertURL, metadataURL string
+	registry, syslogHost, console, domain     string
+	leaseTime                                 time.Duration
+	requireIP                                 bool
+	logLevel, logFormat                       string
+	showVersion                               bool
+}
+
+func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) (settings, error) {
+	var s settings
+	fs := flag.NewFlagSet("herd-boots", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: herd-boots [flags]\n\n"+
+			"Answers machines' network boot: DHCP, TFTP (iPXE binaries), HTTP iPXE scripts, syslog.\n"+
+			"Addresses set to \"off\" disable that service.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&s.server, "server", "", "herd-server's gRPC address, host:port (also read from HERD_GRPC_AUTHORITY)")
+	fs.StringVar(&s.certURL, "cert-url", "", "URL of herd-server's CA certificate, e.g. http://10.1.0.1:42114/cert")
+	fs.StringVar(&s.caFile, "ca-file", "", "PEM file of the CA to trust for herd-server (wins over --cert-url)")
+	fs.StringVar(&s.token, "token", "", "herd-server admin token, needed to watch the hardware (prefer the environment or --token-file)")
+	fs.StringVar(&s.tokenFile, "token-file", "", "file holding the admin token")
+	fs.StringVar(&s.publicIP, "public-ip", "", "boots' IPv4 address as machines reach it: DHCP server identifier, TFTP next-server, script URLs (required)")
+	fs.StringVar(&s.httpAddr, "http-addr", ":80", "HTTP listen address: iPXE scripts, /events, /ipxe/, /osie/, /metrics, /healthz, /version")
+	fs.StringVar(&s.publicURL, "http-public-url", "", "boots' HTTP root as machines reach it (default http://PUBLIC-IP[:port of --http-addr])")
+	fs.StringVar(&s.dhcpMode, "dhcp-mode", "reservation", "reservation (answer known MACs with their address and boot options) or proxy (proxyDHCP: boot options only)")
+	fs.StringVar(&s.dhcpIface, "dhcp-interface", "", "network interface DHCP serves on, and only on (required unless --dhcp-addr off)")
+	fs.StringVar(&s.dhcpAddr, "dhcp-addr", "0.0.0.0:67", "DHCP listen address (keep 0.0.0.0 to receive broadcasts; the interface limits the scope), or off")
+	fs.StringVar(&s.pxeAddr, "pxe-addr", "0.0.0.0:4011", "proxyDHCP boot server listen address (proxy mode only; on --dhcp-interface), or off")
+	fs.StringVar(&s.tftpAddr, "tftp-addr", "", "TFTP listen address (default PUBLIC-IP:69), or off")
+	fs.StringVar(&s.syslogAddr, "syslog-addr", "", "syslog (UDP) listen address (default PUBLIC-IP:514), or off")
+	fs.StringVar(&s.ipxeDir, "ipxe-dir", "/usr/lib/ipxe", "directory of iPXE binaries (undionly.kpxe, ipxe.efi, snponly.efi) served over TFTP and /ipxe/")
+	fs.StringVar(&s.osieDir, "osie-dir", "", "directory served as /osie/ (kernel and initramfs), optional")
+	fs.StringVar(&s.osieURL, "osie-url", "", "default OSIE base URL (default HTTP-PUBLIC-URL/osie); a hardware's netboot.osie.base_url wins")
+	fs.StringVar(&s.osieKernel, "osie-kernel", "vmlinuz-{arch}", "default OSIE kernel file name; {arch} is the hardware's dhcp.arch (x86_64 when unset)")
+	fs.StringVar(&s.osieInitrd, "osie-initrd", "initramfs-{arch}", "default OSIE initrd file name; {arch} as for --osie-kernel")
+	fs.StringVar(&s.ipxeParams, "ipxe-params", "auto", "use iPXE's params/param commands: on, off (for iPXE built without PARAM_CMD) or auto (works on both); per hardware: metadata {\"boots\":{\"ipxe_params\":\"off\"}}")
+	fs.StringVar(&s.userClass, "ipxe-user-class", "herd", "DHCP user class (option 77) of herd's own iPXE builds, treated like \"iPXE\"")
+	fs.StringVar(&s.grpcAuthority, "worker-grpc-authority", "", "herd-server gRPC address put on the OSIE kernel command line (default --server)")
+	fs.StringVar(&s.workerCertURL, "worker-cert-url", "", "CA URL put on the OSIE kernel command line (default --cert-url)")
+	fs.StringVar(&s.metadataURL, "metadata-url", "", "herd-metadata root for the OSIE (default http://PUBLIC-IP:50061)")
+	fs.StringVar(&s.registry, "registry", "", "container registry of action images, for the OSIE")
+	fs.StringVar(&s.syslogHost, "syslog-host", "", "syslog host for the OSIE (default PUBLIC-IP)")
+	fs.StringVar(&s.console, "console", "ttyS0,115200", "default kernel console= for the OSIE; metadata {\"boots\":{\"console\":...}} wins")
+	fs.StringVar(&s.domain, "dhcp-domain", "", "DHCP domain name (option 15) when a hostname has no dots")
+	fs.DurationVar(&s.leaseTime, "dhcp-lease-time", 24*time.Hour, "lease time when the hardware's dhcp.lease_time is 0")
+	fs.BoolVar(&s.requireIP, "http-require-ip", false, "serve a machine's script only to its reserved address (off: callers with unknown addresses are identified by MAC, as proxy mode and OVH need)")
+	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&s.logFormat, "log-format", "json", "json or text")
+	fs.BoolVar(&s.showVersion, "version", false, "print the version and exit")
+	env := func(name string) (string, bool) {
+		if v, ok := lookup(name); ok || name != "HERD_SERVER" {
+			return v, ok
+		}
+		return lookup("HERD_GRPC_AUTHORITY")
+	}
+	if err := config.Parse(fs, args, "HERD_", env); err != nil {
+		return s, err
+	}
+	if fs.NArg() > 0 {
+		return s, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if s.tokenFile != "" && s.token == "" {
+		b, err := os.ReadFile(s.tokenFile)
+		if err != nil {
+			return s, fmt.Errorf("token file: %w", err)
+		}
+		s.token = strings.TrimSpace(string(b))
+	}
+	return s, nil
+}
+
+// run wires herd-boots and serves until ctx ends.
+func run(ctx context.Context, args []string, lookup func(string) (string, bool), stderr io.Writer) error {
+	s, err := parse(args, lookup, stderr)
+	if err != nil {
+		return err
+	}
+	if s.showVersion {
+		fmt.Fprintln(stderr, "herd-boots", version.String())
+		return nil
+	}
+	log, err := logging.New(stderr, s.logLevel, s.logFormat)
+	if err != nil {
+		return err
+	}
+	public := net.ParseIP(s.publicIP).To4()
+	if public == nil {
+		return fmt.Errorf("--public-ip %q: want the IPv4 address machines reach boots at", s.publicIP)
+	}
+	mode, err := dhcp.ParseMode(s.dhcpMode)
+	if err != nil {
+		return err
+	}
+	params, err := script.ParseParams(s.ipxeParams)
+	if err != nil {
+		return err
+	}
+	if s.server == "" {
+		return errors.New("no herd-server address: set --server or HERD_GRPC_AUTHORITY")
+	}
+	if s.token == "" {
+		return errors.New("no token: watching the hardware needs herd-server's admin token (HERD_TOKEN or --token-file)")
+	}
+	if s.dhcpAddr != "off" && s.dhcpIface == "" {
+		return errors.New("--dhcp-interface is required: DHCP serves one interface only (or --dhcp-addr off)")
+	}
+	or := func(v, def string) string {
+		if v == "" {
+			return def
+		}
+		return v
+	}
+	_, httpPort, err := net.SplitHostPort(s.httpAddr)
+	if err != nil {
+		return fmt.Errorf("--http-addr: %w", err)
+	}
+	defURL := "http://" + public.String()
+	if httpPort != "80" {
+		defURL += ":" + httpPort
+	}
+	baseURL := strings.TrimRight(or(s.publicURL, defURL), "/")
+	s.tftpAddr = or(s.tftpAddr, net.JoinHostPort(public.String(), "69"))
+	s.syslogAddr = or(s.syslogAddr, net.JoinHostPort(public.String(), "514"))
+
+	conn, err := connect.Dial(ctx, connect.Config{Authority: s.server, CertURL: s.certURL, CAFile: s.caFile, Token: s.token})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	inv := inventory.New(log, nil)
+	reg := observe.NewRegistry()
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herd_boots_inventory_machines",
+		Help: "Hardware records in boots' in-memory inventory."}, func() float64 { return float64(inv.Len()) }))
+
+	bins, err := tftp.OpenDir(s.ipxeDir)
+	if err != nil {
+		return err
+	}
+	defer bins.Close()
+	notes := bootevents.New(log, reg)
+	h, err := httpd.New(httpd.Config{
+		Script: script.Config{BaseURL: baseURL, GRPCAuthority: or(s.grpcAuthority, s.server), CertURL: or(s.workerCertURL, s.certURL),
+			MetadataURL: or(s.metadataURL, "http://"+public.String()+":50061"), Registry: s.registry,
+			SyslogHost: or(s.syslogHost, public.String()), Console: s.console,
+			OSIEBaseURL: strings.TrimRight(or(s.osieURL, baseURL+"/osie"), "/"), Kernel: s.osieKernel, Initrd: s.osieInitrd},
+		Params: params, RequireIP: s.requireIP, Binaries: bins, OSIEDir: s.osieDir, Notes: notes,
+	}, inv, log, reg, func(ctx context.Context) error {
+		if err := inv.WaitSynced(ctx); err != nil {
+			return errors.New("hardware inventory not synced with herd-server yet")
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	dh := dhcp.NewHandler(dhcp.Config{Mode: mode, ServerID: public, UserClass: s.userClass, DefaultLease: s.leaseTime, DefaultDomain: s.domain,
+		Boot: dhcp.BootConfig{NextServer: public, HTTPBase: baseURL}}, inv, log, reg)
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return inv.Run(ctx, hardware.NewHardwareServiceClient(conn)) })
+	g.Go(func() error { return notes.Run(ctx, workflow.NewWorkflowServiceClient(conn)) })
+
+	hl, err := net.Listen("tcp", s.httpAddr)
+	if err != nil {
+		return fmt.Errorf("http: %w", err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	g.Go(func() error {
+		if err := srv.Serve(hl); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	if s.dhcpAddr != "off" {
+		for _, l := range []struct {
+			addr string
+			pxe  bool
+		}{{s.dhcpAddr, false}, {s.pxeAddr, true}} {
+			if l.addr == "off" || (l.pxe && mode != dhcp.Proxy) {
+				continue
+			}
+			ua, err := net.ResolveUDPAddr("udp4", l.addr)
+			if err != nil {
+				return fmt.Errorf("dhcp address %q: %w", l.addr, err)
+			}
+			pc, err := dhcp.Listen(s.dhcpIface, ua)
+			if err != nil {
+				return err
+			}
+			pxe := l.pxe
+			g.Go(func() error { return dhcp.Serve(ctx, pc, dh, log, pxe) })
+		}
+	}
+	if s.tftpAddr != "off" {
+		pc, err := net.ListenPacket("udp4", s.tftpAddr)
+		if err != nil {
+			return fmt.Errorf("tftp: %w", err)
+		}
+		ts := tftp.New(bins, log, reg)
+		g.Go(func() error { return ts.Serve(ctx, pc) })
+	}
+	if s.syslogAddr != "off" {
+		pc, err := net.ListenPacket("udp4", s.syslogAddr)
+		if err != nil {
+			return fmt.Errorf("syslog: %w", err)
+		}
+		g.Go(func() error { return syslog.Serve(ctx, pc, inv, log, reg) })
+	}
+	log.Info("herd-boots serving", "version", version.String(), "public_ip", public.String(), "http", s.httpAddr, "base_url", baseURL,
+		"dhcp_mode", string(mode), "dhcp_interface", s.dhcpIface, "tftp", s.tftpAddr, "syslog", s.syslogAddr, "ipxe_params", string(params))
+	return g.Wait()
+}

@@ -1,0 +1,242 @@
+// Package httpd is herd-boots' HTTP side: the iPXE scripts (/auto.ipxe and
+// each machine's /machines/{mac}/boot.ipxe), boot progress events
+// (/events), the iPXE binaries for HTTP boot clients (/ipxe/{file}), an
+// optional OSIE directory (/osie/), and /metrics, /healthz, /version.
+package httpd
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"regexp"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/herd-metal/herd/pkg/inventory"
+	"github.com/herd-metal/herd/pkg/observe"
+	"github.com/herd-metal/herd/proto/hardware"
+	"github.com/herd-metal/herd/services/boots/internal/hw"
+	"github.com/herd-metal/herd/services/boots/internal/script"
+	"github.com/herd-metal/herd/services/boots/internal/tftp"
+)
+
+// Machines is the hardware the HTTP side knows (pkg/inventory).
+type Machines interface {
+	ByMAC(mac net.HardwareAddr) (inventory.Machine, bool)
+	ByIP(ip netip.Addr) (inventory.Machine, bool)
+}
+
+// Config is the HTTP side's settings.
+type Config struct {
+	Script script.Config
+	// Params is the global ipxe-params; per hardware metadata
+	// {"boots": {"ipxe_params": ...}} overrides it.
+	Params script.Params
+	// RequireIP serves a machine's script only to its reserved address.
+	// Off (default), a caller whose address is not in the inventory is
+	// identified by the MAC it names — needed when another DHCP server
+	// hands out addresses (proxy mode, the OVH shape). A caller whose
+	// address is in the inventory always gets its own machine or a 404.
+	RequireIP bool
+	// Binaries serves /ipxe/{file}; nil disables the route.
+	Binaries *tftp.Dir
+	// OSIEDir serves /osie/ from a directory when set.
+	OSIEDir string
+	// Notes, when set, receives boot progress for the machine's workflow
+	// events (herd-server's RecordBootEvent).
+	Notes Notes
+}
+
+// Notes takes boot progress notes; Record must not block.
+type Notes interface {
+	Record(hwID, message string)
+}
+
+// Server is the HTTP handler set.
+type Server struct {
+	cfg      Config
+	machines Machines
+	log      *slog.Logger
+	renders  *prometheus.CounterVec
+	events   *prometheus.CounterVec
+	mux      *http.ServeMux
+}
+
+// New builds the handler; reg receives boots' HTTP metrics and is served
+// on /metrics. healthy backs /healthz.
+func New(cfg Config, machines Machines, log *slog.Logger, reg *prometheus.Registry, healthy func(context.Context) error) (*Server, error) {
+	s := &Server{cfg: cfg, machines: machines, log: log, mux: http.NewServeMux(),
+		renders: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herd_boots_script_renders_total",
+			Help: "iPXE scripts served, by script (auto, osie, custom_url, custom_contents, not_allowed, unknown) and ipxe-params mode."}, []string{"script", "params"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herd_boots_events_total",
+			Help: "Boot progress events received from machines, by event."}, []string{"event"}),
+	}
+	reg.MustRegister(s.renders, s.events)
+	observe.Mount(s.mux, "herd-boots", reg, healthy)
+	s.mux.HandleFunc("GET /auto.ipxe", s.auto)
+	s.mux.HandleFunc("GET /machines/{mac}/boot.ipxe", s.machine)
+	s.mux.HandleFunc("GET "+script.EventsPath, s.event)
+	s.mux.HandleFunc("POST "+script.EventsPath, s.event)
+	if cfg.Binaries != nil {
+		s.mux.HandleFunc("GET /ipxe/{file}", s.binary)
+	}
+	if cfg.OSIEDir != "" {
+		root, err := os.OpenRoot(cfg.OSIEDir)
+		if err != nil {
+			return nil, err
+		}
+		s.mux.Handle("GET /osie/", http.StripPrefix("/osie/", http.FileServerFS(root.FS())))
+	}
+	return s, nil
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+func writeScript(w http.ResponseWriter, body string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	io.WriteString(w, body)
+}
+
+func (s *Server) auto(w http.ResponseWriter, r *http.Request) {
+	s.renders.WithLabelValues("auto", "").Inc()
+	s.log.Info("http: auto.ipxe", "remote", r.RemoteAddr)
+	writeScript(w, script.Auto(s.cfg.Script))
+}
+
+func remoteIP(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// ParseMAC reads a MAC in iPXE's :hexhyp form or with colons.
+func ParseMAC(s string) (net.HardwareAddr, error) {
+	if len(s) != 17 {
+		return nil, errors.New("not a 6-byte MAC")
+	}
+	m, err := net.ParseMAC(strings.ReplaceAll(s, "-", ":"))
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Identify finds the calling machine and the interface it boots from:
+// by the caller's address when the inventory has it (then a named MAC must
+// be one of that machine's), else, unless requireIP, by the named MAC.
+func Identify(ms Machines, macStr string, ip netip.Addr, requireIP bool) (inventory.Machine, *hardware.Hardware_Network_Interface, bool) {
+	mac, macErr := ParseMAC(macStr)
+	if m, ok := ms.ByIP(ip); ip.IsValid() && ok {
+		if macErr == nil {
+			if i, ok := hw.Interface(m.Hardware, mac); ok {
+				return m, i, true
+			}
+			if _, known := ms.ByMAC(mac); known {
+				return inventory.Machine{}, nil, false // names another machine
+			}
+		}
+		i, ok := hw.InterfaceByIP(m.Hardware, ip)
+		return m, i, ok
+	}
+	if requireIP || macErr != nil {
+		return inventory.Machine{}, nil, false
+	}
+	m, ok := ms.ByMAC(mac)
+	if !ok {
+		return inventory.Machine{}, nil, false
+	}
+	i, ok := hw.Interface(m.Hardware, mac)
+	return m, i, ok
+}
+
+// MachineView turns an inventory entry into the script package's Machine.
+func MachineView(m inventory.Machine, i *hardware.Hardware_Network_Interface, global script.Params) script.Machine {
+	set := hw.BootSettings(m.Hardware)
+	p, err := script.ParseParams(set.IPXEParams)
+	if err != nil || set.IPXEParams == "" {
+		p = global
+	}
+	nb := i.GetNetboot()
+	mac, _ := net.ParseMAC(i.GetDhcp().GetMac())
+	return script.Machine{
+		HardwareID: m.Hardware.GetId(), MAC: strings.ReplaceAll(mac.String(), ":", "-"), Arch: i.GetDhcp().GetArch(),
+		WorkerToken: m.WorkerToken, AllowPXE: nb.GetAllowPxe(), AllowWorkflow: nb.GetAllowWorkflow(),
+		IPXEURL: nb.GetIpxe().GetUrl(), IPXEContents: nb.GetIpxe().GetContents(),
+		OSIEBaseURL: nb.GetOsie().GetBaseUrl(), Kernel: nb.GetOsie().GetKernel(), Initrd: nb.GetOsie().GetInitrd(),
+		Params: p, Console: set.Console, KernelArgs: set.KernelArgs,
+	}
+}
+
+func (s *Server) machine(w http.ResponseWriter, r *http.Request) {
+	m, i, ok := Identify(s.machines, r.PathValue("mac"), remoteIP(r), s.cfg.RequireIP)
+	if !ok {
+		s.renders.WithLabelValues("unknown", "").Inc()
+		s.log.Info("http: script for an unknown caller", "mac", r.PathValue("mac"), "remote", r.RemoteAddr)
+		http.Error(w, "no hardware for this caller", http.StatusNotFound)
+		return
+	}
+	v := MachineView(m, i, s.cfg.Params)
+	kind := script.Kind(v)
+	s.renders.WithLabelValues(kind, string(v.Params)).Inc()
+	s.events.WithLabelValues("script_served").Inc()
+	s.log.Info("http: ipxe script served", "mac", v.MAC, "hardware_id", v.HardwareID, "script", kind, "ipxe_params", v.Params, "remote", r.RemoteAddr)
+	s.note(v.HardwareID, "ipxe script served ("+kind+")")
+	writeScript(w, script.ForMachine(s.cfg.Script, v))
+}
+
+var eventName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,39}$`)
+
+// event records boot progress: logged with the machine's identity, counted
+// and noted on the machine's workflow events.
+func (s *Server) event(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 4096)
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, "bad event", http.StatusBadRequest)
+		return
+	}
+	name := r.Form.Get("event")
+	if !eventName.MatchString(name) {
+		http.Error(w, "event: want a name of [a-z0-9_]", http.StatusBadRequest)
+		return
+	}
+	m, _, ok := Identify(s.machines, r.Form.Get("mac"), remoteIP(r), s.cfg.RequireIP)
+	if !ok {
+		http.Error(w, "no hardware for this caller", http.StatusNotFound)
+		return
+	}
+	s.events.WithLabelValues(name).Inc()
+	s.log.Info("boot event", "event", name, "mac", r.Form.Get("mac"), "hardware_id", m.Hardware.GetId(), "method", r.Method, "remote", r.RemoteAddr)
+	s.note(m.Hardware.GetId(), strings.ReplaceAll(name, "_", " "))
+	writeScript(w, "#!ipxe\n")
+}
+
+func (s *Server) note(hwID, message string) {
+	if s.cfg.Notes != nil && hwID != "" {
+		s.cfg.Notes.Record(hwID, message)
+	}
+}
+
+func (s *Server) binary(w http.ResponseWriter, r *http.Request) {
+	f, _, err := s.cfg.Binaries.Open(r.PathValue("file"))
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	http.ServeContent(w, r, st.Name(), st.ModTime(), f)
+}

@@ -1,0 +1,151 @@
+package httpd
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/herd-metal/herd/pkg/inventory"
+	"github.com/herd-metal/herd/pkg/observe"
+	"github.com/herd-metal/herd/proto/hardware"
+	"github.com/herd-metal/herd/services/boots/internal/script"
+	"github.com/herd-metal/herd/services/boots/internal/tftp"
+)
+
+type fakeMachines []inventory.Machine
+
+func (f fakeMachines) ByMAC(mac net.HardwareAddr) (inventory.Machine, bool) {
+	for _, m := range f {
+		for _, i := range m.Hardware.GetNetwork().GetInterfaces() {
+			if i.GetDhcp().GetMac() == mac.String() {
+				return m, true
+			}
+		}
+	}
+	return inventory.Machine{}, false
+}
+
+func (f fakeMachines) ByIP(ip netip.Addr) (inventory.Machine, bool) {
+	for _, m := range f {
+		for _, i := range m.Hardware.GetNetwork().GetInterfaces() {
+			if i.GetDhcp().GetIp().GetAddress() == ip.String() {
+				return m, true
+			}
+		}
+	}
+	return inventory.Machine{}, false
+}
+
+func mk(id, mac, ip, metadata string, allow bool) inventory.Machine {
+	return inventory.Machine{WorkerToken: id + ".tok", Hardware: &hardware.Hardware{Id: id, Metadata: metadata,
+		Network: &hardware.Hardware_Network{Interfaces: []*hardware.Hardware_Network_Interface{{
+			Dhcp:    &hardware.Hardware_DHCP{Mac: mac, Ip: &hardware.Hardware_DHCP_IP{Address: ip}},
+			Netboot: &hardware.Hardware_Netboot{AllowPxe: allow, AllowWorkflow: true},
+		}}}}}
+}
+
+// The OVH machine: net0 public (not in the inventory), net1 on herd's
+// network with a reserved address.
+var machines = fakeMachines{
+	mk("hw-1", "52:54:00:00:00:01", "10.0.5.10", "", true),
+	mk("hw-2", "52:54:00:00:00:02", "10.0.5.11", `{"boots": {"ipxe_params": "off"}}`, true),
+	mk("hw-3", "52:54:00:00:00:03", "10.0.5.12", "", false),
+}
+
+func newServer(t *testing.T, requireIP bool) *Server {
+	t.Helper()
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "ipxe.efi"), []byte("EFI binary"), 0o644)
+	bin, err := tftp.OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bin.Close() })
+	osie := t.TempDir()
+	os.WriteFile(filepath.Join(osie, "vmlinuz-x86_64"), []byte("kernel"), 0o644)
+	s, err := New(Config{Script: script.Config{BaseURL: "http://10.0.5.1:8080", OSIEBaseURL: "http://10.0.5.1:8080/osie", Kernel: "vmlinuz-{arch}", Initrd: "initramfs-{arch}"},
+		Params: script.ParamsAuto, RequireIP: requireIP, Binaries: bin, OSIEDir: osie},
+		machines, slog.New(slog.NewTextHandler(io.Discard, nil)), observe.NewRegistry(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func get(s http.Handler, method, target, remote string) (int, string) {
+	r := httptest.NewRequest(method, target, nil)
+	if method == "POST" {
+		r = httptest.NewRequest(method, target, strings.NewReader("event=kernel_fetched&mac=52-54-00-00-00-01"))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	r.RemoteAddr = remote
+	w := httptest.NewRecorder()
+	s.ServeHTTP(w, r)
+	return w.Code, w.Body.String()
+}
+
+func TestRoutes(t *testing.T) {
+	s := newServer(t, false)
+	tests := []struct {
+		name, method, target, remote string
+		code                         int
+		want, notWant                string
+	}{
+		{"auto", "GET", "/auto.ipxe", "10.0.5.10:1000", 200, "chain --autofree http://10.0.5.1:8080/machines/${herdmac}/boot.ipxe", ""},
+		{"own script by IP and MAC", "GET", "/machines/52-54-00-00-00-01/boot.ipxe", "10.0.5.10:1000", 200, "herd.token=hw-1.tok", ""},
+		{"own script, auto params", "GET", "/machines/52-54-00-00-00-01/boot.ipxe", "10.0.5.10:1000", 200, "params || goto", ""},
+		{"per-hardware params off", "GET", "/machines/52-54-00-00-00-02/boot.ipxe", "10.0.5.11:1000", 200, "events?event=kernel_fetched", "params"},
+		{"identified by source IP, MAC unknown (net0 of OVH)", "GET", "/machines/aa-bb-cc-dd-ee-ff/boot.ipxe", "10.0.5.10:1000", 200, "worker_id=hw-1", ""},
+		{"known IP naming another machine's MAC: 404", "GET", "/machines/52-54-00-00-00-02/boot.ipxe", "10.0.5.10:1000", 404, "", "hw-2"},
+		{"unknown IP names a MAC (proxy mode, OVH)", "GET", "/machines/52-54-00-00-00-01/boot.ipxe", "192.0.2.7:1000", 200, "worker_id=hw-1", ""},
+		{"unknown IP and MAC: 404", "GET", "/machines/aa-bb-cc-dd-ee-ff/boot.ipxe", "192.0.2.7:1000", 404, "", "worker"},
+		{"bad MAC from unknown IP: 404", "GET", "/machines/zz/boot.ipxe", "192.0.2.7:1000", 404, "", ""},
+		{"not allowed", "GET", "/machines/52-54-00-00-00-03/boot.ipxe", "10.0.5.12:1000", 200, "netboot is not allowed", "kernel"},
+		{"event GET", "GET", "/events?event=kernel_fetched&mac=52-54-00-00-00-01", "10.0.5.10:1000", 200, "#!ipxe", ""},
+		{"event POST", "POST", "/events", "10.0.5.10:1000", 200, "#!ipxe", ""},
+		{"event bad name", "GET", "/events?event=DROP%20TABLE", "10.0.5.10:1000", 400, "", ""},
+		{"event unknown caller", "GET", "/events?event=x&mac=aa-bb-cc-dd-ee-ff", "192.0.2.7:1000", 404, "", ""},
+		{"binary", "GET", "/ipxe/ipxe.efi", "10.0.5.10:1000", 200, "EFI binary", ""},
+		{"binary traversal", "GET", "/ipxe/..%2fsecret", "10.0.5.10:1000", 404, "", ""},
+		{"osie", "GET", "/osie/vmlinuz-x86_64", "10.0.5.10:1000", 200, "kernel", ""},
+		{"healthz", "GET", "/healthz", "10.0.5.10:1000", 200, "ok", ""},
+		{"metrics", "GET", "/metrics", "10.0.5.10:1000", 200, "herd_boots_script_renders_total", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, body := get(s, tt.method, tt.target, tt.remote)
+			if code != tt.code || !strings.Contains(body, tt.want) || (tt.notWant != "" && strings.Contains(body, tt.notWant)) {
+				t.Fatalf("%d %q\n%s", code, tt.want, body)
+			}
+		})
+	}
+	s = newServer(t, true)
+	if code, _ := get(s, "GET", "/machines/52-54-00-00-00-01/boot.ipxe", "192.0.2.7:1000"); code != 404 {
+		t.Fatalf("require-ip: unknown address got %d", code)
+	}
+}
+
+func FuzzMachineRoute(f *testing.F) {
+	for _, s := range []string{"52-54-00-00-00-01", "52:54:00:00:00:01", "", "../..", "52-54-00-00-00-0g"} {
+		f.Add(s, "10.0.5.10")
+	}
+	f.Fuzz(func(t *testing.T, mac, ip string) {
+		a, err := netip.ParseAddr(ip)
+		if err != nil {
+			return
+		}
+		m, _, ok := Identify(machines, mac, a, false)
+		if ok {
+			if own, isOwn := machines.ByIP(a); isOwn && own.Hardware.GetId() != m.Hardware.GetId() {
+				t.Fatalf("caller %s got machine %s", ip, m.Hardware.GetId())
+			}
+		}
+	})
+}
