@@ -51,7 +51,7 @@ func main() {
 }
 
 type settings struct {
-	server, certURL, caFile, token, tokenFile string
+	conn                                      connect.Flags
 	publicIP                                  string
 	httpAddr, publicURL                       string
 	dhcpMode, dhcpIface, dhcpAddr, pxeAddr    string
@@ -77,11 +77,7 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 			"Addresses set to \"off\" disable that service.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&s.server, "server", "", "herd-server's gRPC address, host:port (also read from HERD_GRPC_AUTHORITY)")
-	fs.StringVar(&s.certURL, "cert-url", "", "URL of herd-server's CA certificate, e.g. http://10.1.0.1:42114/cert")
-	fs.StringVar(&s.caFile, "ca-file", "", "PEM file of the CA to trust for herd-server (wins over --cert-url)")
-	fs.StringVar(&s.token, "token", "", "herd-server admin token, needed to watch the hardware (prefer the environment or --token-file)")
-	fs.StringVar(&s.tokenFile, "token-file", "", "file holding the admin token")
+	s.conn.Register(fs, "herd-server admin token, needed to watch the hardware")
 	fs.StringVar(&s.publicIP, "public-ip", "", "boots' IPv4 address as machines reach it: DHCP server identifier, TFTP next-server, script URLs (required)")
 	fs.StringVar(&s.httpAddr, "http-addr", ":80", "HTTP listen address: iPXE scripts, /events, /ipxe/, /osie/, /metrics, /healthz, /version")
 	fs.StringVar(&s.publicURL, "http-public-url", "", "boots' HTTP root as machines reach it (default http://PUBLIC-IP[:port of --http-addr])")
@@ -110,24 +106,11 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&s.logFormat, "log-format", "json", "json or text")
 	fs.BoolVar(&s.showVersion, "version", false, "print the version and exit")
-	env := func(name string) (string, bool) {
-		if v, ok := lookup(name); ok || name != "HERD_SERVER" {
-			return v, ok
-		}
-		return lookup("HERD_GRPC_AUTHORITY")
-	}
-	if err := config.Parse(fs, args, "HERD_", env); err != nil {
+	if err := config.Parse(fs, args, "HERD_", connect.Lookup(lookup)); err != nil {
 		return s, err
 	}
 	if fs.NArg() > 0 {
 		return s, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	if s.tokenFile != "" && s.token == "" {
-		b, err := os.ReadFile(s.tokenFile)
-		if err != nil {
-			return s, fmt.Errorf("token file: %w", err)
-		}
-		s.token = strings.TrimSpace(string(b))
 	}
 	return s, nil
 }
@@ -158,10 +141,11 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if err != nil {
 		return err
 	}
-	if s.server == "" {
-		return errors.New("no herd-server address: set --server or HERD_GRPC_AUTHORITY")
+	cc, err := s.conn.Config()
+	if err != nil {
+		return err
 	}
-	if s.token == "" {
+	if cc.Token == "" {
 		return errors.New("no token: watching the hardware needs herd-server's admin token (HERD_TOKEN or --token-file)")
 	}
 	if s.dhcpAddr != "off" && s.dhcpIface == "" {
@@ -185,7 +169,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	s.tftpAddr = or(s.tftpAddr, net.JoinHostPort(public.String(), "69"))
 	s.syslogAddr = or(s.syslogAddr, net.JoinHostPort(public.String(), "514"))
 
-	conn, err := connect.Dial(ctx, connect.Config{Authority: s.server, CertURL: s.certURL, CAFile: s.caFile, Token: s.token})
+	conn, err := connect.Dial(ctx, cc)
 	if err != nil {
 		return err
 	}
@@ -202,7 +186,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	defer bins.Close()
 	notes := bootevents.New(log, reg)
 	h, err := httpd.New(httpd.Config{
-		Script: script.Config{BaseURL: baseURL, GRPCAuthority: or(s.grpcAuthority, s.server), CertURL: or(s.workerCertURL, s.certURL),
+		Script: script.Config{BaseURL: baseURL, GRPCAuthority: or(s.grpcAuthority, cc.Authority), CertURL: or(s.workerCertURL, cc.CertURL),
 			MetadataURL: or(s.metadataURL, "http://"+public.String()+":50061"), Registry: s.registry,
 			SyslogHost: or(s.syslogHost, public.String()), Console: s.console,
 			OSIEBaseURL: strings.TrimRight(or(s.osieURL, baseURL+"/osie"), "/"), Kernel: s.osieKernel, Initrd: s.osieInitrd},

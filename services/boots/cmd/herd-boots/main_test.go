@@ -49,7 +49,7 @@ func TestParse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.server != "10.0.5.1:42113" || s.ipxeParams != "off" || s.dhcpMode != "reservation" || s.publicIP != "10.0.5.1" {
+	if s.conn.Server != "10.0.5.1:42113" || s.ipxeParams != "off" || s.dhcpMode != "reservation" || s.publicIP != "10.0.5.1" {
 		t.Fatalf("%+v", s)
 	}
 	for _, args := range [][]string{

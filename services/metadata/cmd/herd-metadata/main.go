@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strings"
 	"sync/atomic"
 	"syscall"
 
@@ -48,9 +47,7 @@ func main() {
 
 type settings struct {
 	httpAddr            string
-	server, certURL     string
-	caFile              string
-	token, tokenFile    string
+	conn                connect.Flags
 	trustedProxies      string
 	logLevel, logFormat string
 	showVersion         bool
@@ -66,34 +63,16 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&s.httpAddr, "metadata-addr", ":50061", "HTTP listen address (named apart from herd-server's --http-addr so one environment can hold both): EC2-style metadata, /metadata, /metrics, /healthz, /version")
-	fs.StringVar(&s.server, "server", "", "herd-server's gRPC address, host:port (also read from HERD_GRPC_AUTHORITY)")
-	fs.StringVar(&s.certURL, "cert-url", "", "URL of herd-server's CA certificate, e.g. http://10.1.0.1:42114/cert")
-	fs.StringVar(&s.caFile, "ca-file", "", "PEM file of the CA to trust for herd-server (wins over --cert-url)")
-	fs.StringVar(&s.token, "token", "", "herd-server admin token, needed to watch the hardware (prefer the environment or --token-file)")
-	fs.StringVar(&s.tokenFile, "token-file", "", "file holding the admin token")
+	s.conn.Register(fs, "herd-server admin token, needed to watch the hardware")
 	fs.StringVar(&s.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed (default none: the peer address is the caller)")
 	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&s.logFormat, "log-format", "json", "json or text")
 	fs.BoolVar(&s.showVersion, "version", false, "print the version and exit")
-	// --server also answers to the variable every herd client reads.
-	env := func(name string) (string, bool) {
-		if v, ok := lookup(name); ok || name != "HERD_SERVER" {
-			return v, ok
-		}
-		return lookup("HERD_GRPC_AUTHORITY")
-	}
-	if err := config.Parse(fs, args, "HERD_", env); err != nil {
+	if err := config.Parse(fs, args, "HERD_", connect.Lookup(lookup)); err != nil {
 		return s, err
 	}
 	if fs.NArg() > 0 {
 		return s, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	if s.tokenFile != "" && s.token == "" {
-		b, err := os.ReadFile(s.tokenFile)
-		if err != nil {
-			return s, fmt.Errorf("token file: %w", err)
-		}
-		s.token = strings.TrimSpace(string(b))
 	}
 	return s, nil
 }
@@ -117,13 +96,14 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if err != nil {
 		return err
 	}
-	if s.server == "" {
-		return errors.New("no herd-server address: set --server or HERD_GRPC_AUTHORITY")
+	cc, err := s.conn.Config()
+	if err != nil {
+		return err
 	}
-	if s.token == "" {
+	if cc.Token == "" {
 		return errors.New("no token: watching the hardware needs herd-server's admin token (HERD_TOKEN or --token-file)")
 	}
-	conn, err := connect.Dial(ctx, connect.Config{Authority: s.server, CertURL: s.certURL, CAFile: s.caFile, Token: s.token})
+	conn, err := connect.Dial(ctx, cc)
 	if err != nil {
 		return err
 	}
@@ -151,7 +131,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.httpAddr, err)
 	}
-	log.Info("herd-metadata serving", "http", ln.Addr().String(), "server", s.server, "trusted_proxies", s.trustedProxies, "version", version.Version)
+	log.Info("herd-metadata serving", "http", ln.Addr().String(), "server", s.conn.Server, "trusted_proxies", s.trustedProxies, "version", version.Version)
 	if ready != nil {
 		ready(ln.Addr())
 	}

@@ -283,14 +283,14 @@ func TestFlags(t *testing.T) {
 		v, ok := map[string]string{"HERD_GRPC_AUTHORITY": "h:1", "HERD_TOKEN": "tok", "HERD_TRUSTED_PROXIES": "10.0.0.0/8"}[k]
 		return v, ok
 	}, io.Discard)
-	if err != nil || s.server != "h:1" || s.token != "tok" || s.trustedProxies != "10.0.0.0/8" || s.httpAddr != ":50061" {
+	if err != nil || s.conn.Server != "h:1" || s.conn.Token != "tok" || s.trustedProxies != "10.0.0.0/8" || s.httpAddr != ":50061" {
 		t.Errorf("environment fallbacks: %+v, %v", s, err)
 	}
 	s, _ = parse([]string{"--server", "flag:1"}, func(k string) (string, bool) {
 		v, ok := map[string]string{"HERD_SERVER": "env:1", "HERD_GRPC_AUTHORITY": "h:1"}[k]
 		return v, ok
 	}, io.Discard)
-	if s.server != "flag:1" {
-		t.Errorf("flag should win over the environment: %q", s.server)
+	if s.conn.Server != "flag:1" {
+		t.Errorf("flag should win over the environment: %q", s.conn.Server)
 	}
 }
