@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/herd-metal/herd/pkg/version.Version=$(VERSION)
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build test deps vet check-proto proto bench-server bench-metadata action-images osie osimage fuzz clean
+.PHONY: all build test deps vet check-proto proto bench-server bench-metadata action-images osie osimage fuzz ipxe clean
 
 all: build
 
@@ -75,6 +75,13 @@ action-images:
 		docker build -t $(if $(ACTION_REGISTRY),$(ACTION_REGISTRY)/)$$a:$(ACTION_TAG) .tmp/actions/$$a || exit 1; \
 		[ -z "$(ACTION_REGISTRY)" ] || docker push $(ACTION_REGISTRY)/$$a:$(ACTION_TAG) || exit 1; \
 	done
+
+# The iPXE binaries herd-boots serves (--ipxe-dir), from Debian's ipxe
+# package, in one directory: bin/ipxe.
+IPXE_FILES := undionly.kpxe ipxe.efi snponly.efi
+ipxe: deps
+	@mkdir -p bin/ipxe && for f in $(IPXE_FILES); do cp -L /usr/lib/ipxe/$$f bin/ipxe/ || exit 1; done
+	@ls -l bin/ipxe
 
 # The OSIE (in-memory OS): bin/osie/vmlinuz and bin/osie/initramfs.img,
 # built offline from Debian's packages (see worker/osie/README.md).
