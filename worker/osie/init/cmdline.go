@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -82,7 +83,12 @@ func ParseCmdline(line string) (Config, error) {
 			}
 		}
 	}
-	for key, value := range values {
+	// herd.mac wins over BOOTIF wherever each stands on the line.
+	if _, ok := values["herd.mac"]; ok {
+		delete(values, "BOOTIF")
+	}
+	for _, key := range slices.Sorted(maps.Keys(values)) {
+		value := values[key]
 		var err error
 		switch key {
 		case "herd.server":

@@ -48,6 +48,8 @@ func TestParseCmdline(t *testing.T) {
 		{"BOOTIF from iPXE/PXELINUX", "BOOTIF=01-52-54-00-12-34-56", with(func(c *Config) { c.MAC = mustMAC("52:54:00:12:34:56") }), ""},
 		{"herd.mac wins over BOOTIF", "BOOTIF=01-52-54-00-12-34-56 herd.mac=52:54:00:00:00:01",
 			with(func(c *Config) { c.MAC = mustMAC("52:54:00:00:00:01") }), ""},
+		{"herd.mac wins over a later BOOTIF", "herd.mac=52:54:00:00:00:01 BOOTIF=01-52-54-00-12-34-56",
+			with(func(c *Config) { c.MAC = mustMAC("52:54:00:00:00:01") }), ""},
 		{"quoted value with a space", `herd.worker="/opt/my worker" quiet`, with(func(c *Config) { c.Worker = "/opt/my worker" }), ""},
 		{"debug off", "herd.debug=0", def, ""},
 		{"unknown herd keys are kept for the log", "herd.zzz=1 herd.aaa", with(func(c *Config) { c.Unknown = []string{"herd.aaa", "herd.zzz"} }), ""},
