@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/herd-metal/herd/pkg/version.Version=$(VERSION)
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build test deps vet check-proto proto bench-server bench-metadata action-images osie osimage fuzz ipxe clean
+.PHONY: all build test deps vet check-proto proto bench-server bench-metadata action-images osie osimage fuzz ipxe sandbox sandbox-down test-e2e clean
 
 all: build
 
@@ -38,6 +38,13 @@ proto:
 test: deps check-proto vet
 	go test $(GO_TEST_FLAGS) $(addsuffix /...,$(addprefix ./,$(MODULES)))
 	$(MAKE) fuzz
+	$(MAKE) test-e2e
+
+# The sandbox as a test: a VM provisioned end to end (default variant),
+# everything removed afterwards; it fails unless the workflow succeeded,
+# the disk holds the image and the installed OS reported its host name.
+test-e2e: deps
+	go run ./sandbox/cmd/sandbox up --repo $(CURDIR) --dir $(CURDIR)/.tmp/sandbox-e2e --down --timeout 20m
 
 # A short run of every fuzzer on what comes from outside (packets, requests,
 # files); FUZZTIME=10m for a long one. Seeds live in the tests.
@@ -92,6 +99,16 @@ osie:
 # built offline from Debian's packages (see sandbox/osimage/README.md).
 osimage:
 	OUT=$(CURDIR)/bin/osimage ./sandbox/osimage/build.sh
+
+# Provisions a QEMU VM end to end through every herd service in the network
+# namespace herd-sbx (see sandbox/README.md); the services stay up until
+# make sandbox-down.
+SANDBOX_DIR ?= /tmp/herd-sandbox
+sandbox: deps
+	go run ./sandbox/cmd/sandbox up --repo $(CURDIR) --dir $(SANDBOX_DIR)
+
+sandbox-down:
+	go run ./sandbox/cmd/sandbox down --repo $(CURDIR) --dir $(SANDBOX_DIR)
 
 clean:
 	rm -rf bin .tmp

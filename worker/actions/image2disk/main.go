@@ -35,6 +35,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -138,6 +139,25 @@ func run(ctx context.Context, c config, out io.Writer) error {
 	if c.checksum != "" && got != c.checksum {
 		return fmt.Errorf("checksum mismatch: downloaded sha256 %s, CHECKSUM says %s", got, c.checksum)
 	}
+	return rereadPartitions(f, out)
+}
+
+// rereadPartitions asks the kernel to read the new partition table of a
+// whole disk, so the next action finds /dev/vda2 and friends. Plain files
+// (tests, images) have none to read.
+func rereadPartitions(f *os.File, out io.Writer) error {
+	st, err := f.Stat()
+	if err != nil || st.Mode()&os.ModeDevice == 0 || st.Mode()&os.ModeCharDevice != 0 {
+		return nil
+	}
+	if err := unix.IoctlSetInt(int(f.Fd()), unix.BLKRRPART, 0); err != nil {
+		// EINVAL: a partition, not a whole disk; nothing to reread.
+		if errors.Is(err, unix.EINVAL) {
+			return nil
+		}
+		return fmt.Errorf("re-reading the partition table of %s: %w", f.Name(), err)
+	}
+	fmt.Fprintf(out, "partition table of %s re-read\n", f.Name())
 	return nil
 }
 

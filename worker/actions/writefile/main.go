@@ -102,7 +102,12 @@ func run(ctx context.Context, c config) error {
 		}
 		c.contents = b
 	}
-	mnt, err := os.MkdirTemp("", "writefile")
+	// The image is FROM scratch: there may be no /tmp. Mount under / then.
+	base := os.TempDir()
+	if _, err := os.Stat(base); err != nil {
+		base = "/"
+	}
+	mnt, err := os.MkdirTemp(base, "writefile")
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,184 @@
+// Command sandbox provisions a QEMU virtual machine end to end with every
+// herd service, on a private network, in one command:
+//
+//	sandbox up     build, start the services in a network namespace, push
+//	               the machine, its template and workflow, power the VM on,
+//	               follow it until its installed OS reports, summarise
+//	sandbox down   stop what up started (by pid file), delete the
+//	               namespace and the state directory
+//
+// Everything lives in the state directory (--dir) and the namespace
+// herd-sbx (bridge br0 10.88.0.1/24, tap0 for the VM). Run as root. See
+// sandbox/README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+type options struct {
+	repo, dir, hostname string
+	build, downAfter    bool
+	timeout             time.Duration
+	memMiB, diskMiB     int
+	smp                 int
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmd := "up"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	var o options
+	fs := flag.NewFlagSet("sandbox", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: sandbox [up|down] [flags]\n\n"+
+			"up provisions a QEMU VM through herd-boots, herd-server, herd-metadata and herd-worker\n"+
+			"in the network namespace %s (10.88.0.0/24); down removes everything up made.\nRun as root.\n\nFlags:\n", nsName)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.repo, "repo", envOr("SANDBOX_REPO", "."), "herd's source tree (where the Makefile is) (env SANDBOX_REPO)")
+	fs.StringVar(&o.dir, "dir", envOr("SANDBOX_DIR", "/tmp/herd-sandbox"), "state directory: logs, pid files, database, registry, VM disk (env SANDBOX_DIR)")
+	fs.StringVar(&o.hostname, "hostname", "herd-sbx-vm1", "the VM's host name, served by herd-metadata and written by the workflow")
+	fs.BoolVar(&o.build, "build", true, "run make build osie osimage (and build the action images) first")
+	fs.BoolVar(&o.downAfter, "down", os.Getenv("SANDBOX_DOWN") == "1", "remove everything when done (env SANDBOX_DOWN=1); default: leave the services up to look at")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up when the VM is not provisioned within this time of power-on")
+	fs.IntVar(&o.memMiB, "memory", 2048, "VM memory in MiB (the OSIE runs in RAM)")
+	fs.IntVar(&o.diskMiB, "disk", 256, "VM disk size in MiB")
+	fs.IntVar(&o.smp, "smp", 2, "VM CPUs")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(stderr, "sandbox: run as root (namespaces, tap devices, PostgreSQL as the postgres user)")
+		return 1
+	}
+	var err error
+	if o.repo, err = filepath.Abs(o.repo); err != nil {
+		fmt.Fprintln(stderr, "sandbox:", err)
+		return 1
+	}
+	if o.dir, err = filepath.Abs(o.dir); err != nil || o.dir == "/" {
+		fmt.Fprintln(stderr, "sandbox: bad --dir", o.dir)
+		return 1
+	}
+	sb := &sandbox{opts: o, dir: o.dir, out: stdout, start: time.Now()}
+	switch cmd {
+	case "down":
+		if err := sb.down(); err != nil {
+			fmt.Fprintln(stderr, "sandbox down:", err)
+			return 1
+		}
+		return 0
+	case "up":
+		ok, err := sb.up(ctx)
+		if err != nil {
+			fmt.Fprintf(stderr, "\nsandbox: %v\n", err)
+			fmt.Fprintf(stderr, "logs: %s/logs/   remove everything: make sandbox-down\n", sb.dir)
+		}
+		if o.downAfter {
+			if derr := sb.down(); derr != nil {
+				fmt.Fprintln(stderr, "sandbox down:", derr)
+			}
+		}
+		if err != nil || !ok {
+			return 1
+		}
+		return 0
+	}
+	fmt.Fprintf(stderr, "sandbox: unknown command %q (up or down)\n", cmd)
+	return 2
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// sandbox is one run.
+type sandbox struct {
+	opts  options
+	dir   string
+	out   io.Writer
+	start time.Time
+}
+
+func (sb *sandbox) logPath(name string) string { return filepath.Join(sb.dir, "logs", name+".log") }
+
+// stage prints a stage heading with the time since the sandbox started.
+func (sb *sandbox) stage(format string, a ...any) {
+	fmt.Fprintf(sb.out, "[%7.1fs] ▶ %s\n", time.Since(sb.start).Seconds(), fmt.Sprintf(format, a...))
+}
+
+// say prints a detail line under the current stage.
+func (sb *sandbox) say(format string, a ...any) {
+	fmt.Fprintf(sb.out, "            %s\n", fmt.Sprintf(format, a...))
+}
+
+// down stops every process recorded in the state directory, deletes the
+// namespace and the directory. It works on whatever a run (finished or
+// interrupted at any point) left.
+func (sb *sandbox) down() error {
+	var errs []error
+	if _, err := os.Stat(sb.dir); err == nil {
+		if err := stopAll(sb.dir, sb.say); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if netnsExists() {
+		sb.say("deleting network namespace %s", nsName)
+		if err := deleteNetns(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(append(errs, fmt.Errorf("kept %s", sb.dir))...)
+	}
+	unmountUnder(sb.dir)
+	if err := os.RemoveAll(sb.dir); err != nil {
+		return err
+	}
+	return nil
+}
+
+// unmountUnder detaches whatever is still mounted below dir (a killed
+// dockerd's overlays, should it have leaked them), deepest first.
+func unmountUnder(dir string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var mounts []string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			mounts = append(mounts, f[4])
+		}
+	}
+	for i := len(mounts) - 1; i >= 0; i-- {
+		_ = syscall.Unmount(mounts[i], syscall.MNT_DETACH)
+	}
+}

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The provisioning network lives in its own network namespace: a bridge
+// with boots' address, and a tap device for the VM on that bridge.
+const (
+	nsName     = "herd-sbx"
+	bridge     = "br0"
+	tap        = "tap0"
+	hostIP     = "10.88.0.1"
+	prefixLen  = 24
+	vmIP       = "10.88.0.50"
+	vmNetmask  = "255.255.255.0"
+	vmMAC      = "52:54:00:88:00:50"
+	registry   = hostIP + ":5000"
+	grpcAddr   = hostIP + ":42113"
+	httpAddr   = hostIP + ":42114"
+	bootsHTTP  = hostIP + ":80"
+	metaAddr   = hostIP + ":50061"
+	pgPort     = "5432"
+	nsPath     = "/run/netns/" + nsName
+	actionsTag = "sandbox"
+)
+
+// netnsCommands are the ip commands that make the namespace, in order.
+func netnsCommands() [][]string {
+	ipn := func(a ...string) []string { return append([]string{"ip", "-n", nsName}, a...) }
+	return [][]string{
+		{"ip", "netns", "add", nsName},
+		ipn("link", "set", "lo", "up"),
+		ipn("link", "add", bridge, "type", "bridge"),
+		ipn("addr", "add", fmt.Sprintf("%s/%d", hostIP, prefixLen), "dev", bridge),
+		ipn("link", "set", bridge, "up"),
+		ipn("tuntap", "add", "dev", tap, "mode", "tap"),
+		ipn("link", "set", tap, "master", bridge),
+		ipn("link", "set", tap, "up"),
+	}
+}
+
+func makeNetns() error {
+	for _, c := range netnsCommands() {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: %w: %s", strings.Join(c, " "), err, strings.TrimSpace(string(out)))
+		}
+	}
+	return nil
+}
+
+func netnsExists() bool {
+	_, err := os.Stat(nsPath)
+	return err == nil
+}
+
+// deleteNetns removes the namespace, and with it the bridge and the tap.
+func deleteNetns() error {
+	if !netnsExists() {
+		return nil
+	}
+	if out, err := exec.Command("ip", "netns", "del", nsName).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip netns del %s: %w: %s", nsName, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// dialInNetns opens a connection from inside the namespace: the socket is
+// made on a thread switched into it, and stays there. The thread goes back
+// to the host namespace before it is released (or is dropped with its
+// goroutine if that fails).
+func dialInNetns(ctx context.Context, network, addr string) (net.Conn, error) {
+	runtime.LockOSThread()
+	self, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	defer self.Close()
+	ns, err := os.Open(nsPath)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	defer ns.Close()
+	if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("setns %s: %w", nsPath, err)
+	}
+	d := net.Dialer{Timeout: 5 * time.Second}
+	c, derr := d.DialContext(ctx, network, addr)
+	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+		// Leave the thread locked: Go ends it with this goroutine.
+		if c != nil {
+			c.Close()
+		}
+		return nil, fmt.Errorf("back to the host namespace: %w", err)
+	}
+	runtime.UnlockOSThread()
+	return c, derr
+}
+
+// nsClient is an HTTP client whose connections start inside the namespace.
+func nsClient() *http.Client {
+	return &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{DialContext: dialInNetns, DisableKeepAlives: true},
+	}
+}
+
+// waitHTTP polls url (inside the namespace) until it answers 200, the
+// process ends or within passes.
+func waitHTTP(ctx context.Context, url string, p *proc, within time.Duration) error {
+	c := nsClient()
+	deadline := time.Now().Add(within)
+	var last string
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		res, err := c.Do(req)
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = res.Status
+		} else {
+			last = err.Error()
+		}
+		if p != nil && p.exited() {
+			return fmt.Errorf("%s exited (%v) before %s answered", p.name, p.err, url)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not answer 200 within %s: %s", url, within, last)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

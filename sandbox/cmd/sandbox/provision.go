@@ -1,0 +1,177 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// machine is the VM the sandbox provisions.
+type machine struct {
+	ID, MAC, IP, Hostname string
+}
+
+// hardwareJSON is the machine's Tinkerbell hardware record.
+func hardwareJSON(m machine, allowPXE bool) string {
+	hw := map[string]any{
+		"id": m.ID,
+		"metadata": map[string]any{
+			"facility": map[string]any{"facility_code": "sandbox"},
+			"instance": map[string]any{"hostname": m.Hostname},
+		},
+		"network": map[string]any{
+			"interfaces": []any{map[string]any{
+				"dhcp": map[string]any{
+					"arch": "x86_64", "hostname": m.Hostname, "mac": m.MAC, "uefi": false,
+					"ip": map[string]any{"address": m.IP, "netmask": vmNetmask, "gateway": hostIP},
+				},
+				"netboot": map[string]any{"allow_pxe": allowPXE, "allow_workflow": true},
+			}},
+		},
+	}
+	b, _ := json.MarshalIndent(hw, "", "  ")
+	return string(b) + "\n"
+}
+
+// template is the workflow the VM runs: write the OS image, put its host
+// name (from herd-metadata) in /etc/hostname of its root partition,
+// reboot.
+func template(imageURL, imageSHA256 string) string {
+	var b strings.Builder
+	b.WriteString(`version: "0.1"
+name: sandbox-install
+global_timeout: 1800
+tasks:
+  - name: install
+    worker: "{{.device_1}}"
+    actions:
+      - name: image2disk
+        image: image2disk:` + actionsTag + `
+        timeout: 900
+        environment:
+          IMG_URL: ` + imageURL + `
+          DEST_DISK: /dev/vda
+          COMPRESSED: "true"
+          CHECKSUM: sha256:` + imageSHA256 + `
+`)
+	b.WriteString(`      - name: writefile
+        image: writefile:` + actionsTag + `
+        timeout: 120
+        environment:
+          DEST_DISK: /dev/vda2
+          FS_TYPE: ext4
+          DEST_PATH: /etc/hostname
+          CONTENTS_URL: http://` + metaAddr + `/2009-04-04/meta-data/hostname
+          MODE: "0644"
+      - name: reboot
+        image: reboot:` + actionsTag + `
+        timeout: 60
+`)
+	return b.String()
+}
+
+// event is one workflow action report as `herd workflow watch -o json`
+// prints it (protojson, proto field names).
+type event struct {
+	WorkflowID string    `json:"workflow_id"`
+	Task       string    `json:"task_name"`
+	Action     string    `json:"action_name"`
+	State      string    `json:"action_status"`
+	Seconds    int64s    `json:"seconds"`
+	Message    string    `json:"message"`
+	CreatedAt  time.Time `json:"created_at"`
+	WorkerID   string    `json:"worker_id"`
+}
+
+// int64s reads protojson's int64: a JSON string, or a number.
+type int64s int64
+
+func (n *int64s) UnmarshalJSON(b []byte) error {
+	s := strings.Trim(string(b), `"`)
+	if s == "" || s == "null" {
+		*n = 0
+		return nil
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	*n = int64s(v)
+	return err
+}
+
+func parseEvent(line string) (event, error) {
+	var e event
+	err := json.Unmarshal([]byte(line), &e)
+	e.State = strings.TrimPrefix(e.State, "STATE_")
+	return e, err
+}
+
+func finalState(s string) bool { return s == "SUCCESS" || s == "FAILED" || s == "TIMEOUT" }
+
+// actionTime is one action's run as the summary shows it.
+type actionTime struct {
+	Name, State   string
+	Start, End    time.Time
+	ServerSeconds int64
+	Message       string
+}
+
+// actionTimes folds a workflow's events into one row per action, in the
+// order they started.
+func actionTimes(evs []event) []actionTime {
+	var out []actionTime
+	idx := map[string]int{}
+	for _, e := range evs {
+		key := e.Task + "/" + e.Action
+		i, ok := idx[key]
+		if !ok {
+			idx[key] = len(out)
+			out = append(out, actionTime{Name: e.Action})
+			i = len(out) - 1
+		}
+		a := &out[i]
+		a.State = e.State
+		if e.State == "RUNNING" && a.Start.IsZero() {
+			a.Start = e.CreatedAt
+		}
+		if finalState(e.State) {
+			a.End, a.ServerSeconds, a.Message = e.CreatedAt, int64(e.Seconds), e.Message
+		}
+	}
+	return out
+}
+
+// duration is how long a ran: from its RUNNING report to its final one
+// when both are known, else the seconds its worker reported.
+func (a actionTime) duration() time.Duration {
+	if !a.Start.IsZero() && !a.End.IsZero() && a.End.After(a.Start) {
+		return a.End.Sub(a.Start)
+	}
+	return time.Duration(a.ServerSeconds) * time.Second
+}
+
+// markerHostname returns the host names the installed OS printed on its
+// console (`herd-installed-os: hostname=NAME (metadata) file=NAME`).
+func markerHostname(line string) (metadata, file string, ok bool) {
+	const marker = "herd-installed-os: "
+	i := strings.Index(line, marker)
+	if i < 0 {
+		return "", "", false
+	}
+	for _, f := range strings.Fields(line[i+len(marker):]) {
+		switch {
+		case strings.HasPrefix(f, "hostname="):
+			metadata = strings.TrimPrefix(f, "hostname=")
+		case strings.HasPrefix(f, "file="):
+			file = strings.TrimPrefix(f, "file=")
+		}
+	}
+	return metadata, file, true
+}
+
+func fmtDur(d time.Duration) string {
+	if d < 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1fs", d.Seconds())
+}

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// checkDisk compares the VM's disk with the image up to the end of the
+// boot partition (MBR, boot loader, kernel, initramfs: what nothing writes
+// after image2disk; the root partition holds writefile's /etc/hostname).
+func checkDisk(disk, image, layout string) (string, bool) {
+	end, err := bootEnd(layout)
+	if err != nil {
+		return err.Error(), false
+	}
+	a, err := prefixSHA256(disk, end)
+	if err != nil {
+		return err.Error(), false
+	}
+	b, err := prefixSHA256(image, end)
+	if err != nil {
+		return err.Error(), false
+	}
+	if a != b {
+		return fmt.Sprintf("first %d bytes differ from the image (sha256 %s, image %s)", end, a[:16], b[:16]), false
+	}
+	return fmt.Sprintf("first %d bytes (MBR + boot partition) match disk.img, sha256 %s", end, a[:16]), true
+}
+
+// bootEnd reads layout.env's BOOT_OFFSET + BOOT_SIZE.
+func bootEnd(layout string) (int64, error) {
+	b, err := os.ReadFile(layout)
+	if err != nil {
+		return 0, err
+	}
+	v := map[string]int64{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		k, val, ok := strings.Cut(sc.Text(), "=")
+		if !ok {
+			continue
+		}
+		if n, err := strconv.ParseInt(strings.Trim(val, `"`), 10, 64); err == nil {
+			v[k] = n
+		}
+	}
+	if v["BOOT_SIZE"] <= 0 {
+		return 0, fmt.Errorf("%s: no BOOT_OFFSET/BOOT_SIZE", layout)
+	}
+	return v["BOOT_OFFSET"] + v["BOOT_SIZE"], nil
+}
+
+func prefixSHA256(path string, n int64) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	got, err := io.Copy(h, io.LimitReader(f, n))
+	if err != nil {
+		return "", err
+	}
+	if got != n {
+		return "", fmt.Errorf("%s: %d bytes, want at least %d", path, got, n)
+	}
+	return fmt.Sprintf("%x", h.Sum(nil)), nil
+}
+
+// summary prints the outcome and returns the verdict.
+func (sb *sandbox) summary(m machine, wfID, disk, console string, p *progress) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	w := sb.out
+	fmt.Fprintf(w, "\n==================== herd sandbox summary ====================\n")
+	state := p.wfState
+	if state == "" {
+		state = "not finished"
+	}
+	fmt.Fprintf(w, "workflow   %s  %s\n", wfID, state)
+	fmt.Fprintf(w, "machine    %s  MAC %s  IP %s  hostname %s\n", m.ID, m.MAC, m.IP, m.Hostname)
+	acts := actionTimes(p.events)
+	if len(acts) > 0 {
+		fmt.Fprintf(w, "actions\n")
+		for _, a := range acts {
+			if a.Name == "boot" {
+				continue // herd-boots' netboot notes, in the timeline
+			}
+			fmt.Fprintf(w, "  %-18s %-8s %7s", a.Name, a.State, fmtDur(a.duration()))
+			if a.State != "SUCCESS" && a.Message != "" {
+				fmt.Fprintf(w, "  %s", firstLine(a.Message))
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	fmt.Fprintf(w, "timeline (since power-on)\n")
+	for _, ms := range p.milestones {
+		fmt.Fprintf(w, "  %7s  %s\n", fmtDur(ms.at.Sub(p.powerOn)), ms.name)
+	}
+	md, file, reported := markerHostname(p.marker)
+	okHost := reported && md == m.Hostname && file == m.Hostname
+	diskMsg, okDisk := checkDisk(disk, filepath.Join(sb.opts.repo, "bin", "osimage", "disk.img"), filepath.Join(sb.opts.repo, "bin", "osimage", "layout.env"))
+	fmt.Fprintf(w, "disk       %s\n", diskMsg)
+	if reported {
+		fmt.Fprintf(w, "installed  %s\n", p.marker)
+	} else {
+		fmt.Fprintf(w, "installed  the installed OS printed no herd-installed-os line\n")
+	}
+	var provisioned time.Duration = -1
+	for _, ms := range p.milestones {
+		if ms.name == "installed OS reported" {
+			provisioned = ms.at.Sub(p.powerOn)
+		}
+	}
+	ok := p.wfState == "SUCCESS" && okHost && okDisk
+	fmt.Fprintf(w, "total      power-on to provisioned (installed OS reported): %s\n", fmtDur(provisioned))
+	fmt.Fprintf(w, "logs       %s/logs/  console %s\n", sb.dir, console)
+	if ok {
+		fmt.Fprintf(w, "result     PROVISIONED: %s runs the installed OS and reported hostname=%s\n", m.ID, m.Hostname)
+	} else {
+		fmt.Fprintf(w, "result     NOT PROVISIONED (want workflow SUCCESS, the image on disk, and hostname=%s from the installed OS)\n", m.Hostname)
+	}
+	if !sb.opts.downAfter {
+		fmt.Fprintf(w, "services   still running in namespace %s; make sandbox-down removes everything\n", nsName)
+	}
+	fmt.Fprintf(w, "===============================================================\n")
+	return ok
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return s
+}

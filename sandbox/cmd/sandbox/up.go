@@ -1,0 +1,394 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// up runs the whole sandbox. ok is the verdict: the workflow succeeded,
+// the disk holds the image and the installed OS reported the host name.
+func (sb *sandbox) up(ctx context.Context) (bool, error) {
+	o := sb.opts
+	if netnsExists() || exists(sb.dir) {
+		sb.stage("removing what a previous run left (%s, namespace %s)", sb.dir, nsName)
+		if err := sb.down(); err != nil {
+			return false, err
+		}
+	}
+	for _, d := range []string{"pids", "logs", "www", "vm", "server", "registry"} {
+		if err := os.MkdirAll(filepath.Join(sb.dir, d), 0o755); err != nil {
+			return false, err
+		}
+	}
+	bin := func(name string) string { return filepath.Join(o.repo, "bin", name) }
+
+	// 1. Build.
+	if o.build {
+		sb.stage("building: make build osie osimage (log: %s)", sb.logPath("build"))
+		if err := sb.runLogged(ctx, "build", nil, "make", "-C", o.repo, "build", "osie", "osimage"); err != nil {
+			return false, err
+		}
+	}
+	for _, f := range []string{bin("herd-server"), bin("herd"), bin("herd-boots"), bin("herd-metadata"),
+		bin("osie/vmlinuz"), bin("osie/initramfs.img"), bin("osimage/disk.img.gz"), bin("osimage/disk.img")} {
+		if !exists(f) {
+			return false, fmt.Errorf("%s is missing: run make build osie osimage (or sandbox without --build=false)", f)
+		}
+	}
+
+	// 2. The network.
+	sb.stage("network namespace %s: bridge %s %s/%d, tap %s for the VM", nsName, bridge, hostIP, prefixLen, tap)
+	if err := makeNetns(); err != nil {
+		return false, err
+	}
+
+	// 3. PostgreSQL.
+	sb.stage("PostgreSQL on 127.0.0.1:%s inside %s (data: %s/pg)", pgPort, nsName, sb.dir)
+	if err := sb.startPostgres(ctx); err != nil {
+		return false, err
+	}
+
+	// 4. herd-server.
+	token, err := randomToken()
+	if err != nil {
+		return false, err
+	}
+	tokenFile := filepath.Join(sb.dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		return false, err
+	}
+	sb.stage("herd-server: gRPC %s, HTTP %s", grpcAddr, httpAddr)
+	srv, err := sb.startProc(spec{name: "herd-server", netns: nsName, order: 20, args: []string{bin("herd-server"),
+		"--db-url", "postgres://postgres@127.0.0.1:" + pgPort + "/postgres?sslmode=disable",
+		"--state-dir", filepath.Join(sb.dir, "server"), "--grpc-addr", grpcAddr, "--http-addr", httpAddr,
+		"--auth-token-file", tokenFile, "--tls-hosts", hostIP, "--log-format", "text"}})
+	if err != nil {
+		return false, err
+	}
+	if err := waitHTTP(ctx, "http://"+httpAddr+"/healthz", srv, 60*time.Second); err != nil {
+		return false, sb.withLog(err, "herd-server")
+	}
+	clientEnv := []string{"HERD_GRPC_AUTHORITY=" + grpcAddr, "HERD_CERT_URL=http://" + httpAddr + "/cert", "HERD_TOKEN=" + token}
+	svcEnv := []string{"HERD_TOKEN=" + token}
+
+	// 5. Registry and action images.
+	sb.stage("registry %s (Debian's docker-registry, storage %s/registry)", registry, sb.dir)
+	if err := sb.startRegistry(ctx); err != nil {
+		return false, err
+	}
+	if o.build {
+		sb.stage("action images: private dockerd in %s, make action-images, push to %s", nsName, registry)
+		if err := sb.buildActions(ctx); err != nil {
+			return false, err
+		}
+	} else {
+		sb.stage("action images: skipped (--build=false): the registry must already hold them")
+	}
+
+	// 6. herd-metadata.
+	sb.stage("herd-metadata on %s", metaAddr)
+	md, err := sb.startProc(spec{name: "herd-metadata", netns: nsName, order: 40, env: svcEnv, args: []string{bin("herd-metadata"),
+		"--server", grpcAddr, "--cert-url", "http://" + httpAddr + "/cert", "--metadata-addr", metaAddr, "--log-format", "json"}})
+	if err != nil {
+		return false, err
+	}
+	if err := waitHTTP(ctx, "http://"+metaAddr+"/healthz", md, 60*time.Second); err != nil {
+		return false, sb.withLog(err, "herd-metadata")
+	}
+
+	// 7. herd-boots, serving the OSIE and the OS image.
+	www := filepath.Join(sb.dir, "www")
+	for src, dst := range map[string]string{bin("osie/vmlinuz"): "vmlinuz-x86_64", bin("osie/initramfs.img"): "initramfs-x86_64",
+		bin("osimage/disk.img.gz"): "disk.img.gz"} {
+		if err := linkOrCopy(src, filepath.Join(www, dst)); err != nil {
+			return false, err
+		}
+	}
+	sb.stage("herd-boots: DHCP (reservation) on %s, TFTP, HTTP %s (OSIE and disk image from %s), syslog", bridge, bootsHTTP, www)
+	boots, err := sb.startProc(spec{name: "herd-boots", netns: nsName, order: 50, env: svcEnv, args: []string{bin("herd-boots"),
+		"--server", grpcAddr, "--cert-url", "http://" + httpAddr + "/cert", "--public-ip", hostIP,
+		"--http-addr", bootsHTTP, "--dhcp-mode", "reservation", "--dhcp-interface", bridge,
+		"--ipxe-dir", "/usr/lib/ipxe", "--osie-dir", www, "--registry", registry,
+		"--metadata-url", "http://" + metaAddr, "--log-format", "json"}})
+	if err != nil {
+		return false, err
+	}
+	if err := waitHTTP(ctx, "http://"+bootsHTTP+"/healthz", boots, 60*time.Second); err != nil {
+		return false, sb.withLog(err, "herd-boots")
+	}
+
+	// 8. The machine, its template and workflow.
+	m := machine{ID: "5a4d0000-0000-4000-8000-525400880050", MAC: vmMAC, IP: vmIP, Hostname: o.hostname}
+	sum, err := fileSHA256(filepath.Join(www, "disk.img.gz"))
+	if err != nil {
+		return false, err
+	}
+	herd := func(stdin string, args ...string) (string, error) { return sb.herd(ctx, clientEnv, stdin, args...) }
+	sb.stage("pushing hardware %s (MAC %s, IP %s, hostname %s), template and workflow with the herd CLI", m.ID, m.MAC, m.IP, m.Hostname)
+	hwFile := filepath.Join(sb.dir, "hardware.json")
+	if err := os.WriteFile(hwFile, []byte(hardwareJSON(m, true)), 0o644); err != nil {
+		return false, err
+	}
+	if _, err := herd("", "hardware", "push", "--file", hwFile); err != nil {
+		return false, err
+	}
+	tplFile := filepath.Join(sb.dir, "template.yaml")
+	if err := os.WriteFile(tplFile, []byte(template("http://"+bootsHTTP+"/osie/disk.img.gz", sum)), 0o644); err != nil {
+		return false, err
+	}
+	if _, err := herd("", "template", "create", "--file", tplFile); err != nil {
+		return false, err
+	}
+	out, err := herd("", "workflow", "create", "-t", "sandbox-install", "-r", fmt.Sprintf(`{"device_1":%q}`, m.MAC))
+	if err != nil {
+		return false, err
+	}
+	wfID := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(out), "Created Workflow:"))
+	sb.say("workflow %s (template %s, files in %s)", wfID, tplFile, sb.dir)
+
+	// 9. The VM.
+	return sb.runVM(ctx, m, wfID, clientEnv, hwFile)
+}
+
+func (sb *sandbox) withLog(err error, name string) error {
+	b, _ := os.ReadFile(sb.logPath(name))
+	if len(b) > 3000 {
+		b = b[len(b)-3000:]
+	}
+	return fmt.Errorf("%w\n--- end of %s ---\n%s", err, sb.logPath(name), b)
+}
+
+// runLogged runs a command to completion with its output in logs/NAME.log.
+func (sb *sandbox) runLogged(ctx context.Context, name string, env []string, args ...string) error {
+	f, err := os.OpenFile(sb.logPath(name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "$ %s\n", strings.Join(args, " "))
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env = append(os.Environ(), env...)
+	t := time.Now()
+	if err := cmd.Run(); err != nil {
+		return sb.withLog(fmt.Errorf("%s: %w", strings.Join(args, " "), err), name)
+	}
+	sb.say("%s: done in %s", strings.Join(args, " "), fmtDur(time.Since(t)))
+	return nil
+}
+
+// herd runs the herd CLI inside the namespace.
+func (sb *sandbox) herd(ctx context.Context, env []string, stdin string, args ...string) (string, error) {
+	full := append([]string{"nsenter", "--net=" + nsPath, "--", filepath.Join(sb.opts.repo, "bin", "herd")}, args...)
+	cmd := exec.CommandContext(ctx, full[0], full[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	sb.say("$ herd %s", strings.Join(args, " "))
+	if s := strings.TrimSpace(out.String()); s != "" && len(s) < 400 {
+		sb.say("  %s", strings.ReplaceAll(s, "\n", "\n              "))
+	}
+	if err != nil {
+		return out.String(), fmt.Errorf("herd %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), nil
+}
+
+func (sb *sandbox) startPostgres(ctx context.Context) error {
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return fmt.Errorf("no postgres user: apt-get install postgresql (make deps): %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Strings(bins)
+	if len(bins) == 0 {
+		return errors.New("PostgreSQL is not installed: apt-get install postgresql (make deps)")
+	}
+	pgbin := bins[len(bins)-1]
+	dir := filepath.Join(sb.dir, "pg")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := os.Chown(dir, uid, gid); err != nil {
+		return err
+	}
+	// The state directory must be traversable by postgres.
+	_ = os.Chmod(sb.dir, 0o755)
+	initdb := exec.CommandContext(ctx, filepath.Join(pgbin, "initdb"), "--pgdata", filepath.Join(dir, "data"),
+		"--username", "postgres", "--auth", "trust", "--encoding", "UTF8", "--locale", "C")
+	initdb.Dir = dir
+	initdb.SysProcAttr = credential(uid, gid)
+	if out, err := initdb.CombinedOutput(); err != nil {
+		return fmt.Errorf("initdb: %w\n%s", err, out)
+	}
+	_ = os.WriteFile(sb.logPath("postgres"), nil, 0o644)
+	_ = os.Chown(sb.logPath("postgres"), uid, gid)
+	p, err := sb.startProc(spec{name: "postgres", netns: nsName, uid: uid, gid: gid, order: 10, dir: dir,
+		args: []string{filepath.Join(pgbin, "postgres"), "-D", filepath.Join(dir, "data"), "-k", dir,
+			"-h", "127.0.0.1", "-p", pgPort, "-c", "max_connections=100", "-c", "fsync=off"}})
+	if err != nil {
+		return err
+	}
+	return sb.waitLog(ctx, "postgres", "database system is ready to accept connections", p, 60*time.Second)
+}
+
+// waitLog waits for text in logs/NAME.log.
+func (sb *sandbox) waitLog(ctx context.Context, name, text string, p *proc, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		b, _ := os.ReadFile(sb.logPath(name))
+		if strings.Contains(string(b), text) {
+			return nil
+		}
+		if p != nil && p.exited() {
+			return sb.withLog(fmt.Errorf("%s exited: %v", name, p.err), name)
+		}
+		if time.Now().After(deadline) {
+			return sb.withLog(fmt.Errorf("%s did not log %q within %s", name, text, within), name)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (sb *sandbox) startRegistry(ctx context.Context) error {
+	conf := fmt.Sprintf(`version: 0.1
+log:
+  level: info
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: %s
+http:
+  addr: %s
+  secret: herd-sandbox
+`, filepath.Join(sb.dir, "registry", "storage"), registry)
+	confFile := filepath.Join(sb.dir, "registry", "config.yml")
+	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	bin, err := exec.LookPath("docker-registry")
+	if err != nil {
+		return fmt.Errorf("docker-registry (Debian package docker-registry; make deps): %w", err)
+	}
+	p, err := sb.startProc(spec{name: "registry", netns: nsName, order: 30, args: []string{bin, "serve", confFile}})
+	if err != nil {
+		return err
+	}
+	return waitHTTP(ctx, "http://"+registry+"/v2/", p, 30*time.Second)
+}
+
+// buildActions runs a private dockerd in the namespace (its own data
+// root, exec root and socket under the state directory; no iptables, no
+// bridge), builds and pushes the action images, and stops it.
+func (sb *sandbox) buildActions(ctx context.Context) error {
+	dockerd, err := exec.LookPath("dockerd")
+	if err != nil {
+		return fmt.Errorf("dockerd (Debian package docker.io; make deps): %w", err)
+	}
+	ddir := filepath.Join(sb.dir, "docker")
+	if err := os.MkdirAll(ddir, 0o711); err != nil {
+		return err
+	}
+	sock := filepath.Join(ddir, "docker.sock")
+	host := "unix://" + sock
+	// unshare: its own mount namespace, so its mounts go with it.
+	p, err := sb.startProc(spec{name: "dockerd", netns: nsName, order: 35, args: []string{"unshare", "--mount", "--propagation", "private", "--",
+		dockerd, "--iptables=false", "--bridge=none", "--storage-driver=overlay2", "--insecure-registry", registry,
+		"--data-root", filepath.Join(ddir, "data"), "--exec-root", filepath.Join(ddir, "exec"),
+		"-H", host, "--pidfile", filepath.Join(ddir, "docker.pid")}})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		pfs, _ := readPidFiles(sb.dir)
+		for _, pf := range pfs {
+			if strings.HasSuffix(pf.path, "-dockerd.pid") {
+				_ = stopPid(pf, 20*time.Second)
+				_ = os.Remove(pf.path)
+			}
+		}
+		<-p.done
+		unmountUnder(ddir)
+		_ = os.RemoveAll(ddir)
+	}()
+	env := []string{"DOCKER_HOST=" + host, "DOCKER_BUILDKIT=0"}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if exec.CommandContext(ctx, "docker", "-H", host, "version").Run() == nil {
+			break
+		}
+		if p.exited() || time.Now().After(deadline) {
+			return sb.withLog(errors.New("the private dockerd did not answer"), "dockerd")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return sb.runLogged(ctx, "actions", env, "make", "-C", sb.opts.repo, "action-images",
+		"ACTION_REGISTRY="+registry, "ACTION_TAG="+actionsTag)
+}
+
+func randomToken() (string, error) {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
+}
+
+func exists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+func linkOrCopy(src, dst string) error {
+	_ = os.Remove(dst)
+	if os.Link(src, dst) == nil {
+		return nil
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+func fileSHA256(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, bufio.NewReader(f)); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

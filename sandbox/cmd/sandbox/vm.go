@@ -1,0 +1,414 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// milestone is a moment of the machine's provisioning.
+type milestone struct {
+	name string
+	at   time.Time
+}
+
+// progress collects what the watchers see, under one lock.
+type progress struct {
+	mu         sync.Mutex
+	powerOn    time.Time
+	milestones []milestone
+	events     []event
+	kernels    int
+	marker     string
+	wfState    string
+}
+
+func (p *progress) mark(name string) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range p.milestones {
+		if m.name == name {
+			return m.at
+		}
+	}
+	now := time.Now()
+	p.milestones = append(p.milestones, milestone{name, now})
+	return now
+}
+
+func (p *progress) at(name string) (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range p.milestones {
+		if m.name == name {
+			return m.at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// vmLine prints a live line with the time since power-on.
+func (sb *sandbox) vmLine(p *progress, format string, a ...any) {
+	fmt.Fprintf(sb.out, "[%7.1fs] %s  (+%s since power-on)\n", time.Since(sb.start).Seconds(), fmt.Sprintf(format, a...),
+		fmtDur(time.Since(p.powerOn)))
+}
+
+// consoleMilestones are console lines worth a live line, by the text they
+// hold. The first kernel is the OSIE's, the second the installed OS's.
+var consoleMilestones = []struct{ text, label string }{
+	{"herd OSIE init starting", "OSIE init started"},
+	{"DHCP lease", "OSIE leased its address"},
+	{"docker ready", "OSIE: docker ready"},
+	{"worker started", "OSIE: herd-worker started"},
+	{"workflow over", "OSIE: workflow over"},
+	{"worker ended", "OSIE: herd-worker ended"},
+}
+
+func (sb *sandbox) runVM(ctx context.Context, m machine, wfID string, clientEnv []string, hwFile string) (bool, error) {
+	o := sb.opts
+	disk := filepath.Join(sb.dir, "vm", "disk.raw")
+	if err := os.WriteFile(disk, nil, 0o644); err != nil {
+		return false, err
+	}
+	if err := os.Truncate(disk, int64(o.diskMiB)<<20); err != nil {
+		return false, err
+	}
+	console := filepath.Join(sb.dir, "vm", "console.log")
+	qemu, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		return false, fmt.Errorf("qemu-system-x86_64 (Debian package qemu-system-x86; make deps): %w", err)
+	}
+	// Debian's iPXE ROM for e1000: QEMU 7.2 with the pc machine does not
+	// run efi-virtio.rom's legacy image (SeaBIOS skips the NIC).
+	rom := "/usr/lib/ipxe/qemu/efi-e1000.rom"
+	args := []string{qemu, "-name", "herd-sbx-vm1", "-machine", "pc", "-accel", "tcg", "-m", strconv.Itoa(o.memMiB), "-smp", strconv.Itoa(o.smp),
+		"-display", "none", "-monitor", "none", "-serial", "file:" + console,
+		"-device", "virtio-rng-pci",
+		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",
+		// Network first, then the disk: once netboot is switched off for
+		// the machine, iPXE gets no boot file and the BIOS boots the disk.
+		// (bootindex, not -boot order=nc: SeaBIOS ignores that for these.)
+		"-device", "e1000,netdev=n0,mac=" + m.MAC + ",romfile=" + rom + ",bootindex=1",
+		"-drive", "file=" + disk + ",format=raw,if=none,id=disk0",
+		"-device", "virtio-blk-pci,drive=disk0,bootindex=2"}
+	sb.stage("powering on the VM: qemu-system-x86_64 (TCG, %d MiB, %d CPUs, iPXE ROM %s, empty %d MiB disk)", o.memMiB, o.smp, rom, o.diskMiB)
+	sb.say("console: %s", console)
+	sb.say("logs:    %s/logs/{herd-boots,herd-server,herd-metadata,registry,postgres,qemu}.log", sb.dir)
+	p := &progress{powerOn: time.Now()}
+	vm, err := sb.startProc(spec{name: "qemu", netns: nsName, order: 90, args: args})
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); sb.followConsole(ctx, console, p) }()
+	go func() { defer wg.Done(); sb.followBoots(ctx, p) }()
+	watchDone := make(chan error, 1)
+	go func() {
+		defer wg.Done()
+		watchDone <- sb.followWorkflow(ctx, wfID, clientEnv, m, hwFile, p)
+	}()
+
+	timeout := time.NewTimer(o.timeout)
+	defer timeout.Stop()
+	var runErr error
+	watched := watchDone
+wait:
+	for {
+		select {
+		case <-vm.done:
+			p.mark("VM powered off")
+			sb.vmLine(p, "VM powered off")
+			break wait
+		case err := <-watched:
+			// Keep the result for below; after SUCCESS the VM goes on to
+			// boot its disk, after anything else there is nothing to wait for.
+			watchDone <- err
+			watched = nil
+			p.mu.Lock()
+			state := p.wfState
+			p.mu.Unlock()
+			if state != "SUCCESS" {
+				sb.vmLine(p, "workflow ended %s: stopping the VM", orNone(state))
+				break wait
+			}
+		case <-timeout.C:
+			runErr = fmt.Errorf("the VM was not provisioned within %s of power-on (see %s)", o.timeout, console)
+			break wait
+		case <-ctx.Done():
+			runErr = fmt.Errorf("interrupted: %w", ctx.Err())
+			break wait
+		}
+	}
+	if !vm.exited() {
+		pfs, _ := readPidFiles(sb.dir)
+		for _, pf := range pfs {
+			if strings.HasSuffix(pf.path, "-qemu.pid") {
+				_ = stopPid(pf, 2*time.Second)
+			}
+		}
+	}
+	// Let the watchers read the last lines.
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	wg.Wait()
+	select {
+	case err := <-watchDone:
+		if err != nil && runErr == nil && p.wfState == "" {
+			runErr = err
+		}
+	default:
+	}
+	ok := sb.summary(m, wfID, disk, console, p)
+	return ok, runErr
+}
+
+// followConsole tails the serial console and reports its milestones.
+func (sb *sandbox) followConsole(ctx context.Context, path string, p *progress) {
+	tail(ctx, path, func(line string) {
+		switch {
+		case strings.Contains(line, "Linux version"):
+			p.mu.Lock()
+			p.kernels++
+			n := p.kernels
+			p.mu.Unlock()
+			if n == 1 {
+				p.mark("OSIE kernel started")
+				sb.vmLine(p, "console: OSIE kernel started")
+			} else {
+				p.mark("installed OS kernel started")
+				sb.vmLine(p, "console: installed OS kernel started (booted from its disk)")
+			}
+		case strings.Contains(line, "herd-installed-os:"):
+			p.mu.Lock()
+			p.marker = strings.TrimSpace(line[strings.Index(line, "herd-installed-os:"):])
+			p.mu.Unlock()
+			p.mark("installed OS reported")
+			sb.vmLine(p, "console: %s", strings.TrimSpace(line[strings.Index(line, "herd-installed-os:"):]))
+		default:
+			for _, c := range consoleMilestones {
+				if strings.Contains(line, c.text) {
+					p.mu.Lock()
+					first := p.kernels <= 1
+					p.mu.Unlock()
+					if _, seen := p.at(c.label); !seen && first {
+						p.mark(c.label)
+						sb.vmLine(p, "console: %s", c.label)
+					}
+				}
+			}
+		}
+	})
+}
+
+// followBoots tails herd-boots' JSON log for what it answered the VM.
+func (sb *sandbox) followBoots(ctx context.Context, p *progress) {
+	tailFrom(ctx, sb.logPath("herd-boots"), true, func(line string) {
+		var l map[string]any
+		if json.Unmarshal([]byte(line), &l) != nil {
+			return
+		}
+		str := func(k string) string { s, _ := l[k].(string); return s }
+		switch str("msg") {
+		case "dhcp reply":
+			file := str("boot_file")
+			if file == "" {
+				file = "no boot file"
+			}
+			sb.vmLine(p, "boots: DHCP %s %s, %s (%s)", str("reply"), str("ip"), file, str("decision"))
+			if strings.HasSuffix(file, "auto.ipxe") {
+				p.mark("netboot: DHCP answered")
+			}
+		case "http: auto.ipxe", "http: ipxe script served":
+			if s := str("script"); s != "" {
+				sb.vmLine(p, "boots: iPXE script %q served", s)
+				if s == "osie" {
+					p.mark("netboot: OSIE script served")
+				}
+			}
+		case "boot event":
+			sb.vmLine(p, "boots: boot event %s", str("event"))
+		case "tftp: sent":
+			sb.vmLine(p, "boots: TFTP sent %s", str("file"))
+		}
+	})
+}
+
+// followWorkflow runs `herd workflow watch` in the namespace and prints
+// each report; once the worker reports, netboot is switched off for the
+// machine so that its next boot, after the workflow, is from its disk.
+func (sb *sandbox) followWorkflow(ctx context.Context, wfID string, env []string, m machine, hwFile string, p *progress) error {
+	full := []string{"nsenter", "--net=" + nsPath, "--", filepath.Join(sb.opts.repo, "bin", "herd"), "workflow", "watch", wfID, "-o", "json", "--timeout", "0"}
+	cmd := exec.CommandContext(ctx, full[0], full[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	pxeOff := false
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		e, err := parseEvent(sc.Text())
+		if err != nil {
+			continue
+		}
+		p.mu.Lock()
+		p.events = append(p.events, e)
+		p.mu.Unlock()
+		line := fmt.Sprintf("workflow: %-18s %-8s", e.Action, e.State)
+		if finalState(e.State) {
+			line += " " + strconv.FormatInt(int64(e.Seconds), 10) + "s"
+		}
+		if e.Message != "" {
+			msg := e.Message
+			if len(msg) > 160 {
+				msg = msg[:160] + "…"
+			}
+			line += "  " + strings.ReplaceAll(msg, "\n", " | ")
+		}
+		sb.vmLine(p, "%s", line)
+		// "boot" events are herd-boots' netboot notes; the first action
+		// report means the OSIE is up and its worker running.
+		if e.Action == "boot" {
+			continue
+		}
+		p.mark("worker reported (workflow running)")
+		if !pxeOff {
+			pxeOff = true
+			// Its next boot is from disk.
+			if err := os.WriteFile(hwFile, []byte(hardwareJSON(m, false)), 0o644); err == nil {
+				if _, err := sb.herd(ctx, env, "", "hardware", "push", "--file", hwFile); err == nil {
+					sb.vmLine(p, "netboot switched off for %s (allow_pxe=false): the VM boots its disk next", m.MAC)
+				} else {
+					sb.vmLine(p, "could not switch netboot off: %v", err)
+				}
+			}
+		}
+	}
+	werr := cmd.Wait()
+	state := ""
+	p.mu.Lock()
+	if n := len(p.events); n > 0 {
+		// The workflow's state is its last action's once that one ended.
+		last := p.events[n-1]
+		if finalState(last.State) {
+			state = last.State
+			if state == "SUCCESS" && !allActionsSucceeded(p.events) {
+				state = "RUNNING"
+			}
+		}
+	}
+	p.mu.Unlock()
+	if werr == nil {
+		state = "SUCCESS"
+	} else if ee, ok := werr.(*exec.ExitError); ok {
+		switch ee.ExitCode() {
+		case 3:
+			state = "FAILED"
+		case 4:
+			state = "TIMEOUT"
+		}
+	}
+	if state != "" {
+		p.mu.Lock()
+		p.wfState = state
+		p.mu.Unlock()
+		p.mark("workflow " + state)
+		sb.vmLine(p, "workflow %s %s", wfID, state)
+	}
+	if werr != nil && ctx.Err() == nil && state == "" {
+		return fmt.Errorf("herd workflow watch: %w: %s", werr, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+func allActionsSucceeded(evs []event) bool {
+	for _, a := range actionTimes(evs) {
+		// "boot" holds herd-boots' netboot notes, not an action.
+		if a.State != "SUCCESS" && a.Name != "boot" {
+			return false
+		}
+	}
+	return true
+}
+
+// tail calls line for each line appended to path, from its start, until
+// ctx ends (polling: the writer may not have created it yet).
+func tail(ctx context.Context, path string, line func(string)) { tailFrom(ctx, path, false, line) }
+
+// tailFrom is tail; fromEnd skips what the file holds already.
+func tailFrom(ctx context.Context, path string, fromEnd bool, line func(string)) {
+	var f *os.File
+	for f == nil {
+		var err error
+		if f, err = os.Open(path); err != nil {
+			f = nil
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	defer f.Close()
+	if fromEnd {
+		_, _ = f.Seek(0, io.SeekEnd)
+	}
+	r := bufio.NewReader(f)
+	var partial string
+	for {
+		s, err := r.ReadString('\n')
+		partial += s
+		if err == nil {
+			line(strings.TrimRight(partial, "\r\n"))
+			partial = ""
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			// Whatever was written meanwhile.
+			for {
+				s, err := r.ReadString('\n')
+				partial += s
+				if partial != "" && (err == nil || s == "") {
+					line(strings.TrimRight(partial, "\r\n"))
+					partial = ""
+				}
+				if err != nil {
+					return
+				}
+			}
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func credential(uid, gid int) *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "without a final state"
+	}
+	return s
+}
