@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/herd-metal/herd/pkg/benchdoc"
 	"github.com/herd-metal/herd/pkg/servertest"
 	"github.com/herd-metal/herd/proto/hardware"
 )
@@ -207,7 +208,7 @@ func TestBenchMetadata(t *testing.T) {
 		"each file has the Content-Type herd-metadata sends.\n", gomaxprocs)
 	t.Log("\n" + b.String())
 	if *out != "" {
-		if err := writeSection(*out, "bench-metadata", b.String()); err != nil {
+		if err := benchdoc.WriteSection(*out, "bench-metadata", b.String()); err != nil {
 			t.Fatal(err)
 		}
 	}

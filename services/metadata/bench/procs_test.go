@@ -7,10 +7,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -387,23 +385,4 @@ func runWrk(t *testing.T, bin string, args []string, url string) wrkResult {
 		t.Fatalf("wrk %s: %d answers were not 2xx (is 127.0.0.1 the caller's record?)\n%s", url, res.non2xx, out)
 	}
 	return res
-}
-
-func writeSection(path, name, body string) error {
-	begin, end := "<!-- "+name+":begin -->", "<!-- "+name+":end -->"
-	old, err := os.ReadFile(path)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	doc, section := string(old), begin+"\n"+body+end
-	i, j := strings.Index(doc, begin), strings.Index(doc, end)
-	switch {
-	case i >= 0 && j > i:
-		doc = doc[:i] + section + doc[j+len(end):]
-	case strings.TrimSpace(doc) == "":
-		doc = "# herd benchmarks\n\n" + section + "\n"
-	default:
-		doc = strings.TrimRight(doc, "\n") + "\n\n" + section + "\n"
-	}
-	return os.WriteFile(path, []byte(doc), 0o644)
 }

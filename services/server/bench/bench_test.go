@@ -25,6 +25,7 @@ import (
 	_ "github.com/lib/pq"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/herd-metal/herd/pkg/benchdoc"
 	"github.com/herd-metal/herd/pkg/servertest"
 	"github.com/herd-metal/herd/proto/hardware"
 	"github.com/herd-metal/herd/proto/template"
@@ -203,34 +204,13 @@ func TestBenchServer(t *testing.T) {
 	}
 	t.Log("\n" + b.String())
 	if *out != "" {
-		if err := writeSection(*out, "bench-server", b.String()); err != nil {
+		if err := benchdoc.WriteSection(*out, "bench-server", b.String()); err != nil {
 			t.Fatal(err)
 		}
 	}
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-// writeSection replaces (or appends) the section between this benchmark's
-// markers, so each benchmark owns its part of the file.
-func writeSection(path, name, body string) error {
-	begin, end := "<!-- "+name+":begin -->", "<!-- "+name+":end -->"
-	old, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	doc := string(old)
-	if doc == "" {
-		doc = "# herd benchmarks\n\nWritten by the `make bench-*` targets; each owns the section between its markers.\n"
-	}
-	section := begin + "\n" + body + end
-	if i, j := strings.Index(doc, begin), strings.Index(doc, end); i >= 0 && j > i {
-		doc = doc[:i] + section + doc[j+len(end):]
-	} else {
-		doc = strings.TrimRight(doc, "\n") + "\n\n" + section + "\n"
-	}
-	return os.WriteFile(path, []byte(doc), 0o644)
-}
 
 // worker is one simulated machine: its connection, workflow and actions.
 type worker struct {
