@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/herd-metal/herd/pkg/version.Version=$(VERSION)
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build test deps vet check-proto proto bench-server bench-metadata action-images osie osimage fuzz ipxe sandbox sandbox-down test-e2e clean
+.PHONY: all build test deps vet check-proto proto bench-server bench-metadata bench-dhcp action-images osie osimage fuzz ipxe sandbox sandbox-down test-e2e clean
 
 all: build
 
@@ -82,6 +82,10 @@ action-images:
 		docker build -t $(if $(ACTION_REGISTRY),$(ACTION_REGISTRY)/)$$a:$(ACTION_TAG) .tmp/actions/$$a || exit 1; \
 		[ -z "$(ACTION_REGISTRY)" ] || docker push $(ACTION_REGISTRY)/$$a:$(ACTION_TAG) || exit 1; \
 	done
+
+bench-dhcp: deps
+	./scripts/deps.sh services/boots/bench/deps.txt
+	go test -tags bench -count=1 -timeout 40m -run TestBenchDHCP -v ./services/boots/bench -args -out $(CURDIR)/docs/benchmarks.md
 
 # The iPXE binaries herd-boots serves (--ipxe-dir), from Debian's ipxe
 # package, in one directory: bin/ipxe.
