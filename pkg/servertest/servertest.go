@@ -23,12 +23,14 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/herd-metal/herd/pkg/connect"
 	"github.com/herd-metal/herd/pkg/pgtest"
 	"github.com/herd-metal/herd/pkg/workertoken"
+	"github.com/herd-metal/herd/proto/hardware"
 )
 
 // AdminToken is the admin bearer token of every server started here.
@@ -281,4 +283,28 @@ func (s *Server) Rest(method, path, body, token string) (int, string) {
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
 	return res.StatusCode, string(b)
+}
+
+// PushHardware pushes record(i) for i in [from, to) from 32 concurrent
+// clients, failing the test on the first refusal, and returns how long it
+// took (benchmarks fill the inventory with it).
+func PushHardware(t testing.TB, c hardware.HardwareServiceClient, from, to int, record func(int) *hardware.Hardware) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var g errgroup.Group
+	g.SetLimit(32)
+	for i := from; i < to; i++ {
+		g.Go(func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if _, err := c.Push(ctx, &hardware.PushRequest{Data: record(i)}); err != nil {
+				return fmt.Errorf("push record %d: %w", i, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	return time.Since(start)
 }

@@ -9,7 +9,6 @@
 package bench
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -18,8 +17,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 
 	"github.com/herd-metal/herd/pkg/benchdoc"
 	"github.com/herd-metal/herd/pkg/servertest"
@@ -81,24 +78,7 @@ func record(i int) *hardware.Hardware {
 
 // push sends records [from, to) from 32 concurrent clients.
 func push(t *testing.T, c hardware.HardwareServiceClient, from, to int) time.Duration {
-	t.Helper()
-	start := time.Now()
-	var g errgroup.Group
-	g.SetLimit(32)
-	for i := from; i < to; i++ {
-		g.Go(func() error {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if _, err := c.Push(ctx, &hardware.PushRequest{Data: record(i)}); err != nil {
-				return fmt.Errorf("push record %d: %w", i, err)
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	return time.Since(start)
+	return servertest.PushHardware(t, c, from, to, record)
 }
 
 // measured is one wrk run.
