@@ -22,6 +22,11 @@ deps:
 vet:
 	@out=$$(gofmt -l $(MODULES)); [ -z "$$out" ] || { echo "not gofmt-formatted:"; echo "$$out"; exit 1; }
 	go vet $(addsuffix /...,$(addprefix ./,$(MODULES)))
+	@# Each module must build on its own (GOWORK=off), as the OSIE and OS
+	@# image builds do: go.work hides a go.mod that is not tidy.
+	@for m in $(MODULES); do \
+		(cd $$m && GOWORK=off go mod tidy -diff >/dev/null) || { echo "$$m/go.mod is not tidy: cd $$m && GOWORK=off go mod tidy"; exit 1; }; \
+	done
 
 # Regenerates into a scratch directory and fails when the committed code
 # differs: the generated code must come from the committed .proto files.
