@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -64,6 +65,7 @@ type settings struct {
 	leaseTime                                 time.Duration
 	requireIP                                 bool
 	logLevel, logFormat                       string
+	pprofAddr                                 string
 	showVersion                               bool
 }
 
@@ -105,6 +107,7 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	fs.BoolVar(&s.requireIP, "http-require-ip", false, "serve a machine's script only to its reserved address (off: callers with unknown addresses are identified by MAC, as proxy mode and OVH need)")
 	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&s.logFormat, "log-format", "json", "json or text")
+	fs.StringVar(&s.pprofAddr, "pprof-addr", "off", "listen address of Go's /debug/pprof/ profiles (for profiling under load; keep it on loopback), or off")
 	fs.BoolVar(&s.showVersion, "version", false, "print the version and exit")
 	if err := config.Parse(fs, args, "HERD_", connect.Lookup(lookup)); err != nil {
 		return s, err
@@ -174,7 +177,8 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		return err
 	}
 	defer conn.Close()
-	inv := inventory.New(log, nil)
+	// dhcp.Prepare parses each record once as it arrives, not per packet.
+	inv := inventory.New(log, dhcp.Prepare)
 	reg := observe.NewRegistry()
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herd_boots_inventory_machines",
 		Help: "Hardware records in boots' in-memory inventory."}, func() float64 { return float64(inv.Len()) }))
@@ -224,6 +228,20 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		defer cancel()
 		return srv.Shutdown(sctx)
 	})
+	if s.pprofAddr != "off" {
+		pl, err := net.Listen("tcp", s.pprofAddr)
+		if err != nil {
+			return fmt.Errorf("pprof: %w", err)
+		}
+		ps := &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error {
+			if err := ps.Serve(pl); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("pprof: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error { <-ctx.Done(); return ps.Close() })
+	}
 	if s.dhcpAddr != "off" {
 		for _, l := range []struct {
 			addr string
@@ -262,4 +280,16 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	log.Info("herd-boots serving", "version", version.String(), "public_ip", public.String(), "http", s.httpAddr, "base_url", baseURL,
 		"dhcp_mode", string(mode), "dhcp_interface", s.dhcpIface, "tftp", s.tftpAddr, "syslog", s.syslogAddr, "ipxe_params", string(params))
 	return g.Wait()
+}
+
+// pprofMux serves net/http/pprof's handlers on a mux of their own (not
+// http.DefaultServeMux, which the package's init fills).
+func pprofMux() *http.ServeMux {
+	m := http.NewServeMux()
+	m.HandleFunc("/debug/pprof/", pprof.Index)
+	m.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	m.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	m.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	m.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return m
 }

@@ -111,15 +111,19 @@ func userClasses(m *dhcpv4.DHCPv4) []string {
 // archFromVendorClass parses "PXEClient:Arch:00007:UNDI:003016" (the PXE
 // 2.1 form, arch in decimal) into 7.
 func archFromVendorClass(vc string) (iana.Arch, bool) {
-	parts := strings.Split(vc, ":")
-	for i := 0; i+1 < len(parts); i++ {
-		if parts[i] == "Arch" {
-			n, err := strconv.ParseUint(parts[i+1], 10, 16)
+	for rest := vc; ; {
+		field, tail, more := strings.Cut(rest, ":")
+		if !more {
+			return 0, false
+		}
+		if field == "Arch" {
+			num, _, _ := strings.Cut(tail, ":")
+			n, err := strconv.ParseUint(num, 10, 16)
 			if err != nil {
 				return 0, false
 			}
 			return iana.Arch(n), true
 		}
+		rest = tail
 	}
-	return 0, false
 }

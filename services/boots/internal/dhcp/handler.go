@@ -1,15 +1,18 @@
 package dhcp
 
 import (
+	"context"
 	"log/slog"
 	"net"
+	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/herd-metal/herd/pkg/inventory"
-	"github.com/herd-metal/herd/services/boots/internal/hw"
+	"github.com/herd-metal/herd/proto/hardware"
 )
 
 // Machines is the hardware boots' DHCP knows, by MAC (pkg/inventory).
@@ -35,6 +38,9 @@ type Handler struct {
 	machines Machines
 	log      *slog.Logger
 	packets  *prometheus.CounterVec
+	// counters caches packets' children by message type and outcome:
+	// WithLabelValues hashes its labels on every call.
+	counters [256][numOutcomes]atomic.Pointer[prometheus.Counter]
 }
 
 // NewHandler returns a Handler; reg may be nil.
@@ -62,93 +68,258 @@ const (
 	OutcomeBadRecord   = "bad_record"
 )
 
-// Handle decides the reply to req (nil: stay silent) and where it goes.
-// onPXEPort is true for requests received on port 4011.
-func (h *Handler) Handle(req *dhcpv4.DHCPv4, peer *net.UDPAddr, onPXEPort bool) (*dhcpv4.DHCPv4, *net.UDPAddr) {
-	reply, outcome := h.decide(req, onPXEPort)
-	h.packets.WithLabelValues(req.MessageType().String(), outcome).Inc()
-	if reply == nil {
-		return nil, nil
+// outcome indexes outcomeNames (the counter cache's second key).
+type outcome uint8
+
+const (
+	outUnknownMAC outcome = iota
+	outNoBoot
+	outBoot
+	outLeaseOnly
+	outIgnored
+	outNak
+	outOtherServer
+	outBadRecord
+	numOutcomes
+)
+
+var outcomeNames = [numOutcomes]string{OutcomeUnknownMAC, OutcomeNoBoot, OutcomeBoot, OutcomeLeaseOnly,
+	OutcomeIgnored, OutcomeNak, OutcomeOtherServer, OutcomeBadRecord}
+
+func (h *Handler) count(mt dhcpv4.MessageType, o outcome) {
+	slot := &h.counters[byte(mt)][o]
+	c := slot.Load()
+	if c == nil {
+		cc := h.packets.WithLabelValues(mt.String(), outcomeNames[o])
+		slot.Store(&cc) // a race stores the same child twice: harmless
+		c = &cc
 	}
-	return reply, Destination(req, reply, peer, onPXEPort)
+	(*c).Inc()
 }
 
-func (h *Handler) decide(req *dhcpv4.DHCPv4, onPXEPort bool) (*dhcpv4.DHCPv4, string) {
+// Prepared is what boots' DHCP reads from a hardware record, parsed once
+// per record version by the inventory (Prepare is its derive function), so
+// no request parses the record's strings again. It is kept compact (one
+// per machine, 100,000 machines and more): addresses as arrays, the name
+// and time servers packed in one slice.
+type Prepared struct {
+	ifaces []preparedIface
+}
+
+type preparedIface struct {
+	mac       [6]byte
+	allowPXE  bool
+	hasGW     bool
+	hasDomain bool // the hostname had dots: domain is the record's
+	nDNS      uint8
+	ip, mask  [4]byte
+	gw        [4]byte
+	servers   []byte // nDNS name servers then the time servers, 4 bytes each
+	hostname  string
+	domain    string
+	duration  time.Duration
+	leaseErr  error // the record reserves no usable address
+}
+
+// Prepare is the inventory's derive function for herd-boots (see
+// inventory.New): it returns a *Prepared.
+func Prepare(h *hardware.Hardware) any { return prepare(h) }
+
+func prepare(h *hardware.Hardware) *Prepared {
+	p := &Prepared{}
+	for _, i := range h.GetNetwork().GetInterfaces() {
+		m, err := net.ParseMAC(i.GetDhcp().GetMac())
+		if err != nil || len(m) != 6 {
+			continue
+		}
+		pi := preparedIface{allowPXE: i.GetNetboot().GetAllowPxe()}
+		copy(pi.mac[:], m)
+		l, err := parseLease(i)
+		if err != nil {
+			pi.leaseErr = err
+		} else {
+			copy(pi.ip[:], l.IP)
+			copy(pi.mask[:], l.Mask)
+			pi.hasGW = copy(pi.gw[:], l.Gateway) == 4
+			pi.nDNS = uint8(min(len(l.DNS), 63)) // 63 × 4 bytes fill one option
+			for _, ip := range l.DNS[:pi.nDNS] {
+				pi.servers = append(pi.servers, ip...)
+			}
+			for _, ip := range l.NTP[:min(len(l.NTP), 63)] {
+				pi.servers = append(pi.servers, ip...)
+			}
+			pi.hostname, pi.domain, pi.hasDomain, pi.duration = l.Hostname, l.Domain, l.hasDomain, l.Duration
+		}
+		p.ifaces = append(p.ifaces, pi)
+	}
+	return p
+}
+
+// iface is the prepared interface whose MAC is mac (the first, as
+// hw.Interface picks).
+func (p *Prepared) iface(mac net.HardwareAddr) (*preparedIface, bool) {
+	for k := range p.ifaces {
+		if string(p.ifaces[k].mac[:]) == string(mac) {
+			return &p.ifaces[k], true
+		}
+	}
+	return nil, false
+}
+
+// lease fills l from the prepared record with boots' defaults applied,
+// without allocating (every reply calls it): the server lists stay packed.
+func (pi *preparedIface) lease(l *Lease, defaultLease time.Duration, defaultDomain string) {
+	*l = Lease{IP: pi.ip[:], Mask: pi.mask[:], Hostname: pi.hostname, Domain: pi.domain, Duration: pi.duration}
+	if pi.hasGW {
+		l.Gateway = pi.gw[:]
+	}
+	nd := 4 * int(pi.nDNS)
+	l.dns4, l.ntp4 = pi.servers[:nd:nd], pi.servers[nd:]
+	if !pi.hasDomain {
+		l.Domain = defaultDomain
+	}
+	if l.Duration <= 0 {
+		l.Duration = defaultLease
+	}
+}
+
+// Handle decides the reply to req (nil: stay silent) and where it goes.
+// onPXEPort is true for requests received on port 4011. It parses the
+// bytes AppendHandle writes; Serve sends those bytes directly.
+func (h *Handler) Handle(req *dhcpv4.DHCPv4, peer *net.UDPAddr, onPXEPort bool) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+	var p netip.AddrPort
+	if peer != nil {
+		p = peer.AddrPort()
+	}
+	b, dst := h.AppendHandle(nil, req, p, onPXEPort)
+	if b == nil {
+		return nil, nil
+	}
+	reply, err := dhcpv4.FromBytes(b)
+	if err != nil {
+		return nil, nil
+	}
+	return reply, net.UDPAddrFromAddrPort(dst)
+}
+
+// AppendHandle appends the wire bytes of the reply to req to dst and says
+// where they go; it returns nil when boots stays silent.
+func (h *Handler) AppendHandle(dst []byte, req *dhcpv4.DHCPv4, peer netip.AddrPort, onPXEPort bool) ([]byte, netip.AddrPort) {
+	out, mt, o := h.decide(dst, req, onPXEPort)
+	h.count(msgType(req), o)
+	if out == nil {
+		return nil, netip.AddrPort{}
+	}
+	return out, destination(req, mt, netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port()), onPXEPort)
+}
+
+func (h *Handler) decide(dst []byte, req *dhcpv4.DHCPv4, onPXEPort bool) ([]byte, dhcpv4.MessageType, outcome) {
 	if req.OpCode != dhcpv4.OpcodeBootRequest || len(req.ClientHWAddr) != 6 {
-		return nil, OutcomeIgnored
+		return nil, 0, outIgnored
 	}
 	var mt dhcpv4.MessageType
-	switch req.MessageType() {
+	reqType := msgType(req)
+	switch reqType {
 	case dhcpv4.MessageTypeDiscover:
 		mt = dhcpv4.MessageTypeOffer
 	case dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeInform:
 		mt = dhcpv4.MessageTypeAck
 	default: // RELEASE, DECLINE, replies from other servers, BOOTP
-		return nil, OutcomeIgnored
+		return nil, 0, outIgnored
 	}
 	mac := req.ClientHWAddr
-	log := h.log.With("mac", mac.String(), "xid", req.TransactionID.String(), "type", req.MessageType().String())
 	c := Classify(req, h.cfg.UserClass)
 
 	if h.cfg.Mode == Proxy {
 		// proxyDHCP answers DISCOVERs on 67 and REQUESTs on 4011 only:
 		// a REQUEST on 67 belongs to the server handing out addresses.
 		if !c.Netboot() || (mt == dhcpv4.MessageTypeAck && !onPXEPort) {
-			return nil, OutcomeIgnored
+			return nil, 0, outIgnored
 		}
 	}
 	m, ok := h.machines.ByMAC(mac)
 	if !ok {
-		log.Debug("unknown MAC: no answer")
-		return nil, OutcomeUnknownMAC
+		if h.log.Enabled(context.Background(), slog.LevelDebug) {
+			h.log.Debug("unknown MAC: no answer", "mac", mac.String(), "xid", req.TransactionID.String(), "type", reqType.String())
+		}
+		return nil, 0, outUnknownMAC
 	}
-	log = log.With("hardware_id", m.Hardware.GetId())
-	iface, ok := hw.Interface(m.Hardware, mac)
+	p, _ := m.Derived.(*Prepared)
+	if p == nil { // an inventory without boots' derive function
+		p = prepare(m.Hardware)
+	}
+	iface, ok := p.iface(mac)
 	if !ok {
-		return nil, OutcomeUnknownMAC
+		return nil, 0, outUnknownMAC
 	}
-	boot := Decide(c, hw.AllowPXE(iface), h.cfg.Boot)
+	boot := Decide(c, iface.allowPXE, h.cfg.Boot)
 
 	var lease *Lease
 	if h.cfg.Mode == Reservation {
-		l, err := LeaseFrom(iface, h.cfg.DefaultLease, h.cfg.DefaultDomain)
-		if err != nil {
-			log.Warn("hardware record cannot be leased", "err", err)
-			return nil, OutcomeBadRecord
+		if iface.leaseErr != nil {
+			h.log.Warn("hardware record cannot be leased", "mac", mac.String(), "hardware_id", m.Hardware.GetId(), "err", iface.leaseErr)
+			return nil, 0, outBadRecord
 		}
+		var l Lease
+		iface.lease(&l, h.cfg.DefaultLease, h.cfg.DefaultDomain)
 		lease = &l
-		if mt == dhcpv4.MessageTypeAck && req.MessageType() == dhcpv4.MessageTypeRequest {
-			if sid := req.ServerIdentifier(); sid != nil && !sid.Equal(h.cfg.ServerID) {
-				return nil, OutcomeOtherServer // the client chose another server's offer
+		if reqType == dhcpv4.MessageTypeRequest {
+			if sid := optIP(req, dhcpv4.OptionServerIdentifier); sid != nil && !sid.Equal(h.cfg.ServerID) {
+				return nil, 0, outOtherServer // the client chose another server's offer
 			}
-			want := req.RequestedIPAddress()
+			want := optIP(req, dhcpv4.OptionRequestedIPAddress)
 			if want == nil || want.IsUnspecified() {
 				want = req.ClientIPAddr
 			}
 			if want != nil && !want.IsUnspecified() && !want.Equal(l.IP) {
-				log.Info("client asks for an address not reserved for it: NAK", "requested", want.String(), "reserved", l.IP.String())
-				r, err := Reply(req, dhcpv4.MessageTypeNak, h.cfg.ServerID, nil, Boot{}, c)
-				if err != nil {
-					return nil, OutcomeIgnored
-				}
-				return r, OutcomeNak
+				h.log.Info("client asks for an address not reserved for it: NAK", "mac", mac.String(), "hardware_id", m.Hardware.GetId(),
+					"xid", req.TransactionID.String(), "requested", want.String(), "reserved", l.IP.String())
+				return AppendReply(dst, req, dhcpv4.MessageTypeNak, h.cfg.ServerID, nil, Boot{}, c), dhcpv4.MessageTypeNak, outNak
 			}
 		}
 	} else if boot.File == "" {
-		return nil, OutcomeNoBoot // proxyDHCP has nothing to say
+		return nil, 0, outNoBoot // proxyDHCP has nothing to say
 	}
-	r, err := Reply(req, mt, h.cfg.ServerID, lease, boot, c)
-	if err != nil {
-		log.Error("building reply", "err", err)
-		return nil, OutcomeIgnored
-	}
-	outcome := OutcomeBoot
+	out := AppendReply(dst, req, mt, h.cfg.ServerID, lease, boot, c)
+	o := outBoot
 	switch {
 	case boot.File == "" && lease != nil:
-		outcome = OutcomeLeaseOnly
+		o = outLeaseOnly
 	case boot.File == "":
-		outcome = OutcomeNoBoot
+		o = outNoBoot
 	}
-	log.Info("dhcp reply", "reply", mt.String(), "ip", r.YourIPAddr.String(), "boot_file", boot.File, "decision", boot.Reason)
-	return r, outcome
+	// A reply with a boot file (a machine netbooting: rare, and what an
+	// operator and the sandbox follow) is logged at info; lease-only
+	// replies, the bulk under load, at debug only. The counters keep the
+	// totals either way.
+	level := slog.LevelInfo
+	if boot.File == "" {
+		level = slog.LevelDebug
+	}
+	if h.log.Enabled(context.Background(), level) {
+		ip := net.IPv4zero
+		if lease != nil && (mt != dhcpv4.MessageTypeAck || reqType != dhcpv4.MessageTypeInform) {
+			ip = lease.IP
+		}
+		h.log.Log(context.Background(), level, "dhcp reply", "mac", mac.String(), "hardware_id", m.Hardware.GetId(), "xid", req.TransactionID.String(),
+			"type", reqType.String(), "reply", mt.String(), "ip", ip.String(), "boot_file", boot.File, "decision", boot.Reason)
+	}
+	return out, mt, o
+}
+
+// msgType is req.MessageType() without its decoder's allocations.
+func msgType(req *dhcpv4.DHCPv4) dhcpv4.MessageType {
+	if v := req.Options[dhcpv4.OptionDHCPMessageType.Code()]; len(v) == 1 {
+		return dhcpv4.MessageType(v[0])
+	}
+	return dhcpv4.MessageTypeNone
+}
+
+// optIP is an IPv4 address option as sent (nil: absent or not 4 bytes,
+// as dhcpv4.GetIP reads it), without a copy.
+func optIP(req *dhcpv4.DHCPv4, o dhcpv4.OptionCode) net.IP {
+	if v := req.Options[o.Code()]; len(v) == net.IPv4len {
+		return net.IP(v)
+	}
+	return nil
 }

@@ -1,8 +1,11 @@
 package dhcp
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -42,16 +45,41 @@ type Lease struct {
 	Hostname string
 	Domain   string
 	Duration time.Duration
+	// dns4 and ntp4, when set, are DNS and NTP packed (4 bytes each), as
+	// prepared records hold them: replies from them allocate nothing.
+	dns4, ntp4 []byte
 }
 
 // LeaseFrom reads the reservation from a hardware interface. Hostnames with
 // dots give their tail as the domain; otherwise defaultDomain is used.
 func LeaseFrom(i *hardware.Hardware_Network_Interface, defaultLease time.Duration, defaultDomain string) (Lease, error) {
+	l, err := parseLease(i)
+	if err != nil {
+		return Lease{}, err
+	}
+	out := l.Lease
+	if !l.hasDomain {
+		out.Domain = defaultDomain
+	}
+	if out.Duration <= 0 {
+		out.Duration = defaultLease
+	}
+	return out, nil
+}
+
+// rawLease is a Lease before boots' defaults apply: what the record says,
+// parsed once per record version (see Prepare).
+type rawLease struct {
+	Lease
+	hasDomain bool // the hostname had dots: Domain is the record's
+}
+
+func parseLease(i *hardware.Hardware_Network_Interface) (rawLease, error) {
 	d := i.GetDhcp()
-	var l Lease
+	var l rawLease
 	l.IP = net.ParseIP(d.GetIp().GetAddress()).To4()
 	if l.IP == nil {
-		return Lease{}, fmt.Errorf("interface %s: no IPv4 address reserved (dhcp.ip.address %q)", d.GetMac(), d.GetIp().GetAddress())
+		return rawLease{}, fmt.Errorf("interface %s: no IPv4 address reserved (dhcp.ip.address %q)", d.GetMac(), d.GetIp().GetAddress())
 	}
 	if m := net.ParseIP(d.GetIp().GetNetmask()).To4(); m != nil {
 		l.Mask = net.IPMask(m)
@@ -69,24 +97,25 @@ func LeaseFrom(i *hardware.Hardware_Network_Interface, defaultLease time.Duratio
 			l.NTP = append(l.NTP, ip)
 		}
 	}
-	l.Hostname, l.Domain = d.GetHostname(), defaultDomain
+	l.Hostname = d.GetHostname()
 	if host, dom, ok := strings.Cut(l.Hostname, "."); ok {
-		l.Hostname, l.Domain = host, dom
+		l.Hostname, l.Domain, l.hasDomain = host, dom, true
 	}
 	l.Duration = time.Duration(d.GetLeaseTime()) * time.Second
-	if l.Duration <= 0 {
-		l.Duration = defaultLease
-	}
 	return l, nil
 }
 
 // Broadcast is the lease's subnet broadcast address.
 func (l Lease) Broadcast() net.IP {
-	b := make(net.IP, 4)
+	var b [4]byte
+	l.broadcast(&b)
+	return b[:]
+}
+
+func (l Lease) broadcast(b *[4]byte) {
 	for i := range b {
 		b[i] = l.IP[i] | ^l.Mask[i]
 	}
-	return b
 }
 
 // pxeVendorOptions is option 43 for PXE clients: sub-option 6
@@ -97,72 +126,179 @@ var pxeVendorOptions = []byte{6, 1, 8, 255}
 
 // Reply builds the answer of type mt to req. lease is nil in proxy mode (no
 // address, only boot options). serverID is boots' address on the serving
-// interface (option 54).
+// interface (option 54). It parses what AppendReply writes: the handler
+// sends those bytes, Reply is for callers who want the message.
 func Reply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, serverID net.IP, lease *Lease, boot Boot, c Client) (*dhcpv4.DHCPv4, error) {
-	// NewReplyFromRequest copies xid, chaddr, flags, giaddr, option 82
-	// (RFC 3046: echoed unchanged) and option 61 (RFC 6842).
-	mods := []dhcpv4.Modifier{
-		dhcpv4.WithMessageType(mt),
-		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(serverID)),
-	}
-	if lease != nil && mt != dhcpv4.MessageTypeNak {
-		if mt != dhcpv4.MessageTypeAck || req.MessageType() != dhcpv4.MessageTypeInform {
-			mods = append(mods, dhcpv4.WithYourIP(lease.IP))
-		}
-		mods = append(mods,
-			dhcpv4.WithNetmask(lease.Mask),
-			dhcpv4.WithOption(dhcpv4.OptBroadcastAddress(lease.Broadcast())),
-			dhcpv4.WithOption(dhcpv4.OptIPAddressLeaseTime(lease.Duration)),
-			dhcpv4.WithOption(dhcpv4.OptRenewTimeValue(lease.Duration/2)),
-			dhcpv4.WithOption(dhcpv4.OptRebindingTimeValue(lease.Duration*7/8)),
-		)
-		if lease.Gateway != nil {
-			mods = append(mods, dhcpv4.WithRouter(lease.Gateway))
-		}
-		if len(lease.DNS) > 0 {
-			mods = append(mods, dhcpv4.WithDNS(lease.DNS...))
-		}
-		if len(lease.NTP) > 0 {
-			mods = append(mods, dhcpv4.WithOption(dhcpv4.OptNTPServers(lease.NTP...)))
-		}
-		if lease.Hostname != "" {
-			mods = append(mods, dhcpv4.WithOption(dhcpv4.OptHostName(lease.Hostname)))
-		}
-		if lease.Domain != "" {
-			mods = append(mods, dhcpv4.WithOption(dhcpv4.OptDomainName(lease.Domain)))
-		}
-	}
-	if boot.File != "" && mt != dhcpv4.MessageTypeNak {
-		mods = append(mods, bootModifiers(req, boot, c)...)
-	}
-	return dhcpv4.NewReplyFromRequest(req, mods...)
+	return dhcpv4.FromBytes(AppendReply(nil, req, mt, serverID, lease, boot, c))
 }
 
-func bootModifiers(req *dhcpv4.DHCPv4, boot Boot, c Client) []dhcpv4.Modifier {
-	mods := []dhcpv4.Modifier{func(d *dhcpv4.DHCPv4) {
+// Header layout (RFC 2131 2) and the limits of its fields.
+const (
+	headerLen   = 236
+	cookieLen   = 4
+	fileOffset  = 108
+	fileLen     = 128
+	bootpMinLen = 300 // RFC 951's message size: some relays drop shorter ones
+)
+
+var magicCookie = [cookieLen]byte{99, 130, 83, 99}
+
+// AppendReply appends the wire bytes of the answer of type mt to req to
+// dst (see Reply for the arguments). It writes the message directly,
+// without an intermediate dhcpv4.DHCPv4 (every DHCP reply goes through
+// here; building one costs tens of allocations), in the layout
+// insomniacslk's ToBytes has: options by code, option 82 last (RFC 3046
+// 2.1), End, padded to 300 bytes.
+func AppendReply(dst []byte, req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, serverID net.IP, lease *Lease, boot Boot, c Client) []byte {
+	start := len(dst)
+	dst = append(dst, make([]byte, headerLen)...)
+	h := dst[start:]
+	h[0] = byte(dhcpv4.OpcodeBootReply)
+	h[1] = byte(req.HWType)
+	h[2] = byte(len(req.ClientHWAddr))
+	copy(h[4:8], req.TransactionID[:])
+	binary.BigEndian.PutUint16(h[10:12], req.Flags)
+	// NewReplyFromRequest copies xid, chaddr, flags, giaddr, option 82
+	// (RFC 3046: echoed unchanged) and option 61 (RFC 6842); so does this.
+	copy(h[24:28], req.GatewayIPAddr.To4())
+	copy(h[28:44], req.ClientHWAddr)
+	nak := mt == dhcpv4.MessageTypeNak
+	withLease := lease != nil && !nak
+	withBoot := boot.File != "" && !nak
+	if withLease && (mt != dhcpv4.MessageTypeAck || msgType(req) != dhcpv4.MessageTypeInform) {
+		copy(h[16:20], lease.IP.To4())
+	}
+	if withBoot {
 		// The BOOTP file field holds 128 bytes with its NUL; a longer URL
 		// goes in option 67 only.
-		if len(boot.File) < 128 {
-			d.BootFileName = boot.File
+		if len(boot.File) < fileLen {
+			copy(h[fileOffset:fileOffset+fileLen-1], boot.File)
 		}
 		if boot.NextServer != nil {
-			d.ServerIPAddr = boot.NextServer
+			copy(h[20:24], boot.NextServer.To4())
 		}
-	}}
-	if len(boot.File) >= 128 || req.IsOptionRequested(dhcpv4.OptionBootfileName) {
-		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptBootFileName(boot.File)))
 	}
-	if boot.VendorClass != "" {
-		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptClassIdentifier(boot.VendorClass)))
+	dst = append(dst, magicCookie[:]...)
+
+	// Options in ascending code order.
+	if withLease {
+		dst = appendOpt(dst, dhcpv4.OptionSubnetMask, lease.Mask)
+		if lease.Gateway != nil {
+			dst = appendIPs(dst, dhcpv4.OptionRouter, lease.Gateway)
+		}
+		if len(lease.dns4) > 0 {
+			dst = appendOpt(dst, dhcpv4.OptionDomainNameServer, lease.dns4)
+		} else if len(lease.DNS) > 0 {
+			dst = appendIPs(dst, dhcpv4.OptionDomainNameServer, lease.DNS...)
+		}
+		if lease.Hostname != "" {
+			dst = appendStrOpt(dst, dhcpv4.OptionHostName, lease.Hostname)
+		}
+		if lease.Domain != "" {
+			dst = appendStrOpt(dst, dhcpv4.OptionDomainName, lease.Domain)
+		}
+		var b [4]byte
+		lease.broadcast(&b)
+		dst = appendOpt(dst, dhcpv4.OptionBroadcastAddress, b[:])
+		if len(lease.ntp4) > 0 {
+			dst = appendOpt(dst, dhcpv4.OptionNTPServers, lease.ntp4)
+		} else if len(lease.NTP) > 0 {
+			dst = appendIPs(dst, dhcpv4.OptionNTPServers, lease.NTP...)
+		}
 	}
-	if c.PXE && !c.IPXE {
-		mods = append(mods, dhcpv4.WithGeneric(dhcpv4.OptionVendorSpecificInformation, pxeVendorOptions))
+	if withBoot && c.PXE && !c.IPXE {
+		dst = appendOpt(dst, dhcpv4.OptionVendorSpecificInformation, pxeVendorOptions)
 	}
-	if c.UUID != nil {
+	if withLease {
+		dst = appendSeconds(dst, dhcpv4.OptionIPAddressLeaseTime, lease.Duration)
+	}
+	dst = append(dst, byte(dhcpv4.OptionDHCPMessageType.Code()), 1, byte(mt))
+	dst = appendIPs(dst, dhcpv4.OptionServerIdentifier, serverID)
+	if withLease {
+		dst = appendSeconds(dst, dhcpv4.OptionRenewTimeValue, lease.Duration/2)
+		dst = appendSeconds(dst, dhcpv4.OptionRebindingTimeValue, lease.Duration*7/8)
+	}
+	if withBoot && boot.VendorClass != "" {
+		dst = appendStrOpt(dst, dhcpv4.OptionClassIdentifier, boot.VendorClass)
+	}
+	if id, ok := req.Options[dhcpv4.OptionClientIdentifier.Code()]; ok {
+		dst = appendOpt(dst, dhcpv4.OptionClientIdentifier, id)
+	}
+	if withBoot && (len(boot.File) >= fileLen || optionRequested(req, dhcpv4.OptionBootfileName)) {
+		dst = appendStrOpt(dst, dhcpv4.OptionBootfileName, boot.File)
+	}
+	if withBoot && c.UUID != nil {
 		// PXE 2.1: the server echoes the client's machine identifier.
-		mods = append(mods, dhcpv4.WithGeneric(dhcpv4.OptionClientMachineIdentifier, c.UUID))
+		dst = appendOpt(dst, dhcpv4.OptionClientMachineIdentifier, c.UUID)
 	}
-	return mods
+	if rai, ok := req.Options[dhcpv4.OptionRelayAgentInformation.Code()]; ok {
+		dst = appendOpt(dst, dhcpv4.OptionRelayAgentInformation, rai)
+	}
+	dst = append(dst, byte(dhcpv4.OptionEnd.Code()))
+	for len(dst)-start < bootpMinLen {
+		dst = append(dst, byte(dhcpv4.OptionPad.Code()))
+	}
+	return dst
+}
+
+// optionRequested is IsOptionRequested without its allocation: no
+// parameter request list means "send everything" (RFC 2131 3.5).
+func optionRequested(req *dhcpv4.DHCPv4, o dhcpv4.OptionCode) bool {
+	prl, ok := req.Options[dhcpv4.OptionParameterRequestList.Code()]
+	return !ok || bytes.IndexByte(prl, o.Code()) >= 0
+}
+
+// appendOpt writes one option; values over 255 bytes are split into
+// several instances of it (RFC 3396), as insomniacslk does.
+func appendOpt(dst []byte, code dhcpv4.OptionCode, v []byte) []byte {
+	if len(v) == 0 {
+		return append(dst, code.Code(), 0)
+	}
+	for len(v) > 0 {
+		n := min(len(v), 255)
+		dst = append(dst, code.Code(), byte(n))
+		dst = append(dst, v[:n]...)
+		v = v[n:]
+	}
+	return dst
+}
+
+func appendStrOpt(dst []byte, code dhcpv4.OptionCode, s string) []byte {
+	if len(s) <= 255 {
+		dst = append(dst, code.Code(), byte(len(s)))
+		return append(dst, s...)
+	}
+	return appendOpt(dst, code, []byte(s))
+}
+
+func appendIPs(dst []byte, code dhcpv4.OptionCode, ips ...net.IP) []byte {
+	n := 0
+	for _, ip := range ips {
+		if ip.To4() != nil {
+			n += 4
+		}
+	}
+	if n > 255 {
+		var v []byte
+		for _, ip := range ips {
+			if ip4 := ip.To4(); ip4 != nil {
+				v = append(v, ip4...)
+			}
+		}
+		return appendOpt(dst, code, v)
+	}
+	dst = append(dst, code.Code(), byte(n))
+	for _, ip := range ips {
+		if ip4 := ip.To4(); ip4 != nil {
+			dst = append(dst, ip4...)
+		}
+	}
+	return dst
+}
+
+// appendSeconds writes a 32-bit count of seconds (options 51, 58, 59).
+func appendSeconds(dst []byte, code dhcpv4.OptionCode, d time.Duration) []byte {
+	return binary.BigEndian.AppendUint32(append(dst, code.Code(), 4), uint32(d/time.Second))
 }
 
 // Ports of BOOTP/DHCP (RFC 2131) and PXE boot server discovery.
@@ -178,15 +314,35 @@ const (
 // address (ciaddr); else broadcast on the local link, since the client has
 // no address yet and boots does not write ARP entries.
 func Destination(req, reply *dhcpv4.DHCPv4, peer *net.UDPAddr, onPXEPort bool) *net.UDPAddr {
-	switch {
-	case req.GatewayIPAddr != nil && !req.GatewayIPAddr.IsUnspecified():
-		return &net.UDPAddr{IP: req.GatewayIPAddr, Port: ServerPort}
-	case onPXEPort && peer != nil && !peer.IP.IsUnspecified() && !peer.IP.Equal(net.IPv4bcast):
-		return peer
-	case reply.MessageType() == dhcpv4.MessageTypeNak:
-		return &net.UDPAddr{IP: net.IPv4bcast, Port: ClientPort}
-	case req.ClientIPAddr != nil && !req.ClientIPAddr.IsUnspecified():
-		return &net.UDPAddr{IP: req.ClientIPAddr, Port: ClientPort}
+	var p netip.AddrPort
+	if peer != nil {
+		p = peer.AddrPort()
+		p = netip.AddrPortFrom(p.Addr().Unmap(), p.Port())
 	}
-	return &net.UDPAddr{IP: net.IPv4bcast, Port: ClientPort}
+	return net.UDPAddrFromAddrPort(destination(req, reply.MessageType(), p, onPXEPort))
+}
+
+var bcast4 = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
+// addr4 is ip as a netip.Addr; ok is false for no address or 0.0.0.0.
+func addr4(ip net.IP) (netip.Addr, bool) {
+	a, ok := netip.AddrFromSlice(ip.To4())
+	return a, ok && !a.IsUnspecified()
+}
+
+// destination is Destination without allocations; peer is unmapped.
+func destination(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, peer netip.AddrPort, onPXEPort bool) netip.AddrPort {
+	if gi, ok := addr4(req.GatewayIPAddr); ok {
+		return netip.AddrPortFrom(gi, ServerPort)
+	}
+	if p := peer.Addr(); onPXEPort && p.IsValid() && !p.IsUnspecified() && p != bcast4 {
+		return peer
+	}
+	if mt == dhcpv4.MessageTypeNak {
+		return netip.AddrPortFrom(bcast4, ClientPort)
+	}
+	if ci, ok := addr4(req.ClientIPAddr); ok {
+		return netip.AddrPortFrom(ci, ClientPort)
+	}
+	return netip.AddrPortFrom(bcast4, ClientPort)
 }
