@@ -45,17 +45,27 @@ test: deps check-proto vet
 	$(MAKE) fuzz
 	$(MAKE) test-e2e
 
-# The sandbox as a test: a VM provisioned end to end (default variant),
-# everything removed afterwards; it fails unless the workflow succeeded,
-# the disk holds the image and the installed OS reported its host name.
+# The sandbox as a test, in its default, UEFI and OVH variants one after
+# the other (namespace herd-e2e, so a make sandbox left up is untouched),
+# everything removed after each. A variant fails unless the workflow
+# succeeded, the disk holds the image, the installed OS reported its host
+# name and the services' metrics moved. E2E_VARIANTS picks some.
+E2E_VARIANTS ?= default uefi ovh
 test-e2e: deps
-	go run ./sandbox/cmd/sandbox up --repo $(CURDIR) --dir $(CURDIR)/.tmp/sandbox-e2e --down --timeout 20m
+	@build=true; for v in $(E2E_VARIANTS); do \
+		case $$v in default) f=;; uefi) f=--uefi;; ovh) f=--ovh;; *) echo "test-e2e: unknown variant $$v (default, uefi, ovh)"; exit 2;; esac; \
+		echo "=== test-e2e $$v"; start=$$(date +%s); \
+		go run ./sandbox/cmd/sandbox up --repo $(CURDIR) --dir $(CURDIR)/.tmp/sandbox-e2e --netns herd-e2e \
+			--down --timeout 20m --build=$$build $$f || { echo "=== test-e2e $$v FAILED"; exit 1; }; \
+		echo "=== test-e2e $$v passed in $$(( $$(date +%s) - start )) s"; build=false; \
+	done
 
 # A short run of every fuzzer on what comes from outside (packets, requests,
 # files); FUZZTIME=10m for a long one. Seeds live in the tests.
 FUZZTIME ?= 5s
 FUZZERS := \
 	services/boots/internal/dhcp:FuzzHandle \
+	services/boots/internal/dhcp:FuzzParseInto \
 	services/boots/internal/httpd:FuzzMachineRoute \
 	services/boots/internal/syslog:FuzzParse \
 	services/metadata/internal/clientip:FuzzClient \
@@ -63,9 +73,7 @@ FUZZERS := \
 	pkg/spec:FuzzParseHardware \
 	pkg/spec:FuzzValidateTemplate
 fuzz:
-	@for f in $(FUZZERS); do \
-		go test -run '^$$' -fuzz "^$${f#*:}$$" -fuzztime $(FUZZTIME) ./$${f%%:*} || exit 1; \
-	done
+	@FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh $(FUZZERS)
 
 bench-server: deps build
 	go test -tags bench -count=1 -timeout 30m -run TestBenchServer -v ./services/server/bench -args -out $(CURDIR)/docs/benchmarks.md
@@ -113,8 +121,11 @@ osimage:
 # namespace herd-sbx (see sandbox/README.md); the services stay up until
 # make sandbox-down.
 SANDBOX_DIR ?= /tmp/herd-sandbox
+# Variants: UEFI=1 (OVMF), OVH=1 (provider network and iPXE script
+# first), MACHINES=N (N VMs at once).
 sandbox: deps
-	go run ./sandbox/cmd/sandbox up --repo $(CURDIR) --dir $(SANDBOX_DIR)
+	go run ./sandbox/cmd/sandbox up --repo $(CURDIR) --dir $(SANDBOX_DIR) \
+		--uefi=$(if $(filter 1,$(UEFI)),true,false) --ovh=$(if $(filter 1,$(OVH)),true,false) --machines=$(or $(MACHINES),1)
 
 sandbox-down:
 	go run ./sandbox/cmd/sandbox down --repo $(CURDIR) --dir $(SANDBOX_DIR)

@@ -5,14 +5,17 @@
 # anything and without loop devices:
 #
 #   sector 0      syslinux's MBR boot code and an MBR partition table
-#   partition 1   FAT, bootable: syslinux (ldlinux.sys), syslinux.cfg, the
+#   partition 1   FAT, bootable: syslinux (ldlinux.sys) for BIOS, syslinux
+#                 for UEFI at the removable-media path EFI/BOOT/BOOTX64.EFI
+#                 (with ldlinux.e64), one syslinux.cfg for both, the
 #                 Debian kernel and an initramfs whose /init is firstboot
 #                 (./firstboot) with the disk, NIC and ext4 modules
 #   partition 2   ext4, label herd-root: /etc/hostname (a placeholder) and
 #                 the directories writefile actions usually target
 #
-# At boot firstboot reads /etc/hostname from partition 2, leases an
-# address by DHCP, asks herd-metadata for the host name, prints
+# The same disk boots under SeaBIOS and under OVMF. At boot firstboot
+# reads /etc/hostname from partition 2, leases an address by DHCP on every
+# Ethernet NIC, asks herd-metadata for the host name, prints
 #   herd-installed-os: hostname=NAME (metadata) file=NAME
 # on the serial console and powers off.
 #
@@ -23,7 +26,8 @@
 #   OUT               output folder (default: bin/osimage): disk.img,
 #                     disk.img.gz, SHA256SUMS, layout.env
 #   METADATA_URL      herd-metadata's base URL on the kernel command line
-#                     (default: none: firstboot asks http://<DHCP server>:50061)
+#                     (default: none: firstboot asks http://<DHCP server>:50061
+#                     of each lease in turn)
 #   APPEND            more kernel parameters
 #   HOSTNAME_PLACEHOLDER  /etc/hostname as built (default: herd-unprovisioned)
 #   BOOT_MB, ROOT_MB  partition sizes in MiB (default: 40 and 16; FAT16: BOOT_MB <= 2000)
@@ -65,11 +69,16 @@ die() {
 	exit 1
 }
 
-for tool in dpkg-deb modprobe cpio zstd go sfdisk mkfs.vfat mcopy syslinux mke2fs debugfs gzip sha256sum; do
+for tool in dpkg-deb modprobe cpio zstd go sfdisk mkfs.vfat mcopy mmd syslinux mke2fs debugfs gzip sha256sum; do
 	command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (make deps installs what sandbox/osimage/deps.txt lists)"
 done
 mbr=/usr/lib/syslinux/mbr/mbr.bin
 [ -f "$mbr" ] || die "$mbr is missing (Debian package syslinux-common)"
+# UEFI: syslinux's x86-64 EFI loader and its core module.
+efi=/usr/lib/SYSLINUX.EFI/efi64/syslinux.efi
+[ -f "$efi" ] || die "$efi is missing (Debian package syslinux-efi)"
+efild=/usr/lib/syslinux/modules/efi64/ldlinux.e64
+[ -f "$efild" ] || die "$efild is missing (Debian package syslinux-common)"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/herd-osimage.XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
@@ -103,7 +112,11 @@ find "$stage" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 	cpio --quiet -o -H newc -R 0:0 --reproducible) | zstd -q -10 -T0 >"$work/initrd.img"
 
 # 3. Partition 1: FAT with the kernel, the initramfs and syslinux.cfg
-# (syslinux itself is installed once the partition is in the disk).
+# (BIOS syslinux itself is installed once the partition is in the disk),
+# and EFI/BOOT/: the path UEFI firmware boots from a disk without boot
+# entries (OVMF finds it on this type 0x0e partition, no 0xEF needed).
+# syslinux.efi loads ldlinux.e64 from its own folder and, finding no
+# syslinux.cfg there, reads /syslinux.cfg: one file for both firmwares.
 cmdline="console=tty0 console=ttyS0,115200 quiet loglevel=4 panic=-1 root=LABEL=herd-root"
 [ -z "$METADATA_URL" ] || cmdline="$cmdline herd.metadata=$METADATA_URL"
 [ -z "$APPEND" ] || cmdline="$cmdline $APPEND"
@@ -119,7 +132,9 @@ LABEL herd
   APPEND $cmdline
 EOF
 cp "$kdir/boot/vmlinuz-$kver" "$work/vmlinuz"
-touch -d "@$SOURCE_DATE_EPOCH" "$work/vmlinuz" "$work/initrd.img" "$work/syslinux.cfg"
+cp "$efi" "$work/BOOTX64.EFI"
+cp "$efild" "$work/ldlinux.e64"
+touch -d "@$SOURCE_DATE_EPOCH" "$work/vmlinuz" "$work/initrd.img" "$work/syslinux.cfg" "$work/BOOTX64.EFI" "$work/ldlinux.e64"
 
 start1=2048 # 1 MiB: the usual alignment
 size1=$((BOOT_MB * 2048))
@@ -130,6 +145,9 @@ need=$(($(wc -c <"$work/vmlinuz") + $(wc -c <"$work/initrd.img") + 1048576))
 [ "$need" -lt $((size1 * 512)) ] || die "BOOT_MB=$BOOT_MB is too small for the kernel and initramfs ($((need / 1048576)) MiB)"
 mkfs.vfat -C --invariant -F 16 -n HERDBOOT -i 68657264 -h "$start1" "$work/boot.fat" $((size1 / 2)) >/dev/null
 mcopy -m -i "$work/boot.fat" "$work/vmlinuz" "$work/initrd.img" "$work/syslinux.cfg" ::/
+# mtools stamps the new folders with SOURCE_DATE_EPOCH.
+mmd -i "$work/boot.fat" ::/EFI ::/EFI/BOOT
+mcopy -m -i "$work/boot.fat" "$work/BOOTX64.EFI" "$work/ldlinux.e64" ::/EFI/BOOT/
 
 # 4. Partition 2: ext4 made from a directory by mke2fs -d (no mount).
 rootdir=$work/rootfs
@@ -180,6 +198,8 @@ BOOT_SIZE=$((size1 * 512))
 ROOT_OFFSET=$((start2 * 512))
 ROOT_SIZE=$((size2 * 512))
 ROOT_LABEL=herd-root
+FIRMWARE="bios uefi"
+EFI_LOADER=/EFI/BOOT/BOOTX64.EFI
 CMDLINE="$cmdline"
 EOF
 (cd "$OUT" && sha256sum disk.img* >SHA256SUMS)

@@ -69,9 +69,15 @@ func (m *metadataStub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // build runs build.sh into a temporary folder.
 func build(t *testing.T, metadataURL string) (out string, layout map[string]string) {
 	t.Helper()
-	requireTools(t, "dpkg-deb", "modprobe", "cpio", "zstd", "sfdisk", "mkfs.vfat", "mcopy", "syslinux", "mke2fs", "gzip")
-	_, err := os.Stat("/usr/lib/syslinux/mbr/mbr.bin")
-	ciRequire(t, "syslinux's mbr.bin", err)
+	requireTools(t, "dpkg-deb", "modprobe", "cpio", "zstd", "sfdisk", "mkfs.vfat", "mcopy", "mmd", "syslinux", "mke2fs", "gzip")
+	for what, f := range map[string]string{
+		"syslinux's mbr.bin":                    "/usr/lib/syslinux/mbr/mbr.bin",
+		"syslinux.efi (package syslinux-efi)":   "/usr/lib/SYSLINUX.EFI/efi64/syslinux.efi",
+		"ldlinux.e64 (package syslinux-common)": "/usr/lib/syslinux/modules/efi64/ldlinux.e64",
+	} {
+		_, err := os.Stat(f)
+		ciRequire(t, what, err)
+	}
 	out = filepath.Join(t.TempDir(), "out")
 	cmd := exec.Command("sh", "build.sh")
 	cmd.Env = append(os.Environ(), "OUT="+out, "METADATA_URL="+metadataURL)
@@ -217,20 +223,75 @@ type bootResult struct {
 	wall    time.Duration
 }
 
-// boot starts QEMU on disk (TCG, user networking: its DHCP server and
-// 10.0.2.2 = the host's loopback) and waits for the guest to power off.
-func boot(t *testing.T, disk string) bootResult {
+// Debian's OVMF (package ovmf): the firmware code, read-only, and the
+// template of its variable store, copied for each VM (OVMF writes its
+// boot entries there).
+const (
+	ovmfCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	ovmfVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+)
+
+// requireOVMF fails under CI=true, skips elsewhere, without OVMF.
+func requireOVMF(t *testing.T) {
+	t.Helper()
+	for _, f := range []string{ovmfCode, ovmfVars} {
+		_, err := os.Stat(f)
+		ciRequire(t, "OVMF "+f+" (Debian package ovmf)", err)
+	}
+}
+
+// vm is one test VM: its disk, firmware and NICs.
+type vm struct {
+	disk string
+	uefi bool     // OVMF instead of SeaBIOS
+	pc   bool     // -machine pc (what the sandbox runs) instead of q35
+	nics []string // QEMU arguments of the NICs; default: QEMU user networking
+	ns   string   // network namespace QEMU runs in ("": the test's)
+}
+
+// qemuPath escapes a path for a QEMU option value, where a comma ends
+// the value unless doubled (test folders are named after the test).
+func qemuPath(p string) string { return strings.ReplaceAll(p, ",", ",,") }
+
+// boot starts QEMU on the VM's disk (TCG; by default user networking: its
+// DHCP server and 10.0.2.2 = the host's loopback) and waits for the guest
+// to power off.
+func boot(t *testing.T, v vm) bootResult {
 	t.Helper()
 	qemu, err := exec.LookPath("qemu-system-x86_64")
 	ciRequire(t, "qemu-system-x86_64", err)
-	consoleLog := filepath.Join(t.TempDir(), "console.log")
-	cmd := exec.Command(qemu,
-		"-machine", "q35", "-accel", "tcg", "-m", "512", "-smp", "1",
-		"-nographic", "-monitor", "none", "-serial", "file:"+consoleLog, "-no-reboot",
-		"-drive", "file="+disk+",format=raw,if=virtio",
-		"-nic", "user,model=virtio-net-pci,mac=52:54:00:12:34:57",
+	dir := t.TempDir()
+	consoleLog := filepath.Join(dir, "console.log")
+	machine := "q35"
+	if v.pc {
+		machine = "pc"
+	}
+	args := []string{
+		"-machine", machine, "-accel", "tcg", "-m", "512", "-smp", "1",
+		"-nographic", "-monitor", "none", "-serial", "file:" + consoleLog, "-no-reboot",
+		"-drive", "file=" + qemuPath(v.disk) + ",format=raw,if=none,id=disk0",
+		"-device", "virtio-blk-pci,drive=disk0,bootindex=1",
 		"-device", "virtio-rng-pci",
-	)
+	}
+	if v.uefi {
+		requireOVMF(t)
+		vars := filepath.Join(dir, "OVMF_VARS.fd")
+		copyFile(t, ovmfVars, vars)
+		args = append(args,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+ovmfCode,
+			"-drive", "if=pflash,format=raw,unit=1,file="+qemuPath(vars))
+	}
+	if v.nics == nil {
+		args = append(args, "-nic", "user,model=virtio-net-pci,mac=52:54:00:12:34:57")
+	}
+	args = append(args, v.nics...)
+	var cmd *exec.Cmd
+	if v.ns != "" {
+		// ip netns exec execs QEMU: the pid is QEMU's.
+		cmd = exec.Command("ip", append([]string{"netns", "exec", v.ns, qemu}, args...)...)
+	} else {
+		cmd = exec.Command(qemu, args...)
+	}
 	var qout bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &qout, &qout
 	start := time.Now()
@@ -271,16 +332,17 @@ func stamp(console, s string) string {
 }
 
 // TestImageBootsInQEMU builds the image, checks its layout, and boots it
-// twice in QEMU: as built, and after /etc/hostname on partition 2 was
-// replaced without mounting (what writefile does on the real disk). Each
-// time the first-boot program must report the host name that the metadata
-// stub (reached at 10.0.2.2, QEMU's alias of the host's loopback) serves
-// and the one in the file.
+// in QEMU: with SeaBIOS as built, with SeaBIOS after /etc/hostname on
+// partition 2 was replaced without mounting (what writefile does on the
+// real disk), and with OVMF (UEFI) after the same change. Each time the
+// first-boot program must report the host name that the metadata stub
+// (reached at 10.0.2.2, QEMU's alias of the host's loopback) serves and
+// the one in the file.
 func TestImageBootsInQEMU(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots VMs: a minute under TCG")
 	}
-	requireTools(t, "qemu-system-x86_64", "debugfs", "e2fsck")
+	requireTools(t, "qemu-system-x86_64", "debugfs", "e2fsck", "mtype")
 	stub := &metadataStub{}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -294,6 +356,7 @@ func TestImageBootsInQEMU(t *testing.T) {
 	out, layout := build(t, fmt.Sprintf("http://10.0.2.2:%d", port))
 	disk := filepath.Join(out, "disk.img")
 	checkLayout(t, disk, layout)
+	checkEFI(t, disk, layout)
 	if want := fmt.Sprintf("herd.metadata=http://10.0.2.2:%d", port); !strings.Contains(layout["CMDLINE"], want) {
 		t.Errorf("kernel command line %q lacks %q", layout["CMDLINE"], want)
 	}
@@ -314,29 +377,29 @@ func TestImageBootsInQEMU(t *testing.T) {
 	}
 	fsckRoot(t, disk, layout)
 
-	for _, tc := range []struct {
+	cases := []struct {
 		name, file string
+		uefi       bool
 	}{
-		{"as built", ""},
-		{"after writefile", "provisioned-vm-7"},
-	} {
+		{"SeaBIOS as built", "", false},
+		{"SeaBIOS after writefile", "provisioned-vm-7", false},
+		{"OVMF after writefile", "provisioned-uefi-8", true},
+	}
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
+			if tc.uefi {
+				requireOVMF(t)
+			}
 			img := filepath.Join(t.TempDir(), "disk.img")
 			copyFile(t, disk, img)
 			want := "herd-unprovisioned"
 			if tc.file != "" {
-				local := filepath.Join(t.TempDir(), "hostname")
-				if err := os.WriteFile(local, []byte(tc.file+"\n"), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				debugfs(t, img, layout["ROOT_OFFSET"], true, "rm /etc/hostname", "cd /etc", "write "+local+" hostname")
-				if got := debugfs(t, img, layout["ROOT_OFFSET"], false, "cat /etc/hostname"); !strings.Contains(got, tc.file) {
-					t.Fatalf("/etc/hostname after debugfs: %q", got)
-				}
+				writeHostname(t, img, layout, tc.file)
 				want = tc.file
 			}
-			r := boot(t, img)
+			// OVMF on the pc machine, as the sandbox runs it.
+			r := boot(t, vm{disk: img, uefi: tc.uefi, pc: tc.uefi})
 			marker := "herd-installed-os: hostname=vm-from-metadata (metadata) file=" + want
 			if !strings.Contains(r.console, marker) {
 				t.Fatalf("console lacks %q:\n%s", marker, r.console)
@@ -344,17 +407,87 @@ func TestImageBootsInQEMU(t *testing.T) {
 			if !strings.Contains(r.console, "reboot: Power down") {
 				t.Errorf("the guest did not power off:\n%s", r.console)
 			}
-			t.Logf("guest time: firstboot started %s, modules loaded %s, %s read %s, DHCP lease %s, metadata answered %s; wall time QEMU start to power off %s",
-				stamp(r.console, "starting:"), stamp(r.console, "kernel modules loaded"), "/etc/hostname",
-				stamp(r.console, "/etc/hostname on"), stamp(r.console, "DHCP lease"), stamp(r.console, "GET http"),
-				r.wall.Round(100*time.Millisecond))
+			logTimes(t, r)
 		})
 	}
 	t.Cleanup(func() {
 		stub.mu.Lock()
 		defer stub.mu.Unlock()
-		if !t.Failed() && stub.hits < 2 {
-			t.Errorf("the metadata stub was asked %d times, want 2 (one per boot)", stub.hits)
+		if !t.Failed() && stub.hits < len(cases) {
+			t.Errorf("the metadata stub was asked %d times, want %d (one per boot)", stub.hits, len(cases))
 		}
 	})
+}
+
+// writeHostname replaces /etc/hostname on partition 2 of img, unmounted.
+func writeHostname(t *testing.T, img string, layout map[string]string, name string) {
+	t.Helper()
+	local := filepath.Join(t.TempDir(), "hostname")
+	if err := os.WriteFile(local, []byte(name+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	debugfs(t, img, layout["ROOT_OFFSET"], true, "rm /etc/hostname", "cd /etc", "write "+local+" hostname")
+	if got := debugfs(t, img, layout["ROOT_OFFSET"], false, "cat /etc/hostname"); !strings.Contains(got, name) {
+		t.Fatalf("/etc/hostname after debugfs: %q", got)
+	}
+}
+
+// logTimes logs where a boot spent its time: guest uptime stamps of
+// firstboot's steps and the wall time from QEMU's start (the firmware and
+// boot loader run before the guest's clock starts).
+func logTimes(t *testing.T, r bootResult) {
+	t.Helper()
+	t.Logf("guest time: firstboot started %s, modules loaded %s, /etc/hostname read %s, DHCP lease %s, metadata answered %s; wall time QEMU start to power off %s",
+		stamp(r.console, "starting:"), stamp(r.console, "kernel modules loaded"),
+		stamp(r.console, "/etc/hostname on"), stamp(r.console, "DHCP lease"), stamp(r.console, "GET http"),
+		r.wall.Round(100*time.Millisecond))
+	var lines []string
+	for line := range strings.Lines(r.console) {
+		if strings.Contains(line, "firstboot: ") || strings.Contains(line, "herd-installed-os: ") {
+			lines = append(lines, strings.TrimRight(line, "\r\n"))
+		}
+	}
+	t.Logf("console:\n%s", strings.Join(lines, "\n"))
+}
+
+// fatFile reads a file of the FAT boot partition with mtools (unmounted).
+func fatFile(t *testing.T, disk string, layout map[string]string, path string) []byte {
+	t.Helper()
+	cmd := exec.Command("mtype", "-i", disk+"@@"+layout["BOOT_OFFSET"], "::"+path)
+	cmd.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("mtype %s: %v\n%s", path, err, stderr.String())
+	}
+	return stdout.Bytes()
+}
+
+// checkEFI checks the UEFI half of the boot partition: the removable-media
+// loader path holds syslinux.efi, ldlinux.e64 sits beside it, and the one
+// syslinux.cfg at the root (which syslinux.efi falls back to) boots the
+// kernel of the root folder.
+func checkEFI(t *testing.T, disk string, layout map[string]string) {
+	t.Helper()
+	if layout["EFI_LOADER"] != "/EFI/BOOT/BOOTX64.EFI" {
+		t.Errorf("layout.env EFI_LOADER=%q", layout["EFI_LOADER"])
+	}
+	for path, src := range map[string]string{
+		"/EFI/BOOT/BOOTX64.EFI": "/usr/lib/SYSLINUX.EFI/efi64/syslinux.efi",
+		"/EFI/BOOT/ldlinux.e64": "/usr/lib/syslinux/modules/efi64/ldlinux.e64",
+	} {
+		want, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(fatFile(t, disk, layout, path), want) {
+			t.Errorf("%s on the boot partition is not %s", path, src)
+		}
+	}
+	cfg := string(fatFile(t, disk, layout, "/syslinux.cfg"))
+	for _, want := range []string{"LINUX /vmlinuz", "INITRD /initrd.img", "APPEND " + layout["CMDLINE"]} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("syslinux.cfg lacks %q:\n%s", want, cfg)
+		}
+	}
 }

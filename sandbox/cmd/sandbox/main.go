@@ -8,7 +8,8 @@
 //	               namespace and the state directory
 //
 // Everything lives in the state directory (--dir) and the namespace
-// herd-sbx (bridge br0 10.88.0.1/24, tap0 for the VM). Run as root. See
+// (--netns, default herd-sbx: bridge br0 10.88.0.1/24, a tap per VM; with
+// --ovh also the provider's bridge br1 10.89.0.1/24). Run as root. See
 // sandbox/README.md.
 package main
 
@@ -21,7 +22,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -39,6 +42,11 @@ type options struct {
 	timeout             time.Duration
 	memMiB, diskMiB     int
 	smp                 int
+	// The variants: OVMF instead of SeaBIOS, the OVH two-NIC boot, and
+	// how many VMs at once.
+	uefi, ovh bool
+	machines  int
+	netns     string
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -52,13 +60,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: sandbox [up|down] [flags]\n\n"+
 			"up provisions a QEMU VM through herd-boots, herd-server, herd-metadata and herd-worker\n"+
-			"in the network namespace %s (10.88.0.0/24); down removes everything up made.\nRun as root.\n\nFlags:\n", nsName)
+			"in a network namespace (10.88.0.0/24); down removes everything up made.\nRun as root.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&o.repo, "repo", envOr("SANDBOX_REPO", "."), "herd's source tree (where the Makefile is) (env SANDBOX_REPO)")
 	fs.StringVar(&o.dir, "dir", envOr("SANDBOX_DIR", "/tmp/herd-sandbox"), "state directory: logs, pid files, database, registry, VM disk (env SANDBOX_DIR)")
-	fs.StringVar(&o.hostname, "hostname", "herd-sbx-vm1", "the VM's host name, served by herd-metadata and written by the workflow")
-	fs.BoolVar(&o.build, "build", true, "run make build osie osimage (and build the action images) first")
+	fs.StringVar(&o.hostname, "hostname", "herd-sbx-vm%d", "the VMs' host name, served by herd-metadata and written by the workflow; %d is the machine's number")
+	fs.BoolVar(&o.uefi, "uefi", os.Getenv("UEFI") == "1", "boot the VMs with OVMF (UEFI) instead of SeaBIOS (env UEFI=1)")
+	fs.BoolVar(&o.ovh, "ovh", os.Getenv("OVH") == "1", "the OVH scenario: a provider network first, whose DHCP and iPXE script hand over to herd on the second NIC (env OVH=1)")
+	fs.IntVar(&o.machines, "machines", envInt("MACHINES", 1), fmt.Sprintf("how many VMs to provision at once, 1 to %d (env MACHINES)", maxMachines))
+	fs.StringVar(&o.netns, "netns", envOr("SANDBOX_NETNS", defaultNetns), "the network namespace everything runs in (env SANDBOX_NETNS)")
+	fs.BoolVar(&o.build, "build", true, "run make build osie osimage first (false: use what bin/ holds); the action images are built into each run's registry either way")
 	fs.BoolVar(&o.downAfter, "down", os.Getenv("SANDBOX_DOWN") == "1", "remove everything when done (env SANDBOX_DOWN=1); default: leave the services up to look at")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up when the VM is not provisioned within this time of power-on")
 	fs.IntVar(&o.memMiB, "memory", 2048, "VM memory in MiB (the OSIE runs in RAM)")
@@ -70,6 +82,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
+	if o.machines < 1 || o.machines > maxMachines {
+		fmt.Fprintf(stderr, "sandbox: --machines %d: want 1 to %d\n", o.machines, maxMachines)
+		return 2
+	}
+	if !validNetns(o.netns) {
+		fmt.Fprintf(stderr, "sandbox: --netns %q: want 1 to 15 letters, digits, - or _\n", o.netns)
+		return 2
+	}
+	nsName = o.netns
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(stderr, "sandbox: run as root (namespaces, tap devices, PostgreSQL as the postgres user)")
 		return 1
@@ -111,6 +132,27 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
+// envInt reads a number from the environment; anything else is def (and
+// flag parsing then reports nothing: the flag's own value wins).
+func envInt(k string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(k)); err == nil {
+		return n
+	}
+	return def
+}
+
+func validNetns(s string) bool {
+	if s == "" || len(s) > 15 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {
 		return v
@@ -123,18 +165,26 @@ type sandbox struct {
 	opts  options
 	dir   string
 	out   io.Writer
+	outMu sync.Mutex // the VMs' watchers print concurrently
 	start time.Time
 }
+
+// netnsFile, in the state directory, names the namespace up made.
+const netnsFile = "netns"
 
 func (sb *sandbox) logPath(name string) string { return filepath.Join(sb.dir, "logs", name+".log") }
 
 // stage prints a stage heading with the time since the sandbox started.
 func (sb *sandbox) stage(format string, a ...any) {
+	sb.outMu.Lock()
+	defer sb.outMu.Unlock()
 	fmt.Fprintf(sb.out, "[%7.1fs] ▶ %s\n", time.Since(sb.start).Seconds(), fmt.Sprintf(format, a...))
 }
 
 // say prints a detail line under the current stage.
 func (sb *sandbox) say(format string, a ...any) {
+	sb.outMu.Lock()
+	defer sb.outMu.Unlock()
 	fmt.Fprintf(sb.out, "            %s\n", fmt.Sprintf(format, a...))
 }
 
@@ -143,6 +193,9 @@ func (sb *sandbox) say(format string, a ...any) {
 // interrupted at any point) left.
 func (sb *sandbox) down() error {
 	var errs []error
+	if b, err := os.ReadFile(filepath.Join(sb.dir, netnsFile)); err == nil && validNetns(strings.TrimSpace(string(b))) {
+		nsName = strings.TrimSpace(string(b)) // the namespace up made
+	}
 	if _, err := os.Stat(sb.dir); err == nil {
 		if err := stopAll(sb.dir, sb.say); err != nil {
 			errs = append(errs, err)

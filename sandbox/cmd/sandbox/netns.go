@@ -15,43 +15,67 @@ import (
 )
 
 // The provisioning network lives in its own network namespace: a bridge
-// with boots' address, and a tap device for the VM on that bridge.
+// with boots' address and a tap device per VM on it. OVH adds a second
+// bridge, the provider's network, with a second tap per VM.
 const (
-	nsName     = "herd-sbx"
-	bridge     = "br0"
-	tap        = "tap0"
-	hostIP     = "10.88.0.1"
-	prefixLen  = 24
-	vmIP       = "10.88.0.50"
-	vmNetmask  = "255.255.255.0"
-	vmMAC      = "52:54:00:88:00:50"
-	registry   = hostIP + ":5000"
-	grpcAddr   = hostIP + ":42113"
-	httpAddr   = hostIP + ":42114"
-	bootsHTTP  = hostIP + ":80"
-	metaAddr   = hostIP + ":50061"
-	pgPort     = "5432"
-	nsPath     = "/run/netns/" + nsName
-	actionsTag = "sandbox"
+	defaultNetns = "herd-sbx"
+	bridge       = "br0"
+	hostIP       = "10.88.0.1"
+	prefixLen    = 24
+	vmNetmask    = "255.255.255.0"
+	registry     = hostIP + ":5000"
+	grpcAddr     = hostIP + ":42113"
+	httpAddr     = hostIP + ":42114"
+	bootsHTTP    = hostIP + ":80"
+	metaAddr     = hostIP + ":50061"
+	pgPort       = "5432"
+	actionsTag   = "sandbox"
+
+	providerBridge = "br1"
+	providerIP     = "10.89.0.1"
 )
 
+// nsName is the namespace of this run, set once from --netns before
+// anything starts (make test-e2e uses its own, so a make sandbox left up
+// is not touched by the tests).
+var nsName = defaultNetns
+
+func nsPath() string { return "/run/netns/" + nsName }
+
 // netnsCommands are the ip commands that make the namespace, in order.
-func netnsCommands() [][]string {
+func netnsCommands(ms []machine) [][]string {
 	ipn := func(a ...string) []string { return append([]string{"ip", "-n", nsName}, a...) }
-	return [][]string{
+	cmds := [][]string{
 		{"ip", "netns", "add", nsName},
 		ipn("link", "set", "lo", "up"),
-		ipn("link", "add", bridge, "type", "bridge"),
-		ipn("addr", "add", fmt.Sprintf("%s/%d", hostIP, prefixLen), "dev", bridge),
-		ipn("link", "set", bridge, "up"),
-		ipn("tuntap", "add", "dev", tap, "mode", "tap"),
-		ipn("link", "set", tap, "master", bridge),
-		ipn("link", "set", tap, "up"),
 	}
+	addBridge := func(name, ip string) {
+		cmds = append(cmds,
+			ipn("link", "add", name, "type", "bridge"),
+			ipn("addr", "add", fmt.Sprintf("%s/%d", ip, prefixLen), "dev", name),
+			ipn("link", "set", name, "up"))
+	}
+	addTap := func(name, br string) {
+		cmds = append(cmds,
+			ipn("tuntap", "add", "dev", name, "mode", "tap"),
+			ipn("link", "set", name, "master", br),
+			ipn("link", "set", name, "up"))
+	}
+	addBridge(bridge, hostIP)
+	if len(ms) > 0 && ms[0].ProviderTap != "" {
+		addBridge(providerBridge, providerIP)
+	}
+	for _, m := range ms {
+		addTap(m.Tap, bridge)
+		if m.ProviderTap != "" {
+			addTap(m.ProviderTap, providerBridge)
+		}
+	}
+	return cmds
 }
 
-func makeNetns() error {
-	for _, c := range netnsCommands() {
+func makeNetns(ms []machine) error {
+	for _, c := range netnsCommands(ms) {
 		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
 			return fmt.Errorf("%s: %w: %s", strings.Join(c, " "), err, strings.TrimSpace(string(out)))
 		}
@@ -60,7 +84,7 @@ func makeNetns() error {
 }
 
 func netnsExists() bool {
-	_, err := os.Stat(nsPath)
+	_, err := os.Stat(nsPath())
 	return err == nil
 }
 
@@ -87,7 +111,7 @@ func dialInNetns(ctx context.Context, network, addr string) (net.Conn, error) {
 		return nil, err
 	}
 	defer self.Close()
-	ns, err := os.Open(nsPath)
+	ns, err := os.Open(nsPath())
 	if err != nil {
 		runtime.UnlockOSThread()
 		return nil, err
@@ -95,7 +119,7 @@ func dialInNetns(ctx context.Context, network, addr string) (net.Conn, error) {
 	defer ns.Close()
 	if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
 		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("setns %s: %w", nsPath, err)
+		return nil, fmt.Errorf("setns %s: %w", nsPath(), err)
 	}
 	d := net.Dialer{Timeout: 5 * time.Second}
 	c, derr := d.DialContext(ctx, network, addr)

@@ -40,6 +40,10 @@ type spec struct {
 	dir      string
 	// order: processes are stopped from the highest order to the lowest.
 	order int
+	// exe is the program that ends up running when args[0] execs another
+	// (unshare ... dockerd): the pid file must name that one, or down
+	// takes the pid for reused and leaves it running.
+	exe string
 }
 
 // startProc starts s with its output in logs/NAME.log and its pid file in
@@ -75,6 +79,9 @@ func (sb *sandbox) startProc(s spec) (*proc, error) {
 	go func() { p.err = cmd.Wait(); close(p.done) }()
 	// The pid file names the final program: wait for nsenter's exec.
 	want := args[len(args)-len(s.args)]
+	if s.exe != "" {
+		want = s.exe
+	}
 	if lp, err := exec.LookPath(want); err == nil {
 		want = lp
 	}

@@ -8,11 +8,6 @@ import (
 	"time"
 )
 
-// machine is the VM the sandbox provisions.
-type machine struct {
-	ID, MAC, IP, Hostname string
-}
-
 // hardwareJSON is the machine's Tinkerbell hardware record.
 func hardwareJSON(m machine, allowPXE bool) string {
 	hw := map[string]any{
@@ -24,7 +19,7 @@ func hardwareJSON(m machine, allowPXE bool) string {
 		"network": map[string]any{
 			"interfaces": []any{map[string]any{
 				"dhcp": map[string]any{
-					"arch": "x86_64", "hostname": m.Hostname, "mac": m.MAC, "uefi": false,
+					"arch": "x86_64", "hostname": m.Hostname, "mac": m.MAC, "uefi": m.UEFI,
 					"ip": map[string]any{"address": m.IP, "netmask": vmNetmask, "gateway": hostIP},
 				},
 				"netboot": map[string]any{"allow_pxe": allowPXE, "allow_workflow": true},

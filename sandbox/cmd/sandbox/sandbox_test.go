@@ -12,14 +12,19 @@ import (
 )
 
 func TestHardwareJSONIsValid(t *testing.T) {
-	m := machine{ID: "5a4d0000-0000-4000-8000-525400880050", MAC: vmMAC, IP: vmIP, Hostname: "vm-1"}
+	ms, err := newMachines(1, "vm-%d", true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := ms[0]
 	for _, pxe := range []bool{true, false} {
 		hw, err := hwspec.ParseHardware([]byte(hardwareJSON(m, pxe)))
 		if err != nil {
 			t.Fatalf("allow_pxe=%v: %v", pxe, err)
 		}
 		i := hw.GetNetwork().GetInterfaces()[0]
-		if i.GetNetboot().GetAllowPxe() != pxe || !i.GetNetboot().GetAllowWorkflow() || i.GetDhcp().GetIp().GetAddress() != vmIP {
+		if i.GetNetboot().GetAllowPxe() != pxe || !i.GetNetboot().GetAllowWorkflow() || i.GetDhcp().GetIp().GetAddress() != m.IP ||
+			!i.GetDhcp().GetUefi() || hw.GetMetadata() == "" || i.GetDhcp().GetHostname() != "vm-1" {
 			t.Errorf("allow_pxe=%v: %v", pxe, i)
 		}
 	}
@@ -102,13 +107,208 @@ func TestPidFiles(t *testing.T) {
 func itoa(n int) string { return fmt.Sprint(n) }
 
 func TestNetnsCommandsUse10x(t *testing.T) {
-	for _, c := range netnsCommands() {
-		s := strings.Join(c, " ")
-		if c[0] != "ip" || (!strings.Contains(s, "-n "+nsName) && !strings.Contains(s, "netns add "+nsName)) {
-			t.Errorf("%q does not stay in namespace %s", s, nsName)
+	for _, ovh := range []bool{false, true} {
+		ms, err := newMachines(3, "vm%d", false, ovh)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if strings.Contains(s, "addr add") && !strings.Contains(s, " 10.") {
-			t.Errorf("%q: only 10.x addresses", s)
+		cmds := netnsCommands(ms)
+		taps := 0
+		for _, c := range cmds {
+			s := strings.Join(c, " ")
+			if c[0] != "ip" || (!strings.Contains(s, "-n "+nsName) && !strings.Contains(s, "netns add "+nsName)) {
+				t.Errorf("%q does not stay in namespace %s", s, nsName)
+			}
+			if strings.Contains(s, "addr add") && !strings.Contains(s, " 10.") {
+				t.Errorf("%q: only 10.x addresses", s)
+			}
+			if strings.Contains(s, "tuntap add") {
+				taps++
+			}
+			if !ovh && strings.Contains(s, providerBridge) {
+				t.Errorf("%q: no provider network without OVH", s)
+			}
+		}
+		if want := map[bool]int{false: 3, true: 6}[ovh]; taps != want {
+			t.Errorf("ovh=%v: %d taps, want %d", ovh, taps, want)
+		}
+	}
+}
+
+func TestNewMachines(t *testing.T) {
+	ms, err := newMachines(maxMachines, "herd-sbx-vm", false, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, m := range ms {
+		for _, v := range []string{m.ID, m.MAC, m.IP, m.Hostname, m.Tap, m.ProviderMAC, m.ProviderTap} {
+			if v == "" || seen[v] {
+				t.Fatalf("machine %d: empty or repeated %q", m.N, v)
+			}
+			seen[v] = true
+		}
+		if !strings.HasPrefix(m.IP, "10.88.0.") || len(m.Tap) > 15 || len(m.ProviderTap) > 15 {
+			t.Errorf("machine %d: %+v", m.N, m)
+		}
+	}
+	if ms[0].Hostname != "herd-sbx-vm" || ms[1].Hostname != "herd-sbx-vm-2" {
+		t.Errorf("hostnames %q %q", ms[0].Hostname, ms[1].Hostname)
+	}
+	for _, n := range []int{0, -1, maxMachines + 1} {
+		if _, err := newMachines(n, "x", false, false); err == nil {
+			t.Errorf("newMachines(%d) accepted", n)
+		}
+	}
+}
+
+func TestQemuArgs(t *testing.T) {
+	f := vmFiles{disk: "/s/vm/1/disk.raw", console: "/s/vm/1/console.log", vars: "/s/vm/1/OVMF_VARS.fd"}
+	for _, tc := range []struct {
+		name      string
+		uefi, ovh bool
+		want, not []string
+	}{
+		{"bios", false, false,
+			[]string{"e1000,netdev=n0,mac=52:54:00:88:00:50,romfile=" + ipxeROM + ",bootindex=1", "virtio-blk-pci,drive=disk0,bootindex=2"},
+			[]string{"if=pflash", "n1"}},
+		{"uefi", true, false,
+			[]string{"if=pflash,format=raw,unit=0,readonly=on,file=" + ovmfCode, "if=pflash,format=raw,unit=1,file=" + f.vars,
+				"name=opt/org.tianocore/IPv4PXESupport,string=n", "name=opt/org.tianocore/IPv4Support,string=n"},
+			[]string{"n1"}},
+		{"ovh", false, true,
+			// The provider NIC boots and comes first on the bus; herd's NIC has no ROM.
+			[]string{"e1000,netdev=n0,mac=52:54:00:89:00:50,romfile=" + ipxeROM + ",bootindex=1,addr=0x10",
+				"tap,id=n0,ifname=ptap0,", "e1000,netdev=n1,mac=52:54:00:88:00:50,romfile=,addr=0x11", "tap,id=n1,ifname=tap0,"},
+			[]string{"if=pflash"}},
+	} {
+		ms, _ := newMachines(1, "vm", tc.uefi, tc.ovh)
+		args := strings.Join(qemuArgs("qemu", ms[0], f, 2048, 2), " ")
+		for _, w := range tc.want {
+			if !strings.Contains(args, w) {
+				t.Errorf("%s: lacks %q:\n%s", tc.name, w, args)
+			}
+		}
+		for _, n := range tc.not {
+			if strings.Contains(args, n) {
+				t.Errorf("%s: has %q:\n%s", tc.name, n, args)
+			}
+		}
+	}
+}
+
+func TestProviderScript(t *testing.T) {
+	s := providerScript("10.88.0.1")
+	want := []string{"#!ipxe", "ifclose net0", "dhcp net1", "set iface net1", "chain --autofree http://10.88.0.1/auto.ipxe"}
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	i := 0
+	for _, l := range lines {
+		if i < len(want) && l == want[i] {
+			i++
+		}
+		if f := strings.Fields(l); len(f) > 0 && (f[0] == "params" || f[0] == "param") {
+			t.Errorf("the provider's iPXE has no params command: %q", l)
+		}
+	}
+	if i != len(want) {
+		t.Errorf("provider script lacks %q (in order):\n%s", want[i], s)
+	}
+	args := strings.Join(dnsmasqArgs("dnsmasq", "/s/provider"), " ")
+	for _, w := range []string{"--port=0", "--interface=" + providerBridge, "--bind-interfaces", "--dhcp-boot=tag:ipxe," + providerScriptName} {
+		if !strings.Contains(args, w) {
+			t.Errorf("dnsmasq args lack %q: %s", w, args)
+		}
+	}
+}
+
+func TestSumSeries(t *testing.T) {
+	page := `# HELP herd_grpc_calls_total x
+# TYPE herd_grpc_calls_total counter
+herd_grpc_calls_total{code="OK",method="/github.com.tinkerbell.tink.protos.workflow.WorkflowService/ReportActionStatus"} 6
+herd_grpc_calls_total{code="FailedPrecondition",method="/github.com.tinkerbell.tink.protos.workflow.WorkflowService/ReportActionStatus"} 2
+herd_grpc_calls_total{code="OK",method="/x.WorkflowService/GetWorkflowContexts"} 40
+herd_grpc_calls_total_other{code="OK",method="ReportActionStatus"} 100
+herd_metadata_requests_total{route="meta-data/hostname",code="200"} 3
+herd_metadata_requests_total{route="meta-data/local-hostname",code="200"} 5
+herd_boots_dhcp_packets_total{outcome="boot_file",type="DISCOVER"} 1
+herd_boots_dhcp_packets_total{outcome="boot_file",type="REQUEST"} 2.5e+00
+weird_label{a="x\"y,z",b="w"} 7
+`
+	for _, tc := range []struct {
+		s    series
+		want float64
+	}{
+		{series{"herd_grpc_calls_total", map[string]string{"method": "*ReportActionStatus", "code": "OK"}}, 6},
+		{series{"herd_grpc_calls_total", nil}, 48},
+		{series{"herd_metadata_requests_total", map[string]string{"route": "meta-data/hostname", "code": "200"}}, 3},
+		{series{"herd_boots_dhcp_packets_total", map[string]string{"outcome": "boot_file"}}, 3.5},
+		{series{"herd_boots_dhcp_packets_total", map[string]string{"outcome": "nak"}}, 0},
+		{series{"weird_label", map[string]string{"a": `x"y,z`, "b": "w"}}, 7},
+		{series{"absent", nil}, 0},
+	} {
+		if got := sumSeries(page, tc.s); got != tc.want {
+			t.Errorf("%v: %g, want %g", tc.s, got, tc.want)
+		}
+	}
+}
+
+func TestMetricsVerdict(t *testing.T) {
+	exps := expectations()
+	before := make([]float64, len(exps))
+	after := make([]float64, len(exps))
+	for i, e := range exps {
+		before[i] = 10
+		after[i] = 10 + e.perMachine*2
+	}
+	if lines, ok := metricsVerdict(exps, before, after, 2); !ok || len(lines) != len(exps) {
+		t.Errorf("enough movement refused: %v", lines)
+	}
+	after[len(after)-1]--
+	if lines, ok := metricsVerdict(exps, before, after, 2); ok || !strings.Contains(lines[len(lines)-1], "TOO FEW") {
+		t.Errorf("too little movement accepted: %v", lines)
+	}
+}
+
+func TestProgressFor(t *testing.T) {
+	ms, _ := newMachines(2, "vm%d", false, false)
+	ps := []*progress{{m: ms[0]}, {m: ms[1]}}
+	for _, tc := range []struct {
+		mac, ip, remote string
+		want            *progress
+	}{
+		{"52:54:00:88:00:51", "", "", ps[1]},
+		{"52-54-00-88-00-50", "", "", ps[0]},
+		{"", "10.88.0.51", "", ps[1]},
+		{"", "", "10.88.0.50:1234", ps[0]},
+		{"", "", "10.88.0.99:1", nil},
+	} {
+		if got := progressFor(ps, tc.mac, tc.ip, tc.remote); got != tc.want {
+			t.Errorf("%+v: got %v", tc, got)
+		}
+	}
+	if progressFor(ps[:1], "", "", "") != ps[0] {
+		t.Error("with one machine every line is its")
+	}
+}
+
+func TestParseDnsmasqLine(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want dnsmasqEvent
+		ok   bool
+	}{
+		{"dnsmasq-dhcp[9904]: 558880064 DHCPOFFER(br1) 10.89.0.199 52:54:00:89:00:50 ",
+			dnsmasqEvent{mac: "52:54:00:89:00:50", ip: "10.89.0.199", text: "DHCP OFFER 10.89.0.199 (dnsmasq)"}, true},
+		{"dnsmasq-dhcp[9904]: 558880064 DHCPACK(br1) 10.89.0.199 52:54:00:89:00:50",
+			dnsmasqEvent{mac: "52:54:00:89:00:50", ip: "10.89.0.199", text: "DHCP ACK 10.89.0.199 (dnsmasq)"}, true},
+		{"dnsmasq-tftp[9904]: sent /s/provider/provider.ipxe to 10.89.0.199",
+			dnsmasqEvent{ip: "10.89.0.199", text: "TFTP sent provider.ipxe (dnsmasq)", tftp: true}, true},
+		{"dnsmasq-dhcp[9904]: 558880064 DHCPACK(br1)", dnsmasqEvent{}, false},
+		{"dnsmasq-dhcp[9904]: 558880064 user class: iPXE", dnsmasqEvent{}, false},
+	} {
+		got, ok := parseDnsmasqLine(tc.line)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("%q: got %+v %v, want %+v %v", tc.line, got, ok, tc.want, tc.ok)
 		}
 	}
 }

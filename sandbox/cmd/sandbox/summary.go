@@ -75,18 +75,21 @@ func prefixSHA256(path string, n int64) (string, error) {
 	return fmt.Sprintf("%x", h.Sum(nil)), nil
 }
 
-// summary prints the outcome and returns the verdict.
-func (sb *sandbox) summary(m machine, wfID, disk, console string, p *progress) bool {
+// summary prints one machine's outcome and returns its verdict.
+func (sb *sandbox) summary(wfID string, p *progress) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	w := sb.out
-	fmt.Fprintf(w, "\n==================== herd sandbox summary ====================\n")
+	sb.outMu.Lock()
+	defer sb.outMu.Unlock()
+	m, f, w := p.m, sb.vmFiles(p.m), sb.out
+	fmt.Fprintf(w, "\n==================== herd sandbox: machine %d ====================\n", m.N)
 	state := p.wfState
 	if state == "" {
 		state = "not finished"
 	}
 	fmt.Fprintf(w, "workflow   %s  %s\n", wfID, state)
 	fmt.Fprintf(w, "machine    %s  MAC %s  IP %s  hostname %s\n", m.ID, m.MAC, m.IP, m.Hostname)
+	fmt.Fprintf(w, "firmware   %s\n", m.firmware())
 	acts := actionTimes(p.events)
 	if len(acts) > 0 {
 		fmt.Fprintf(w, "actions\n")
@@ -107,32 +110,62 @@ func (sb *sandbox) summary(m machine, wfID, disk, console string, p *progress) b
 	}
 	md, file, reported := markerHostname(p.marker)
 	okHost := reported && md == m.Hostname && file == m.Hostname
-	diskMsg, okDisk := checkDisk(disk, filepath.Join(sb.opts.repo, "bin", "osimage", "disk.img"), filepath.Join(sb.opts.repo, "bin", "osimage", "layout.env"))
+	diskMsg, okDisk := checkDisk(f.disk, filepath.Join(sb.opts.repo, "bin", "osimage", "disk.img"), filepath.Join(sb.opts.repo, "bin", "osimage", "layout.env"))
 	fmt.Fprintf(w, "disk       %s\n", diskMsg)
 	if reported {
 		fmt.Fprintf(w, "installed  %s\n", p.marker)
 	} else {
 		fmt.Fprintf(w, "installed  the installed OS printed no herd-installed-os line\n")
 	}
-	var provisioned time.Duration = -1
-	for _, ms := range p.milestones {
-		if ms.name == "installed OS reported" {
-			provisioned = ms.at.Sub(p.powerOn)
-		}
-	}
 	ok := p.wfState == "SUCCESS" && okHost && okDisk
-	fmt.Fprintf(w, "total      power-on to provisioned (installed OS reported): %s\n", fmtDur(provisioned))
-	fmt.Fprintf(w, "logs       %s/logs/  console %s\n", sb.dir, console)
+	fmt.Fprintf(w, "total      power-on to provisioned (installed OS reported): %s\n", fmtDur(provisionedIn(p)))
+	fmt.Fprintf(w, "console    %s\n", f.console)
 	if ok {
 		fmt.Fprintf(w, "result     PROVISIONED: %s runs the installed OS and reported hostname=%s\n", m.ID, m.Hostname)
 	} else {
 		fmt.Fprintf(w, "result     NOT PROVISIONED (want workflow SUCCESS, the image on disk, and hostname=%s from the installed OS)\n", m.Hostname)
 	}
+	return ok
+}
+
+// provisionedIn is power-on to the installed OS' report, or -1.
+func provisionedIn(p *progress) time.Duration {
+	for _, ms := range p.milestones {
+		if ms.name == "installed OS reported" {
+			return ms.at.Sub(p.powerOn)
+		}
+	}
+	return -1
+}
+
+// verdict ends the run's output: one line for all machines. provisioned
+// holds each machine's own verdict.
+func (sb *sandbox) verdict(ps []*progress, provisioned []bool, ok bool) {
+	w := sb.out
+	fmt.Fprintf(w, "\n==================== herd sandbox summary ====================\n")
+	var slowest time.Duration
+	done := 0
+	for i, p := range ps {
+		p.mu.Lock()
+		d := provisionedIn(p)
+		p.mu.Unlock()
+		if provisioned[i] {
+			done++
+			slowest = max(slowest, d)
+		}
+	}
+	fmt.Fprintf(w, "variant    %s, %d machine(s)\n", ps[0].m.firmware(), len(ps))
+	fmt.Fprintf(w, "machines   %d of %d provisioned; slowest power-on to installed OS: %s\n", done, len(ps), fmtDur(slowest))
+	fmt.Fprintf(w, "logs       %s/logs/  consoles %s/%s/N/console.log\n", sb.dir, sb.dir, vmDirName)
+	if ok {
+		fmt.Fprintf(w, "result     PROVISIONED\n")
+	} else {
+		fmt.Fprintf(w, "result     NOT PROVISIONED\n")
+	}
 	if !sb.opts.downAfter {
 		fmt.Fprintf(w, "services   still running in namespace %s; make sandbox-down removes everything\n", nsName)
 	}
 	fmt.Fprintf(w, "===============================================================\n")
-	return ok
 }
 
 func firstLine(s string) string {

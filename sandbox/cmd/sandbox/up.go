@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -23,16 +24,24 @@ import (
 // the disk holds the image and the installed OS reported the host name.
 func (sb *sandbox) up(ctx context.Context) (bool, error) {
 	o := sb.opts
+	ms, err := newMachines(o.machines, o.hostname, o.uefi, o.ovh)
+	if err != nil {
+		return false, err
+	}
 	if netnsExists() || exists(sb.dir) {
 		sb.stage("removing what a previous run left (%s, namespace %s)", sb.dir, nsName)
 		if err := sb.down(); err != nil {
 			return false, err
 		}
 	}
-	for _, d := range []string{"pids", "logs", "www", "vm", "server", "registry"} {
+	for _, d := range []string{"pids", "logs", "www", vmDirName, "server", "registry"} {
 		if err := os.MkdirAll(filepath.Join(sb.dir, d), 0o755); err != nil {
 			return false, err
 		}
+	}
+	// down reads it, whatever --netns it is given.
+	if err := os.WriteFile(filepath.Join(sb.dir, netnsFile), []byte(nsName+"\n"), 0o644); err != nil {
+		return false, err
 	}
 	bin := func(name string) string { return filepath.Join(o.repo, "bin", name) }
 
@@ -51,9 +60,16 @@ func (sb *sandbox) up(ctx context.Context) (bool, error) {
 	}
 
 	// 2. The network.
-	sb.stage("network namespace %s: bridge %s %s/%d, tap %s for the VM", nsName, bridge, hostIP, prefixLen, tap)
-	if err := makeNetns(); err != nil {
+	sb.stage("network namespace %s: bridge %s %s/%d, a tap for each of %d VM(s)", nsName, bridge, hostIP, prefixLen, len(ms))
+	if err := makeNetns(ms); err != nil {
 		return false, err
+	}
+	if o.ovh {
+		sb.stage("provider network (OVH): bridge %s %s/%d, dnsmasq DHCP+TFTP handing iPXE the provider script %s", providerBridge, providerIP, prefixLen, providerScriptName)
+		if err := sb.startProvider(ctx); err != nil {
+			return false, err
+		}
+		sb.say("%s", strings.ReplaceAll(strings.TrimSpace(providerScript(bootsHTTPHost())), "\n", "\n            "))
 	}
 
 	// 3. PostgreSQL.
@@ -90,13 +106,11 @@ func (sb *sandbox) up(ctx context.Context) (bool, error) {
 	if err := sb.startRegistry(ctx); err != nil {
 		return false, err
 	}
-	if o.build {
-		sb.stage("action images: private dockerd in %s, make action-images, push to %s", nsName, registry)
-		if err := sb.buildActions(ctx); err != nil {
-			return false, err
-		}
-	} else {
-		sb.stage("action images: skipped (--build=false): the registry must already hold them")
+	// Always: the registry is new with each run (make and the Go build
+	// cache make this quick when nothing changed).
+	sb.stage("action images: private dockerd in %s, make action-images, push to %s", nsName, registry)
+	if err := sb.buildActions(ctx); err != nil {
+		return false, err
 	}
 
 	// 6. herd-metadata.
@@ -123,7 +137,8 @@ func (sb *sandbox) up(ctx context.Context) (bool, error) {
 		"--server", grpcAddr, "--cert-url", "http://" + httpAddr + "/cert", "--public-ip", hostIP,
 		"--http-addr", bootsHTTP, "--dhcp-mode", "reservation", "--dhcp-interface", bridge,
 		"--ipxe-dir", "/usr/lib/ipxe", "--osie-dir", www, "--registry", registry,
-		"--metadata-url", "http://" + metaAddr, "--log-format", "json"}})
+		// debug: the per-packet DHCP lines the live view shows.
+		"--metadata-url", "http://" + metaAddr, "--log-format", "json", "--log-level", "debug"}})
 	if err != nil {
 		return false, err
 	}
@@ -131,37 +146,40 @@ func (sb *sandbox) up(ctx context.Context) (bool, error) {
 		return false, sb.withLog(err, "herd-boots")
 	}
 
-	// 8. The machine, its template and workflow.
-	m := machine{ID: "5a4d0000-0000-4000-8000-525400880050", MAC: vmMAC, IP: vmIP, Hostname: o.hostname}
+	// 8. The machines, the template and a workflow for each.
 	sum, err := fileSHA256(filepath.Join(www, "disk.img.gz"))
 	if err != nil {
 		return false, err
 	}
 	herd := func(stdin string, args ...string) (string, error) { return sb.herd(ctx, clientEnv, stdin, args...) }
-	sb.stage("pushing hardware %s (MAC %s, IP %s, hostname %s), template and workflow with the herd CLI", m.ID, m.MAC, m.IP, m.Hostname)
-	hwFile := filepath.Join(sb.dir, "hardware.json")
-	if err := os.WriteFile(hwFile, []byte(hardwareJSON(m, true)), 0o644); err != nil {
-		return false, err
-	}
-	if _, err := herd("", "hardware", "push", "--file", hwFile); err != nil {
-		return false, err
-	}
 	tplFile := filepath.Join(sb.dir, "template.yaml")
 	if err := os.WriteFile(tplFile, []byte(template("http://"+bootsHTTP+"/osie/disk.img.gz", sum)), 0o644); err != nil {
 		return false, err
 	}
+	sb.stage("pushing the template, %d hardware record(s) and their workflows with the herd CLI", len(ms))
 	if _, err := herd("", "template", "create", "--file", tplFile); err != nil {
 		return false, err
 	}
-	out, err := herd("", "workflow", "create", "-t", "sandbox-install", "-r", fmt.Sprintf(`{"device_1":%q}`, m.MAC))
-	if err != nil {
-		return false, err
+	wfIDs := make([]string, len(ms))
+	for i, m := range ms {
+		sb.say("machine %d: %s MAC %s IP %s hostname %s (%s)", m.N, m.ID, m.MAC, m.IP, m.Hostname, m.firmware())
+		hwFile := filepath.Join(sb.dir, fmt.Sprintf("hardware-%d.json", m.N))
+		if err := os.WriteFile(hwFile, []byte(hardwareJSON(m, true)), 0o644); err != nil {
+			return false, err
+		}
+		if _, err := herd("", "hardware", "push", "--file", hwFile); err != nil {
+			return false, err
+		}
+		out, err := herd("", "workflow", "create", "-t", "sandbox-install", "-r", fmt.Sprintf(`{"device_1":%q}`, m.MAC))
+		if err != nil {
+			return false, err
+		}
+		wfIDs[i] = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(out), "Created Workflow:"))
 	}
-	wfID := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(out), "Created Workflow:"))
-	sb.say("workflow %s (template %s, files in %s)", wfID, tplFile, sb.dir)
+	sb.say("files in %s", sb.dir)
 
-	// 9. The VM.
-	return sb.runVM(ctx, m, wfID, clientEnv, hwFile)
+	// 9. The VMs.
+	return sb.runVMs(ctx, ms, wfIDs, clientEnv)
 }
 
 func (sb *sandbox) withLog(err error, name string) error {
@@ -193,7 +211,7 @@ func (sb *sandbox) runLogged(ctx context.Context, name string, env []string, arg
 
 // herd runs the herd CLI inside the namespace.
 func (sb *sandbox) herd(ctx context.Context, env []string, stdin string, args ...string) (string, error) {
-	full := append([]string{"nsenter", "--net=" + nsPath, "--", filepath.Join(sb.opts.repo, "bin", "herd")}, args...)
+	full := append([]string{"nsenter", "--net=" + nsPath(), "--", filepath.Join(sb.opts.repo, "bin", "herd")}, args...)
 	cmd := exec.CommandContext(ctx, full[0], full[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin = strings.NewReader(stdin)
@@ -315,7 +333,7 @@ func (sb *sandbox) buildActions(ctx context.Context) error {
 	sock := filepath.Join(ddir, "docker.sock")
 	host := "unix://" + sock
 	// unshare: its own mount namespace, so its mounts go with it.
-	p, err := sb.startProc(spec{name: "dockerd", netns: nsName, order: 35, args: []string{"unshare", "--mount", "--propagation", "private", "--",
+	p, err := sb.startProc(spec{name: "dockerd", netns: nsName, order: 35, exe: dockerd, args: []string{"unshare", "--mount", "--propagation", "private", "--",
 		dockerd, "--iptables=false", "--bridge=none", "--storage-driver=overlay2", "--insecure-registry", registry,
 		"--data-root", filepath.Join(ddir, "data"), "--exec-root", filepath.Join(ddir, "exec"),
 		"-H", host, "--pidfile", filepath.Join(ddir, "docker.pid")}})
@@ -323,14 +341,20 @@ func (sb *sandbox) buildActions(ctx context.Context) error {
 		return err
 	}
 	defer func() {
+		// Our own child: signal it directly, whatever its pid file says.
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(20 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
 		pfs, _ := readPidFiles(sb.dir)
 		for _, pf := range pfs {
 			if strings.HasSuffix(pf.path, "-dockerd.pid") {
-				_ = stopPid(pf, 20*time.Second)
 				_ = os.Remove(pf.path)
 			}
 		}
-		<-p.done
 		unmountUnder(ddir)
 		_ = os.RemoveAll(ddir)
 	}()

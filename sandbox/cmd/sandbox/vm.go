@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,8 +25,10 @@ type milestone struct {
 	at   time.Time
 }
 
-// progress collects what the watchers see, under one lock.
+// progress collects what the watchers see of one machine, under one lock.
 type progress struct {
+	m          machine
+	label      string // "vm2: " when there are several, else ""
 	mu         sync.Mutex
 	powerOn    time.Time
 	milestones []milestone
@@ -60,8 +64,12 @@ func (p *progress) at(name string) (time.Time, bool) {
 
 // vmLine prints a live line with the time since power-on.
 func (sb *sandbox) vmLine(p *progress, format string, a ...any) {
-	fmt.Fprintf(sb.out, "[%7.1fs] %s  (+%s since power-on)\n", time.Since(sb.start).Seconds(), fmt.Sprintf(format, a...),
-		fmtDur(time.Since(p.powerOn)))
+	p.mu.Lock()
+	since := time.Since(p.powerOn)
+	p.mu.Unlock()
+	sb.outMu.Lock()
+	defer sb.outMu.Unlock()
+	fmt.Fprintf(sb.out, "[%7.1fs] %s%s  (+%s since power-on)\n", time.Since(sb.start).Seconds(), p.label, fmt.Sprintf(format, a...), fmtDur(since))
 }
 
 // consoleMilestones are console lines worth a live line, by the text they
@@ -75,47 +83,106 @@ var consoleMilestones = []struct{ text, label string }{
 	{"worker ended", "OSIE: herd-worker ended"},
 }
 
-func (sb *sandbox) runVM(ctx context.Context, m machine, wfID string, clientEnv []string, hwFile string) (bool, error) {
-	o := sb.opts
-	disk := filepath.Join(sb.dir, "vm", "disk.raw")
-	if err := os.WriteFile(disk, nil, 0o644); err != nil {
-		return false, err
-	}
-	if err := os.Truncate(disk, int64(o.diskMiB)<<20); err != nil {
-		return false, err
-	}
-	console := filepath.Join(sb.dir, "vm", "console.log")
+// runVMs powers every machine on at once, follows them until each is
+// provisioned (or fails, or the timeout passes), and prints the summaries
+// and the metrics check. ok is the verdict for all of them.
+func (sb *sandbox) runVMs(ctx context.Context, ms []machine, wfIDs []string, clientEnv []string) (bool, error) {
 	qemu, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
 		return false, fmt.Errorf("qemu-system-x86_64 (Debian package qemu-system-x86; make deps): %w", err)
 	}
-	// Debian's iPXE ROM for e1000: QEMU 7.2 with the pc machine does not
-	// run efi-virtio.rom's legacy image (SeaBIOS skips the NIC).
-	rom := "/usr/lib/ipxe/qemu/efi-e1000.rom"
-	args := []string{qemu, "-name", "herd-sbx-vm1", "-machine", "pc", "-accel", "tcg", "-m", strconv.Itoa(o.memMiB), "-smp", strconv.Itoa(o.smp),
-		"-display", "none", "-monitor", "none", "-serial", "file:" + console,
-		"-device", "virtio-rng-pci",
-		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",
-		// Network first, then the disk: once netboot is switched off for
-		// the machine, iPXE gets no boot file and the BIOS boots the disk.
-		// (bootindex, not -boot order=nc: SeaBIOS ignores that for these.)
-		"-device", "e1000,netdev=n0,mac=" + m.MAC + ",romfile=" + rom + ",bootindex=1",
-		"-drive", "file=" + disk + ",format=raw,if=none,id=disk0",
-		"-device", "virtio-blk-pci,drive=disk0,bootindex=2"}
-	sb.stage("powering on the VM: qemu-system-x86_64 (TCG, %d MiB, %d CPUs, iPXE ROM %s, empty %d MiB disk)", o.memMiB, o.smp, rom, o.diskMiB)
-	sb.say("console: %s", console)
-	sb.say("logs:    %s/logs/{herd-boots,herd-server,herd-metadata,registry,postgres,qemu}.log", sb.dir)
-	p := &progress{powerOn: time.Now()}
-	vm, err := sb.startProc(spec{name: "qemu", netns: nsName, order: 90, args: args})
+	exps := expectations()
+	before, err := scrape(ctx, exps)
 	if err != nil {
 		return false, err
+	}
+	ps := make([]*progress, len(ms))
+	for i, m := range ms {
+		ps[i] = &progress{m: m, powerOn: time.Now()}
+		if len(ms) > 1 {
+			ps[i].label = fmt.Sprintf("vm%d: ", m.N)
+		}
+	}
+	followCtx, stopFollow := context.WithCancel(ctx)
+	bootsDone := make(chan struct{})
+	go func() { defer close(bootsDone); sb.followBoots(followCtx, ps) }()
+	providerDone := make(chan struct{})
+	go func() {
+		defer close(providerDone)
+		if ms[0].ProviderMAC != "" {
+			sb.followProvider(followCtx, ps)
+		}
+	}()
+
+	errs := make([]error, len(ms))
+	var wg sync.WaitGroup
+	for i := range ms {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = sb.runVM(ctx, qemu, ps[i], wfIDs[i], clientEnv) }()
+	}
+	wg.Wait()
+	stopFollow()
+	<-bootsDone
+	<-providerDone
+
+	ok := true
+	provisioned := make([]bool, len(ps))
+	for i, p := range ps {
+		provisioned[i] = sb.summary(wfIDs[i], p)
+		ok = ok && provisioned[i]
+	}
+	after, merr := scrape(ctx, exps)
+	if merr == nil {
+		lines, mok := metricsVerdict(exps, before, after, len(ms))
+		fmt.Fprintf(sb.out, "metrics    (moved between power-on and the end, for %d machine(s))\n", len(ms))
+		for _, l := range lines {
+			fmt.Fprintf(sb.out, "  %s\n", l)
+		}
+		ok = ok && mok
+	} else {
+		fmt.Fprintf(sb.out, "metrics    could not be read: %v\n", merr)
+		ok = false
+	}
+	sb.verdict(ps, provisioned, ok)
+	return ok, errors.Join(errs...)
+}
+
+// runVM runs one machine from power-on until it powers off after
+// reporting from its installed OS, its workflow fails, or the timeout.
+func (sb *sandbox) runVM(ctx context.Context, qemu string, p *progress, wfID string, clientEnv []string) error {
+	o, m := sb.opts, p.m
+	f := sb.vmFiles(m)
+	if err := os.MkdirAll(filepath.Dir(f.disk), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(f.disk, nil, 0o644); err != nil {
+		return err
+	}
+	if err := os.Truncate(f.disk, int64(o.diskMiB)<<20); err != nil {
+		return err
+	}
+	if m.UEFI {
+		// OVMF keeps its boot entries there: each VM its own copy.
+		if err := copyFile(ovmfVars, f.vars); err != nil {
+			return fmt.Errorf("OVMF variables (Debian package ovmf; make deps): %w", err)
+		}
+	}
+	hwFile := filepath.Join(sb.dir, fmt.Sprintf("hardware-%d.json", m.N))
+	sb.stage("%spowering on: qemu-system-x86_64 (TCG, %d MiB, %d CPUs, %s, iPXE ROM on the boot NIC, empty %d MiB disk)",
+		p.label, o.memMiB, o.smp, m.firmware(), o.diskMiB)
+	sb.say("console: %s", f.console)
+	p.mu.Lock()
+	p.powerOn = time.Now()
+	p.mu.Unlock()
+	vm, err := sb.startProc(spec{name: fmt.Sprintf("qemu-%d", m.N), netns: nsName, order: 90, args: qemuArgs(qemu, m, f, o.memMiB, o.smp)})
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() { defer wg.Done(); sb.followConsole(ctx, console, p) }()
-	go func() { defer wg.Done(); sb.followBoots(ctx, p) }()
+	wg.Add(2)
+	go func() { defer wg.Done(); sb.followConsole(ctx, f.console, p) }()
 	watchDone := make(chan error, 1)
 	go func() {
 		defer wg.Done()
@@ -146,7 +213,7 @@ wait:
 				break wait
 			}
 		case <-timeout.C:
-			runErr = fmt.Errorf("the VM was not provisioned within %s of power-on (see %s)", o.timeout, console)
+			runErr = fmt.Errorf("%sthe VM was not provisioned within %s of power-on (see %s)", p.label, o.timeout, f.console)
 			break wait
 		case <-ctx.Done():
 			runErr = fmt.Errorf("interrupted: %w", ctx.Err())
@@ -156,7 +223,7 @@ wait:
 	if !vm.exited() {
 		pfs, _ := readPidFiles(sb.dir)
 		for _, pf := range pfs {
-			if strings.HasSuffix(pf.path, "-qemu.pid") {
+			if strings.HasSuffix(pf.path, fmt.Sprintf("-qemu-%d.pid", m.N)) {
 				_ = stopPid(pf, 2*time.Second)
 			}
 		}
@@ -172,8 +239,15 @@ wait:
 		}
 	default:
 	}
-	ok := sb.summary(m, wfID, disk, console, p)
-	return ok, runErr
+	return runErr
+}
+
+func copyFile(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o644)
 }
 
 // followConsole tails the serial console and reports its milestones.
@@ -214,14 +288,22 @@ func (sb *sandbox) followConsole(ctx context.Context, path string, p *progress) 
 	})
 }
 
-// followBoots tails herd-boots' JSON log for what it answered the VM.
-func (sb *sandbox) followBoots(ctx context.Context, p *progress) {
+// followBoots tails herd-boots' JSON log for what it answered the VMs.
+func (sb *sandbox) followBoots(ctx context.Context, ps []*progress) {
 	tailFrom(ctx, sb.logPath("herd-boots"), true, func(line string) {
 		var l map[string]any
 		if json.Unmarshal([]byte(line), &l) != nil {
 			return
 		}
 		str := func(k string) string { s, _ := l[k].(string); return s }
+		remote := str("remote")
+		if remote == "" {
+			remote = str("peer")
+		}
+		p := progressFor(ps, str("mac"), str("ip"), remote)
+		if p == nil {
+			return
+		}
 		switch str("msg") {
 		case "dhcp reply":
 			file := str("boot_file")
@@ -247,11 +329,33 @@ func (sb *sandbox) followBoots(ctx context.Context, p *progress) {
 	})
 }
 
+// progressFor finds the machine a boots log line is about, by MAC, then
+// by address (a "remote" may carry a port); with one machine, it is that
+// one.
+func progressFor(ps []*progress, mac, ip, remote string) *progress {
+	if h, _, err := net.SplitHostPort(remote); err == nil {
+		remote = h
+	}
+	bare := func(s string) string { return strings.ToLower(strings.NewReplacer(":", "", "-", "").Replace(s)) }
+	for _, p := range ps {
+		if mac != "" && bare(mac) == bare(p.m.MAC) {
+			return p
+		}
+		if (ip != "" && ip == p.m.IP) || (remote != "" && remote == p.m.IP) {
+			return p
+		}
+	}
+	if len(ps) == 1 {
+		return ps[0]
+	}
+	return nil
+}
+
 // followWorkflow runs `herd workflow watch` in the namespace and prints
 // each report; once the worker reports, netboot is switched off for the
 // machine so that its next boot, after the workflow, is from its disk.
 func (sb *sandbox) followWorkflow(ctx context.Context, wfID string, env []string, m machine, hwFile string, p *progress) error {
-	full := []string{"nsenter", "--net=" + nsPath, "--", filepath.Join(sb.opts.repo, "bin", "herd"), "workflow", "watch", wfID, "-o", "json", "--timeout", "0"}
+	full := []string{"nsenter", "--net=" + nsPath(), "--", filepath.Join(sb.opts.repo, "bin", "herd"), "workflow", "watch", wfID, "-o", "json", "--timeout", "0"}
 	cmd := exec.CommandContext(ctx, full[0], full[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }

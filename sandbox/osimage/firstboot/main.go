@@ -2,14 +2,14 @@
 // sandbox installs on its virtual machine (the initramfs /init on the
 // image's boot partition, see ../build.sh). It loads the disk and network
 // drivers, reads the host name the writefile action put in /etc/hostname
-// on the root partition, leases an address with its own DHCP client
-// (nclient4: no shell hooks), asks herd-metadata for its host name,
-// prints one marker line on the console and powers off:
+// on the root partition, leases an address on every Ethernet NIC at once
+// with its own DHCP client (nclient4: no shell hooks), asks herd-metadata
+// for its host name, prints one marker line on the console and powers off:
 //
 //	herd-installed-os: hostname=NAME (metadata) file=NAME
 //
 // Kernel command line: herd.metadata=URL (alias packet_base_url=; default
-// http://<DHCP server>:50061), root=LABEL=herd-root or root=/dev/NAME,
+// http://<DHCP server>:50061 of each lease in turn), root=LABEL=herd-root or root=/dev/NAME,
 // herd.hostname_file=/etc/hostname, herd.after=poweroff|reboot.
 package main
 
@@ -73,14 +73,14 @@ func run(logf func(string, ...any)) (Config, error) {
 	}
 
 	var metaName string
-	nic, nc, metaErr := bringUpNetwork(ctx, logf)
+	leases, metaErr := bringUpNetwork(ctx, logf)
 	if metaErr == nil {
-		logf("DHCP lease on %s: addr=%s gateway=%s server=%s", nic, nc.Addr, nc.Gateway, nc.Server)
-		var url string
-		if url, metaErr = HostnameURL(cfg.MetadataURL, nc.Server); metaErr == nil {
-			metaName, metaErr = fetchHostname(ctx, url, 30*time.Second)
+		var cands []Candidate
+		if cands, metaErr = MetadataCandidates(cfg.MetadataURL, leases); metaErr == nil {
+			var from Candidate
+			metaName, from, metaErr = fetchHostname(ctx, cands, 30*time.Second, logf)
 			if metaErr == nil {
-				logf("GET %s: %s", url, metaName)
+				logf("GET %s: %s", from, metaName)
 			}
 		}
 	}
@@ -91,21 +91,29 @@ func run(logf func(string, ...any)) (Config, error) {
 	return cfg, nil
 }
 
-// fetchHostname asks herd-metadata, retrying for up to patience: the
-// service may answer 404 until it has seen the machine's hardware record.
-func fetchHostname(ctx context.Context, url string, patience time.Duration) (string, error) {
+// fetchHostname asks each candidate in turn until one answers, retrying
+// the round for up to patience: herd-metadata may answer 404 until it has
+// seen the machine's hardware record, and at OVH the provider's DHCP
+// server (asked first) runs no metadata service at all. Each candidate's
+// first failure is logged, the rest only in the final error.
+func fetchHostname(ctx context.Context, cands []Candidate, patience time.Duration, logf func(string, ...any)) (string, Candidate, error) {
 	ctx, cancel := context.WithTimeout(ctx, patience)
 	defer cancel()
-	var last error
+	errs := make([]error, len(cands))
 	for attempt := 0; ; attempt++ {
-		name, err := getHostname(ctx, url)
-		if err == nil {
-			return name, nil
+		for i, c := range cands {
+			name, err := getHostname(ctx, c.URL)
+			if err == nil {
+				return name, c, nil
+			}
+			if attempt == 0 && len(cands) > 1 {
+				logf("GET %s: %v", c, err)
+			}
+			errs[i] = err
 		}
-		last = err
 		select {
 		case <-ctx.Done():
-			return "", fmt.Errorf("%w (gave up after %d attempts)", last, attempt+1)
+			return "", Candidate{}, fmt.Errorf("%w (gave up after %d rounds)", CandidateErrors(cands, errs), attempt+1)
 		case <-time.After(time.Duration(min(attempt+1, 5)) * 500 * time.Millisecond):
 		}
 	}

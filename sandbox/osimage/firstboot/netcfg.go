@@ -57,12 +57,19 @@ func LeaseConfig(ack *dhcpv4.DHCPv4) (NetConfig, error) {
 	return c, nil
 }
 
-// ResolvConf is /etc/resolv.conf for a lease (Go's resolver reads it when
-// herd.metadata= names a host rather than an address).
-func ResolvConf(c NetConfig) string {
+// ResolvConf is /etc/resolv.conf for the leases, their name servers in
+// lease order, each once (Go's resolver reads it when herd.metadata=
+// names a host rather than an address).
+func ResolvConf(leases ...NetConfig) string {
 	var b strings.Builder
-	for _, d := range c.DNS {
-		fmt.Fprintf(&b, "nameserver %s\n", d)
+	seen := map[netip.Addr]bool{}
+	for _, c := range leases {
+		for _, d := range c.DNS {
+			if !seen[d] {
+				seen[d] = true
+				fmt.Fprintf(&b, "nameserver %s\n", d)
+			}
+		}
 	}
 	return b.String()
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
@@ -137,37 +138,110 @@ func readInstalledHostname(ctx context.Context, c Config) (string, string, error
 	return name, dev, nil
 }
 
-// bringUpNetwork waits for an Ethernet NIC and leases an address on it
-// with nclient4 (no shell, no hook script), trying each NIC in turn.
-func bringUpNetwork(ctx context.Context, logf func(string, ...any)) (string, NetConfig, error) {
+// leaseTimeout bounds the DHCP exchange on one NIC: a NIC on a network
+// without a DHCP server costs this much, once, and no more.
+const leaseTimeout = 15 * time.Second
+
+// bringUpNetwork leases an address on every Ethernet NIC at once with
+// nclient4 (no shell, no hook script), sets each address, one default
+// route (DefaultRoute) and resolv.conf, and returns the leases in NIC
+// order. It retries until at least one NIC has a lease or ctx ends.
+func bringUpNetwork(ctx context.Context, logf func(string, ...any)) ([]Lease, error) {
 	if lo, err := netlink.LinkByName("lo"); err == nil {
 		_ = netlink.LinkSetUp(lo)
 	}
 	for {
-		links, err := netlink.LinkList()
+		links, err := ethernetLinks(ctx)
 		if err != nil {
-			return "", NetConfig{}, fmt.Errorf("list links: %w", err)
+			return nil, err
 		}
-		for _, l := range links {
-			a := l.Attrs()
-			if l.Type() != "device" || a.EncapType != "ether" {
-				continue
+		if leases := leaseAll(ctx, links, logf); len(leases) > 0 {
+			if d, ok := DefaultRoute(leases); ok {
+				route := &netlink.Route{LinkIndex: d.Index, Gw: d.Gateway.AsSlice(),
+					Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}}
+				if err := netlink.RouteReplace(route); err != nil {
+					logf("warning: default route via %s on %s: %v", d.Gateway, d.NIC, err)
+				} else {
+					logf("default route via %s on %s", d.Gateway, d.NIC)
+				}
 			}
-			cfg, err := leaseOn(ctx, l)
-			if err != nil {
-				logf("no DHCP lease on %s (%s): %v", a.Name, a.HardwareAddr, err)
-				continue
+			cfgs := make([]NetConfig, len(leases))
+			for i, l := range leases {
+				cfgs[i] = l.NetConfig
 			}
-			return a.Name, cfg, nil
+			_ = os.MkdirAll("/etc", 0o755)
+			_ = os.WriteFile("/etc/resolv.conf", []byte(ResolvConf(cfgs...)), 0o644)
+			return leases, nil
 		}
 		select {
 		case <-ctx.Done():
-			return "", NetConfig{}, fmt.Errorf("no DHCP lease on any NIC: %w", ctx.Err())
-		case <-time.After(300 * time.Millisecond):
+			return nil, fmt.Errorf("no DHCP lease on any NIC: %w", ctx.Err())
+		case <-time.After(time.Second):
 		}
 	}
 }
 
+// ethernetLinks waits until the Ethernet NICs are there: at least one,
+// and the same number twice in a row (drivers loaded, devices probed).
+func ethernetLinks(ctx context.Context) ([]netlink.Link, error) {
+	prev := -1
+	for {
+		all, err := netlink.LinkList()
+		if err != nil {
+			return nil, fmt.Errorf("list links: %w", err)
+		}
+		var links []netlink.Link
+		for _, l := range all {
+			if l.Type() == "device" && l.Attrs().EncapType == "ether" {
+				links = append(links, l)
+			}
+		}
+		if len(links) > 0 && len(links) == prev {
+			sort.Slice(links, func(i, j int) bool { return links[i].Attrs().Index < links[j].Attrs().Index })
+			return links, nil
+		}
+		prev = len(links)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("no Ethernet NIC: %w", ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// leaseAll runs a DHCP client on each link concurrently and returns the
+// leases it got, in link order.
+func leaseAll(ctx context.Context, links []netlink.Link, logf func(string, ...any)) []Lease {
+	type result struct {
+		lease Lease
+		err   error
+	}
+	results := make([]result, len(links))
+	var wg sync.WaitGroup
+	for i, l := range links {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cfg, err := leaseOn(ctx, l)
+			results[i] = result{Lease{NIC: l.Attrs().Name, Index: l.Attrs().Index, NetConfig: cfg}, err}
+		}()
+	}
+	wg.Wait()
+	var leases []Lease
+	for i, r := range results {
+		if r.err != nil {
+			a := links[i].Attrs()
+			logf("no DHCP lease on %s (%s): %v", a.Name, a.HardwareAddr, r.err)
+			continue
+		}
+		logf("%s", LeaseLine(r.lease, links[i].Attrs().HardwareAddr))
+		leases = append(leases, r.lease)
+	}
+	return leases
+}
+
+// leaseOn leases an address on one link and sets it (routes are set once
+// all leases are in).
 func leaseOn(ctx context.Context, l netlink.Link) (NetConfig, error) {
 	name := l.Attrs().Name
 	if err := netlink.LinkSetUp(l); err != nil {
@@ -178,7 +252,7 @@ func leaseOn(ctx context.Context, l netlink.Link) (NetConfig, error) {
 		return NetConfig{}, err
 	}
 	defer c.Close()
-	lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	lctx, cancel := context.WithTimeout(ctx, leaseTimeout)
 	defer cancel()
 	lease, err := c.Request(lctx)
 	if err != nil {
@@ -192,15 +266,6 @@ func leaseOn(ctx context.Context, l netlink.Link) (NetConfig, error) {
 	if err := netlink.AddrReplace(l, addr); err != nil {
 		return cfg, fmt.Errorf("set address %s on %s: %w", cfg.Addr, name, err)
 	}
-	if cfg.Gateway.IsValid() {
-		route := &netlink.Route{LinkIndex: l.Attrs().Index, Gw: cfg.Gateway.AsSlice(),
-			Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}}
-		if err := netlink.RouteReplace(route); err != nil {
-			return cfg, fmt.Errorf("set default route via %s: %w", cfg.Gateway, err)
-		}
-	}
-	_ = os.MkdirAll("/etc", 0o755)
-	_ = os.WriteFile("/etc/resolv.conf", []byte(ResolvConf(cfg)), 0o644)
 	return cfg, nil
 }
 

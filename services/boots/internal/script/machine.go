@@ -67,6 +67,7 @@ func ForMachine(c Config, m Machine) string {
 		w("echo herd: chaining the hardware's own iPXE script")
 		w(":herd_custom")
 		w("chain --autofree %s || goto herd_custom_retry", m.IPXEURL)
+		w("exit") // the hardware's script returned: so does this one
 		retry(w, "herdtry", "herd_custom", c.retries(), c.delay())
 		return b.String()
 	}

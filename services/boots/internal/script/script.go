@@ -96,7 +96,8 @@ const EventsPath = "/events"
 // interface named in ${iface} when set (the OVH shape: the provider's
 // iPXE does `ifclose net0; dhcp net1; set iface net1; chain .../auto.ipxe`),
 // else by ${net0/mac}; boots falls back to the request's source address
-// when the MAC is unknown. It chains to the per-machine script, retrying.
+// when the MAC is unknown. It chains to the per-machine script, retrying
+// while that cannot be fetched, and exits when that script exits.
 func Auto(c Config) string {
 	var b strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
@@ -111,6 +112,9 @@ func Auto(c Config) string {
 	w("set herdtry:int32 0")
 	w(":herd_chain")
 	w("chain --autofree %s%s || goto herd_chain_retry", c.BaseURL, MachinePath("${herdmac}"))
+	// The machine's script returned (netboot not allowed: it exits to
+	// the next boot device): so does this one, rather than retry it.
+	w("exit")
 	retry(w, "herdtry", "herd_chain", c.retries(), c.delay())
 	return b.String()
 }

@@ -55,6 +55,12 @@ func TestAuto(t *testing.T) {
 	if paramLines.MatchString(s) {
 		t.Errorf("auto.ipxe uses params:\n%s", s)
 	}
+	// A machine script that returns (netboot not allowed exits to the
+	// next boot device) must end auto.ipxe, not fall into its retry loop:
+	// a provider's script chaining auto.ipxe on every boot would loop.
+	if !strings.Contains(s, "/boot.ipxe || goto herd_chain_retry\nexit\n") {
+		t.Errorf("auto.ipxe does not exit after the machine script returns:\n%s", s)
+	}
 }
 
 func TestMachineScripts(t *testing.T) {
