@@ -152,7 +152,8 @@ func (r *Runtime) Pull(ctx context.Context, img string) error {
 		}
 	}
 	opts := image.PullOptions{}
-	if r.cfg.Username != "" && registryOf(ref) == hostOf(r.cfg.Registry) {
+	withAuth := r.cfg.Username != "" && registryOf(ref) == hostOf(r.cfg.Registry)
+	if withAuth {
 		auth, err := registry.EncodeAuthConfig(registry.AuthConfig{
 			Username: r.cfg.Username, Password: r.cfg.Password, ServerAddress: hostOf(r.cfg.Registry),
 		})
@@ -164,11 +165,35 @@ func (r *Runtime) Pull(ctx context.Context, img string) error {
 	log := r.log.With("image", ref)
 	log.InfoContext(ctx, "pulling image")
 	body, err := r.c.ImagePull(ctx, ref, opts)
-	if err != nil {
+	if err == nil {
+		defer body.Close()
+		err = progress(ctx, log, body)
+	}
+	return authError(ref, withAuth, err)
+}
+
+// authError says plainly that the registry refused the credentials, and
+// which registry: the engine's own words differ by case ("no basic auth
+// credentials" naming the URL, "unauthorized: authentication required"
+// naming nothing). Other errors pass unchanged.
+func authError(ref string, withAuth bool, err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	if !cerrdefs.IsUnauthorized(err) && !strings.Contains(msg, "unauthorized") &&
+		!strings.Contains(msg, "no basic auth credentials") && !strings.Contains(msg, "authentication required") {
 		return err
 	}
-	defer body.Close()
-	return progress(ctx, log, body)
+	reg := registryOf(ref)
+	if reg == "" {
+		reg = "docker.io"
+	}
+	hint := "no credentials were sent for it: set --registry-user and --registry-password (and --registry to it)"
+	if withAuth {
+		hint = "the user or password is wrong (--registry-user, --registry-password)"
+	}
+	return fmt.Errorf("registry %s: authentication failed (unauthorized) pulling %s: %s: %w", reg, ref, hint, err)
 }
 
 func hostOf(registry string) string {

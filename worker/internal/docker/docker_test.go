@@ -2,6 +2,7 @@ package docker
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -193,6 +194,39 @@ func TestDeadEngine(t *testing.T) {
 	}
 	if err := r.Pull(ctx(t), prog); err == nil {
 		t.Error("pull from a dead engine succeeded")
+	}
+}
+
+// TestAuthError: the engine's refusals (its words as dockerd 20.10 gives
+// them) become one message naming the registry; other errors pass as they
+// are.
+func TestAuthError(t *testing.T) {
+	for _, tc := range []struct {
+		ref      string
+		withAuth bool
+		err      string
+		want     string // "" for unchanged
+	}{
+		{"10.2.0.1:5000/a:v1", false, `Error response from daemon: Head "https://10.2.0.1:5000/v2/a/manifests/v1": no basic auth credentials`,
+			"registry 10.2.0.1:5000: authentication failed (unauthorized) pulling 10.2.0.1:5000/a:v1: no credentials were sent"},
+		{"10.2.0.1:5000/a:v1", true, "Error response from daemon: unauthorized: authentication required",
+			"registry 10.2.0.1:5000: authentication failed (unauthorized) pulling 10.2.0.1:5000/a:v1: the user or password is wrong"},
+		{"herd/a:v1", false, "Error response from daemon: pull access denied for herd/a, repository does not exist or may require 'docker login': denied: requested access to the resource is denied", ""},
+		{"10.2.0.1:5000/a:v1", true, "Error response from daemon: manifest for 10.2.0.1:5000/a:v1 not found", ""},
+	} {
+		err := authError(tc.ref, tc.withAuth, errors.New(tc.err))
+		if tc.want == "" {
+			if err.Error() != tc.err {
+				t.Errorf("%q became %q", tc.err, err)
+			}
+			continue
+		}
+		if !strings.HasPrefix(err.Error(), tc.want) || !strings.HasSuffix(err.Error(), tc.err) {
+			t.Errorf("%q became %q, want it to start %q", tc.err, err, tc.want)
+		}
+	}
+	if authError("r:5000/a", true, nil) != nil {
+		t.Error("nil error became non-nil")
 	}
 }
 

@@ -69,7 +69,7 @@ func TestPrivateRegistry(t *testing.T) {
 			if err := d.Client.ImageTag(ctx(t), name, remote); err != nil {
 				t.Fatal(err)
 			}
-			push(t, d, remote, reg)
+			push(t, d, remote, reg, registry.AuthConfig{})
 			removeImages(t, d, name, remote)
 
 			id := e.workflow(t, "fromreg", `version: "0.1"
@@ -109,9 +109,9 @@ tasks:
 	}
 }
 
-func push(t *testing.T, d *dockertest.Daemon, ref string, reg *registrytest.Registry) {
+func push(t *testing.T, d *dockertest.Daemon, ref string, reg *registrytest.Registry, cred registry.AuthConfig) {
 	t.Helper()
-	auth, err := registry.EncodeAuthConfig(registry.AuthConfig{})
+	auth, err := registry.EncodeAuthConfig(cred)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,6 +123,106 @@ func push(t *testing.T, d *dockertest.Daemon, ref string, reg *registrytest.Regi
 	rc.Close()
 	if err != nil || strings.Contains(string(out), `"error"`) {
 		t.Fatalf("push %s: %v %s\nregistry log:\n%s\ndockerd log:\n%s", ref, err, out, reg.Log(), d.Log())
+	}
+}
+
+// TestPrivateRegistryAuth: the registry demands a user and password
+// (htpasswd, as a private registry behind --registry-user and
+// --registry-password would). It serves TLS with its own CA on a 10.x
+// address in a namespace, with its dockerd there too: Docker sends
+// credentials only over TLS to such a registry. With the right credentials
+// the action runs; without them, or with a wrong password, the action
+// fails at once with a message that names the registry and says the
+// credentials were refused.
+func TestPrivateRegistryAuth(t *testing.T) {
+	const (
+		ip       = "10.213.1.1"
+		user     = "herd-ci"
+		password = "s3cret-pull"
+		name     = "herd/authprog:v1"
+	)
+	dockertest.Get(t) // fails under CI=true (else skips) without dockerd
+	ns := registrytest.NetNS(t, ip)
+	reg := registrytest.Start(t, registrytest.Options{IP: ip, NetNS: ns, TLS: true, User: user, Password: password})
+	cfg := t.TempDir()
+	certsDir := filepath.Join(cfg, "certs.d")
+	d, err := dockertest.StartWith(dockertest.Options{ConfigDir: cfg, NetNS: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	if err := docker.TrustRegistryCA(certsDir, reg.Addr, reg.CA); err != nil {
+		t.Fatal(err)
+	}
+
+	// Put the image in the registry, and only there.
+	remote := reg.Addr + "/" + name
+	if err := d.ImportTestProg(ctx(t), name); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Client.ImageTag(ctx(t), name, remote); err != nil {
+		t.Fatal(err)
+	}
+	push(t, d, remote, reg, registry.AuthConfig{Username: user, Password: password, ServerAddress: reg.Addr})
+	removeImages(t, d, name, remote)
+
+	for _, tc := range []struct {
+		name, user, password string
+		ok                   bool
+		says                 string // in the FAILED message, besides the registry
+	}{
+		{"no credentials", "", "", false, "no credentials were sent"},
+		{"wrong password", user, "not-" + password, false, "user or password is wrong"},
+		{"right credentials", user, password, true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := setup(t)
+			rt, err := docker.New(docker.Config{Host: d.Host, Registry: reg.Addr, Username: tc.user, Password: tc.password,
+				RegistryCA: reg.CA, CertsDir: certsDir}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { rt.Close() })
+			id := e.workflow(t, "authreg", `version: "0.1"
+name: authreg
+tasks:
+  - name: t
+    worker: "{{.device_1}}"
+    actions:
+      - name: hello
+        image: `+name+`
+        timeout: 60
+        command: [echo, pulled with credentials]
+`)
+			w := e.workerWith(t, e.server(t, hw1), rt)
+			if _, err := w.RunOnce(ctx(t)); err != nil {
+				t.Fatal(err)
+			}
+			trail, msgs := e.events(t, id)
+			if tc.ok {
+				if !equal(trail, []string{"hello:RUNNING", "hello:SUCCESS"}) {
+					t.Fatalf("events %q, messages %q\nregistry log:\n%s\nworker log:\n%s", trail, msgs, reg.Log(), e.logBuf.String())
+				}
+				if got := e.logs(t, id); !equal(got, []string{"hello stdout pulled with credentials"}) {
+					t.Errorf("stored output %q", got)
+				}
+				removeImages(t, d, remote)
+				return
+			}
+			if !equal(trail, []string{"hello:RUNNING", "hello:FAILED"}) {
+				t.Fatalf("events %q, messages %q\nworker log:\n%s", trail, msgs, e.logBuf.String())
+			}
+			msg := msgs["hello:FAILED"]
+			for _, want := range []string{"registry " + reg.Addr + ": authentication failed", "unauthorized", tc.says} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("FAILED message %q does not say %q", msg, want)
+				}
+			}
+		})
 	}
 }
 

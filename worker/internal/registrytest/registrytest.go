@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/herd-metal/herd/pkg/certs"
 )
 
@@ -34,6 +36,10 @@ type Options struct {
 	// TLS: serve HTTPS with a certificate for IP from a fresh test CA
 	// (Registry.CA).
 	TLS bool
+	// User and Password, when User is set, make the registry demand them
+	// (HTTP basic auth from an htpasswd file). Docker sends credentials
+	// only over TLS, or to loopback or insecure registries.
+	User, Password string
 }
 
 // Registry is one running registry.
@@ -104,6 +110,19 @@ func Start(t testing.TB, o Options) *Registry {
 		r.CA = f.CA
 		tlsConf = fmt.Sprintf("  tls:\n    certificate: %s\n    key: %s\n", f.Cert, f.Key)
 	}
+	authConf := ""
+	if o.User != "" {
+		// The registry accepts only bcrypt lines in its htpasswd file.
+		hash, err := bcrypt.GenerateFromPassword([]byte(o.Password), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		htpasswd := filepath.Join(dir, "htpasswd")
+		if err := os.WriteFile(htpasswd, []byte(o.User+":"+string(hash)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		authConf = fmt.Sprintf("auth:\n  htpasswd:\n    realm: herd-test\n    path: %s\n", htpasswd)
+	}
 	conf := fmt.Sprintf(`version: 0.1
 log:
   level: info
@@ -115,7 +134,7 @@ storage:
 http:
   addr: %s
   secret: herd-test
-%s`, filepath.Join(dir, "storage"), r.Addr, tlsConf)
+%s%s`, filepath.Join(dir, "storage"), r.Addr, tlsConf, authConf)
 	confFile := filepath.Join(dir, "config.yml")
 	if err := os.WriteFile(confFile, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
