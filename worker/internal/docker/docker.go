@@ -189,9 +189,10 @@ func authError(ref string, withAuth bool, err error) error {
 	if reg == "" {
 		reg = "docker.io"
 	}
-	hint := "no credentials were sent for it: set --registry-user and --registry-password (and --registry to it)"
+	// Both spellings: the flags, and the OSIE's kernel command line.
+	hint := "no credentials were sent for it: set --registry-user and --registry-password, and --registry to it (in the OSIE: herd.registry_user, herd.registry_pass, herd.registry)"
 	if withAuth {
-		hint = "the user or password is wrong (--registry-user, --registry-password)"
+		hint = "the user or password is wrong (--registry-user, --registry-password; in the OSIE: herd.registry_user, herd.registry_pass)"
 	}
 	return fmt.Errorf("registry %s: authentication failed (unauthorized) pulling %s: %s: %w", reg, ref, hint, err)
 }
