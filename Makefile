@@ -56,7 +56,7 @@ test-e2e: deps
 		case $$v in default) f=;; uefi) f=--uefi;; ovh) f=--ovh;; *) echo "test-e2e: unknown variant $$v (default, uefi, ovh)"; exit 2;; esac; \
 		echo "=== test-e2e $$v"; start=$$(date +%s); \
 		go run ./sandbox/cmd/sandbox up --repo $(CURDIR) --dir $(CURDIR)/.tmp/sandbox-e2e --netns herd-e2e \
-			--down --timeout 20m --build=$$build $$f || { echo "=== test-e2e $$v FAILED"; exit 1; }; \
+			--down --timeout 10m --build=$$build $$f || { echo "=== test-e2e $$v FAILED"; exit 1; }; \
 		echo "=== test-e2e $$v passed in $$(( $$(date +%s) - start )) s"; build=false; \
 	done
 

@@ -75,7 +75,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up when the VM is not provisioned within this time of power-on")
 	fs.IntVar(&o.memMiB, "memory", 2048, "VM memory in MiB (the OSIE runs in RAM)")
 	fs.IntVar(&o.diskMiB, "disk", 256, "VM disk size in MiB")
-	fs.IntVar(&o.smp, "smp", 2, "VM CPUs")
+	// One: under TCG two vCPUs gain little on a small host, and QEMU 7.2's
+	// multi-threaded TCG has left the OSIE's kernel in soft lockups (both
+	// vCPUs stuck while runc started a container) once in a few runs.
+	fs.IntVar(&o.smp, "smp", 1, "VM CPUs")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -194,7 +197,11 @@ func (sb *sandbox) say(format string, a ...any) {
 func (sb *sandbox) down() error {
 	var errs []error
 	if b, err := os.ReadFile(filepath.Join(sb.dir, netnsFile)); err == nil && validNetns(strings.TrimSpace(string(b))) {
-		nsName = strings.TrimSpace(string(b)) // the namespace up made
+		// The namespace up made, whatever this run's --netns says; up goes
+		// on with its own once the old one is gone.
+		own := nsName
+		nsName = strings.TrimSpace(string(b))
+		defer func() { nsName = own }()
 	}
 	if _, err := os.Stat(sb.dir); err == nil {
 		if err := stopAll(sb.dir, sb.say); err != nil {

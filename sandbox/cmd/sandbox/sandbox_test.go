@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -310,5 +311,30 @@ func TestParseDnsmasqLine(t *testing.T) {
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("%q: got %+v %v, want %+v %v", tc.line, got, ok, tc.want, tc.ok)
 		}
+	}
+}
+
+// down removes the namespace the state directory names, and leaves this
+// run's own name in place for the up that follows.
+func TestDownKeepsOwnNetnsName(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A name no namespace has: down finds nothing to delete.
+	if err := os.WriteFile(filepath.Join(dir, netnsFile), []byte("herd-gone-test\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer func(n string) { nsName = n }(nsName)
+	nsName = "herd-own-test"
+	sb := &sandbox{dir: dir, out: io.Discard}
+	if err := sb.down(); err != nil {
+		t.Fatal(err)
+	}
+	if nsName != "herd-own-test" {
+		t.Errorf("after down, nsName = %q, want this run's herd-own-test", nsName)
+	}
+	if exists(dir) {
+		t.Errorf("down left %s", dir)
 	}
 }
