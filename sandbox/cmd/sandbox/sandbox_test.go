@@ -338,3 +338,26 @@ func TestDownKeepsOwnNetnsName(t *testing.T) {
 		t.Errorf("down left %s", dir)
 	}
 }
+
+func TestCopyFileIsItsOwn(t *testing.T) {
+	dir := t.TempDir()
+	src, dst, link := filepath.Join(dir, "src"), filepath.Join(dir, "dst"), filepath.Join(dir, "link")
+	if err := os.WriteFile(src, []byte("vars"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := copyFile(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	if err := linkOrCopy(src, link); err != nil {
+		t.Fatal(err)
+	}
+	// Writing the copy must leave the original alone.
+	if err := os.WriteFile(dst, []byte("changed"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]string{src: "vars", link: "vars", dst: "changed"} {
+		if b, err := os.ReadFile(p); err != nil || string(b) != want {
+			t.Errorf("%s = %q, %v; want %q", p, b, err, want)
+		}
+	}
+}

@@ -383,11 +383,19 @@ func randomToken() (string, error) {
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }
 
+// linkOrCopy hard-links src to dst, or copies it where a link is refused
+// (another file system).
 func linkOrCopy(src, dst string) error {
 	_ = os.Remove(dst)
 	if os.Link(src, dst) == nil {
 		return nil
 	}
+	return copyFile(src, dst)
+}
+
+// copyFile writes a copy of src at dst: a file of its own, for what the
+// VM writes to (OVMF's variables), never a link to the system's.
+func copyFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err

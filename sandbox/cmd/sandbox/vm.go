@@ -242,14 +242,6 @@ wait:
 	return runErr
 }
 
-func copyFile(src, dst string) error {
-	b, err := os.ReadFile(src)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(dst, b, 0o644)
-}
-
 // followConsole tails the serial console and reports its milestones.
 func (sb *sandbox) followConsole(ctx context.Context, path string, p *progress) {
 	tail(ctx, path, func(line string) {
