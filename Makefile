@@ -22,6 +22,7 @@ deps:
 vet:
 	@out=$$(gofmt -l $(MODULES)); [ -z "$$out" ] || { echo "not gofmt-formatted:"; echo "$$out"; exit 1; }
 	go vet $(addsuffix /...,$(addprefix ./,$(MODULES)))
+	go vet -tags bench $(BENCH_PKGS)
 	@# Each module must build on its own (GOWORK=off), as the OSIE and OS
 	@# image builds do: go.work hides a go.mod that is not tidy.
 	@for m in $(MODULES); do \
@@ -40,8 +41,12 @@ check-proto:
 proto:
 	./proto/generate.sh proto
 
+# The benchmarks' own parsers and tables (their tests other than TestBench*).
+BENCH_PKGS := ./services/server/bench ./services/metadata/bench ./services/boots/bench
+
 test: deps check-proto vet
 	go test $(GO_TEST_FLAGS) $(addsuffix /...,$(addprefix ./,$(MODULES)))
+	go test -tags bench -count=1 -skip '^TestBench' $(BENCH_PKGS)
 	$(MAKE) fuzz
 	$(MAKE) test-e2e
 

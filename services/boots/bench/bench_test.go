@@ -18,6 +18,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -42,12 +44,15 @@ var (
 	bootsLogLevel = flag.String("boots-log-level", "warn", "herd-boots --log-level during the runs (info logs every reply)")
 	keaST         = flag.Bool("kea-single-threaded", true, "also measure kea-dhcp4 with multi-threading off")
 	cpuRate       = flag.Int("cpu-rate", 2000, "fixed target rate (DORA exchanges/s) of the CPU-per-exchange run of herd-boots and Kea: one they all sustain")
-	cpuRateSlow   = flag.Int("cpu-rate-dnsmasq", 50, "fixed target rate of dnsmasq's CPU-per-exchange run: one it sustains")
+	perfSetups    = flag.String("perfdhcp-procs", "1,2", "the load set-ups every server's rate search runs with, in turn: how many perfdhcp processes share a run's rate (each 1–8), "+
+		"each a relay of its own with its own share of the MACs; a server's figure is its best over them")
+	perfThreads = flag.String("perfdhcp-threads", "single", "perfdhcp -g of the runs: single or multi (herd-boots also gets one run at its best rate in the other mode, for comparison)")
+	cpuRateSlow = flag.Int("cpu-rate-dnsmasq", 50, "fixed target rate of dnsmasq's CPU-per-exchange run: one it sustains")
 )
 
 // The lab: herd-server on the host's loopback, the DHCP server under test
-// on hb0 (serverIP) in one namespace, perfdhcp on hc0 (relayIP, which it
-// puts in giaddr) in another. Both ends sit in the reservations' /16, so
+// on hb0 (serverIP) in one namespace, perfdhcp on hc0 (relayIP(k) for
+// process k, which it puts in giaddr) in another. Both ends sit in the reservations' /16, so
 // every server picks the reservations' subnet from giaddr and answers the
 // relay on the link.
 const (
@@ -55,7 +60,7 @@ const (
 	subnetBase = "10.20.0.0"
 	netmask    = "255.255.0.0"
 	serverIP   = "10.20.255.254"
-	relayIP    = "10.20.255.253"
+	relayBase  = 253 // perfdhcp process k relays from 10.20.255.(253-k)
 	dnsIP      = "10.20.255.53"
 	ntpIP      = "10.20.255.123"
 	domain     = "lab.example"
@@ -64,6 +69,18 @@ const (
 )
 
 func TestMain(m *testing.M) { os.Exit(servertest.Main(m, false)) }
+
+// relayIP is perfdhcp process k's address, the giaddr of its requests.
+func relayIP(k int) string { return fmt.Sprintf("10.20.255.%d", relayBase-k) }
+
+// relayIPs are the addresses of processes 0 to n-1.
+func relayIPs(n int) []string {
+	ips := make([]string, n)
+	for k := range ips {
+		ips[k] = relayIP(k)
+	}
+	return ips
+}
 
 func hwID(i int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012x", i) }
 
@@ -126,24 +143,35 @@ func TestBenchDHCP(t *testing.T) {
 	s := servertest.Start(t, "--log-level", "info")
 	hc := hardware.NewHardwareServiceClient(s.Dial(servertest.AdminToken))
 	bootsBin := buildBoots(t)
-	macFile := filepath.Join(t.TempDir(), "macs")
-	var macs strings.Builder
-	for i := range *nRecords {
-		macs.WriteString(mac(i) + "\n")
+	setups, err := parseSetups(*perfSetups)
+	if err != nil {
+		t.Fatalf("-perfdhcp-procs: %v", err)
 	}
-	if err := os.WriteFile(macFile, []byte(macs.String()), 0o644); err != nil {
-		t.Fatal(err)
+	if *perfThreads != "single" && *perfThreads != "multi" {
+		t.Fatalf("-perfdhcp-threads %q: want single or multi", *perfThreads)
 	}
 	pushSmall := push(t, hc, 0, *nRecords)
 
 	srv, cli := netnstest.New(t, "hbbs"), netnstest.New(t, "hbbc")
 	netnstest.Veth(t, srv, "hb0", serverIP+"/16", cli, "hc0", nil)
-	cli.IP("addr", "add", relayIP+"/16", "dev", "hc0")
 	// herd-server listens on the host's loopback: forward its ports into
 	// the server namespace's loopback.
 	srv.Forward(s.GRPC, s.GRPC)
 	srv.Forward(strings.TrimPrefix(s.HTTP, "http://"), strings.TrimPrefix(s.HTTP, "http://"))
-	pd := &perfdhcp{bin: perfBin, macFile: macFile, iface: "hc0", server: serverIP, ns: cli}
+	gens := generators(t, perfBin, cli, srv, setups)
+	pd := gens[0] // readiness probes and CPU runs
+	// searchAll searches with every load set-up in turn; best is the best
+	// over them.
+	searchAll := func(name string) (best perfRun, runs []perfRun) {
+		for i, g := range gens {
+			b, rs := g.search(t, name)
+			runs = append(runs, rs...)
+			if i == 0 || b.exchanges() > best.exchanges() {
+				best = b
+			}
+		}
+		return best, runs
+	}
 
 	var results []result
 	// herd-boots.
@@ -157,7 +185,17 @@ func TestBenchDHCP(t *testing.T) {
 	// Each server's CPU run comes first, on a fresh lease database, so it
 	// does not depend on how many search runs came before it.
 	cpuB := measureCPU(t, b.proc, pd, *cpuRate)
-	best, runs := pd.search(t, "herd-boots")
+	best, runs := searchAll("herd-boots")
+	// The same rate and set-up with perfdhcp in its other thread mode: what
+	// the mode does to the load generator (its CPU, its socket's drops).
+	for _, g := range gens {
+		if len(g.relays) == best.procs {
+			other := *g
+			other.threads = map[string]string{"single": "multi", "multi": "single"}[g.threads]
+			runs = append(runs, other.run(t, "herd-boots", best.rate))
+			time.Sleep(time.Second)
+		}
+	}
 	results = append(results, result{"herd-boots", "this commit (go build)", best, runs, b.synced + ready, b.rss(t), cpuB})
 	b.stop(t)
 
@@ -172,7 +210,7 @@ func TestBenchDHCP(t *testing.T) {
 		keaCmd = "kea-dhcp4 -c " + filepath.Base(file)
 		ready := waitAnswers(t, k, pd)
 		cpuK := measureCPU(t, k, pd, *cpuRate)
-		best, runs := pd.search(t, k.name)
+		best, runs := searchAll(k.name)
 		results = append(results, result{k.name, "Kea " + version(keaBin, "-v"), best, runs, ready, k.rss(t), cpuK})
 		k.stop(t)
 	}
@@ -181,7 +219,7 @@ func TestBenchDHCP(t *testing.T) {
 	d, dArgs, dDir := startDnsmasq(t, dnsmasqBin, srv)
 	readyD := waitAnswers(t, d, pd)
 	cpuD := measureCPU(t, d, pd, *cpuRateSlow)
-	bestD, runsD := pd.search(t, "dnsmasq")
+	bestD, runsD := searchAll("dnsmasq")
 	results = append(results, result{"dnsmasq", dnsmasqVersion(dnsmasqBin), bestD, runsD, readyD, d.rss(t), cpuD})
 	d.stop(t)
 
@@ -201,9 +239,11 @@ func TestBenchDHCP(t *testing.T) {
 
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "## bench-dhcp\n\n`make bench-dhcp`, %s, %d CPUs (herd-boots GOMAXPROCS %d), Go %s, %s. "+
-		"perfdhcp in one network namespace sends relayed DHCPv4 DORA exchanges (it acts as the relay: giaddr %s, source port 67) "+
-		"over a veth to the server under test in another namespace (%s on hb0), each exchange from a MAC drawn at random from the %d reserved ones. "+
-		"herd-boots runs in reservation mode with its inventory fed by a real herd-server (throwaway PostgreSQL) holding %d hardware records; "+
+		"perfdhcp in one network namespace sends relayed DHCPv4 DORA exchanges over a veth to the server under test in another namespace (%s on hb0), "+
+		"each exchange from a MAC drawn at random from the %d reserved ones. One perfdhcp process is one thread, and it can fall behind before the server does, "+
+		"so every server's rate search runs with each of these load set-ups in turn: %s. "+
+		"Processes that run side by side each take an equal share of the target rate, act as a relay of their own (giaddr %s, source port 67; one process: the first) "+
+		"and draw from their own share of the MACs (so no two use one MAC at once); a server's figure is its best over the set-ups. "+"herd-boots runs in reservation mode with its inventory fed by a real herd-server (throwaway PostgreSQL) holding %d hardware records; "+
 		"then, one after the other on the same veth, kea-dhcp4 (memfile lease database) and dnsmasq hold the same %d reservations "+
 		"(one subnet without a pool: only reserved MACs are answered, as by herd-boots) and send the same options "+
 		"(mask, router, DNS, NTP, domain, hostname, lease time). "+
@@ -213,15 +253,19 @@ func TestBenchDHCP(t *testing.T) {
 		"Kea and dnsmasq keep lease state, herd-boots none: each starts with an empty lease database that the runs fill (MACs drawn at random), "+
 		"and dnsmasq rewrites its whole lease file on every change, so it slows as its leases grow: its later runs show it. "+
 		"Targets: herd-boots ≥ 1.5× Kea and ≥ 2× dnsmasq. "+
-		"**The figures of one run on a shared, noisy machine**: perfdhcp and the server share its %d CPUs, so a server's figure is also bounded by perfdhcp's own CPU use; "+
-		"see every run below to judge the noise.\n\n",
+		"perfdhcp runs in its %s-thread mode (`-g %s`); one herd-boots run at its best rate and set-up in the other mode is listed with its runs, for comparison. "+
+		"Each run also counts, in each namespace, the UDP datagrams the kernel dropped because a socket's receive queue was full "+
+		"(`RcvbufErrors` of /proc/net/snmp; each namespace holds one DHCP socket): a drop in the server's socket is the server falling behind, "+
+		"one in perfdhcp's socket is the load generator falling behind. "+
+		"**The figures of one run on a shared, noisy machine**: perfdhcp and the server share its %d CPUs, so a server's figure is also bounded by perfdhcp's own CPU use "+
+		"(perfdhcp's CPU per exchange, in the tables, is its user + system CPU time over the whole run, its start and 1 s wait included, divided by the ACKs); see every run below to judge the noise.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), gomaxprocs, runtime.Version(), "perfdhcp "+strings.TrimPrefix(version(perfBin, "-v"), "VERSION: "),
-		relayIP, serverIP, *nRecords, *nRecords, *nRecords, *maxDrops, *startRate, *bisect, runtime.NumCPU())
-	sb.WriteString("| server | version | highest target rate with ≤ 1 % drops | DORA exchanges/s | drops | avg DISCOVER→OFFER | avg REQUEST→ACK | herd-boots / this | VmRSS after the runs |\n")
-	sb.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+		serverIP, *nRecords, setupNames(gens), strings.Join(relayIPs(slices.Max(setups)), ", "), *nRecords, *nRecords, *maxDrops, *startRate, *bisect, pd.threads, pd.threads, runtime.NumCPU())
+	sb.WriteString("| server | version | highest target rate with ≤ 1 % drops | with perfdhcp | DORA exchanges/s | drops | avg DISCOVER→OFFER | avg REQUEST→ACK | herd-boots / this | VmRSS after the runs |\n")
+	sb.WriteString("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	herd := results[0].best.exchanges()
 	for _, r := range results {
-		fmt.Fprintf(&sb, "| %s | %s | %d/s | **%.0f** | %.2f %% | %.2f ms | %.2f ms | **%.2f×** | %s |\n", r.name, r.version, r.best.rate, r.best.exchanges(),
+		fmt.Fprintf(&sb, "| %s | %s | %d/s | %s | **%.0f** | %.2f %% | %.2f ms | %.2f ms | **%.2f×** | %s |\n", r.name, r.version, r.best.rate, procsName(r.best.procs), r.best.exchanges(),
 			100*r.best.drops(), ms(r.best.doAvg), ms(r.best.raAvg), herd/r.best.exchanges(), mib(r.rss))
 	}
 	var bestKea float64
@@ -233,7 +277,7 @@ func TestBenchDHCP(t *testing.T) {
 	fmt.Fprintf(&sb, "\nherd-boots / Kea (the faster Kea setting): **%.2f×** (target ≥ 1.5×); herd-boots / dnsmasq: **%.2f×** (target ≥ 2×).",
 		herd/bestKea, herd/bestD.exchanges())
 	fmt.Fprintf(&sb, "\n\nServer CPU time per DORA exchange, a second measure that perfdhcp does not bound: "+
-		"DORA/s above is capped by perfdhcp, which shares the %d CPUs with the server and becomes the limit first, so its ratios swing from run to run with the noise. "+
+		"DORA/s above can be capped by perfdhcp, which shares the %d CPUs with the server (the socket overflows of every run below show which side fell behind), so its ratios swing from run to run with the noise. "+
 		"Here each server, fresh (its lease database empty but for the readiness probes), gets one perfdhcp run at a fixed rate it sustains "+
 		"(%d/s for herd-boots and Kea, %d/s for dnsmasq, a rate it sustains), and its process's user + system CPU time (utime + stime of /proc/PID/stat: all its threads) "+
 		"read just before and after the run (perfdhcp's start and its 1 s wait for late answers included, so idle work counts too) is divided by the ACKs received. "+
@@ -246,18 +290,32 @@ func TestBenchDHCP(t *testing.T) {
 	}
 	writeCPUTable(&sb, cpus)
 	sb.WriteString("\n\nCommands (in the namespaces; TEMP is a directory of the run's own):\n\n```\n")
-	perfArgs := strings.Join(pd.args(0), " ")
-	perfArgs = strings.Replace(perfArgs, "-r 0 ", "-r RATE ", 1)
-	perfArgs = strings.Replace(perfArgs, fmt.Sprintf("-D %d ", abortAfter(0)), fmt.Sprintf("-D max(10,%g%%×RATE×%s) ", *abortDrops, duration), 1)
-	perfArgs = strings.Replace(perfArgs, macFile, "MACS", 1)
-	fmt.Fprintf(&sb, "perfdhcp %s   # MACS: the %d reserved MACs, one a line\n", perfArgs, *nRecords)
+	for _, g := range gens {
+		n := len(g.relays)
+		for k := range g.relays {
+			perfArgs := strings.Join(g.args(k, 0), " ")
+			rate := "RATE"
+			if n > 1 {
+				rate += "/" + strconv.Itoa(n)
+			}
+			perfArgs = strings.Replace(perfArgs, "-r 0 ", "-r "+rate+" ", 1)
+			perfArgs = strings.Replace(perfArgs, fmt.Sprintf("-D %d ", abortAfter(0)), fmt.Sprintf("-D max(10,%g%%×%s×%s) ", *abortDrops, rate, duration), 1)
+			perfArgs = strings.Replace(perfArgs, g.macFiles[k], fmt.Sprintf("MACS%d-%d", n, k), 1)
+			what := fmt.Sprintf("the %d reserved MACs", g.macs[k])
+			if n > 1 {
+				what = fmt.Sprintf("%d of the reserved MACs (records %d, %d, …)", g.macs[k], k, k+n)
+			}
+			fmt.Fprintf(&sb, "perfdhcp %s   # %s; MACS%d-%d: %s, one a line\n", perfArgs, procsName(n), n, k, what)
+		}
+	}
 	fmt.Fprintf(&sb, "herd-boots --public-ip %s --dhcp-mode reservation --dhcp-interface hb0 --tftp-addr off --syslog-addr off --log-level %s --server … --token …   # its DHCP socket: 4 MiB kernel buffers (Kea and dnsmasq keep the system's), recvmmsg/sendmmsg batches of up to 32\n", serverIP, *bootsLogLevel)
 	fmt.Fprintf(&sb, "KEA_LOCKFILE_DIR=TEMP KEA_PIDFILE_DIR=TEMP %s   # interfaces hb0 with dhcp-socket-type udp, memfile TEMP/kea-leases4.csv (lfc-interval 0), control socket TEMP/kea4-ctrl.sock, "+
 		"multi-threading on (thread-pool-size 0: one thread per CPU, packet-queue-size 64) or off, %d reservations by hw-address, reservations-out-of-pool, loggers at WARN\n", keaCmd, *nRecords)
 	fmt.Fprintf(&sb, "dnsmasq %s   # the conf: %d dhcp-host=MAC,IP,HOSTNAME lines and the options\n", strings.ReplaceAll(strings.Join(dArgs, " "), dDir, "TEMP"), *nRecords)
 	fmt.Fprintf(&sb, "```\n\n(perfdhcp's `-r` is the target rate of each run; `-W 1000000` waits 1 s after the period for late answers; `-D` only cuts a clearly failing run short, at %g %% drops, so such a run may count fewer DISCOVERs.)\n", *abortDrops)
-	sb.WriteString("\nEvery run, in order:\n\n| server | target rate | DISCOVER sent | OFFER received | REQUEST sent | ACK received | exchanges/s | drops | avg DO / RA | |\n")
-	sb.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	sb.WriteString("\nEvery run, in order (socket overflows: datagrams dropped at a full receive queue, in the server's namespace / in perfdhcp's):\n\n" +
+		"| server | perfdhcp | target rate | DISCOVER sent | OFFER received | REQUEST sent | ACK received | exchanges/s | drops | avg DO / RA | socket overflows: server / perfdhcp | perfdhcp CPU per exchange | |\n")
+	sb.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 	for _, r := range results {
 		for _, x := range r.runs {
 			verdict := "pass"
@@ -267,8 +325,11 @@ func TestBenchDHCP(t *testing.T) {
 			case x.short():
 				verdict = fmt.Sprintf("fail (perfdhcp sent %.0f %% of the target's DISCOVERs)", 100*float64(x.discovers)/(float64(x.rate)*x.period.Seconds()))
 			}
-			fmt.Fprintf(&sb, "| %s | %d/s | %d | %d | %d | %d | %.0f | %.2f %% | %.2f / %.2f ms | %s |\n", x.server, x.rate, x.discovers, x.offers, x.requests, x.acks,
-				x.exchanges(), 100*x.drops(), ms(x.doAvg), ms(x.raAvg), verdict)
+			if x.threads != pd.threads {
+				verdict += ", for comparison"
+			}
+			fmt.Fprintf(&sb, "| %s | %s, -g %s | %d/s | %d | %d | %d | %d | %.0f | %.2f %% | %.2f / %.2f ms | %d / %d | %.1f µs | %s |\n", x.server, procsName(x.procs), x.threads, x.rate,
+				x.discovers, x.offers, x.requests, x.acks, x.exchanges(), 100*x.drops(), ms(x.doAvg), ms(x.raAvg), x.srvLost, x.cliLost, us(x.perfCPU()), verdict)
 		}
 	}
 	sb.WriteString("\nMemory of herd-boots (VmRSS from /proc/PID/status) once its inventory synced (/healthz ok), a fresh process each time:\n\n")

@@ -95,8 +95,8 @@ func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }
 // first) and the line comparing herd-boots with the lowest-CPU Kea
 // setting and dnsmasq.
 func writeCPUTable(sb *strings.Builder, runs []cpuRun) {
-	sb.WriteString("| server | fixed target rate | ACK received | drops | server CPU: user + system | CPU per DORA exchange | this / herd-boots |\n")
-	sb.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	sb.WriteString("| server | fixed target rate | ACK received | drops | server CPU: user + system | CPU per DORA exchange | this / herd-boots | perfdhcp's CPU per exchange |\n")
+	sb.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	herd := runs[0].perExchange()
 	ratio := func(c cpuRun) string {
 		if herd == 0 || c.perExchange() == 0 {
@@ -114,8 +114,8 @@ func writeCPUTable(sb *strings.Builder, runs []cpuRun) {
 		if !c.run.pass() {
 			drops += " (not sustained)"
 		}
-		fmt.Fprintf(sb, "| %s | %d/s | %d | %s | %.2f s + %.2f s | %s | %s |\n", c.run.server, c.run.rate, c.run.acks, drops,
-			c.user.Seconds(), c.system.Seconds(), per, ratio(c))
+		fmt.Fprintf(sb, "| %s | %d/s | %d | %s | %.2f s + %.2f s | %s | %s | %.1f µs |\n", c.run.server, c.run.rate, c.run.acks, drops,
+			c.user.Seconds(), c.system.Seconds(), per, ratio(c), us(c.run.perfCPU()))
 		switch {
 		case strings.HasPrefix(c.run.server, "kea-dhcp4"):
 			if c.perExchange() > 0 && (kea == nil || c.perExchange() < kea.perExchange()) {
@@ -182,7 +182,9 @@ func TestCPUOwnProcess(t *testing.T) {
 
 func TestCPUTable(t *testing.T) {
 	mk := func(server string, rate int, acks int64, user, system time.Duration) cpuRun {
-		return cpuRun{run: perfRun{server: server, rate: rate, period: 10 * time.Second, discovers: int64(rate) * 10, acks: acks}, user: user, system: system}
+		// perfdhcp's CPU: 100 µs per exchange.
+		return cpuRun{run: perfRun{server: server, rate: rate, period: 10 * time.Second, discovers: int64(rate) * 10, acks: acks, cpu: time.Duration(acks) * 100 * time.Microsecond},
+			user: user, system: system}
 	}
 	var sb strings.Builder
 	writeCPUTable(&sb, []cpuRun{
@@ -194,7 +196,7 @@ func TestCPUTable(t *testing.T) {
 	got := sb.String()
 	t.Log("\n" + got)
 	for _, want := range []string{
-		"| herd-boots | 2000/s | 20000 | 0.00 % | 0.20 s + 0.10 s | **15.0 µs** | **1.00×** |",
+		"| herd-boots | 2000/s | 20000 | 0.00 % | 0.20 s + 0.10 s | **15.0 µs** | **1.00×** | 100.0 µs |",
 		"| kea-dhcp4 (single-threaded) | 2000/s | 20000 | 0.00 % | 0.60 s + 0.30 s | **45.0 µs** | **3.00×** |",
 		"| dnsmasq | 50/s | 500 | 0.00 % | 1.50 s + 1.50 s | **6000.0 µs** | **400.00×** |",
 		"Kea's lower-CPU setting, kea-dhcp4 (single-threaded), uses **3.00×** herd-boots' CPU per exchange; dnsmasq **400.00×** (at 50/s).",

@@ -146,7 +146,7 @@ func waitAnswers(t *testing.T, p *proc, pd *perfdhcp) time.Duration {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		// -n 1 ends perfdhcp before a slower server's ACK comes back
 		// whatever -W says: send at 10/s for 1 s and wait 1 s.
-		out, _ := pd.ns.Command(ctx, pd.bin, "-4", "-l", pd.iface, "-r", "10", "-p", "1", "-W", "1000000", "-M", pd.macFile, pd.server).CombinedOutput()
+		out, _ := pd.ns.Command(ctx, pd.bin, "-4", "-l", pd.relays[0], "-r", "10", "-p", "1", "-W", "1000000", "-M", pd.macFiles[0], pd.server).CombinedOutput()
 		cancel()
 		if r, err := parsePerfdhcp(string(out)); err == nil && r.acks > 0 {
 			return time.Since(start)
