@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -99,39 +100,54 @@ func deleteNetns() error {
 	return nil
 }
 
-// dialInNetns opens a connection from inside the namespace: the socket is
-// made on a thread switched into it, and stays there. The thread goes back
-// to the host namespace before it is released (or is dropped with its
-// goroutine if that fails).
-func dialInNetns(ctx context.Context, network, addr string) (net.Conn, error) {
+// inNetns runs f on a thread switched into the namespace: a socket f
+// makes is made there, and stays there. The thread goes back to the host
+// namespace before it is released (or is dropped with its goroutine if
+// that fails).
+func inNetns(f func() error) error { return inNetnsAt(nsPath(), f) }
+
+// inNetnsAt is inNetns for the namespace at path.
+func inNetnsAt(path string, f func() error) error {
 	runtime.LockOSThread()
 	self, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
 	if err != nil {
 		runtime.UnlockOSThread()
-		return nil, err
+		return err
 	}
 	defer self.Close()
-	ns, err := os.Open(nsPath())
+	ns, err := os.Open(path)
 	if err != nil {
 		runtime.UnlockOSThread()
-		return nil, err
+		return err
 	}
 	defer ns.Close()
 	if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
 		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("setns %s: %w", nsPath(), err)
+		return fmt.Errorf("setns %s: %w", path, err)
 	}
-	d := net.Dialer{Timeout: 5 * time.Second}
-	c, derr := d.DialContext(ctx, network, addr)
+	ferr := f()
 	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
 		// Leave the thread locked: Go ends it with this goroutine.
-		if c != nil {
-			c.Close()
-		}
-		return nil, fmt.Errorf("back to the host namespace: %w", err)
+		return errors.Join(ferr, fmt.Errorf("back to the host namespace: %w", err))
 	}
 	runtime.UnlockOSThread()
-	return c, derr
+	return ferr
+}
+
+// dialInNetns opens a connection from inside the namespace.
+func dialInNetns(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := inNetns(func() error {
+		var err error
+		d := net.Dialer{Timeout: 5 * time.Second}
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	if err != nil && c != nil {
+		c.Close()
+		c = nil
+	}
+	return c, err
 }
 
 // nsClient is an HTTP client whose connections start inside the namespace.

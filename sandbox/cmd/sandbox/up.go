@@ -71,6 +71,14 @@ func (sb *sandbox) up(ctx context.Context) (bool, error) {
 		}
 		sb.say("%s", strings.ReplaceAll(strings.TrimSpace(providerScript(bootsHTTPHost())), "\n", "\n            "))
 	}
+	bridges := []string{bridge}
+	if o.ovh {
+		bridges = append(bridges, providerBridge)
+	}
+	sb.stage("IPv6 router advertisements on %s that offer nothing, so iPXE does not wait ~16 s for a router", strings.Join(bridges, ", "))
+	if err := advertiseRouters(ctx, bridges, sb.say); err != nil {
+		return false, err
+	}
 
 	// 3. PostgreSQL.
 	sb.stage("PostgreSQL on 127.0.0.1:%s inside %s (data: %s/pg)", pgPort, nsName, sb.dir)
