@@ -120,11 +120,12 @@ func parsePerfdhcp(out string) (perfRun, error) {
 }
 
 // perfdhcp runs perfdhcp in the client namespace: relayed DORA exchanges
-// to server. One perfdhcp is one thread sending and receiving, and it
-// saturates before herd-boots does, so a run is split over several
-// processes, each a relay of its own (its local address in giaddr, source
-// port 67) with an equal share of the rate and its own share of the MACs
-// (two processes never use one MAC at once, as two clients would not).
+// to server. One perfdhcp is one thread sending and receiving, and it can
+// fall behind before the server does, so a run may be split over several
+// processes (see generators), each a relay of its own (its local address
+// in giaddr, source port 67) with an equal share of the rate and its own
+// share of the MACs (two processes never use one MAC at once, as two
+// clients would not).
 type perfdhcp struct {
 	bin, server string
 	threads     string        // -g: single or multi
