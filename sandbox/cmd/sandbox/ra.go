@@ -81,11 +81,6 @@ func routerSocket(ifname string) (net.PacketConn, int, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	var filter unix.ICMPv6Filter // a set bit blocks that type
-	for i := range filter.Data {
-		filter.Data[i] = ^uint32(0)
-	}
-	filter.Data[icmpRouterSolicitation>>5] &^= 1 << (icmpRouterSolicitation & 31)
 	// Solicitations go to all-routers, a group a host that does not
 	// forward is not in.
 	allRouters := unix.IPv6Mreq{Multiaddr: [16]byte{0: 0xff, 1: 0x02, 15: 0x02}, Interface: uint32(ifi.Index)}
@@ -95,7 +90,7 @@ func routerSocket(ifname string) (net.PacketConn, int, error) {
 		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_IF, ifi.Index),
 		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS, 255),
 		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, 255),
-		unix.SetsockoptICMPv6Filter(fd, unix.SOL_ICMPV6, unix.ICMPV6_FILTER, &filter),
+		unix.SetsockoptICMPv6Filter(fd, unix.SOL_ICMPV6, unix.ICMPV6_FILTER, onlyICMPv6(icmpRouterSolicitation)),
 	)
 	if err != nil {
 		unix.Close(fd)
@@ -108,6 +103,17 @@ func routerSocket(ifname string) (net.PacketConn, int, error) {
 		return nil, 0, err
 	}
 	return c, ifi.Index, nil
+}
+
+// onlyICMPv6 is a raw ICMPv6 socket's filter that passes messages of type
+// typ alone (a set bit blocks its type).
+func onlyICMPv6(typ uint8) *unix.ICMPv6Filter {
+	var f unix.ICMPv6Filter
+	for i := range f.Data {
+		f.Data[i] = ^uint32(0)
+	}
+	f.Data[typ>>5] &^= 1 << (typ & 31)
+	return &f
 }
 
 // answerSolicitations sends an empty router advertisement to all nodes on

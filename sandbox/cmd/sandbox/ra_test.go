@@ -110,16 +110,11 @@ func TestRouterAdvertisementAnswersSolicitation(t *testing.T) {
 		if fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMPV6); err != nil {
 			return err
 		}
-		var filter unix.ICMPv6Filter
-		for i := range filter.Data {
-			filter.Data[i] = ^uint32(0)
-		}
-		filter.Data[icmpRouterAdvertisement>>5] &^= 1 << (icmpRouterAdvertisement & 31)
 		return errors.Join(
 			unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, "racl"),
 			unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS, 255),
 			unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVHOPLIMIT, 1),
-			unix.SetsockoptICMPv6Filter(fd, unix.SOL_ICMPV6, unix.ICMPV6_FILTER, &filter),
+			unix.SetsockoptICMPv6Filter(fd, unix.SOL_ICMPV6, unix.ICMPV6_FILTER, onlyICMPv6(icmpRouterAdvertisement)),
 			unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 5}),
 		)
 	}); err != nil {

@@ -72,17 +72,7 @@ func TestPrivateRegistry(t *testing.T) {
 			push(t, d, remote, reg, registry.AuthConfig{})
 			removeImages(t, d, name, remote)
 
-			id := e.workflow(t, "fromreg", `version: "0.1"
-name: fromreg
-tasks:
-  - name: t
-    worker: "{{.device_1}}"
-    actions:
-      - name: hello
-        image: `+name+`
-        timeout: 60
-        command: [echo, pulled from the registry]
-`)
+			id := e.workflow(t, "fromreg", echoTemplate("fromreg", name, "pulled from the registry"))
 			w := e.workerWith(t, e.server(t, hw1), rt)
 			if _, err := w.RunOnce(ctx(t)); err != nil {
 				t.Fatal(err)
@@ -187,17 +177,7 @@ func TestPrivateRegistryAuth(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { rt.Close() })
-			id := e.workflow(t, "authreg", `version: "0.1"
-name: authreg
-tasks:
-  - name: t
-    worker: "{{.device_1}}"
-    actions:
-      - name: hello
-        image: `+name+`
-        timeout: 60
-        command: [echo, pulled with credentials]
-`)
+			id := e.workflow(t, "authreg", echoTemplate("authreg", name, "pulled with credentials"))
 			w := e.workerWith(t, e.server(t, hw1), rt)
 			if _, err := w.RunOnce(ctx(t)); err != nil {
 				t.Fatal(err)
@@ -233,4 +213,20 @@ func removeImages(t *testing.T, d *dockertest.Daemon, refs ...string) {
 			t.Fatalf("remove %s: %v", ref, err)
 		}
 	}
+}
+
+// echoTemplate is a template named name with one action, hello, that runs
+// image to echo words.
+func echoTemplate(name, image, words string) string {
+	return `version: "0.1"
+name: ` + name + `
+tasks:
+  - name: t
+    worker: "{{.device_1}}"
+    actions:
+      - name: hello
+        image: ` + image + `
+        timeout: 60
+        command: [echo, ` + words + `]
+`
 }
