@@ -49,6 +49,7 @@ func FuzzValidateTemplate(f *testing.F) {
 	for _, seed := range []string{
 		goodTemplate,
 		oneAction("name: a\n        image: alpine"),
+		"toggle_netboot: false\n" + oneAction("name: a\n        image: alpine"),
 		"version: \"0.1\"\nname: x\ntasks: &t\n  - *t\n",
 		"a: &a [*a]",
 		"{{if}}",

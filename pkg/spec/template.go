@@ -32,6 +32,11 @@ type Template struct {
 	Version       string `yaml:"version"`
 	Name          string `yaml:"name"`
 	GlobalTimeout int    `yaml:"global_timeout,omitempty"`
+	// ToggleNetboot is herd's toggle_netboot key: whether the server
+	// switches the netboot (allow_pxe) of the workflow's machines itself,
+	// on at creation and off at SUCCESS. nil when the template does not
+	// say; a workflow's create request may still decide otherwise.
+	ToggleNetboot *bool  `yaml:"toggle_netboot,omitempty"`
 	Tasks         []Task `yaml:"tasks"`
 }
 
@@ -63,8 +68,9 @@ type Action struct {
 
 // YAML keys of each level, in the order they are documented. "id" at the
 // top is accepted and ignored: Tinkerbell v0.6's parser knew it.
+// "toggle_netboot" is herd's own; v0.6 templates do without it.
 var (
-	templateKeys = []string{"version", "name", "global_timeout", "tasks", "id"}
+	templateKeys = []string{"version", "name", "global_timeout", "toggle_netboot", "tasks", "id"}
 	taskKeys     = []string{"name", "worker", "volumes", "environment", "actions"}
 	actionKeys   = []string{"name", "image", "timeout", "command", "on-timeout", "on-failure", "volumes", "environment", "pid"}
 )
@@ -96,9 +102,10 @@ func nameProblem(s string) string {
 // ValidateTemplate checks a template as stored, before rendering: it is a
 // Go text/template, its YAML parses strictly (no unknown or repeated keys),
 // version is "0.1", names are present, short and unique, every task has a
-// worker and at least one action, and images, timeouts, volumes,
-// environment and pid are well formed. A value that still holds "{{" is
-// only checked once the template is rendered.
+// worker and at least one action, images, timeouts, volumes, environment
+// and pid are well formed, and herd's toggle_netboot, when present, is
+// true or false. A value that still holds "{{" is only checked once the
+// template is rendered.
 func ValidateTemplate(raw string) error {
 	if err := templateSize(raw); err != nil {
 		return err
@@ -311,6 +318,7 @@ func (r *yamlReader) template(root *yaml.Node) *Template {
 	}
 	t.Name = r.name("name", f, root)
 	t.GlobalTimeout = int(r.seconds("global_timeout", f["global_timeout"]))
+	t.ToggleNetboot = r.boolean("toggle_netboot", f["toggle_netboot"])
 	r.str("id", f["id"])
 
 	tasks := resolve(f["tasks"])

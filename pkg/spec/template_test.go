@@ -156,6 +156,11 @@ func TestValidateTemplateBad(t *testing.T) {
 		{"nested literal ranges", tpl("name: ubuntu_provisioning", "name: ubuntu_provisioning\n# {{range 1000}}{{if true}}{{range 1000}}{{end}}{{end}}{{end}}"), "template", "line 3: {{range 1000}} (nested) loops more than"},
 		{"recursive template", tpl("name: ubuntu_provisioning", `name: ubuntu_provisioning # {{define "a"}}{{range 10}}{{template "b"}}{{end}}{{end}}{{define "b"}}{{template "a"}}{{end}}{{template "a"}}`), "template", `template "a" calls itself`},
 		{"merge of a scalar", oneAction("<<: 5\n        name: a\n        image: alpine"), a0, "merge key"},
+		{"toggle_netboot quoted", tpl("global_timeout: 6000\n", "global_timeout: 6000\ntoggle_netboot: \"false\"\n"), "toggle_netboot", `must be true or false (unquoted), not "false" (line 4)`},
+		{"toggle_netboot yes", tpl("global_timeout: 6000\n", "global_timeout: 6000\ntoggle_netboot: no\n"), "toggle_netboot", `not "no"`},
+		{"toggle_netboot a number", tpl("global_timeout: 6000\n", "global_timeout: 6000\ntoggle_netboot: 0\n"), "toggle_netboot", `not "0"`},
+		{"toggle_netboot a list", tpl("global_timeout: 6000\n", "global_timeout: 6000\ntoggle_netboot: [false]\n"), "toggle_netboot", "not a list"},
+		{"toggle_netboot misspelt", tpl("global_timeout: 6000\n", "global_timeout: 6000\ntoggle-netboot: false\n"), "toggle-netboot", `did you mean "toggle_netboot"`},
 	}
 	seen := map[string]bool{}
 	for _, tc := range tests {
@@ -226,6 +231,44 @@ tasks:
 			}
 		})
 	}
+}
+
+// TestTemplateToggleNetboot: herd's toggle_netboot key is optional (v0.6
+// templates lack it), a YAML boolean, and reaches the rendered template.
+func TestTemplateToggleNetboot(t *testing.T) {
+	devices := map[string]string{"device_1": "08:00:27:00:00:01", "device_2": "10.1.0.11"}
+	for _, tc := range []struct {
+		name, in string
+		want     *bool
+	}{
+		{"absent (a v0.6 template)", goodTemplate, nil},
+		{"false", tpl("global_timeout: 6000\n", "global_timeout: 6000\ntoggle_netboot: false\n"), new(false)},
+		{"true", tpl("global_timeout: 6000\n", "global_timeout: 6000\ntoggle_netboot: true\n"), new(true)},
+		{"null", tpl("global_timeout: 6000\n", "global_timeout: 6000\ntoggle_netboot:\n"), nil},
+		// The rendered template decides: here the key is left out for
+		// workflows with a device_2.
+		{"rendered away", tpl("global_timeout: 6000\n", "global_timeout: 6000\n# {{if not .device_2}}\ntoggle_netboot: false\n# {{end}}\n"), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := ValidateTemplate(tc.in); err != nil {
+				t.Fatal(err)
+			}
+			got, _, err := RenderTemplate(tc.in, devices, renderHardware(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (got.ToggleNetboot == nil) != (tc.want == nil) || got.ToggleNetboot != nil && *got.ToggleNetboot != *tc.want {
+				t.Errorf("ToggleNetboot = %v, want %v", ptrString(got.ToggleNetboot), ptrString(tc.want))
+			}
+		})
+	}
+}
+
+func ptrString(b *bool) string {
+	if b == nil {
+		return "unset"
+	}
+	return fmt.Sprint(*b)
 }
 
 func TestTemplateName(t *testing.T) {

@@ -279,6 +279,33 @@ func (r *yamlReader) seconds(path string, n *yaml.Node) int64 {
 	return v
 }
 
+// boolean reads an optional true or false (a YAML boolean, unquoted);
+// null or absent is nil. Before rendering, a value holding "{{" is left
+// for the rendered template.
+func (r *yamlReader) boolean(path string, n *yaml.Node) *bool {
+	n = resolve(n)
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind == yaml.ScalarNode && r.templated(n.Value) {
+		return nil
+	}
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
+		what := kindName(n)
+		if n.Kind == yaml.ScalarNode {
+			what = quote(n.Value)
+		}
+		r.add(path, n, "must be true or false (unquoted), not %s", what)
+		return nil
+	}
+	var v bool
+	if err := n.Decode(&v); err != nil {
+		r.add(path, n, "%s is not true or false", quote(n.Value))
+		return nil
+	}
+	return &v
+}
+
 // list reads a list of strings, each without NUL bytes (they cannot reach
 // a process's arguments).
 func (r *yamlReader) list(path string, n *yaml.Node) []string {

@@ -132,7 +132,12 @@ type Workflow struct {
 	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	DeletedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=deleted_at,json=deletedAt,proto3" json:"deleted_at,omitempty"`
 	// The rendered template YAML.
-	Data          string `protobuf:"bytes,8,opt,name=data,proto3" json:"data,omitempty"`
+	Data string `protobuf:"bytes,8,opt,name=data,proto3" json:"data,omitempty"`
+	// herd addition. Whether the server switches netboot itself for this
+	// workflow's machines (allow_pxe on at creation, off at SUCCESS): the
+	// choice CreateRequest.toggle_netboot or the template's toggle_netboot
+	// key made, else true.
+	ToggleNetboot bool `protobuf:"varint,9,opt,name=toggle_netboot,json=toggleNetboot,proto3" json:"toggle_netboot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -223,12 +228,28 @@ func (x *Workflow) GetData() string {
 	return ""
 }
 
+func (x *Workflow) GetToggleNetboot() bool {
+	if x != nil {
+		return x.ToggleNetboot
+	}
+	return false
+}
+
 type CreateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Template id (herd also accepts the template name).
 	Template string `protobuf:"bytes,1,opt,name=template,proto3" json:"template,omitempty"`
 	// The hardware map as JSON: template variable -> MAC or IP.
-	Hardware      string `protobuf:"bytes,2,opt,name=hardware,proto3" json:"hardware,omitempty"`
+	Hardware string `protobuf:"bytes,2,opt,name=hardware,proto3" json:"hardware,omitempty"`
+	// herd addition (Tinkerbell's toggleAllowNetboot). Whether the server
+	// switches netboot itself for the hardware records the map names: it
+	// sets netboot.allow_pxe=true on every interface of each when the
+	// workflow is created and allow_pxe=false when the workflow reaches
+	// SUCCESS (after FAILED or TIMEOUT it stays on, so the machine can be
+	// retried), each change recorded in the workflow's events and sent on
+	// the hardware Watch streams. Unset: the template's top-level
+	// toggle_netboot key decides, and without one the server toggles.
+	ToggleNetboot *bool `protobuf:"varint,3,opt,name=toggle_netboot,json=toggleNetboot,proto3,oneof" json:"toggle_netboot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -275,6 +296,13 @@ func (x *CreateRequest) GetHardware() string {
 		return x.Hardware
 	}
 	return ""
+}
+
+func (x *CreateRequest) GetToggleNetboot() bool {
+	if x != nil && x.ToggleNetboot != nil {
+		return *x.ToggleNetboot
+	}
+	return false
 }
 
 type CreateResponse struct {
@@ -1339,7 +1367,7 @@ var File_workflow_workflow_proto protoreflect.FileDescriptor
 const file_workflow_workflow_proto_rawDesc = "" +
 	"\n" +
 	"\x17workflow/workflow.proto\x12*github.com.tinkerbell.tink.protos.workflow\x1a\x1fgoogle/protobuf/timestamp.proto\"\a\n" +
-	"\x05Empty\"\xe0\x02\n" +
+	"\x05Empty\"\x87\x03\n" +
 	"\bWorkflow\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\btemplate\x18\x02 \x01(\tR\btemplate\x12\x1a\n" +
@@ -1351,10 +1379,13 @@ const file_workflow_workflow_proto_rawDesc = "" +
 	"updated_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x129\n" +
 	"\n" +
 	"deleted_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tdeletedAt\x12\x12\n" +
-	"\x04data\x18\b \x01(\tR\x04data\"G\n" +
+	"\x04data\x18\b \x01(\tR\x04data\x12%\n" +
+	"\x0etoggle_netboot\x18\t \x01(\bR\rtoggleNetboot\"\x86\x01\n" +
 	"\rCreateRequest\x12\x1a\n" +
 	"\btemplate\x18\x01 \x01(\tR\btemplate\x12\x1a\n" +
-	"\bhardware\x18\x02 \x01(\tR\bhardware\" \n" +
+	"\bhardware\x18\x02 \x01(\tR\bhardware\x12*\n" +
+	"\x0etoggle_netboot\x18\x03 \x01(\bH\x00R\rtoggleNetboot\x88\x01\x01B\x11\n" +
+	"\x0f_toggle_netboot\" \n" +
 	"\x0eCreateResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x1c\n" +
 	"\n" +
@@ -1568,6 +1599,7 @@ func file_workflow_workflow_proto_init() {
 	if File_workflow_workflow_proto != nil {
 		return
 	}
+	file_workflow_workflow_proto_msgTypes[2].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

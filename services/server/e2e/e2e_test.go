@@ -196,8 +196,11 @@ func TestProvisioningThroughCLIAndWorkers(t *testing.T) {
 		t.Fatalf("workflow state: %s", out)
 	}
 	events := s.MustHerd("", "workflow", "events", id, "-o", "json")
-	if n := strings.Count(strings.TrimSpace(events), "\n") + 1; n != 6 {
-		t.Fatalf("%d events, want 6 (resend not recorded):\n%s", n, events)
+	if n := strings.Count(strings.TrimSpace(events), "\n") + 1; n != 10 {
+		t.Fatalf("%d events, want 10: 6 action reports (resend not recorded) and the server's 4 netboot notes:\n%s", n, events)
+	}
+	if n := strings.Count(events, `"task_name":"netboot"`); n != 4 {
+		t.Fatalf("%d netboot notes, want 4 (on and off for each machine):\n%s", n, events)
 	}
 	if out := s.MustHerd("", "workflow", "data", id); !strings.Contains(out, "/dev/vda") {
 		t.Fatalf("workflow data: %s", out)
@@ -315,6 +318,91 @@ func TestWatch(t *testing.T) {
 	}
 	s.MustHerd("", "hardware", "delete", hw2)
 	next(hardware.WatchEvent_TYPE_DELETED, hw2)
+}
+
+// TestNetbootToggle: the server switches a workflow's machine's netboot
+// itself, on at creation and off at SUCCESS, and the Watch stream (what
+// boots and metadata follow) carries each change; --toggle-netboot=false
+// and the template's toggle_netboot: false leave the record alone.
+func TestNetbootToggle(t *testing.T) {
+	s := servertest.Start(t)
+	// The operator's machine does not netboot until a workflow wants it to.
+	s.MustHerd(strings.Replace(readFile(t, "hardware-1.json"), `"allow_pxe": true`, `"allow_pxe": false`, 1), "hardware", "push")
+	const quick = "version: \"0.1\"\nname: quick\ntasks:\n  - name: only\n    worker: \"{{.device_1}}\"\n    actions:\n      - name: run\n        image: busybox\n"
+	s.MustHerd(quick, "template", "create")
+	s.MustHerd("toggle_netboot: false\n"+strings.Replace(quick, "name: quick", "name: hands-off", 1), "template", "create")
+
+	hc := hardware.NewHardwareServiceClient(s.Dial(adminToken))
+	stream, err := hc.Watch(ctx(t), &hardware.WatchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func(want hardware.WatchEvent_Type, id string) *hardware.Hardware {
+		t.Helper()
+		ev, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.GetType() != want || ev.GetHardware().GetId() != id {
+			t.Fatalf("got %v %q, want %v %q", ev.GetType(), ev.GetHardware().GetId(), want, id)
+		}
+		return ev.GetHardware()
+	}
+	allowPXE := func(hw *hardware.Hardware) bool { return hw.GetNetwork().GetInterfaces()[0].GetNetboot().GetAllowPxe() }
+	if allowPXE(next(hardware.WatchEvent_TYPE_ADDED, hw1)) {
+		t.Fatal("pushed with allow_pxe false, watched true")
+	}
+	next(hardware.WatchEvent_TYPE_SYNCED, "")
+
+	id := s.CreateWorkflow("quick", `{"device_1":"`+mac1+`"}`)
+	if hw := next(hardware.WatchEvent_TYPE_UPDATED, hw1); !allowPXE(hw) || hw.GetVersion() != 2 {
+		t.Fatalf("after the workflow's creation the watcher got %v, want allow_pxe true, version 2", hw)
+	}
+	if out := s.MustHerd("", "workflow", "get", id, "-o", "json"); !strings.Contains(out, `"toggle_netboot": true`) {
+		t.Errorf("workflow get: %s", out)
+	}
+	w := workflow.NewWorkflowServiceClient(s.Dial(s.WorkerToken(hw1)))
+	report(t, w, id, "only", "run", workflow.State_STATE_RUNNING)
+	report(t, w, id, "only", "run", workflow.State_STATE_SUCCESS)
+	if hw := next(hardware.WatchEvent_TYPE_UPDATED, hw1); allowPXE(hw) || hw.GetVersion() != 3 {
+		t.Fatalf("after SUCCESS the watcher got %v, want allow_pxe false, version 3", hw)
+	}
+	events := s.MustHerd("", "workflow", "events", id)
+	for _, want := range []string{"allow_pxe switched on for hardware " + hw1, "workflow succeeded; allow_pxe switched off for hardware " + hw1} {
+		if !strings.Contains(events, want) {
+			t.Errorf("events lack %q:\n%s", want, events)
+		}
+	}
+
+	// Not toggled: by flag, by template, and over REST. The push after
+	// them is the watcher's next event, so they sent none.
+	var ids []string
+	out := s.MustHerd("", "workflow", "create", "-t", "quick", "-r", `{"device_1":"`+mac1+`"}`, "--toggle-netboot=false", "-o", "json")
+	var created struct{ ID string }
+	if err := json.Unmarshal([]byte(out), &created); err != nil || created.ID == "" {
+		t.Fatalf("workflow create --toggle-netboot=false printed %q (%v)", out, err)
+	}
+	ids = append(ids, created.ID, s.CreateWorkflow("hands-off", `{"device_1":"`+mac1+`"}`))
+	code, out := s.Rest("POST", "/v1/workflows", `{"template":"quick","hardware":"{\"device_1\":\"`+mac1+`\"}","toggle_netboot":false}`, adminToken)
+	if code != 200 || json.Unmarshal([]byte(out), &created) != nil || created.ID == "" {
+		t.Fatalf("POST /v1/workflows with toggle_netboot false: %d %s", code, out)
+	}
+	ids = append(ids, created.ID)
+	for _, id := range ids {
+		report(t, w, id, "only", "run", workflow.State_STATE_RUNNING)
+		report(t, w, id, "only", "run", workflow.State_STATE_SUCCESS)
+		if out := s.MustHerd("", "workflow", "get", id, "-o", "json"); !strings.Contains(out, `"toggle_netboot": false`) {
+			t.Errorf("workflow get: %s", out)
+		}
+		if events := s.MustHerd("", "workflow", "events", id); strings.Contains(events, "allow_pxe") {
+			t.Errorf("workflow %s, not toggling, has netboot notes:\n%s", id, events)
+		}
+	}
+	s.MustHerd(readFile(t, "hardware-2.json"), "hardware", "push")
+	next(hardware.WatchEvent_TYPE_ADDED, hw2)
+	if hw, err := hc.ByID(ctx(t), &hardware.GetRequest{Id: hw1}); err != nil || allowPXE(hw) || hw.GetVersion() != 3 {
+		t.Fatalf("hardware %v (%v): want it as the toggling workflow left it", hw, err)
+	}
 }
 
 // TestBadInputOverGRPC: bad requests get InvalidArgument / NotFound naming

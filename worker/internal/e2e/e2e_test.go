@@ -116,7 +116,9 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
-// events are the workflow's events as "action:STATE" and their messages.
+// events are the workflow's events as "action:STATE" and their messages,
+// without herd-server's netboot notes (task "netboot"): the trail is the
+// worker's.
 func (e *env) events(t *testing.T, id string) ([]string, map[string]string) {
 	t.Helper()
 	stream, err := e.admin.ShowWorkflowEvents(ctx(t), &workflow.GetRequest{Id: id})
@@ -132,6 +134,9 @@ func (e *env) events(t *testing.T, id string) ([]string, map[string]string) {
 		}
 		if err != nil {
 			t.Fatal(err)
+		}
+		if ev.GetTaskName() == "netboot" {
+			continue
 		}
 		k := ev.GetActionName() + ":" + strings.TrimPrefix(ev.GetActionStatus().String(), "STATE_")
 		trail = append(trail, k)

@@ -19,7 +19,7 @@ import (
 
 // WorkflowStore is what the workflow service needs from the store.
 type WorkflowStore interface {
-	CreateWorkflow(ctx context.Context, templateRef string, devices map[string]string) (string, error)
+	CreateWorkflow(ctx context.Context, templateRef string, devices map[string]string, opt store.CreateOptions) (string, error)
 	GetWorkflow(ctx context.Context, id string) (*workflow.Workflow, error)
 	ListWorkflows(ctx context.Context, fn func(*workflow.Workflow) error) error
 	DeleteWorkflow(ctx context.Context, id string) error
@@ -55,6 +55,9 @@ func NewWorkflow(s WorkflowStore, n Notifier, log *slog.Logger) *Workflow {
 const maxDevices = 1000
 
 // CreateWorkflow renders a template for the machines in the hardware map.
+// toggle_netboot, when set, says whether the server switches the machines'
+// netboot itself; unset, the template's toggle_netboot key says, else it
+// does.
 func (w *Workflow) CreateWorkflow(ctx context.Context, req *workflow.CreateRequest) (*workflow.CreateResponse, error) {
 	if req.GetTemplate() == "" {
 		return nil, invalid("template", "missing: give a template id or name")
@@ -69,11 +72,12 @@ func (w *Workflow) CreateWorkflow(ctx context.Context, req *workflow.CreateReque
 	if len(devices) == 0 || len(devices) > maxDevices {
 		return nil, invalid("hardware", "must name between 1 and 1000 devices")
 	}
-	id, err := w.store.CreateWorkflow(ctx, req.GetTemplate(), devices)
+	id, err := w.store.CreateWorkflow(ctx, req.GetTemplate(), devices, store.CreateOptions{ToggleNetboot: req.ToggleNetboot})
 	if err != nil {
 		return nil, err
 	}
-	w.log.InfoContext(ctx, "workflow created", "workflow_id", id, "template", req.GetTemplate(), "devices", devices)
+	w.log.InfoContext(ctx, "workflow created", "workflow_id", id, "template", req.GetTemplate(), "devices", devices,
+		"toggle_netboot_requested", optionalBool(req.ToggleNetboot))
 	return &workflow.CreateResponse{Id: id}, nil
 }
 
@@ -153,6 +157,17 @@ func (w *Workflow) WatchWorkflowEvents(req *workflow.GetRequest, stream workflow
 			return err
 		}
 	}
+}
+
+// optionalBool is a tri-state request field for the log.
+func optionalBool(b *bool) string {
+	if b == nil {
+		return "unset"
+	}
+	if *b {
+		return "true"
+	}
+	return "false"
 }
 
 func final(s workflow.State) bool {

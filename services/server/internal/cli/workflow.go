@@ -63,21 +63,36 @@ func parseDevices(s string) (string, error) {
 }
 
 func (a *app) workflowCreateCmd() *cobra.Command {
-	var tmpl, devices string
+	var (
+		tmpl, devices string
+		toggle        bool
+	)
 	cmd := &cobra.Command{
 		Use:   "create -t TEMPLATE -r DEVICES",
 		Short: "Create a workflow from a template for some machines",
 		Long: `Create renders the template (by id or name) for the machines named in DEVICES,
 a JSON object from the template's device variables to MAC or IP addresses, and
-prints the new workflow's id.`,
-		Example: `  herd workflow create -t hello-world -r '{"device_1":"08:00:27:00:00:01"}'`,
-		Args:    cobra.NoArgs,
+prints the new workflow's id.
+
+herd-server switches the machines' netboot itself (Tinkerbell's
+toggleAllowNetboot): it sets allow_pxe on their hardware records now and clears
+it when the workflow succeeds (after a failure or timeout it stays on, for a
+retry), noting each change in the workflow's events. --toggle-netboot=false
+leaves allow_pxe to you; without the flag the template's toggle_netboot key
+decides, and without that the server toggles.`,
+		Example: `  herd workflow create -t hello-world -r '{"device_1":"08:00:27:00:00:01"}'
+  herd workflow create -t hello-world -r '{"device_1":"08:00:27:00:00:01"}' --toggle-netboot=false`,
+		Args: cobra.NoArgs,
 	}
 	cmd.Flags().StringVarP(&tmpl, "template", "t", "", "template id or name (required)")
 	cmd.Flags().StringVarP(&devices, "hardware", "r", "", `devices as JSON, e.g. '{"device_1":"08:00:27:00:00:01"}' (required)`)
+	// Its value counts only when given (Changed); false here keeps pflag
+	// from printing a default the template may override.
+	cmd.Flags().BoolVar(&toggle, "toggle-netboot", false,
+		"the server switches the machines' allow_pxe on now and off at SUCCESS; --toggle-netboot=false leaves it alone (unset: the template's toggle_netboot, else on)")
 	_ = cmd.MarkFlagRequired("template")
 	_ = cmd.MarkFlagRequired("hardware")
-	cmd.RunE = a.action(func(ctx context.Context, _ *cobra.Command, _ []string) error {
+	cmd.RunE = a.action(func(ctx context.Context, cmd *cobra.Command, _ []string) error {
 		if tmpl == "" {
 			return usagef("--template is empty")
 		}
@@ -89,7 +104,12 @@ prints the new workflow's id.`,
 		if err != nil {
 			return err
 		}
-		resp, err := c.CreateWorkflow(ctx, &workflow.CreateRequest{Template: tmpl, Hardware: hw})
+		req := &workflow.CreateRequest{Template: tmpl, Hardware: hw}
+		// Unset unless given, so the template's toggle_netboot can decide.
+		if cmd.Flags().Changed("toggle-netboot") {
+			req.ToggleNetboot = &toggle
+		}
+		resp, err := c.CreateWorkflow(ctx, req)
 		if err != nil {
 			return err
 		}

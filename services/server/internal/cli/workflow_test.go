@@ -44,10 +44,34 @@ func TestWorkflowCreate(t *testing.T) {
 	if req.GetTemplate() != "hello" || req.GetHardware() != `{"device_1":"08:00:27:00:00:0a","device_2":"10.0.0.7"}` {
 		t.Fatalf("sent %v", req)
 	}
+	if req.ToggleNetboot != nil {
+		t.Fatalf("without --toggle-netboot the request says %v; want it unset (the template decides)", req.GetToggleNetboot())
+	}
 	r = h.run("", "workflow", "create", "--template", "hello", "--hardware", `{"device_1":"10.0.0.7"}`, "-o", "json")
 	var resp map[string]string
 	if err := json.Unmarshal([]byte(r.stdout), &resp); err != nil || resp["id"] == "" {
 		t.Fatalf("create -o json: %q (%v)", r.stdout, err)
+	}
+
+	for _, tt := range []struct {
+		flag string
+		want bool
+	}{
+		{"--toggle-netboot", true},
+		{"--toggle-netboot=true", true},
+		{"--toggle-netboot=false", false},
+	} {
+		r := h.run("", "workflow", "create", "-t", "hello", "-r", `{"device_1":"10.0.0.7"}`, tt.flag)
+		if r.code != 0 {
+			t.Fatalf("%s: exit %d, stderr %q", tt.flag, r.code, r.stderr)
+		}
+		req := h.srv.last().(*workflow.CreateRequest)
+		if req.ToggleNetboot == nil || *req.ToggleNetboot != tt.want {
+			t.Errorf("%s: toggle_netboot %v, want %v", tt.flag, req.ToggleNetboot, tt.want)
+		}
+	}
+	if r := h.run("", "workflow", "create", "-t", "hello", "-r", `{"device_1":"10.0.0.7"}`, "--toggle-netboot=maybe"); r.code != ExitUsage {
+		t.Errorf("--toggle-netboot=maybe: exit %d, want %d (stderr %q)", r.code, ExitUsage, r.stderr)
 	}
 }
 

@@ -223,6 +223,32 @@ func ExpireReason(s Status, steps []Step, global time.Duration, now time.Time) s
 	return ""
 }
 
+// ToggleNetboot decides whether the server switches netboot itself for a
+// new workflow's machines (Tinkerbell's toggleAllowNetboot): the create
+// request's choice when it made one, else the template's toggle_netboot
+// key when it has one, else yes, so machines provision hands-free.
+func ToggleNetboot(request, template *bool) bool {
+	switch {
+	case request != nil:
+		return *request
+	case template != nil:
+		return *template
+	}
+	return true
+}
+
+// NetbootChange says what a workflow that toggles netboot does to its
+// machines' allow_pxe when its state goes from from to to: SUCCESS switches
+// it off (set is true, allowPXE false), so the machine boots its disk from
+// then on. Nothing else changes it: creation switched it on, and after
+// FAILED or TIMEOUT it stays on, so the machine netboots into a retry.
+func NetbootChange(from, to State) (allowPXE, set bool) {
+	if to == Success && from != Success {
+		return false, true
+	}
+	return false, false
+}
+
 // Applicable reports whether worker has the workflow's next move: it must
 // start the next action, or it is running the current one (and should pick
 // it up again after a restart).

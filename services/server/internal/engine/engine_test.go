@@ -353,3 +353,48 @@ func TestSteps(t *testing.T) {
 		t.Errorf("Steps = %+v, want %+v", got, want)
 	}
 }
+
+func TestToggleNetboot(t *testing.T) {
+	on, off := new(true), new(false)
+	tests := []struct {
+		name              string
+		request, template *bool
+		want              bool
+	}{
+		{"neither says: on", nil, nil, true},
+		{"template off", nil, off, false},
+		{"template on", nil, on, true},
+		{"request off", off, nil, false},
+		{"request on", on, nil, true},
+		{"request on beats template off", on, off, true},
+		{"request off beats template on", off, on, false},
+		{"both off", off, off, false},
+	}
+	for _, tt := range tests {
+		if got := ToggleNetboot(tt.request, tt.template); got != tt.want {
+			t.Errorf("%s: ToggleNetboot = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestNetbootChange(t *testing.T) {
+	tests := []struct {
+		from, to State
+		set      bool
+	}{
+		{Running, Success, true}, // the last action succeeded
+		{Pending, Running, false},
+		{Running, Running, false}, // an action succeeded, more follow
+		{Running, Failed, false},  // left on: the machine can be retried
+		{Running, Timeout, false},
+		{Pending, Timeout, false},
+		{Success, Success, false}, // a resend: switched off already
+	}
+	for _, tt := range tests {
+		allow, set := NetbootChange(tt.from, tt.to)
+		if set != tt.set || allow {
+			t.Errorf("NetbootChange(%s, %s) = allow_pxe %v, set %v; want set %v and allow_pxe false",
+				StateName(tt.from), StateName(tt.to), allow, set, tt.set)
+		}
+	}
+}

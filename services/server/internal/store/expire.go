@@ -31,7 +31,10 @@ func (s *Store) ExpireWorkflows(ctx context.Context, now time.Time) (int, error)
 }
 
 // expiry is one workflow ExpireWorkflows ended, for the log.
-type expiry struct{ id, worker, reason string }
+type expiry struct {
+	id, worker, reason string
+	netboot            []netbootNote
+}
 
 // expireBatch locks up to expireBatch due workflows (seen) and ends those
 // whose deadline really passed (expired).
@@ -84,7 +87,15 @@ func (s *Store) expireBatch(ctx context.Context, now time.Time) (expired, seen i
 			if _, err := advance(ctx, tx, w.id, steps, w.global, w.status, next, now, st.Worker, seconds, reason); err != nil {
 				return err
 			}
-			ended = append(ended, expiry{id: w.id, worker: st.Worker, reason: reason})
+			// TIMEOUT leaves netboot on today; should that change, the
+			// switch commits with the state.
+			var notes []netbootNote
+			if w.toggle {
+				if notes, err = netbootAfter(ctx, tx, w.id, w.status.State, next.State, now); err != nil {
+					return err
+				}
+			}
+			ended = append(ended, expiry{id: w.id, worker: st.Worker, reason: reason, netboot: notes})
 		}
 		return nil
 	})
@@ -94,6 +105,7 @@ func (s *Store) expireBatch(ctx context.Context, now time.Time) (expired, seen i
 	for _, e := range ended {
 		s.announce.workflow(e.id)
 		s.log.WarnContext(ctx, "workflow timed out", "workflow_id", e.id, "hardware_id", e.worker, "reason", e.reason)
+		s.logNetboot(ctx, e.id, e.netboot)
 	}
 	return len(ended), seen, nil
 }

@@ -20,6 +20,7 @@ type wfStatus struct {
 	id        string
 	global    time.Duration
 	status    engine.Status
+	toggle    bool // toggle_netboot
 	deletedAt sql.NullTime
 }
 
@@ -36,9 +37,9 @@ func readStatus(ctx context.Context, q querier, id string) (*wfStatus, error) {
 		started, aStarted sql.NullTime
 	)
 	err = q.QueryRowContext(ctx, `
-		SELECT id, global_timeout, state, current_index, current_state, started_at, action_started_at, deleted_at
+		SELECT id, global_timeout, state, current_index, current_state, started_at, action_started_at, toggle_netboot, deleted_at
 		FROM workflow WHERE id = $1`, id).
-		Scan(&w.id, &global, &state, &w.status.Index, &cur, &started, &aStarted, &w.deletedAt)
+		Scan(&w.id, &global, &state, &w.status.Index, &cur, &started, &aStarted, &w.toggle, &w.deletedAt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("workflow %s: %w", id, ErrNotFound)
 	}
@@ -183,7 +184,12 @@ func (s *Store) ReportAction(ctx context.Context, r *workflow.WorkflowActionStat
 			s.statuses.put(w)
 			return nil
 		}
-		swapped, err := advance(ctx, s.hot, id, steps, w.global, w.status, next, now, r.GetWorkerId(), r.GetSeconds(), r.GetMessage())
+		var swapped bool
+		if _, set := engine.NetbootChange(w.status.State, next.State); set && w.toggle {
+			swapped, err = s.advanceNetboot(ctx, id, steps, w.global, w.status, next, now, r.GetWorkerId(), r.GetSeconds(), r.GetMessage())
+		} else {
+			swapped, err = advance(ctx, s.hot, id, steps, w.global, w.status, next, now, r.GetWorkerId(), r.GetSeconds(), r.GetMessage())
+		}
 		if err != nil {
 			s.statuses.drop(id)
 			return err
@@ -231,6 +237,32 @@ func advance(ctx context.Context, db execer, id string, steps []engine.Step, glo
 		return false, fmt.Errorf("saving workflow %s status: %w", id, err)
 	}
 	return n == 1, nil
+}
+
+// advanceNetboot is advance for a change that switches the workflow's
+// netboot (its end with SUCCESS): the new status, its event and the
+// hardware changes commit together, or none does.
+func (s *Store) advanceNetboot(ctx context.Context, id string, steps []engine.Step, global time.Duration,
+	from, next engine.Status, now time.Time, worker string, seconds int64, message string) (bool, error) {
+	var (
+		swapped bool
+		notes   []netbootNote
+	)
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		swapped, notes = false, nil
+		ok, err := advance(ctx, tx, id, steps, global, from, next, now, worker, seconds, message)
+		if err != nil || !ok {
+			return err
+		}
+		swapped = true
+		notes, err = netbootAfter(ctx, tx, id, from.State, next.State, now)
+		return err
+	})
+	if err != nil {
+		return false, err
+	}
+	s.logNetboot(ctx, id, notes)
+	return swapped, nil
 }
 
 // advanceSQL is advance's statement; prepared once per connection (see

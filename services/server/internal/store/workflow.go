@@ -22,19 +22,42 @@ import (
 	"github.com/herd-metal/herd/services/server/internal/engine"
 )
 
+// CreateOptions are a workflow's settings beyond its template and devices.
+type CreateOptions struct {
+	// ToggleNetboot is the create request's choice of whether the server
+	// switches the machines' netboot itself; nil leaves it to the template
+	// (engine.ToggleNetboot).
+	ToggleNetboot *bool
+}
+
 // CreateWorkflow renders a template (by id, or by name) for the machines in
 // devices (template variable -> MAC or IP of a known machine) and stores the
 // workflow, PENDING, with its action list and its workers, in one
-// transaction. Unknown template or machine -> ErrNotFound; a template that
-// does not render or renders to something invalid -> ErrInvalid wrapping
-// the spec error (errors.As finds its *spec.FieldError).
-func (s *Store) CreateWorkflow(ctx context.Context, templateRef string, devices map[string]string) (string, error) {
+// transaction. When the workflow toggles netboot (engine.ToggleNetboot of
+// opt and the template), the same transaction sets allow_pxe on the
+// records the devices name, announces them and records it in the
+// workflow's events. Unknown template or machine -> ErrNotFound; a template
+// that does not render or renders to something invalid -> ErrInvalid
+// wrapping the spec error (errors.As finds its *spec.FieldError).
+func (s *Store) CreateWorkflow(ctx context.Context, templateRef string, devices map[string]string, opt CreateOptions) (string, error) {
 	if len(devices) == 0 {
 		return "", fmt.Errorf("the hardware map is empty: name at least one device (e.g. {\"device_1\": \"08:00:27:00:00:01\"}): %w", ErrInvalid)
 	}
 	id := uuid.NewString()
-	var workers []string
+	// A workflow that may toggle netboot changes the records it reads:
+	// lock them for that from the start (upgrading a share lock would
+	// deadlock two creations for the same machine).
+	lock := "FOR NO KEY UPDATE OF h"
+	if opt.ToggleNetboot != nil && !*opt.ToggleNetboot {
+		lock = "FOR SHARE OF h"
+	}
+	var (
+		workers []string
+		toggle  bool
+		notes   []netbootNote
+	)
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		notes = nil
 		tplID, tplName, raw, err := templateForWorkflow(ctx, tx, templateRef)
 		if err != nil {
 			return err
@@ -46,7 +69,7 @@ func (s *Store) CreateWorkflow(ctx context.Context, templateRef string, devices 
 		sort.Strings(names)
 		hw := make(map[string]*hardware.Hardware, len(devices))
 		for _, name := range names {
-			h, err := hardwareByAddress(ctx, tx, devices[name])
+			h, err := hardwareByAddress(ctx, tx, devices[name], lock)
 			if err != nil {
 				return fmt.Errorf("device %q: %w", name, err)
 			}
@@ -57,7 +80,7 @@ func (s *Store) CreateWorkflow(ctx context.Context, templateRef string, devices 
 			return fmt.Errorf("template %q (%s) does not render for this hardware map: %w (%w)", tplName, tplID, err, ErrInvalid)
 		}
 		actions, err := tpl.Actions(func(worker string) (string, error) {
-			h, err := hardwareByAddress(ctx, tx, worker)
+			h, err := hardwareByAddress(ctx, tx, worker, "FOR SHARE OF h")
 			if err != nil {
 				return "", err
 			}
@@ -80,10 +103,15 @@ func (s *Store) CreateWorkflow(ctx context.Context, templateRef string, devices 
 		if err != nil {
 			return fmt.Errorf("encoding the hardware map: %w", err)
 		}
+		toggle = engine.ToggleNetboot(opt.ToggleNetboot, tpl.ToggleNetboot)
+		var netbootIDs []string
+		if toggle {
+			netbootIDs = deviceRecords(hw)
+		}
 		if _, err := tx.ExecContext(ctx, `
-			INSERT INTO workflow (id, template_id, hardware_map, rendered, actions, global_timeout)
-			VALUES ($1, $2, $3, $4, $5, $6)`,
-			id, tplID, string(devicesJSON), rendered, string(actionsJSON), tpl.GlobalTimeout); err != nil {
+			INSERT INTO workflow (id, template_id, hardware_map, rendered, actions, global_timeout, toggle_netboot, netboot_hardware)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8::uuid[])`,
+			id, tplID, string(devicesJSON), rendered, string(actionsJSON), tpl.GlobalTimeout, toggle, stringArray(netbootIDs)); err != nil {
 			return fmt.Errorf("inserting workflow: %w", err)
 		}
 		seen := map[string]bool{}
@@ -98,14 +126,32 @@ func (s *Store) CreateWorkflow(ctx context.Context, templateRef string, devices 
 			}
 		}
 		workers = slices.Sorted(maps.Keys(seen))
-		return nil
+		if toggle {
+			notes, err = switchNetboot(ctx, tx, id, netbootIDs, true, engine.Pending, clock())
+		}
+		return err
 	})
 	if err != nil {
 		return "", err
 	}
 	s.announce.workflow(id)
-	s.log.InfoContext(ctx, "workflow created", "workflow_id", id, "template", templateRef, "hardware_ids", workers)
+	s.log.InfoContext(ctx, "workflow created", "workflow_id", id, "template", templateRef, "hardware_ids", workers,
+		"toggle_netboot", toggle)
+	s.logNetboot(ctx, id, notes)
 	return id, nil
+}
+
+// deviceRecords returns the ids of the records in hw, sorted, each once
+// (two devices may name the same machine).
+func deviceRecords(hw map[string]*hardware.Hardware) []string {
+	ids := make([]string, 0, len(hw))
+	for _, h := range hw {
+		if !slices.Contains(ids, h.GetId()) {
+			ids = append(ids, h.GetId())
+		}
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 // templateForWorkflow finds a live template by id, else by name, and locks
@@ -133,15 +179,16 @@ func templateForWorkflow(ctx context.Context, tx *sql.Tx, ref string) (id, name,
 }
 
 // hardwareByAddress finds the machine that claims addr (a MAC or an IP) and
-// locks its record against deletion until the transaction ends.
-func hardwareByAddress(ctx context.Context, tx *sql.Tx, addr string) (*hardware.Hardware, error) {
+// locks its record until the transaction ends: lock is "FOR SHARE OF h"
+// (against deletion) or "FOR NO KEY UPDATE OF h" (to change it).
+func hardwareByAddress(ctx context.Context, tx *sql.Tx, addr, lock string) (*hardware.Hardware, error) {
 	kind, value, err := addressKey(addr)
 	if err != nil {
 		return nil, err
 	}
 	hw, err := scanHardware(tx.QueryRowContext(ctx, `
 		SELECT `+hardwareColumns+` FROM hardware_address a JOIN hardware h ON h.id = a.hardware_id
-		WHERE a.kind = $1 AND a.value = $2 FOR SHARE OF h`, kind, value))
+		WHERE a.kind = $1 AND a.value = $2 `+lock, kind, value))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("no hardware has %s %s: %w", kind, value, ErrNotFound)
 	}
@@ -196,6 +243,7 @@ type wfRow struct {
 	actions                               []*workflow.WorkflowAction
 	global                                time.Duration
 	status                                engine.Status
+	toggle                                bool // toggle_netboot
 	createdAt, updatedAt                  time.Time
 	deletedAt                             sql.NullTime
 }
@@ -203,7 +251,7 @@ type wfRow struct {
 func (w *wfRow) steps() []engine.Step { return engine.Steps(w.actions) }
 
 const wfColumns = `id, template_id, hardware_map, rendered, actions, global_timeout,
-	state, current_index, current_state, started_at, action_started_at, created_at, updated_at, deleted_at`
+	state, current_index, current_state, started_at, action_started_at, toggle_netboot, created_at, updated_at, deleted_at`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -217,7 +265,7 @@ func scanWorkflow(sc scanner) (*wfRow, error) {
 		started, aStarted sql.NullTime
 	)
 	if err := sc.Scan(&w.id, &w.templateID, &w.hardwareMap, &w.rendered, &actions, &global,
-		&state, &index, &cur, &started, &aStarted, &w.createdAt, &w.updatedAt, &w.deletedAt); err != nil {
+		&state, &index, &cur, &started, &aStarted, &w.toggle, &w.createdAt, &w.updatedAt, &w.deletedAt); err != nil {
 		return nil, err
 	}
 	var err error
@@ -280,6 +328,8 @@ func (w *wfRow) proto() *workflow.Workflow {
 		CreatedAt: timestamppb.New(w.createdAt),
 		UpdatedAt: timestamppb.New(w.updatedAt),
 		Data:      w.rendered,
+
+		ToggleNetboot: w.toggle,
 	}
 	if w.deletedAt.Valid {
 		p.DeletedAt = timestamppb.New(w.deletedAt.Time)

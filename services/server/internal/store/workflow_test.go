@@ -71,9 +71,20 @@ func newFleet(t *testing.T, global int) *fleet {
 	return f
 }
 
+// noToggle leaves the machines' netboot alone, so the tests of the engine
+// see only action events; netboot_test.go covers the toggle.
+var noToggle = CreateOptions{ToggleNetboot: new(false)}
+
+// create makes a workflow of the fleet's template on both machines that
+// does not toggle netboot.
 func (f *fleet) create(t *testing.T) string {
 	t.Helper()
-	id, err := f.s.CreateWorkflow(context.Background(), f.tpl, map[string]string{"device_1": mac1, "device_2": mac2})
+	return f.createWith(t, noToggle)
+}
+
+func (f *fleet) createWith(t *testing.T, opt CreateOptions) string {
+	t.Helper()
+	id, err := f.s.CreateWorkflow(context.Background(), f.tpl, map[string]string{"device_1": mac1, "device_2": mac2}, opt)
 	if err != nil {
 		t.Fatalf("CreateWorkflow: %v", err)
 	}
@@ -191,7 +202,7 @@ func TestCreateWorkflowRefused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			id, err := f.s.CreateWorkflow(ctx, tt.tpl, tt.devices)
+			id, err := f.s.CreateWorkflow(ctx, tt.tpl, tt.devices, CreateOptions{})
 			if err == nil {
 				t.Fatalf("created %s", id)
 			}
@@ -213,8 +224,8 @@ func TestCreateWorkflow(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFleet(t, 600)
-	devices := map[string]string{"device_1": mac1, "device_2": ip2} // an IP works too
-	id, err := f.s.CreateWorkflow(ctx, "two-machines", devices)     // by name
+	devices := map[string]string{"device_1": mac1, "device_2": ip2}       // an IP works too
+	id, err := f.s.CreateWorkflow(ctx, "two-machines", devices, noToggle) // by name
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +282,7 @@ func TestCreateWorkflow(t *testing.T) {
 	}
 
 	// By id, a second workflow for the same machines.
-	id2, err := f.s.CreateWorkflow(ctx, f.tpl, devices)
+	id2, err := f.s.CreateWorkflow(ctx, f.tpl, devices, noToggle)
 	if err != nil {
 		t.Fatal(err)
 	}
