@@ -103,6 +103,21 @@ func parseEvent(line string) (event, error) {
 
 func finalState(s string) bool { return s == "SUCCESS" || s == "FAILED" || s == "TIMEOUT" }
 
+// netbootNote tells herd-server's notes of the workflow switching the
+// machine's allow_pxe (task and action "netboot") from action reports.
+func netbootNote(e event) bool { return e.Task == "netboot" && e.Action == "netboot" }
+
+// actionEvents are evs without herd-server's netboot notes.
+func actionEvents(evs []event) []event {
+	var out []event
+	for _, e := range evs {
+		if !netbootNote(e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // actionTime is one action's run as the summary shows it.
 type actionTime struct {
 	Name, State   string
@@ -112,11 +127,11 @@ type actionTime struct {
 }
 
 // actionTimes folds a workflow's events into one row per action, in the
-// order they started.
+// order they started; herd-server's netboot notes are no action.
 func actionTimes(evs []event) []actionTime {
 	var out []actionTime
 	idx := map[string]int{}
-	for _, e := range evs {
+	for _, e := range actionEvents(evs) {
 		key := e.Task + "/" + e.Action
 		i, ok := idx[key]
 		if !ok {

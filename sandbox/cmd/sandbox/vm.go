@@ -167,7 +167,6 @@ func (sb *sandbox) runVM(ctx context.Context, qemu string, p *progress, wfID str
 			return fmt.Errorf("OVMF variables (Debian package ovmf; make deps): %w", err)
 		}
 	}
-	hwFile := filepath.Join(sb.dir, fmt.Sprintf("hardware-%d.json", m.N))
 	sb.stage("%spowering on: qemu-system-x86_64 (TCG, %d MiB, %d CPUs, %s, iPXE ROM on the boot NIC, empty %d MiB disk)",
 		p.label, o.memMiB, o.smp, m.firmware(), o.diskMiB)
 	sb.say("console: %s", f.console)
@@ -186,7 +185,7 @@ func (sb *sandbox) runVM(ctx context.Context, qemu string, p *progress, wfID str
 	watchDone := make(chan error, 1)
 	go func() {
 		defer wg.Done()
-		watchDone <- sb.followWorkflow(ctx, wfID, clientEnv, m, hwFile, p)
+		watchDone <- sb.followWorkflow(ctx, wfID, clientEnv, p)
 	}()
 
 	timeout := time.NewTimer(o.timeout)
@@ -344,9 +343,11 @@ func progressFor(ps []*progress, mac, ip, remote string) *progress {
 }
 
 // followWorkflow runs `herd workflow watch` in the namespace and prints
-// each report; once the worker reports, netboot is switched off for the
-// machine so that its next boot, after the workflow, is from its disk.
-func (sb *sandbox) followWorkflow(ctx context.Context, wfID string, env []string, m machine, hwFile string, p *progress) error {
+// each report. Netboot is herd-server's to switch (the workflow toggles
+// it): allow_pxe on at creation, off in the transaction that records the
+// workflow's SUCCESS, so the VM's next boot, after the reboot action, is
+// from its disk; the server's netboot notes come with the events.
+func (sb *sandbox) followWorkflow(ctx context.Context, wfID string, env []string, p *progress) error {
 	full := []string{"nsenter", "--net=" + nsPath(), "--", filepath.Join(sb.opts.repo, "bin", "herd"), "workflow", "watch", wfID, "-o", "json", "--timeout", "0"}
 	cmd := exec.CommandContext(ctx, full[0], full[1:]...)
 	cmd.Env = append(os.Environ(), env...)
@@ -360,7 +361,6 @@ func (sb *sandbox) followWorkflow(ctx context.Context, wfID string, env []string
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	pxeOff := false
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
 		e, err := parseEvent(sc.Text())
@@ -382,30 +382,26 @@ func (sb *sandbox) followWorkflow(ctx context.Context, wfID string, env []string
 			line += "  " + strings.ReplaceAll(msg, "\n", " | ")
 		}
 		sb.vmLine(p, "%s", line)
-		// "boot" events are herd-boots' netboot notes; the first action
-		// report means the OSIE is up and its worker running.
-		if e.Action == "boot" {
+		// "boot" events are herd-boots' netboot notes, "netboot" ones
+		// herd-server's switches of allow_pxe; the first action report
+		// means the OSIE is up and its worker running.
+		switch {
+		case e.Action == "boot":
+			continue
+		case netbootNote(e):
+			if e.State == "SUCCESS" {
+				p.mark("herd-server switched netboot off")
+			}
 			continue
 		}
 		p.mark("worker reported (workflow running)")
-		if !pxeOff {
-			pxeOff = true
-			// Its next boot is from disk.
-			if err := os.WriteFile(hwFile, []byte(hardwareJSON(m, false)), 0o644); err == nil {
-				if _, err := sb.herd(ctx, env, "", "hardware", "push", "--file", hwFile); err == nil {
-					sb.vmLine(p, "netboot switched off for %s (allow_pxe=false): the VM boots its disk next", m.MAC)
-				} else {
-					sb.vmLine(p, "could not switch netboot off: %v", err)
-				}
-			}
-		}
 	}
 	werr := cmd.Wait()
 	state := ""
 	p.mu.Lock()
-	if n := len(p.events); n > 0 {
+	if acts := actionEvents(p.events); len(acts) > 0 {
 		// The workflow's state is its last action's once that one ended.
-		last := p.events[n-1]
+		last := acts[len(acts)-1]
 		if finalState(last.State) {
 			state = last.State
 			if state == "SUCCESS" && !allActionsSucceeded(p.events) {
