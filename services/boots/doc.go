@@ -17,4 +17,18 @@
 //	{"boots": {"ipxe_params": "off", "console": "ttyS1,115200", "kernel_args": "..."}}
 //
 // ipxe_params overrides --ipxe-params (on | off | auto) for that machine.
+//
+// A script or event request boots cannot tie to a hardware record (an
+// "unknown caller": no record has its MAC or address) is counted in
+// herd_boots_unknown_callers_total{route, reason} and logged as a warning
+// with the MAC, the source address, the interface auto.ipxe reported and a
+// hint, one line per MAC per 10 s. auto.ipxe names its interface and every
+// NIC's MAC in its request (?iface=net1&net0=...), so the hint can say
+// which of the machine's NICs herd knows; to auto.ipxe boots answers with
+// a script that says so on the console and sets ${herdunknown}, and
+// auto.ipxe prints what it tried and what to set (ifclose, set iface).
+//
+// --registry, --registry-user and --registry-password go on the OSIE's
+// kernel line as Tinkerbell v0.6's docker_registry=, registry_username=
+// and registry_password= (the password is never logged).
 package boots

@@ -62,6 +62,7 @@ type settings struct {
 	ipxeParams, userClass                     string
 	grpcAuthority, workerCertURL, metadataURL string
 	registry, syslogHost, console, domain     string
+	registryUser, registryPassword            string
 	leaseTime                                 time.Duration
 	requireIP                                 bool
 	logLevel, logFormat                       string
@@ -99,7 +100,10 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	fs.StringVar(&s.grpcAuthority, "worker-grpc-authority", "", "herd-server gRPC address put on the OSIE kernel command line (default --server)")
 	fs.StringVar(&s.workerCertURL, "worker-cert-url", "", "CA URL put on the OSIE kernel command line (default --cert-url)")
 	fs.StringVar(&s.metadataURL, "metadata-url", "", "herd-metadata root for the OSIE (default http://PUBLIC-IP:50061)")
-	fs.StringVar(&s.registry, "registry", "", "container registry of action images, for the OSIE")
+	fs.StringVar(&s.registry, "registry", "", "container registry of action images, for the OSIE (kernel line docker_registry=)")
+	fs.StringVar(&s.registryUser, "registry-user", "", "user name for --registry (htpasswd), for the OSIE (kernel line registry_username=)")
+	fs.StringVar(&s.registryPassword, "registry-password", "", "password for --registry, for the OSIE (kernel line registry_password=; never logged; "+
+		"prefer the environment to the command line, which ps shows; any machine boots serves can read it)")
 	fs.StringVar(&s.syslogHost, "syslog-host", "", "syslog host for the OSIE (default PUBLIC-IP)")
 	fs.StringVar(&s.console, "console", "ttyS0,115200", "default kernel console= for the OSIE; metadata {\"boots\":{\"console\":...}} wins")
 	fs.StringVar(&s.domain, "dhcp-domain", "", "DHCP domain name (option 15) when a hostname has no dots")
@@ -151,6 +155,9 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if cc.Token == "" {
 		return errors.New("no token: watching the hardware needs herd-server's admin token (HERD_TOKEN or --token-file)")
 	}
+	if err := checkRegistry(s.registry, s.registryUser, s.registryPassword); err != nil {
+		return err
+	}
 	if s.dhcpAddr != "off" && s.dhcpIface == "" {
 		return errors.New("--dhcp-interface is required: DHCP serves one interface only (or --dhcp-addr off)")
 	}
@@ -191,7 +198,8 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	notes := bootevents.New(log, reg)
 	h, err := httpd.New(httpd.Config{
 		Script: script.Config{BaseURL: baseURL, GRPCAuthority: or(s.grpcAuthority, cc.Authority), CertURL: or(s.workerCertURL, cc.CertURL),
-			MetadataURL: or(s.metadataURL, "http://"+public.String()+":50061"), Registry: s.registry,
+			MetadataURL: or(s.metadataURL, "http://"+public.String()+":50061"),
+			Registry:    s.registry, RegistryUser: s.registryUser, RegistryPassword: s.registryPassword,
 			SyslogHost: or(s.syslogHost, public.String()), Console: s.console,
 			OSIEBaseURL: strings.TrimRight(or(s.osieURL, baseURL+"/osie"), "/"), Kernel: s.osieKernel, Initrd: s.osieInitrd},
 		Params: params, RequireIP: s.requireIP, Binaries: bins, OSIEDir: s.osieDir, Notes: notes,
@@ -278,8 +286,28 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		g.Go(func() error { return syslog.Serve(ctx, pc, inv, log, reg) })
 	}
 	log.Info("herd-boots serving", "version", version.String(), "public_ip", public.String(), "http", s.httpAddr, "base_url", baseURL,
-		"dhcp_mode", string(mode), "dhcp_interface", s.dhcpIface, "tftp", s.tftpAddr, "syslog", s.syslogAddr, "ipxe_params", string(params))
+		"dhcp_mode", string(mode), "dhcp_interface", s.dhcpIface, "tftp", s.tftpAddr, "syslog", s.syslogAddr, "ipxe_params", string(params),
+		"registry", s.registry, "registry_user", s.registryUser, "registry_password_set", s.registryPassword != "")
 	return g.Wait()
+}
+
+// checkRegistry refuses registry credentials that could not work: one
+// without the other, either without a registry, or a value the kernel
+// line would not carry as it is. The errors never show the password.
+func checkRegistry(registry, user, password string) error {
+	switch {
+	case (user == "") != (password == ""):
+		return errors.New("--registry-user and --registry-password (HERD_REGISTRY_USER, HERD_REGISTRY_PASSWORD) go together: set both or neither")
+	case user != "" && registry == "":
+		return errors.New("--registry-user and --registry-password need --registry (HERD_REGISTRY): the registry they log in to")
+	}
+	if err := script.CheckKernelValue(user); err != nil {
+		return fmt.Errorf("--registry-user %w", err)
+	}
+	if err := script.CheckKernelValue(password); err != nil {
+		return fmt.Errorf("--registry-password %w", err)
+	}
+	return nil
 }
 
 // pprofMux serves net/http/pprof's handlers on a mux of their own (not

@@ -43,6 +43,47 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+func TestRegistryCredentials(t *testing.T) {
+	const secret = "pw-s3cret"
+	env := map[string]string{"HERD_REGISTRY": "10.0.5.1:5000", "HERD_REGISTRY_USER": "herd", "HERD_REGISTRY_PASSWORD": secret}
+	s, err := parse([]string{"--public-ip", "10.0.5.1"}, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.registry != "10.0.5.1:5000" || s.registryUser != "herd" || s.registryPassword != secret {
+		t.Fatalf("registry settings from the environment: %q %q (password set: %v)", s.registry, s.registryUser, s.registryPassword != "")
+	}
+	tests := []struct {
+		name, registry, user, password, wantErr string
+	}{
+		{"none", "", "", "", ""},
+		{"registry only", "r:5000", "", "", ""},
+		{"both", "r:5000", "herd", secret, ""},
+		{"user without password", "r:5000", "herd", "", "go together"},
+		{"password without user", "r:5000", "", secret, "go together"},
+		{"credentials without registry", "", "herd", secret, "need --registry"},
+		{"password with a blank", "r:5000", "herd", "pw s3cret", "--registry-password holds a blank"},
+		{"password with a $", "r:5000", "herd", "pw$s3cret", "--registry-password holds a $"},
+		{"user with a quote", "r:5000", `he"rd`, secret, "--registry-user holds a double quote"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := checkRegistry(tt.registry, tt.user, tt.password)
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("err %v, want %q", err, tt.wantErr)
+			}
+			if err != nil && tt.password != "" && strings.Contains(err.Error(), tt.password) {
+				t.Fatalf("the error shows the password: %v", err)
+			}
+		})
+	}
+	// run refuses them before it dials anything.
+	args := []string{"--server", "x:1", "--token", "t", "--public-ip", "10.0.5.1", "--registry-user", "herd"}
+	if err := run(context.Background(), args, func(string) (string, bool) { return "", false }, io.Discard); err == nil || !strings.Contains(err.Error(), "go together") {
+		t.Fatalf("run with a user and no password: %v", err)
+	}
+}
+
 func TestParse(t *testing.T) {
 	env := map[string]string{"HERD_GRPC_AUTHORITY": "10.0.5.1:42113", "HERD_IPXE_PARAMS": "off"}
 	s, err := parse([]string{"--public-ip", "10.0.5.1"}, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, io.Discard)
@@ -235,7 +276,8 @@ func TestRealDHCPClients(t *testing.T) {
 	t.Parallel() // each lab has its own namespaces
 	realtest.Command(t, "busybox")
 	known := net.HardwareAddr{0x52, 0x54, 0x00, 0xaa, 0x00, 0x01}
-	l := newLab(t, known)
+	const registryPassword = "pw-s3cret.9"
+	l := newLab(t, known, "--registry", bootsIP+":5000", "--registry-user", "herd", "--registry-password", registryPassword)
 	l.push(t, hwKnown, known, "10.77.0.10", true, "")
 	l.waitMachines(t, 1)
 
@@ -263,6 +305,14 @@ func TestRealDHCPClients(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != 200 || !strings.Contains(string(body), "herd.token="+l.server.WorkerToken(hwKnown)) {
 		t.Errorf("machine script: %d\n%s", res.StatusCode, body)
+	}
+	// The registry's credentials reach the OSIE under Tinkerbell v0.6's
+	// names, and the password no log line.
+	if !strings.Contains(string(body), "docker_registry="+bootsIP+":5000 registry_username=herd registry_password="+registryPassword+" ") {
+		t.Errorf("machine script lacks the registry credentials:\n%s", body)
+	}
+	if strings.Contains(l.log.String(), registryPassword) {
+		t.Errorf("herd-boots logged the registry password")
 	}
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if strings.Contains(l.server.MustHerd("", "workflow", "events", wf), "ipxe script served") {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -65,7 +66,11 @@ type Server struct {
 	log      *slog.Logger
 	renders  *prometheus.CounterVec
 	events   *prometheus.CounterVec
-	mux      *http.ServeMux
+	unknowns *prometheus.CounterVec
+	// quiet holds back repeated unknown-caller lines; now is its clock.
+	quiet *throttle
+	now   func() time.Time
+	mux   *http.ServeMux
 }
 
 // New builds the handler; reg receives boots' HTTP metrics and is served
@@ -76,8 +81,13 @@ func New(cfg Config, machines Machines, log *slog.Logger, reg *prometheus.Regist
 			Help: "iPXE scripts served, by script (auto, osie, custom_url, custom_contents, not_allowed, unknown) and ipxe-params mode."}, []string{"script", "params"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herd_boots_events_total",
 			Help: "Boot progress events received from machines, by event."}, []string{"event"}),
+		unknowns: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herd_boots_unknown_callers_total",
+			Help: "Script and event requests from callers boots could not identify, by route (script, event) and reason (" +
+				strings.Join(reasons, ", ") + ")."}, []string{"route", "reason"}),
+		quiet: newThrottle(unknownLogEvery, unknownLogKeys, unknownLogLines),
+		now:   time.Now,
 	}
-	reg.MustRegister(s.renders, s.events)
+	reg.MustRegister(s.renders, s.events, s.unknowns)
 	observe.Mount(s.mux, "herd-boots", reg, healthy)
 	s.mux.HandleFunc("GET /auto.ipxe", s.auto)
 	s.mux.HandleFunc("GET /machines/{mac}/boot.ipxe", s.machine)
@@ -106,7 +116,7 @@ func writeScript(w http.ResponseWriter, body string) {
 
 func (s *Server) auto(w http.ResponseWriter, r *http.Request) {
 	s.renders.WithLabelValues("auto", "").Inc()
-	s.log.Info("http: auto.ipxe", "remote", r.RemoteAddr)
+	s.log.Info("http: auto.ipxe", "script", "auto", "remote", r.RemoteAddr)
 	writeScript(w, script.Auto(s.cfg.Script))
 }
 
@@ -133,29 +143,37 @@ func ParseMAC(s string) (net.HardwareAddr, error) {
 // Identify finds the calling machine and the interface it boots from:
 // by the caller's address when the inventory has it (then a named MAC must
 // be one of that machine's), else, unless requireIP, by the named MAC.
-func Identify(ms Machines, macStr string, ip netip.Addr, requireIP bool) (inventory.Machine, *hardware.Hardware_Network_Interface, bool) {
+// why is "" when it found them, else one of script's Reason constants.
+func Identify(ms Machines, macStr string, ip netip.Addr, requireIP bool) (m inventory.Machine, i *hardware.Hardware_Network_Interface, why string) {
 	mac, macErr := ParseMAC(macStr)
 	if m, ok := ms.ByIP(ip); ip.IsValid() && ok {
 		if macErr == nil {
 			if i, ok := hw.Interface(m.Hardware, mac); ok {
-				return m, i, true
+				return m, i, ""
 			}
 			if _, known := ms.ByMAC(mac); known {
-				return inventory.Machine{}, nil, false // names another machine
+				return inventory.Machine{}, nil, script.ReasonOtherMachine
 			}
 		}
-		i, ok := hw.InterfaceByIP(m.Hardware, ip)
-		return m, i, ok
+		if i, ok := hw.InterfaceByIP(m.Hardware, ip); ok {
+			return m, i, ""
+		}
+		return inventory.Machine{}, nil, script.ReasonNoInterface
 	}
-	if requireIP || macErr != nil {
-		return inventory.Machine{}, nil, false
+	switch {
+	case requireIP:
+		return inventory.Machine{}, nil, script.ReasonUnknownIP
+	case macErr != nil:
+		return inventory.Machine{}, nil, script.ReasonNoMAC
 	}
 	m, ok := ms.ByMAC(mac)
 	if !ok {
-		return inventory.Machine{}, nil, false
+		return inventory.Machine{}, nil, script.ReasonUnknownMAC
 	}
-	i, ok := hw.Interface(m.Hardware, mac)
-	return m, i, ok
+	if i, ok := hw.Interface(m.Hardware, mac); ok {
+		return m, i, ""
+	}
+	return inventory.Machine{}, nil, script.ReasonNoInterface
 }
 
 // MachineView turns an inventory entry into the script package's Machine.
@@ -177,11 +195,17 @@ func MachineView(m inventory.Machine, i *hardware.Hardware_Network_Interface, gl
 }
 
 func (s *Server) machine(w http.ResponseWriter, r *http.Request) {
-	m, i, ok := Identify(s.machines, r.PathValue("mac"), remoteIP(r), s.cfg.RequireIP)
-	if !ok {
+	m, i, why := Identify(s.machines, r.PathValue("mac"), remoteIP(r), s.cfg.RequireIP)
+	if why != "" {
 		s.renders.WithLabelValues("unknown", "").Inc()
-		s.log.Info("http: script for an unknown caller", "mac", r.PathValue("mac"), "remote", r.RemoteAddr)
-		http.Error(w, "no hardware for this caller", http.StatusNotFound)
+		u := s.unknownCaller(r, "script", r.PathValue("mac"), why)
+		if r.URL.Query().Has("iface") {
+			// herd's auto.ipxe: it shows the answer on the console (iPXE
+			// runs no body of a 404).
+			writeScript(w, script.UnknownCaller(u))
+			return
+		}
+		http.Error(w, "no hardware for this caller: "+script.UnknownHint(u), http.StatusNotFound)
 		return
 	}
 	v := MachineView(m, i, s.cfg.Params)
@@ -208,8 +232,9 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "event: want a name of [a-z0-9_]", http.StatusBadRequest)
 		return
 	}
-	m, _, ok := Identify(s.machines, r.Form.Get("mac"), remoteIP(r), s.cfg.RequireIP)
-	if !ok {
+	m, _, why := Identify(s.machines, r.Form.Get("mac"), remoteIP(r), s.cfg.RequireIP)
+	if why != "" {
+		s.unknownCaller(r, "event", r.Form.Get("mac"), why)
 		http.Error(w, "no hardware for this caller", http.StatusNotFound)
 		return
 	}

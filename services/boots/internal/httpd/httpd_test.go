@@ -107,6 +107,10 @@ func TestRoutes(t *testing.T) {
 		{"unknown IP names a MAC (proxy mode, OVH)", "GET", "/machines/52-54-00-00-00-01/boot.ipxe", "192.0.2.7:1000", 200, "worker_id=hw-1", ""},
 		{"unknown IP and MAC: 404", "GET", "/machines/aa-bb-cc-dd-ee-ff/boot.ipxe", "192.0.2.7:1000", 404, "", "worker"},
 		{"bad MAC from unknown IP: 404", "GET", "/machines/zz/boot.ipxe", "192.0.2.7:1000", 404, "", ""},
+		{"unknown caller, auto.ipxe's query: a script that says so and fails", "GET", "/machines/aa-bb-cc-dd-ee-ff/boot.ipxe?iface=net0&net0=aa-bb-cc-dd-ee-ff&net1=52-54-00-00-00-01&net2=&net3=", "192.0.2.7:1000", 200,
+			"echo herd: herd-boots has no hardware for this caller (unknown_mac):\necho herd: MAC aa:bb:cc:dd:ee:ff, interface net0, from 192.0.2.7\necho herd: net1's MAC 52:54:00:00:00:01 is known to herd", "worker"},
+		{"known caller, auto.ipxe's query: its script", "GET", "/machines/52-54-00-00-00-01/boot.ipxe?iface=net1&net0=aa-bb-cc-dd-ee-ff&net1=52-54-00-00-00-01", "192.0.2.7:1000", 200, "worker_id=hw-1", "herdunknown"},
+		{"unknown caller without auto.ipxe's query: 404 with the hint", "GET", "/machines/aa-bb-cc-dd-ee-ff/boot.ipxe", "192.0.2.7:1000", 404, "no hardware record has MAC aa:bb:cc:dd:ee:ff", "herdunknown"},
 		{"not allowed", "GET", "/machines/52-54-00-00-00-03/boot.ipxe", "10.0.5.12:1000", 200, "netboot is not allowed", "kernel"},
 		{"event GET", "GET", "/events?event=kernel_fetched&mac=52-54-00-00-00-01", "10.0.5.10:1000", 200, "#!ipxe", ""},
 		{"event POST", "POST", "/events", "10.0.5.10:1000", 200, "#!ipxe", ""},
@@ -141,8 +145,8 @@ func FuzzMachineRoute(f *testing.F) {
 		if err != nil {
 			return
 		}
-		m, _, ok := Identify(machines, mac, a, false)
-		if ok {
+		m, _, why := Identify(machines, mac, a, false)
+		if why == "" {
 			if own, isOwn := machines.ByIP(a); isOwn && own.Hardware.GetId() != m.Hardware.GetId() {
 				t.Fatalf("caller %s got machine %s", ip, m.Hardware.GetId())
 			}

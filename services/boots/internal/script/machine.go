@@ -1,6 +1,7 @@
 package script
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -100,6 +101,7 @@ func ForMachine(c Config, m Machine) string {
 //	tinkerbell=       boots' HTTP root
 //	worker_id=        the hardware id (also instance_id=)
 //	docker_registry=  registry for action images
+//	registry_username=, registry_password=  its credentials, when set
 //	syslog_host=      boots' syslog receiver
 //	packet_action=    workflow, or none when allow_workflow is false
 //
@@ -127,6 +129,8 @@ func KernelArgs(c Config, m Machine) string {
 	add("worker_id", m.HardwareID)
 	add("instance_id", m.HardwareID)
 	add("docker_registry", c.Registry)
+	add("registry_username", c.RegistryUser)
+	add("registry_password", c.RegistryPassword)
 	add("syslog_host", c.SyslogHost)
 	action := "workflow"
 	if !m.AllowWorkflow {
@@ -142,6 +146,26 @@ func KernelArgs(c Config, m Machine) string {
 		a = append(a, m.KernelArgs)
 	}
 	return strings.Join(a, " ")
+}
+
+// CheckKernelValue refuses a value that would not reach the OSIE as it
+// is: the kernel splits its command line at blanks and strips double
+// quotes, and iPXE expands ${...} in the kernel line it runs. The error
+// never holds the value (it may be a password).
+func CheckKernelValue(v string) error {
+	for _, r := range v {
+		switch {
+		case r <= ' ' || r == 0x7f:
+			return errors.New("holds a blank or control character, which would cut the kernel command line: choose one without")
+		case r == '"':
+			return errors.New(`holds a double quote, which the kernel strips: choose one without`)
+		case r == '$':
+			return errors.New("holds a $, which iPXE would expand as a setting: choose one without")
+		case r == '\\':
+			return errors.New(`holds a backslash, which iPXE builds may read as an escape: choose one without`)
+		}
+	}
+	return nil
 }
 
 func first(a, b string) string {
