@@ -72,7 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.netns, "netns", envOr("SANDBOX_NETNS", defaultNetns), "the network namespace everything runs in (env SANDBOX_NETNS)")
 	fs.BoolVar(&o.build, "build", true, "run make build osie osimage first (false: use what bin/ holds); the action images are built into each run's registry either way")
 	fs.BoolVar(&o.downAfter, "down", os.Getenv("SANDBOX_DOWN") == "1", "remove everything when done (env SANDBOX_DOWN=1); default: leave the services up to look at")
-	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up when the VM is not provisioned within this time of power-on")
+	fs.DurationVar(&o.timeout, "timeout", 15*time.Minute, "give up when the VM is not provisioned within this time of power-on, saying where each machine stopped and why that usually happens")
 	fs.IntVar(&o.memMiB, "memory", 2048, "VM memory in MiB (the OSIE runs in RAM)")
 	fs.IntVar(&o.diskMiB, "disk", 256, "VM disk size in MiB")
 	// One: under TCG two vCPUs gain little on a small host, and QEMU 7.2's

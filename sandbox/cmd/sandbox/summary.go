@@ -123,6 +123,10 @@ func (sb *sandbox) summary(wfID string, p *progress) bool {
 	if ok {
 		fmt.Fprintf(w, "result     PROVISIONED: %s runs the installed OS and reported hostname=%s\n", m.ID, m.Hostname)
 	} else {
+		// Where it stopped and what usually causes that (diagnose.go).
+		for _, l := range diagnosisLines(diagnose(sb.diagInputOf(p))) {
+			fmt.Fprintln(w, l)
+		}
 		fmt.Fprintf(w, "result     NOT PROVISIONED (want workflow SUCCESS, the image on disk, and hostname=%s from the installed OS)\n", m.Hostname)
 	}
 	return ok

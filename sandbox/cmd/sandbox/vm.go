@@ -36,6 +36,9 @@ type progress struct {
 	kernels    int
 	marker     string
 	wfState    string
+	// unknown is herd-boots' last warning that it did not know the
+	// machine (diagnose.go).
+	unknown *unknownCaller
 }
 
 func (p *progress) mark(name string) time.Time {
@@ -81,6 +84,7 @@ var consoleMilestones = []struct{ text, label string }{
 	{"worker started", "OSIE: herd-worker started"},
 	{"workflow over", "OSIE: workflow over"},
 	{"worker ended", "OSIE: herd-worker ended"},
+	{"herd: giving up on herd_chain", stepGaveUp},
 }
 
 // runVMs powers every machine on at once, follows them until each is
@@ -190,6 +194,9 @@ func (sb *sandbox) runVM(ctx context.Context, qemu string, p *progress, wfID str
 
 	timeout := time.NewTimer(o.timeout)
 	defer timeout.Stop()
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	var wd watchState
 	var runErr error
 	watched := watchDone
 wait:
@@ -212,8 +219,17 @@ wait:
 				break wait
 			}
 		case <-timeout.C:
+			sb.vmLine(p, "timeout: not provisioned within %s of power-on (--timeout)", o.timeout)
+			sb.printDiagnosis(p)
 			runErr = fmt.Errorf("%sthe VM was not provisioned within %s of power-on (see %s)", p.label, o.timeout, f.console)
 			break wait
+		case <-tick.C:
+			if why := sb.watch(p, &wd); why != "" {
+				sb.vmLine(p, "%s: stopping the VM", why)
+				sb.printDiagnosis(p)
+				runErr = fmt.Errorf("%s%s (see %s)", p.label, why, f.console)
+				break wait
+			}
 		case <-ctx.Done():
 			runErr = fmt.Errorf("interrupted: %w", ctx.Err())
 			break wait
@@ -291,8 +307,24 @@ func (sb *sandbox) followBoots(ctx context.Context, ps []*progress) {
 		if remote == "" {
 			remote = str("peer")
 		}
-		p := progressFor(ps, str("mac"), str("ip"), remote)
+		mac := str("mac")
+		if k := str("known_mac"); k != "" {
+			mac = k // an unknown caller's other interface, which herd knows
+		}
+		p := progressFor(ps, mac, str("ip"), remote)
 		if p == nil {
+			return
+		}
+		if u, ok := unknownFromLog(l); ok {
+			p.mu.Lock()
+			if p.unknown != nil && p.unknown.mac == u.mac {
+				u.count += p.unknown.count
+			}
+			p.unknown = &u
+			p.mu.Unlock()
+			p.mark(stepUnknown)
+			sb.vmLine(p, "%s", u.line())
+			sb.vmLine(p, "boots: hint: %s", u.hint)
 			return
 		}
 		switch str("msg") {
@@ -308,28 +340,37 @@ func (sb *sandbox) followBoots(ctx context.Context, ps []*progress) {
 		case "http: auto.ipxe", "http: ipxe script served":
 			if s := str("script"); s != "" {
 				sb.vmLine(p, "boots: iPXE script %q served", s)
-				if s == "osie" {
+				switch s {
+				case "osie":
 					p.mark("netboot: OSIE script served")
+				case "auto":
+					p.mark(stepAuto)
 				}
 			}
 		case "boot event":
 			sb.vmLine(p, "boots: boot event %s", str("event"))
+			switch str("event") {
+			case "kernel_fetched":
+				p.mark(stepKernel)
+			case "initrd_fetched":
+				p.mark(stepInitrd)
+			}
 		case "tftp: sent":
 			sb.vmLine(p, "boots: TFTP sent %s", str("file"))
 		}
 	})
 }
 
-// progressFor finds the machine a boots log line is about, by MAC, then
-// by address (a "remote" may carry a port); with one machine, it is that
-// one.
+// progressFor finds the machine a boots log line is about, by MAC (its
+// NIC on herd's network or, OVH, the provider's), then by address (a
+// "remote" may carry a port); with one machine, it is that one.
 func progressFor(ps []*progress, mac, ip, remote string) *progress {
 	if h, _, err := net.SplitHostPort(remote); err == nil {
 		remote = h
 	}
 	bare := func(s string) string { return strings.ToLower(strings.NewReplacer(":", "", "-", "").Replace(s)) }
 	for _, p := range ps {
-		if mac != "" && bare(mac) == bare(p.m.MAC) {
+		if mac != "" && (bare(mac) == bare(p.m.MAC) || bare(mac) == bare(p.m.ProviderMAC)) {
 			return p
 		}
 		if (ip != "" && ip == p.m.IP) || (remote != "" && remote == p.m.IP) {
