@@ -335,7 +335,9 @@ type isListRequest_FilterBy interface {
 }
 
 type ListRequest_Name struct {
-	// A name or a shell-style pattern (*, ?) over names.
+	// Tinkerbell v0.6's filter: an SQL ILIKE pattern over names
+	// (case-insensitive; % or * any run of characters, _ one character,
+	// a backslash escapes); empty: every template.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3,oneof"`
 }
 

@@ -38,6 +38,8 @@ type TemplateServiceClient interface {
 	CreateTemplate(ctx context.Context, in *WorkflowTemplate, opts ...grpc.CallOption) (*CreateResponse, error)
 	GetTemplate(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*WorkflowTemplate, error)
 	DeleteTemplate(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*Empty, error)
+	// ListTemplates streams the live templates whose name matches, with id,
+	// name and times but no data (as v0.6): GetTemplate has the YAML.
 	ListTemplates(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WorkflowTemplate], error)
 	// UpdateTemplate replaces the YAML (and name) of the template with the id.
 	UpdateTemplate(ctx context.Context, in *WorkflowTemplate, opts ...grpc.CallOption) (*Empty, error)
@@ -117,6 +119,8 @@ type TemplateServiceServer interface {
 	CreateTemplate(context.Context, *WorkflowTemplate) (*CreateResponse, error)
 	GetTemplate(context.Context, *GetRequest) (*WorkflowTemplate, error)
 	DeleteTemplate(context.Context, *GetRequest) (*Empty, error)
+	// ListTemplates streams the live templates whose name matches, with id,
+	// name and times but no data (as v0.6): GetTemplate has the YAML.
 	ListTemplates(*ListRequest, grpc.ServerStreamingServer[WorkflowTemplate]) error
 	// UpdateTemplate replaces the YAML (and name) of the template with the id.
 	UpdateTemplate(context.Context, *WorkflowTemplate) (*Empty, error)

@@ -219,7 +219,9 @@ func (f *fake) ListTemplates(r *template.ListRequest, s grpc.ServerStreamingServ
 				continue
 			}
 		}
-		if err := s.Send(t); err != nil {
+		// As the server (and v0.6's): no data in list items.
+		item := &template.WorkflowTemplate{Id: t.GetId(), Name: t.GetName(), CreatedAt: t.GetCreatedAt(), UpdatedAt: t.GetUpdatedAt()}
+		if err := s.Send(item); err != nil {
 			return err
 		}
 	}

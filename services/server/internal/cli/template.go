@@ -130,11 +130,16 @@ func (a *app) templateListCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list [--name PATTERN]",
 		Short: "List templates",
-		Long: `List prints the templates, those whose name matches PATTERN (* and ? as in the
-shell) with --name. With -o json, one JSON document per line.`,
+		Long: `List prints the templates, those whose name matches PATTERN with --name. The
+pattern is Tinkerbell v0.6's: case-insensitive, * or % any run of characters,
+_ one character, a backslash before one of them makes it literal. Like v0.6,
+the list carries ids, names and times, not the YAML: "template get" prints
+that. With -o json, one JSON document per line.`,
+		Example: `  herd template list --name 'ubuntu-*'
+  herd template list -q --name 'HELLO%'`,
 		Args: cobra.NoArgs,
 	}
-	cmd.Flags().StringVarP(&pattern, "name", "n", "", "only templates whose name matches this pattern (*, ?)")
+	cmd.Flags().StringVarP(&pattern, "name", "n", "", "only templates whose name matches this pattern (case-insensitive; * or %, _)")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the ids")
 	cmd.RunE = a.action(func(ctx context.Context, _ *cobra.Command, _ []string) error {
 		c, err := a.templateClient(ctx)

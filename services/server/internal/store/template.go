@@ -99,14 +99,13 @@ const templatePage = 100
 
 // ListTemplates calls fn for every live template whose name matches
 // pattern, in name order, and stops at fn's first error, which it returns.
-// The pattern is shell-style: * matches any run of characters, ? one
-// character, a backslash makes the next character literal; "" matches all.
-// No query is open while fn runs.
+// The pattern is Tinkerbell v0.6's: an SQL ILIKE pattern (case-insensitive;
+// % any run of characters, _ one character, a backslash makes the next
+// character literal) in which * also stands for %; "" matches all. As in
+// v0.6 the templates come without their data (id, name and times only):
+// GetTemplate has the YAML. No query is open while fn runs.
 func (s *Store) ListTemplates(ctx context.Context, pattern string, fn func(*template.WorkflowTemplate) error) error {
-	like := "%"
-	if pattern != "" {
-		like = likePattern(pattern)
-	}
+	like := ilikePattern(pattern)
 	afterName, afterID := "", uuid.Nil.String()
 	for {
 		page, err := s.templatePage(ctx, like, afterName, afterID)
@@ -128,8 +127,8 @@ func (s *Store) ListTemplates(ctx context.Context, pattern string, fn func(*temp
 
 func (s *Store) templatePage(ctx context.Context, like, afterName, afterID string) ([]*template.WorkflowTemplate, error) {
 	rows, err := s.db.QueryContext(ctx, `
-		SELECT `+templateColumns+` FROM template
-		WHERE deleted_at IS NULL AND name LIKE $1 ESCAPE '\'
+		SELECT id, name, created_at, updated_at FROM template
+		WHERE deleted_at IS NULL AND name ILIKE $1 ESCAPE '\'
 		AND (name, id) > ($2, $3::uuid)
 		ORDER BY name, id LIMIT $4`, like, afterName, afterID, templatePage)
 	if err != nil {
@@ -138,11 +137,15 @@ func (s *Store) templatePage(ctx context.Context, like, afterName, afterID strin
 	defer rows.Close()
 	var page []*template.WorkflowTemplate
 	for rows.Next() {
-		t, err := scanTemplate(rows)
-		if err != nil {
+		var (
+			t                template.WorkflowTemplate
+			created, updated time.Time
+		)
+		if err := rows.Scan(&t.Id, &t.Name, &created, &updated); err != nil {
 			return nil, fmt.Errorf("list templates: %w", err)
 		}
-		page = append(page, t)
+		t.CreatedAt, t.UpdatedAt = timestamppb.New(created), timestamppb.New(updated)
+		page = append(page, &t)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list templates: %w", err)
@@ -150,36 +153,22 @@ func (s *Store) templatePage(ctx context.Context, like, afterName, afterID strin
 	return page, nil
 }
 
-// likePattern turns a shell-style pattern into a LIKE pattern with
-// backslash as the escape character.
-func likePattern(glob string) string {
-	var b strings.Builder
-	escaped := false
-	for _, r := range glob {
-		switch {
-		case escaped:
-			escaped = false
-			if r == '%' || r == '_' || r == '\\' {
-				b.WriteByte('\\')
-			}
-			b.WriteRune(r)
-		case r == '\\':
-			escaped = true
-		case r == '*':
-			b.WriteByte('%')
-		case r == '?':
-			b.WriteByte('_')
-		case r == '%' || r == '_':
-			b.WriteByte('\\')
-			b.WriteRune(r)
-		default:
-			b.WriteRune(r)
-		}
+// ilikePattern turns a ListTemplates name filter into the ILIKE pattern
+// Tinkerbell v0.6 built from it: * becomes %, everything else stays, so %
+// and _ are wildcards and a backslash escapes. "" matches every name. One
+// case v0.6 failed on is made to work: a pattern ending in a lone
+// backslash (PostgreSQL refuses "LIKE pattern must not end with escape
+// character") matches a literal backslash there.
+func ilikePattern(name string) string {
+	if name == "" {
+		return "%"
 	}
-	if escaped { // a trailing backslash stands for itself
-		b.WriteString(`\\`)
+	p := strings.ReplaceAll(name, "*", "%")
+	trailing := len(p) - len(strings.TrimRight(p, `\`))
+	if trailing%2 == 1 {
+		p += `\`
 	}
-	return b.String()
+	return p
 }
 
 // UpdateTemplate replaces the name and data of the live template with the

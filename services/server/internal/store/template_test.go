@@ -101,12 +101,15 @@ func listNames(t *testing.T, s *Store, pattern string) []string {
 	return names
 }
 
+// TestListTemplates: the name filter is Tinkerbell v0.6's (ILIKE with *
+// as %), and the items carry no data, as v0.6's.
 func TestListTemplates(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, _ := newStore(t)
-	for _, n := range []string{"ubuntu-22", "ubuntu-24", "debian", "a_b", "axb", "100%", "rocky/9", "gone"} {
-		id, err := s.CreateTemplate(ctx, n, "d")
+	for _, n := range []string{"hello-world", "hello_fail", "Hello-Fair", "hello_failure", "debian",
+		"a_b", "axb", "100%", "1000", "rocky/9", `back\slash`, `ends\`, "ubuntu-22", "ubuntu-24", "gone"} {
+		id, err := s.CreateTemplate(ctx, n, "version: \"0.1\"\nname: "+n+"\n")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -116,28 +119,42 @@ func TestListTemplates(t *testing.T) {
 			}
 		}
 	}
+	const all = `[100% 1000 Hello-Fair a_b axb back\slash debian ends\ hello-world hello_fail hello_failure rocky/9 ubuntu-22 ubuntu-24]`
 	for _, tc := range []struct {
 		pattern string
 		want    string
 	}{
-		{"", "[100% a_b axb debian rocky/9 ubuntu-22 ubuntu-24]"},
-		{"*", "[100% a_b axb debian rocky/9 ubuntu-22 ubuntu-24]"},
-		{"ubuntu-*", "[ubuntu-22 ubuntu-24]"},
-		{"ubuntu-2?", "[ubuntu-22 ubuntu-24]"},
-		{"?ebian", "[debian]"},
-		{"debian", "[debian]"},
-		{"a_b", "[a_b]"}, // _ is literal
-		{"a?b", "[a_b axb]"},
-		{"100%", "[100%]"}, // % is literal
-		{"1*", "[100%]"},
+		{"", all},
+		{"*", all},
+		{"%", all},
+		{"HELLO*", "[Hello-Fair hello-world hello_fail hello_failure]"}, // case-insensitive
+		{"hello%", "[Hello-Fair hello-world hello_fail hello_failure]"}, // % is a wildcard
+		{"hello_fai_", "[Hello-Fair hello_fail]"},                       // _ is one character
+		{`hello\_fai_`, "[hello_fail]"},                                 // a backslash escapes
+		{"HELLO-WORLD", "[hello-world]"},
+		{"a_b", "[a_b axb]"},
+		{`a\_b`, "[a_b]"},
+		{"100%", "[100% 1000]"},
+		{`100\%`, "[100%]"},
 		{"*/*", "[rocky/9]"}, // * crosses /
-		{`ubuntu-2\?`, "[]"},
+		{"ubuntu-2?", "[]"},  // ? is no wildcard in v0.6
+		{`back\\slash`, `[back\slash]`},
+		{`*\`, `[ends\]`}, // a lone trailing backslash is literal (v0.6: an SQL error)
 		{"gone", "[]"},
 		{"nothing*", "[]"},
 	} {
 		if got := fmt.Sprint(listNames(t, s, tc.pattern)); got != tc.want {
 			t.Errorf("ListTemplates(%q) = %s, want %s", tc.pattern, got, tc.want)
 		}
+	}
+	err := s.ListTemplates(ctx, "hello-world", func(w *template.WorkflowTemplate) error {
+		if w.Id == "" || w.Name != "hello-world" || w.CreatedAt == nil || w.UpdatedAt == nil || w.Data != "" || w.DeletedAt != nil {
+			t.Errorf("listed %v, want id, name and times only", w)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	stop := errors.New("stop")
 	if err := s.ListTemplates(ctx, "*", func(*template.WorkflowTemplate) error { return stop }); !errors.Is(err, stop) {
@@ -164,19 +181,22 @@ func TestListTemplatesPages(t *testing.T) {
 	}
 }
 
-func TestLikePattern(t *testing.T) {
-	for glob, want := range map[string]string{
-		"":          "",
-		"abc":       "abc",
-		"a*b?c":     "a%b_c",
-		"a_b%c":     `a\_b\%c`,
-		`a\*b\?`:    "a*b?",
-		`a\\b`:      `a\\b`,
-		`a\_`:       `a\_`,
-		`trailing\`: `trailing\\`,
+func TestILikePattern(t *testing.T) {
+	for name, want := range map[string]string{
+		"":            "%",
+		"*":           "%",
+		"abc":         "abc",
+		"HELLO*":      "HELLO%",
+		"a*b?c":       "a%b?c",
+		"a_b%c":       "a_b%c",
+		`a\*b`:        `a\%b`, // as v0.6: the * is replaced first
+		`a\\b`:        `a\\b`,
+		`trailing\`:   `trailing\\`,
+		`trailing\\`:  `trailing\\`,
+		`trailing\\\`: `trailing\\\\`,
 	} {
-		if got := likePattern(glob); got != want {
-			t.Errorf("likePattern(%q) = %q, want %q", glob, got, want)
+		if got := ilikePattern(name); got != want {
+			t.Errorf("ilikePattern(%q) = %q, want %q", name, got, want)
 		}
 	}
 }
