@@ -49,7 +49,9 @@ type HardwareServiceClient interface {
 	// All streams every stored record.
 	All(ctx context.Context, in *Empty, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Hardware], error)
 	// DeprecatedWatch streams the record named by the request each time it
-	// changes (kept for v0.6 clients; Watch is the one to use).
+	// changes after the call, nothing before (as v0.6), and ends with
+	// NotFound when the record is deleted (kept for v0.6 clients; Watch is
+	// the one to use).
 	DeprecatedWatch(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Hardware], error)
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*Empty, error)
 	// herd addition. Watch sends every stored record as ADDED, then one
@@ -186,7 +188,9 @@ type HardwareServiceServer interface {
 	// All streams every stored record.
 	All(*Empty, grpc.ServerStreamingServer[Hardware]) error
 	// DeprecatedWatch streams the record named by the request each time it
-	// changes (kept for v0.6 clients; Watch is the one to use).
+	// changes after the call, nothing before (as v0.6), and ends with
+	// NotFound when the record is deleted (kept for v0.6 clients; Watch is
+	// the one to use).
 	DeprecatedWatch(*GetRequest, grpc.ServerStreamingServer[Hardware]) error
 	Delete(context.Context, *DeleteRequest) (*Empty, error)
 	// herd addition. Watch sends every stored record as ADDED, then one

@@ -114,8 +114,12 @@ func (h *Hardware) Delete(ctx context.Context, req *hardware.DeleteRequest) (*ha
 	return &hardware.Empty{}, nil
 }
 
-// DeprecatedWatch sends the named record now and after each change, and
-// ends with NotFound when it is deleted.
+// DeprecatedWatch sends the named record each time it changes after the
+// call, as Tinkerbell v0.6 did: nothing on subscribe, the record after each
+// push (or netboot switch), and the end of the stream with NotFound when it
+// is deleted. Unlike v0.6, an id that names no record is NotFound at once
+// (v0.6 waited for a first push), and two watchers of one id both get the
+// changes (v0.6 ended the older stream with "evicted").
 func (h *Hardware) DeprecatedWatch(req *hardware.GetRequest, stream hardware.HardwareService_DeprecatedWatchServer) error {
 	if err := requireID("id", req.GetId()); err != nil {
 		return err
@@ -123,17 +127,28 @@ func (h *Hardware) DeprecatedWatch(req *hardware.GetRequest, stream hardware.Har
 	changes, cancel := h.notify.Subscribe(store.ChannelHardware)
 	defer cancel()
 	ctx := stream.Context()
+	// Subscribed before this read, so no change after it is missed.
+	last, err := h.store.HardwareByID(ctx, req.GetId())
+	if err != nil {
+		return err
+	}
 	for {
+		if err := waitFor(ctx, changes, req.GetId()); err != nil {
+			return err
+		}
 		hw, err := h.store.HardwareByID(ctx, req.GetId())
 		if err != nil {
 			return err
 		}
+		// A resync ("" on the feed), or the notice of a change already
+		// read, finds the record as last sent: nothing to say.
+		if proto.Equal(hw, last) {
+			continue
+		}
 		if err := stream.Send(hw); err != nil {
 			return err
 		}
-		if err := waitFor(ctx, changes, req.GetId()); err != nil {
-			return err
-		}
+		last = hw
 	}
 }
 
