@@ -301,6 +301,35 @@ func TestWorkflowDataRoundTrip(t *testing.T) {
 	}
 }
 
+// TestEmptyWorkflowData: the server sends empty data for a workflow that
+// has none (as Tinkerbell v0.6); the actions find {} in /workflow/data,
+// and the first version sent is the first change an action makes.
+func TestEmptyWorkflowData(t *testing.T) {
+	s := &fakeServer{actions: []*workflow.WorkflowAction{act("a", "check"), act("b", "write"), act("c", "check")}}
+	var seen []string
+	r := newFakeRuntime(map[string]script{
+		"check": func(_ context.Context, _ Container, dir string) ([]string, int64) {
+			b, _ := readFile(dir + "/" + DataFile)
+			seen = append(seen, b)
+			return nil, 0
+		},
+		"write": writeData(`{"disk":"/dev/sda"}`),
+	})
+	w := newWorker(t, s, r)
+	if _, err := w.RunWorkflow(context.Background(), pending()); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.trail(); !slices.Equal(got, []string{"a:RUNNING", "a:SUCCESS", "b:RUNNING", "b:SUCCESS", "c:RUNNING", "c:SUCCESS"}) {
+		t.Fatalf("reports %q: %s", got, s.last().GetMessage())
+	}
+	if !slices.Equal(seen, []string{`{}`, `{"disk":"/dev/sda"}`}) {
+		t.Errorf("the actions saw %q, want {} then the written data", seen)
+	}
+	if s.updates != 1 || string(s.data) != `{"disk":"/dev/sda"}` {
+		t.Errorf("updates %d, server data %s: want one update, b's", s.updates, s.data)
+	}
+}
+
 func TestStopWhileRunning(t *testing.T) {
 	s := &fakeServer{actions: []*workflow.WorkflowAction{act("a", "block"), act("b", "ok")}}
 	started := make(chan struct{})

@@ -10,15 +10,17 @@ import (
 )
 
 // WorkflowData returns a version of a workflow's data (0: the latest) and
-// the version returned. A workflow without data yet has "{}" at version 0.
-// A version dropped from the bounded history, or never written, is
+// the version returned. A workflow without data yet has empty data at
+// version 0, as in Tinkerbell v0.6: its worker then starts the data file
+// with {} and sends it as version 1, and herd's versions line up with
+// v0.6's. A version dropped from the bounded history, or never written, is
 // ErrNotFound.
 func (s *Store) WorkflowData(ctx context.Context, id string, version int32) ([]byte, int32, error) {
 	return s.workflowData(ctx, id, version, "data")
 }
 
 // WorkflowMetadata is WorkflowData for the metadata stored with each
-// version (who changed the data).
+// version (who changed the data); empty too while there is no version.
 func (s *Store) WorkflowMetadata(ctx context.Context, id string, version int32) ([]byte, int32, error) {
 	return s.workflowData(ctx, id, version, "metadata")
 }
@@ -39,7 +41,7 @@ func (s *Store) workflowData(ctx context.Context, id string, version int32, colu
 		err = s.db.QueryRowContext(ctx, `SELECT `+column+`, version FROM workflow_data
 			WHERE workflow_id = $1 ORDER BY version DESC LIMIT 1`, id).Scan(&b, &v)
 		if errors.Is(err, sql.ErrNoRows) {
-			return []byte("{}"), 0, nil
+			return []byte{}, 0, nil
 		}
 	} else {
 		err = s.db.QueryRowContext(ctx, `SELECT `+column+`, version FROM workflow_data
