@@ -51,6 +51,7 @@ type settings struct {
 	trustedProxies      string
 	logLevel, logFormat string
 	showVersion         bool
+	healthcheck         bool
 }
 
 func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) (settings, error) {
@@ -58,8 +59,9 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	fs := flag.NewFlagSet("herd-metadata", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: herd-metadata [flags]\n\n"+
-			"Serves each machine its own metadata, found by the request's source address.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: herd-metadata [flags] [healthcheck]\n\n"+
+			"Serves each machine its own metadata, found by the request's source address.\n"+
+			"healthcheck exits 0 when the herd-metadata listening on --metadata-addr answers /healthz (for container health checks).\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&s.httpAddr, "metadata-addr", ":50061", "HTTP listen address (named apart from herd-server's --http-addr so one environment can hold both): EC2-style metadata, /metadata, /metrics, /healthz, /version")
@@ -71,7 +73,9 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	if err := config.Parse(fs, args, "HERD_", connect.Lookup(lookup)); err != nil {
 		return s, err
 	}
-	if fs.NArg() > 0 {
+	if fs.NArg() == 1 && fs.Arg(0) == "healthcheck" {
+		s.healthcheck = true
+	} else if fs.NArg() > 0 {
 		return s, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	return s, nil
@@ -87,6 +91,9 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if s.showVersion {
 		fmt.Fprintln(stderr, "herd-metadata", version.String())
 		return nil
+	}
+	if s.healthcheck {
+		return observe.Probe(ctx, s.httpAddr)
 	}
 	log, err := logging.New(stderr, s.logLevel, s.logFormat)
 	if err != nil {

@@ -65,8 +65,9 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	fs := flag.NewFlagSet("herd-server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: herd-server [flags] [serve|migrate|version]\n\n"+
-			"serve (default) applies pending migrations and serves the API; migrate only applies them.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: herd-server [flags] [serve|migrate|version|healthcheck]\n\n"+
+			"serve (default) applies pending migrations and serves the API; migrate only applies them;\n"+
+			"healthcheck exits 0 when the server listening on --http-addr answers /healthz (for container health checks).\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&s.grpcAddr, "grpc-addr", ":42113", "gRPC (TLS) listen address")
@@ -119,9 +120,11 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	case "version":
 		fmt.Fprintln(stderr, "herd-server", version.String())
 		return nil
+	case "healthcheck":
+		return observe.Probe(ctx, s.httpAddr)
 	case "migrate", "serve":
 	default:
-		return fmt.Errorf("unknown command %q: want serve, migrate or version", cmd)
+		return fmt.Errorf("unknown command %q: want serve, migrate, version or healthcheck", cmd)
 	}
 
 	st, err := store.Open(ctx, s.dbURL, store.Options{MaxDataVersions: s.maxDataVersions, MaxDataBytes: s.maxDataBytes, MaxConns: s.dbMaxConns, Logger: log})
