@@ -28,6 +28,8 @@ vet:
 	@for m in $(MODULES); do \
 		(cd $$m && GOWORK=off go mod tidy -diff >/dev/null) || { echo "$$m/go.mod is not tidy: cd $$m && GOWORK=off go mod tidy"; exit 1; }; \
 	done
+	@# Every shell script of the tree (*.sh, *.bash, a sh or bash #! line).
+	./scripts/shellcheck.sh
 
 # Regenerates into a scratch directory and fails when the committed code
 # differs: the generated code must come from the committed .proto files.
