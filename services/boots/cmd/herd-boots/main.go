@@ -33,6 +33,7 @@ import (
 	"github.com/herd-metal/herd/services/boots/internal/bootevents"
 	"github.com/herd-metal/herd/services/boots/internal/dhcp"
 	"github.com/herd-metal/herd/services/boots/internal/httpd"
+	"github.com/herd-metal/herd/services/boots/internal/leases"
 	"github.com/herd-metal/herd/services/boots/internal/script"
 	"github.com/herd-metal/herd/services/boots/internal/syslog"
 	"github.com/herd-metal/herd/services/boots/internal/tftp"
@@ -212,8 +213,24 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if err != nil {
 		return err
 	}
-	dh := dhcp.NewHandler(dhcp.Config{Mode: mode, ServerID: public, UserClass: s.userClass, DefaultLease: s.leaseTime, DefaultDomain: s.domain,
-		Boot: dhcp.BootConfig{NextServer: public, HTTPBase: baseURL}}, inv, log, reg)
+	// What DHCP replies may not be sent to: boots' own address and the
+	// serving interface's subnets' network and broadcast addresses.
+	var link dhcp.Link
+	if s.dhcpAddr != "off" {
+		if link, err = dhcp.LinkOf(s.dhcpIface, public); err != nil {
+			return err
+		}
+	}
+	dcfg := dhcp.Config{Mode: mode, ServerID: public, UserClass: s.userClass, DefaultLease: s.leaseTime, DefaultDomain: s.domain,
+		Boot: dhcp.BootConfig{NextServer: public, HTTPBase: baseURL}, Link: link}
+	// Proxy mode: the addresses machines take from the other DHCP server,
+	// their own addresses for boot events and syslog.
+	var book *leases.Book
+	if mode == dhcp.Proxy {
+		book = leases.New(leaseBookSize, s.leaseTime)
+		dcfg.Leases = book
+	}
+	dh := dhcp.NewHandler(dcfg, inv, log, reg)
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return inv.Run(ctx, hardware.NewHardwareServiceClient(conn)) })
@@ -290,6 +307,10 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		"registry", s.registry, "registry_user", s.registryUser, "registry_password_set", s.registryPassword != "")
 	return g.Wait()
 }
+
+// leaseBookSize bounds the proxy-mode addresses remembered; DHCP learns
+// only MACs the inventory has.
+const leaseBookSize = 1 << 17
 
 // checkRegistry refuses registry credentials that could not work: one
 // without the other, either without a registry, or a value the kernel

@@ -1,6 +1,6 @@
 // Package dhcp is herd-boots' DHCP: which firmware is asking (Classify),
 // what it should boot (Decide), the reply for reservation or proxy mode
-// (Reply), where the reply goes (Destination), and the server that puts
+// (Reply), where the reply goes (Route), and the server that puts
 // them on one interface. The decisions are pure functions over the parsed
 // request; only Server touches the network.
 package dhcp

@@ -7,12 +7,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/herd-metal/herd/pkg/inventory"
 	"github.com/herd-metal/herd/proto/hardware"
@@ -179,14 +181,26 @@ func testHandler(mode Mode) *Handler {
 }
 
 // roundTrip runs req's bytes through the handler and parses the reply's
-// bytes back.
+// bytes back. req comes from where such a packet would: a relay (giaddr)
+// from its port 67, a client with an address (ciaddr) from it, else from
+// 0.0.0.0:68.
 func roundTrip(t *testing.T, h *Handler, req *dhcpv4.DHCPv4, onPXEPort bool) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	t.Helper()
-	reply, dst := h.Handle(mustParse(t, req.ToBytes()), &net.UDPAddr{IP: net.IPv4bcast, Port: 68}, onPXEPort)
+	reply, dst := h.Handle(mustParse(t, req.ToBytes()), senderOf(req), onPXEPort)
 	if reply == nil {
 		return nil, nil
 	}
 	return mustParse(t, reply.ToBytes()), dst
+}
+
+func senderOf(req *dhcpv4.DHCPv4) *net.UDPAddr {
+	switch {
+	case req.GatewayIPAddr != nil && !req.GatewayIPAddr.IsUnspecified():
+		return &net.UDPAddr{IP: req.GatewayIPAddr, Port: ServerPort}
+	case req.ClientIPAddr != nil && !req.ClientIPAddr.IsUnspecified():
+		return &net.UDPAddr{IP: req.ClientIPAddr, Port: ClientPort}
+	}
+	return &net.UDPAddr{IP: net.IPv4zero, Port: ClientPort}
 }
 
 func TestReservationReply(t *testing.T) {
@@ -326,28 +340,136 @@ func TestRelay(t *testing.T) {
 	}
 }
 
-func TestDestination(t *testing.T) {
-	mk := func(mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 { return packet(t, macBIOS, mods...) }
-	offer, _ := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeOffer))
-	nak, _ := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeNak))
-	peer := &net.UDPAddr{IP: net.IPv4(10, 0, 5, 77), Port: 68}
+// forged is the golden PXE DISCOVER's bytes with its message type,
+// ciaddr and giaddr set as a forger would: real packet bytes, parsed as
+// Serve parses them.
+func forged(t testing.TB, mt dhcpv4.MessageType, ciaddr, giaddr string) *dhcpv4.DHCPv4 {
+	t.Helper()
+	b := goldenPXEDiscover(t)
+	copy(b[12:16], net.ParseIP(ciaddr).To4())
+	copy(b[24:28], net.ParseIP(giaddr).To4())
+	b[240+2] = byte(mt) // option 53 is the first option
+	var m dhcpv4.DHCPv4
+	if err := parseInto(&m, b); err != nil {
+		t.Fatal(err)
+	}
+	return &m
+}
+
+var testLink = Link{Self: netip.MustParseAddr("10.0.5.1"), Prefixes: []netip.Prefix{netip.MustParsePrefix("10.0.5.0/24")}}
+
+// TestRoute: where each reply goes (RFC 2131 4.1), and that a forged
+// giaddr or ciaddr never aims one at a broadcast, multicast, loopback or
+// other special address (issue 14, finding 5): those requests get no reply.
+func TestRoute(t *testing.T) {
+	const (
+		discover = dhcpv4.MessageTypeDiscover
+		request  = dhcpv4.MessageTypeRequest
+		inform   = dhcpv4.MessageTypeInform
+	)
 	tests := []struct {
-		name    string
-		req     *dhcpv4.DHCPv4
-		reply   *dhcpv4.DHCPv4
-		pxePort bool
-		want    string
+		name           string
+		mt             dhcpv4.MessageType
+		ciaddr, giaddr string
+		from           string
+		pxePort, nak   bool
+		want           string // destination, or "refused FIELD"
 	}{
-		{"no address: broadcast", mk(), offer, false, "255.255.255.255:68"},
-		{"relayed", mk(dhcpv4.WithRelay(net.IPv4(10, 9, 0, 1))), offer, false, "10.9.0.1:67"},
-		{"relayed NAK still via relay", mk(dhcpv4.WithRelay(net.IPv4(10, 9, 0, 1))), nak, false, "10.9.0.1:67"},
-		{"renewing client", mk(dhcpv4.WithClientIP(net.IPv4(10, 0, 5, 10))), offer, false, "10.0.5.10:68"},
-		{"NAK to a renewing client: broadcast", mk(dhcpv4.WithClientIP(net.IPv4(10, 0, 5, 10))), nak, false, "255.255.255.255:68"},
-		{"PXE port: back to sender", mk(), offer, true, "10.0.5.77:68"},
+		{"no address: broadcast", discover, "0.0.0.0", "0.0.0.0", "0.0.0.0:68", false, false, "255.255.255.255:68"},
+		{"relayed, from giaddr", discover, "0.0.0.0", "10.9.0.1", "10.9.0.1:67", false, false, "10.9.0.1:67"},
+		{"relayed from another of the relay's addresses", discover, "0.0.0.0", "10.9.0.1", "10.0.5.250:67", false, false, "10.9.0.1:67"},
+		{"relayed NAK still via relay", request, "0.0.0.0", "10.9.0.1", "10.9.0.1:67", false, true, "10.9.0.1:67"},
+		{"relayed renewal keeps its ciaddr off-link", request, "10.9.0.20", "10.9.0.1", "10.9.0.1:67", false, false, "10.9.0.1:67"},
+		{"renewing client", request, "10.0.5.10", "0.0.0.0", "10.0.5.10:68", false, false, "10.0.5.10:68"},
+		{"renewing client routed from another subnet", request, "10.9.0.20", "0.0.0.0", "10.9.0.20:68", false, false, "10.9.0.20:68"},
+		{"NAK to a renewing client: broadcast", request, "10.0.5.10", "0.0.0.0", "10.0.5.10:68", false, true, "255.255.255.255:68"},
+		{"PXE port: back to sender", request, "0.0.0.0", "0.0.0.0", "10.0.5.77:68", true, false, "10.0.5.77:68"},
+		{"PXE port with the relayed exchange's giaddr: back to sender", request, "10.9.0.77", "10.9.0.1", "10.9.0.77:4011", true, false, "10.9.0.77:4011"},
+		{"INFORM: to ciaddr", inform, "10.0.5.10", "0.0.0.0", "10.0.5.10:68", false, false, "10.0.5.10:68"},
+		{"INFORM without ciaddr: to its sender, not broadcast", inform, "0.0.0.0", "0.0.0.0", "10.0.5.66:68", false, false, "10.0.5.66:68"},
+
+		{"giaddr broadcast", discover, "0.0.0.0", "255.255.255.255", "10.0.5.66:67", false, false, "refused giaddr"},
+		{"giaddr multicast", discover, "0.0.0.0", "224.0.0.1", "10.0.5.66:67", false, false, "refused giaddr"},
+		{"giaddr loopback", discover, "0.0.0.0", "127.0.0.1", "10.0.5.66:67", false, false, "refused giaddr"},
+		{"giaddr the subnet's broadcast", discover, "0.0.0.0", "10.0.5.255", "10.0.5.66:67", false, false, "refused giaddr"},
+		{"giaddr the subnet's network address", discover, "0.0.0.0", "10.0.5.0", "10.0.5.66:67", false, false, "refused giaddr"},
+		{"giaddr boots itself", discover, "0.0.0.0", "10.0.5.1", "10.0.5.66:67", false, false, "refused giaddr"},
+		{"giaddr in 0/8", discover, "0.0.0.0", "0.1.2.3", "10.0.5.66:67", false, false, "refused giaddr"},
+		{"giaddr link-local", discover, "0.0.0.0", "169.254.1.1", "10.0.5.66:67", false, false, "refused giaddr"},
+		{"giaddr reserved", discover, "0.0.0.0", "240.0.0.1", "10.0.5.66:67", false, false, "refused giaddr"},
+		{"giaddr broadcast, NAK", request, "0.0.0.0", "255.255.255.255", "10.0.5.66:67", false, true, "refused giaddr"},
+		{"giaddr broadcast on the PXE port", request, "0.0.0.0", "255.255.255.255", "10.0.5.66:4011", true, false, "refused giaddr"},
+		{"giaddr from a client's port: no relay", discover, "0.0.0.0", "10.9.0.1", "10.0.5.66:68", false, false, "refused giaddr"},
+		{"INFORM ciaddr broadcast", inform, "255.255.255.255", "0.0.0.0", "10.0.5.66:68", false, false, "refused ciaddr"},
+		{"INFORM ciaddr the subnet's broadcast", inform, "10.0.5.255", "0.0.0.0", "10.0.5.255:68", false, false, "refused ciaddr"},
+		{"INFORM ciaddr loopback", inform, "127.0.0.1", "0.0.0.0", "10.0.5.66:68", false, false, "refused ciaddr"},
+		{"INFORM ciaddr multicast", inform, "224.0.0.1", "0.0.0.0", "10.0.5.66:68", false, false, "refused ciaddr"},
+		{"INFORM ciaddr another host's", inform, "10.0.5.10", "0.0.0.0", "10.0.5.66:68", false, false, "refused ciaddr"},
+		{"INFORM from no address, no ciaddr", inform, "0.0.0.0", "0.0.0.0", "0.0.0.0:68", false, false, "refused ciaddr"},
+		{"DISCOVER ciaddr multicast", discover, "239.1.2.3", "0.0.0.0", "0.0.0.0:68", false, false, "refused ciaddr"},
+		{"REQUEST ciaddr broadcast, NAK", request, "255.255.255.255", "0.0.0.0", "0.0.0.0:68", false, true, "refused ciaddr"},
+		{"relayed, ciaddr loopback", request, "127.0.0.1", "10.9.0.1", "10.9.0.1:67", false, false, "refused ciaddr"},
 	}
 	for _, tt := range tests {
-		if got := Destination(tt.req, tt.reply, peer, tt.pxePort).String(); got != tt.want {
-			t.Errorf("%s: %s, want %s", tt.name, got, tt.want)
+		t.Run(tt.name, func(t *testing.T) {
+			req := forged(t, tt.mt, tt.ciaddr, tt.giaddr)
+			to, bad := Route(req, netip.MustParseAddrPort(tt.from), tt.pxePort, tt.nak, testLink)
+			got := to.String()
+			if bad.Why != "" {
+				got = "refused " + bad.Field
+				if to.IsValid() {
+					t.Errorf("refused, yet a destination %s", to)
+				}
+			}
+			if got != tt.want {
+				t.Fatalf("%s (%v), want %s", got, bad, tt.want)
+			}
+		})
+	}
+}
+
+func TestLastOf(t *testing.T) {
+	for p, want := range map[string]string{"10.0.5.0/24": "10.0.5.255", "10.0.0.0/20": "10.0.15.255", "10.0.0.0/8": "10.255.255.255",
+		"10.1.2.3/30": "10.1.2.3", "0.0.0.0/0": "255.255.255.255", "10.0.5.9/23": "10.0.5.255"} {
+		if got := lastOf(netip.MustParsePrefix(p)).String(); got != want {
+			t.Errorf("lastOf(%s) = %s, want %s", p, got, want)
+		}
+	}
+	// /31 and /32 have no broadcast address (RFC 3021): both are hosts.
+	l := Link{Prefixes: []netip.Prefix{netip.MustParsePrefix("10.0.7.0/31")}}
+	if why := unusable(netip.MustParseAddr("10.0.7.1"), l); why != "" {
+		t.Errorf("10.0.7.1 on a /31: %s", why)
+	}
+}
+
+// TestHandleRefusesForgedAddresses: through the handler, forged requests
+// get no reply and are counted as bad_address.
+func TestHandleRefusesForgedAddresses(t *testing.T) {
+	for _, mode := range []Mode{Reservation, Proxy} {
+		h := testHandler(mode)
+		h.cfg.Link = testLink
+		for _, tt := range []struct {
+			mt             dhcpv4.MessageType
+			ciaddr, giaddr string
+			from           string
+		}{
+			{dhcpv4.MessageTypeDiscover, "0.0.0.0", "255.255.255.255", "10.0.5.66:67"},
+			{dhcpv4.MessageTypeDiscover, "0.0.0.0", "224.0.0.1", "10.0.5.66:67"},
+			{dhcpv4.MessageTypeDiscover, "0.0.0.0", "10.0.5.255", "10.0.5.66:67"},
+			{dhcpv4.MessageTypeDiscover, "0.0.0.0", "127.0.0.1", "10.0.5.66:67"},
+			{dhcpv4.MessageTypeInform, "255.255.255.255", "0.0.0.0", "10.0.5.66:68"},
+		} {
+			req := forged(t, tt.mt, tt.ciaddr, tt.giaddr)
+			if out, to := h.AppendHandle(nil, req, netip.MustParseAddrPort(tt.from), false); out != nil {
+				t.Errorf("%s: %s ciaddr %s giaddr %s answered to %s", mode, tt.mt, tt.ciaddr, tt.giaddr, to)
+			}
+		}
+		if got := testutil.ToFloat64(h.packets.WithLabelValues("DISCOVER", OutcomeBadAddress)); got != 4 {
+			t.Errorf("%s: bad_address DISCOVERs counted %v, want 4", mode, got)
+		}
+		// The same DISCOVER, relayed properly, is answered through the relay.
+		if out, to := h.AppendHandle(nil, forged(t, dhcpv4.MessageTypeDiscover, "0.0.0.0", "10.9.0.1"), netip.MustParseAddrPort("10.9.0.1:67"), false); out == nil || to.String() != "10.9.0.1:67" {
+			t.Errorf("%s: relayed DISCOVER: reply %v to %s", mode, out != nil, to)
 		}
 	}
 }
@@ -374,23 +496,65 @@ func FuzzHandle(f *testing.F) {
 	} {
 		f.Add(m.ToBytes())
 	}
+	f.Add(forged(f, dhcpv4.MessageTypeInform, "255.255.255.255", "0.0.0.0").ToBytes())
+	f.Add(forged(f, dhcpv4.MessageTypeDiscover, "0.0.0.0", "10.0.5.255").ToBytes())
 	hr, hp := testHandler(Reservation), testHandler(Proxy)
+	hr.cfg.Link, hp.cfg.Link = testLink, testLink
 	f.Fuzz(func(t *testing.T, b []byte) {
 		req, err := dhcpv4.FromBytes(b)
 		if err != nil {
 			return
 		}
+		peers := []*net.UDPAddr{senderOf(req), {IP: net.IPv4zero, Port: 68}, {IP: net.IPv4(10, 0, 5, 66), Port: 67}, {IP: net.IPv4(10, 0, 5, 66), Port: 68}}
 		for _, h := range []*Handler{hr, hp} {
 			for _, port := range []bool{false, true} {
-				if reply, dst := h.Handle(req, &net.UDPAddr{IP: net.IPv4bcast, Port: 68}, port); reply != nil {
-					if dst == nil {
-						t.Fatal("reply without destination")
-					}
-					if _, err := dhcpv4.FromBytes(reply.ToBytes()); err != nil {
-						t.Fatalf("reply does not parse: %v", err)
+				for _, peer := range peers {
+					if reply, dst := h.Handle(req, peer, port); reply != nil {
+						if dst == nil {
+							t.Fatal("reply without destination")
+						}
+						// Never where a forged packet could aim it: only
+						// the link's broadcast to clients' port, or a
+						// usable unicast address.
+						to := dst.AddrPort()
+						if to != netip.AddrPortFrom(bcast4, ClientPort) && unusable(to.Addr(), testLink) != "" {
+							t.Fatalf("reply to %s: %s", to, unusable(to.Addr(), testLink))
+						}
+						if _, err := dhcpv4.FromBytes(reply.ToBytes()); err != nil {
+							t.Fatalf("reply does not parse: %v", err)
+						}
 					}
 				}
 			}
 		}
 	})
+}
+
+type learned map[string]netip.Addr
+
+func (l learned) Learn(mac net.HardwareAddr, ip netip.Addr) { l[mac.String()] = ip }
+
+// TestProxyLearnsLeases: in proxy mode, the address a known MAC requests
+// from the other server is learned (the HTTP and syslog sides' "own
+// address"); unknown MACs and unusable addresses are not.
+func TestProxyLearnsLeases(t *testing.T) {
+	h := testHandler(Proxy)
+	book := learned{}
+	h.cfg.Link, h.cfg.Leases = testLink, book
+	req := func(mac net.HardwareAddr, want string) *dhcpv4.DHCPv4 {
+		return packet(t, mac, dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), arch(iana.EFI_X86_64),
+			dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP(want))), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IPv4(10, 0, 5, 2))))
+	}
+	roundTrip(t, h, req(macBIOS, "10.0.5.150"), false)
+	roundTrip(t, h, req(macOther, "10.0.5.151"), false)
+	roundTrip(t, h, req(macNoPXE, "10.0.5.255"), false)
+	if len(book) != 1 || book[macBIOS.String()] != netip.MustParseAddr("10.0.5.150") {
+		t.Fatalf("learned %v, want only %s at 10.0.5.150", book, macBIOS)
+	}
+	hr := testHandler(Reservation)
+	hr.cfg.Leases = book
+	roundTrip(t, hr, req(macNoPXE, "10.0.5.11"), false)
+	if len(book) != 1 {
+		t.Fatalf("reservation mode learned: %v", book)
+	}
 }

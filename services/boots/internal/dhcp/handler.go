@@ -30,6 +30,19 @@ type Config struct {
 	UserClass     string
 	DefaultLease  time.Duration
 	DefaultDomain string
+	// Link is the serving network, for Route's checks of where a reply
+	// may go.
+	Link Link
+	// Leases, when set, learns in proxy mode the address each known MAC
+	// takes from the other DHCP server (its DHCPREQUEST's requested
+	// address or ciaddr), so that the HTTP and syslog sides can tell the
+	// machine's own address.
+	Leases LeaseBook
+}
+
+// LeaseBook takes the addresses proxy mode sees known machines take.
+type LeaseBook interface {
+	Learn(mac net.HardwareAddr, ip netip.Addr)
 }
 
 // Handler answers DHCP requests from the inventory.
@@ -66,6 +79,9 @@ const (
 	OutcomeNak         = "nak"
 	OutcomeOtherServer = "other_server"
 	OutcomeBadRecord   = "bad_record"
+	// OutcomeBadAddress: the request's giaddr or ciaddr is no place for a
+	// reply (Route): no answer.
+	OutcomeBadAddress = "bad_address"
 )
 
 // outcome indexes outcomeNames (the counter cache's second key).
@@ -80,11 +96,12 @@ const (
 	outNak
 	outOtherServer
 	outBadRecord
+	outBadAddress
 	numOutcomes
 )
 
 var outcomeNames = [numOutcomes]string{OutcomeUnknownMAC, OutcomeNoBoot, OutcomeBoot, OutcomeLeaseOnly,
-	OutcomeIgnored, OutcomeNak, OutcomeOtherServer, OutcomeBadRecord}
+	OutcomeIgnored, OutcomeNak, OutcomeOtherServer, OutcomeBadRecord, OutcomeBadAddress}
 
 func (h *Handler) count(mt dhcpv4.MessageType, o outcome) {
 	slot := &h.counters[byte(mt)][o]
@@ -203,17 +220,20 @@ func (h *Handler) Handle(req *dhcpv4.DHCPv4, peer *net.UDPAddr, onPXEPort bool) 
 }
 
 // AppendHandle appends the wire bytes of the reply to req to dst and says
-// where they go; it returns nil when boots stays silent.
+// where they go (Route); it returns nil when boots stays silent. peer is
+// where req came from.
 func (h *Handler) AppendHandle(dst []byte, req *dhcpv4.DHCPv4, peer netip.AddrPort, onPXEPort bool) ([]byte, netip.AddrPort) {
-	out, mt, o := h.decide(dst, req, onPXEPort)
+	peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
+	out, mt, o := h.decide(dst, req, peer, onPXEPort)
 	h.count(msgType(req), o)
 	if out == nil {
 		return nil, netip.AddrPort{}
 	}
-	return out, destination(req, mt, netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port()), onPXEPort)
+	to, _ := Route(req, peer, onPXEPort, mt == dhcpv4.MessageTypeNak, h.cfg.Link)
+	return out, to
 }
 
-func (h *Handler) decide(dst []byte, req *dhcpv4.DHCPv4, onPXEPort bool) ([]byte, dhcpv4.MessageType, outcome) {
+func (h *Handler) decide(dst []byte, req *dhcpv4.DHCPv4, peer netip.AddrPort, onPXEPort bool) ([]byte, dhcpv4.MessageType, outcome) {
 	if req.OpCode != dhcpv4.OpcodeBootRequest || len(req.ClientHWAddr) != 6 {
 		return nil, 0, outIgnored
 	}
@@ -226,6 +246,20 @@ func (h *Handler) decide(dst []byte, req *dhcpv4.DHCPv4, onPXEPort bool) ([]byte
 		mt = dhcpv4.MessageTypeAck
 	default: // RELEASE, DECLINE, replies from other servers, BOOTP
 		return nil, 0, outIgnored
+	}
+	// Where the reply would go is checked before anything else: a request
+	// whose giaddr or ciaddr no reply may go to is not answered at all
+	// (whether a NAK would go elsewhere does not matter).
+	if _, bad := Route(req, peer, onPXEPort, false, h.cfg.Link); bad.Why != "" {
+		if h.log.Enabled(context.Background(), slog.LevelDebug) {
+			h.log.Debug("dhcp: the request's addresses allow no reply: no answer", "mac", req.ClientHWAddr.String(), "xid", req.TransactionID.String(),
+				"type", reqType.String(), "giaddr", req.GatewayIPAddr.String(), "ciaddr", req.ClientIPAddr.String(), "from", peer.String(),
+				"refused", bad.String())
+		}
+		return nil, 0, outBadAddress
+	}
+	if h.cfg.Mode == Proxy && reqType == dhcpv4.MessageTypeRequest && h.cfg.Leases != nil {
+		h.learn(req)
 	}
 	mac := req.ClientHWAddr
 	c := Classify(req, h.cfg.UserClass)
@@ -305,6 +339,23 @@ func (h *Handler) decide(dst []byte, req *dhcpv4.DHCPv4, onPXEPort bool) ([]byte
 			"type", reqType.String(), "reply", mt.String(), "ip", ip.String(), "boot_file", boot.File, "decision", boot.Reason)
 	}
 	return out, mt, o
+}
+
+// learn notes the address a known MAC asks the other server for (proxy
+// mode): option 50 in SELECTING and INIT-REBOOT, else ciaddr (RFC 2131
+// 4.3.2). It is what the machine will most likely send from; an address
+// no reply could go to is never learned.
+func (h *Handler) learn(req *dhcpv4.DHCPv4) {
+	ip, ok := field4(optIP(req, dhcpv4.OptionRequestedIPAddress))
+	if !ok {
+		ip, ok = field4(req.ClientIPAddr)
+	}
+	if !ok || unusable(ip, h.cfg.Link) != "" {
+		return
+	}
+	if _, known := h.machines.ByMAC(req.ClientHWAddr); known {
+		h.cfg.Leases.Learn(req.ClientHWAddr, ip)
+	}
 }
 
 // msgType is req.MessageType() without its decoder's allocations.

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
-	"net/netip"
 	"strings"
 	"time"
 
@@ -307,42 +306,3 @@ const (
 	ClientPort = 68
 	PXEPort    = 4011
 )
-
-// Destination is where reply to req goes (RFC 2131 4.1), decided in this
-// one place: through the relay (giaddr, server port) when relayed; to the
-// sender when it asked on the PXE port (4011) or renews from a configured
-// address (ciaddr); else broadcast on the local link, since the client has
-// no address yet and boots does not write ARP entries.
-func Destination(req, reply *dhcpv4.DHCPv4, peer *net.UDPAddr, onPXEPort bool) *net.UDPAddr {
-	var p netip.AddrPort
-	if peer != nil {
-		p = peer.AddrPort()
-		p = netip.AddrPortFrom(p.Addr().Unmap(), p.Port())
-	}
-	return net.UDPAddrFromAddrPort(destination(req, reply.MessageType(), p, onPXEPort))
-}
-
-var bcast4 = netip.AddrFrom4([4]byte{255, 255, 255, 255})
-
-// addr4 is ip as a netip.Addr; ok is false for no address or 0.0.0.0.
-func addr4(ip net.IP) (netip.Addr, bool) {
-	a, ok := netip.AddrFromSlice(ip.To4())
-	return a, ok && !a.IsUnspecified()
-}
-
-// destination is Destination without allocations; peer is unmapped.
-func destination(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, peer netip.AddrPort, onPXEPort bool) netip.AddrPort {
-	if gi, ok := addr4(req.GatewayIPAddr); ok {
-		return netip.AddrPortFrom(gi, ServerPort)
-	}
-	if p := peer.Addr(); onPXEPort && p.IsValid() && !p.IsUnspecified() && p != bcast4 {
-		return peer
-	}
-	if mt == dhcpv4.MessageTypeNak {
-		return netip.AddrPortFrom(bcast4, ClientPort)
-	}
-	if ci, ok := addr4(req.ClientIPAddr); ok {
-		return netip.AddrPortFrom(ci, ClientPort)
-	}
-	return netip.AddrPortFrom(bcast4, ClientPort)
-}

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -180,3 +181,80 @@ func (n *NS) Do(f func() error) error {
 	}()
 	return (<-ch).err
 }
+
+// Frame is one Ethernet frame a Capture saw.
+type Frame struct {
+	At   time.Time
+	Data []byte
+}
+
+// Capture records every frame arriving on or leaving an interface inside
+// a namespace (an AF_PACKET socket), until the test ends.
+type Capture struct {
+	mu     sync.Mutex
+	frames []Frame
+	fd     int
+}
+
+// Capture starts recording ifname's frames.
+func (n *NS) Capture(ifname string) *Capture {
+	n.t.Helper()
+	c := &Capture{fd: -1}
+	err := n.Do(func() error {
+		ifc, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return err
+		}
+		proto := htons(unix.ETH_P_ALL)
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(proto))
+		if err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifc.Index}); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		// A read wakes up this often to notice the end of the test.
+		tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		c.fd = fd
+		return nil
+	})
+	if err != nil {
+		n.t.Fatalf("capture on %s in %s: %v", ifname, n.Name, err)
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		buf := make([]byte, 65536)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			k, _, err := unix.Recvfrom(c.fd, buf, 0)
+			if err != nil || k <= 0 {
+				continue
+			}
+			c.mu.Lock()
+			c.frames = append(c.frames, Frame{At: time.Now(), Data: append([]byte(nil), buf[:k]...)})
+			c.mu.Unlock()
+		}
+	}()
+	n.t.Cleanup(func() { close(done); <-stopped; unix.Close(c.fd) })
+	return c
+}
+
+// Frames is what the capture has seen so far.
+func (c *Capture) Frames() []Frame {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]Frame(nil), c.frames...)
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
