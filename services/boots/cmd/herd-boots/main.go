@@ -69,6 +69,7 @@ type settings struct {
 	logLevel, logFormat                       string
 	pprofAddr                                 string
 	showVersion                               bool
+	healthcheck                               bool
 }
 
 func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) (settings, error) {
@@ -76,9 +77,10 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	fs := flag.NewFlagSet("herd-boots", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: herd-boots [flags]\n\n"+
+		fmt.Fprintf(stderr, "Usage: herd-boots [flags] [healthcheck]\n\n"+
 			"Answers machines' network boot: DHCP, TFTP (iPXE binaries), HTTP iPXE scripts, syslog.\n"+
-			"Addresses set to \"off\" disable that service.\n\nFlags:\n")
+			"Addresses set to \"off\" disable that service.\n"+
+			"healthcheck exits 0 when the herd-boots listening on --http-addr answers /healthz (for container health checks).\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	s.conn.Register(fs, "herd-server admin token, needed to watch the hardware")
@@ -117,7 +119,9 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	if err := config.Parse(fs, args, "HERD_", connect.Lookup(lookup)); err != nil {
 		return s, err
 	}
-	if fs.NArg() > 0 {
+	if fs.NArg() == 1 && fs.Arg(0) == "healthcheck" {
+		s.healthcheck = true
+	} else if fs.NArg() > 0 {
 		return s, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	return s, nil
@@ -132,6 +136,9 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if s.showVersion {
 		fmt.Fprintln(stderr, "herd-boots", version.String())
 		return nil
+	}
+	if s.healthcheck {
+		return observe.Probe(ctx, s.httpAddr)
 	}
 	log, err := logging.New(stderr, s.logLevel, s.logFormat)
 	if err != nil {
