@@ -58,6 +58,8 @@ type settings struct {
 	httpAddr, publicURL                       string
 	dhcpMode, dhcpIface, dhcpAddr, pxeAddr    string
 	tftpAddr, syslogAddr                      string
+	syslogRate                                float64
+	syslogBurst                               int
 	ipxeDir, osieDir                          string
 	osieURL, osieKernel, osieInitrd           string
 	ipxeParams, userClass                     string
@@ -93,6 +95,8 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	fs.StringVar(&s.pxeAddr, "pxe-addr", "0.0.0.0:4011", "proxyDHCP boot server listen address (proxy mode only; on --dhcp-interface), or off")
 	fs.StringVar(&s.tftpAddr, "tftp-addr", "", "TFTP listen address (default PUBLIC-IP:69), or off")
 	fs.StringVar(&s.syslogAddr, "syslog-addr", "", "syslog (UDP) listen address (default PUBLIC-IP:514), or off")
+	fs.Float64Var(&s.syslogRate, "syslog-rate", 100, "syslog datagrams per second one source address may send on average (beyond it and --syslog-burst they are counted and dropped); 0: no limit")
+	fs.IntVar(&s.syslogBurst, "syslog-burst", 500, "syslog datagrams one source address may send at once before --syslog-rate applies")
 	fs.StringVar(&s.ipxeDir, "ipxe-dir", "/usr/lib/ipxe", "directory of iPXE binaries (undionly.kpxe, ipxe.efi, snponly.efi) served over TFTP and /ipxe/")
 	fs.StringVar(&s.osieDir, "osie-dir", "", "directory served as /osie/ (kernel and initramfs), optional")
 	fs.StringVar(&s.osieURL, "osie-url", "", "default OSIE base URL (default HTTP-PUBLIC-URL/osie); a hardware's netboot.osie.base_url wins")
@@ -307,7 +311,11 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		if err != nil {
 			return fmt.Errorf("syslog: %w", err)
 		}
-		g.Go(func() error { return syslog.Serve(ctx, pc, inv, log, reg) })
+		scfg := syslog.Config{Rate: s.syslogRate, Burst: s.syslogBurst}
+		if book != nil {
+			scfg.Leases = book
+		}
+		g.Go(func() error { return syslog.Serve(ctx, pc, scfg, inv, log, reg) })
 	}
 	log.Info("herd-boots serving", "version", version.String(), "public_ip", public.String(), "http", s.httpAddr, "base_url", baseURL,
 		"dhcp_mode", string(mode), "dhcp_interface", s.dhcpIface, "tftp", s.tftpAddr, "syslog", s.syslogAddr, "ipxe_params", string(params),
