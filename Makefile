@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/herd-metal/herd/pkg/version.Version=$(VERSION)
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build test deps vet check-proto proto bench-server bench-metadata bench-dhcp action-images osie osimage fuzz ipxe sandbox sandbox-down test-e2e clean
+.PHONY: all build test deps vet check-proto proto bench-server bench-metadata bench-dhcp action-images images osie osimage fuzz ipxe sandbox sandbox-down test-e2e clean
 
 all: build
 
@@ -102,6 +102,28 @@ action-images:
 		docker build -t $(if $(ACTION_REGISTRY),$(ACTION_REGISTRY)/)$$a:$(ACTION_TAG) .tmp/actions/$$a || exit 1; \
 		[ -z "$(ACTION_REGISTRY)" ] || docker push $(ACTION_REGISTRY)/$$a:$(ACTION_TAG) || exit 1; \
 	done
+
+# The images of deploy/'s stack (deploy/images/README.md), built with the
+# engine DOCKER_HOST names, classic builder, no network: herd-server (with
+# the herd CLI), herd-boots and herd-metadata FROM scratch from static
+# binaries, every time; postgres and registry from Debian's packages
+# (mmdebstrap), kept once built: IMAGE_REBUILD=1 builds them again. IMAGES
+# picks some. Prints each image's size.
+IMAGE_REPO ?= herd
+IMAGE_TAG ?= $(VERSION)
+IMAGE_REBUILD ?= 0
+IMAGES ?=
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+IMAGE_SOURCE ?= https://github.com/herd-metal/herd
+IMAGE_LDFLAGS := -s -w $(LDFLAGS) -X github.com/herd-metal/herd/pkg/version.Commit=$(REVISION)
+images:
+	@./scripts/deps.sh deploy/images/deps.txt
+	@mkdir -p .tmp/images/bin
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(IMAGE_LDFLAGS)' -o .tmp/images/bin/ \
+		./services/server/cmd/herd-server ./services/server/cmd/herd ./services/boots/cmd/herd-boots ./services/metadata/cmd/herd-metadata
+	@IMAGE_REPO='$(IMAGE_REPO)' IMAGE_TAG='$(IMAGE_TAG)' IMAGE_REBUILD='$(IMAGE_REBUILD)' BIN_DIR=$(CURDIR)/.tmp/images/bin \
+		VERSION='$(VERSION)' REVISION='$(REVISION)' IMAGE_SOURCE='$(IMAGE_SOURCE)' WORK_DIR=$(CURDIR)/.tmp/images \
+		./deploy/images/build.sh $(IMAGES)
 
 bench-dhcp: deps
 	./scripts/deps.sh services/boots/bench/deps.txt
