@@ -207,23 +207,6 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		return err
 	}
 	defer bins.Close()
-	notes := bootevents.New(log, reg)
-	h, err := httpd.New(httpd.Config{
-		Script: script.Config{BaseURL: baseURL, GRPCAuthority: or(s.grpcAuthority, cc.Authority), CertURL: or(s.workerCertURL, cc.CertURL),
-			MetadataURL: or(s.metadataURL, "http://"+public.String()+":50061"),
-			Registry:    s.registry, RegistryUser: s.registryUser, RegistryPassword: s.registryPassword,
-			SyslogHost: or(s.syslogHost, public.String()), Console: s.console,
-			OSIEBaseURL: strings.TrimRight(or(s.osieURL, baseURL+"/osie"), "/"), Kernel: s.osieKernel, Initrd: s.osieInitrd},
-		Params: params, RequireIP: s.requireIP, Binaries: bins, OSIEDir: s.osieDir, Notes: notes,
-	}, inv, log, reg, func(ctx context.Context) error {
-		if err := inv.WaitSynced(ctx); err != nil {
-			return errors.New("hardware inventory not synced with herd-server yet")
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
 	// What DHCP replies may not be sent to: boots' own address and the
 	// serving interface's subnets' network and broadcast addresses.
 	var link dhcp.Link
@@ -240,6 +223,27 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if mode == dhcp.Proxy {
 		book = leases.New(leaseBookSize, s.leaseTime)
 		dcfg.Leases = book
+	}
+	notes := bootevents.New(log, reg)
+	hcfg := httpd.Config{
+		Script: script.Config{BaseURL: baseURL, GRPCAuthority: or(s.grpcAuthority, cc.Authority), CertURL: or(s.workerCertURL, cc.CertURL),
+			MetadataURL: or(s.metadataURL, "http://"+public.String()+":50061"),
+			Registry:    s.registry, RegistryUser: s.registryUser, RegistryPassword: s.registryPassword,
+			SyslogHost: or(s.syslogHost, public.String()), Console: s.console,
+			OSIEBaseURL: strings.TrimRight(or(s.osieURL, baseURL+"/osie"), "/"), Kernel: s.osieKernel, Initrd: s.osieInitrd},
+		Params: params, RequireIP: s.requireIP, Binaries: bins, OSIEDir: s.osieDir, Notes: notes,
+	}
+	if book != nil {
+		hcfg.Leases = book
+	}
+	h, err := httpd.New(hcfg, inv, log, reg, func(ctx context.Context) error {
+		if err := inv.WaitSynced(ctx); err != nil {
+			return errors.New("hardware inventory not synced with herd-server yet")
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	dh := dhcp.NewHandler(dcfg, inv, log, reg)
 

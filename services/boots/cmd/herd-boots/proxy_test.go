@@ -75,7 +75,10 @@ func TestQEMUProxyDHCP(t *testing.T) {
 	logs := l.log.String()
 	// iPXE takes the boot file from the proxy offer; it sends no request
 	// to port 4011 then (that path is covered by the handler's tests).
-	for _, want := range []string{"reply=OFFER ip=0.0.0.0", "ipxe script served", "event=kernel_fetched"} {
+	// Its events are recorded, from the address it asked dnsmasq for,
+	// which boots learned from its DHCPREQUEST (issue 14, finding 2).
+	for _, want := range []string{"reply=OFFER ip=0.0.0.0", "ipxe script served", `msg="boot event" event=kernel_fetched`,
+		`msg="boot event" event=initrd_fetched`} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("herd-boots log lacks %q", want)
 		}

@@ -13,7 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -52,6 +52,17 @@ type Config struct {
 	// Notes, when set, receives boot progress for the machine's workflow
 	// events (herd-server's RecordBootEvent).
 	Notes Notes
+	// Leases, in proxy mode, is the address each machine's DHCP request
+	// asked the other server for: with its reservation, the machine's own
+	// address, the only one its boot events are taken from. Nil in
+	// reservation mode.
+	Leases Leases
+}
+
+// Leases is the address a MAC took from another DHCP server
+// (internal/leases).
+type Leases interface {
+	Address(mac net.HardwareAddr) (netip.Addr, bool)
 }
 
 // Notes takes boot progress notes; Record must not block.
@@ -65,7 +76,7 @@ type Server struct {
 	machines Machines
 	log      *slog.Logger
 	renders  *prometheus.CounterVec
-	events   *prometheus.CounterVec
+	events   map[string]prometheus.Counter // by eventLabels
 	unknowns *prometheus.CounterVec
 	// quiet holds back repeated unknown-caller lines; now is its clock.
 	quiet *throttle
@@ -76,18 +87,24 @@ type Server struct {
 // New builds the handler; reg receives boots' HTTP metrics and is served
 // on /metrics. healthy backs /healthz.
 func New(cfg Config, machines Machines, log *slog.Logger, reg *prometheus.Registry, healthy func(context.Context) error) (*Server, error) {
-	s := &Server{cfg: cfg, machines: machines, log: log, mux: http.NewServeMux(),
+	events := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herd_boots_events_total",
+		Help: "Boot progress, by event: script_served, the events machine scripts send (" + strings.Join(script.Events, ", ") +
+			") from the machine's own address, and " + eventOther + " (requests naming any other event, refused)."}, []string{"event"})
+	s := &Server{cfg: cfg, machines: machines, log: log, mux: http.NewServeMux(), events: map[string]prometheus.Counter{},
 		renders: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herd_boots_script_renders_total",
 			Help: "iPXE scripts served, by script (auto, osie, custom_url, custom_contents, not_allowed, unknown) and ipxe-params mode."}, []string{"script", "params"}),
-		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herd_boots_events_total",
-			Help: "Boot progress events received from machines, by event."}, []string{"event"}),
 		unknowns: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herd_boots_unknown_callers_total",
 			Help: "Script and event requests from callers boots could not identify, by route (script, event) and reason (" +
 				strings.Join(reasons, ", ") + ")."}, []string{"route", "reason"}),
 		quiet: newThrottle(unknownLogEvery, unknownLogKeys, unknownLogLines),
 		now:   time.Now,
 	}
-	reg.MustRegister(s.renders, s.events, s.unknowns)
+	// The event label's values are fixed: whatever names requests send,
+	// the metric has these series and no others.
+	for _, e := range append([]string{eventScriptServed, eventOther}, script.Events...) {
+		s.events[e] = events.WithLabelValues(e)
+	}
+	reg.MustRegister(s.renders, events, s.unknowns)
 	observe.Mount(s.mux, "herd-boots", reg, healthy)
 	s.mux.HandleFunc("GET /auto.ipxe", s.auto)
 	s.mux.HandleFunc("GET /machines/{mac}/boot.ipxe", s.machine)
@@ -211,16 +228,47 @@ func (s *Server) machine(w http.ResponseWriter, r *http.Request) {
 	v := MachineView(m, i, s.cfg.Params)
 	kind := script.Kind(v)
 	s.renders.WithLabelValues(kind, string(v.Params)).Inc()
-	s.events.WithLabelValues("script_served").Inc()
+	s.events[eventScriptServed].Inc()
 	s.log.Info("http: ipxe script served", "mac", v.MAC, "hardware_id", v.HardwareID, "script", kind, "ipxe_params", v.Params, "remote", r.RemoteAddr)
 	s.note(v.HardwareID, "ipxe script served ("+kind+")")
 	writeScript(w, script.ForMachine(s.cfg.Script, v))
 }
 
-var eventName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,39}$`)
+// herd_boots_events_total's label values besides script.Events.
+const (
+	eventScriptServed = "script_served" // boots served a machine's script
+	eventOther        = "other"         // a request named an event not in script.Events
+)
+
+// allowedEvents answers a request naming another event.
+var allowedEvents = "event: want one of " + strings.Join(script.Events, ", ")
+
+// IdentifyOwn finds the machine whose own address ip is, for what only the
+// machine itself may send (boot events): by ip when it is a reservation
+// (a named MAC must then be that machine's, as Identify checks), else the
+// named MAC's machine when leases (proxy mode; may be nil) saw that MAC
+// ask for ip. Any other address gets ReasonNotItsAddress for a known MAC:
+// a MAC alone, which anyone can name, identifies no one here.
+func IdentifyOwn(ms Machines, leases Leases, macStr string, ip netip.Addr) (inventory.Machine, *hardware.Hardware_Network_Interface, string) {
+	if _, ok := ms.ByIP(ip); ip.IsValid() && ok {
+		return Identify(ms, macStr, ip, true)
+	}
+	m, i, why := Identify(ms, macStr, ip, false)
+	if why != "" {
+		return m, i, why
+	}
+	if mac, err := ParseMAC(macStr); err == nil && leases != nil && ip.IsValid() {
+		if a, ok := leases.Address(mac); ok && a == ip {
+			return m, i, ""
+		}
+	}
+	return inventory.Machine{}, nil, script.ReasonNotItsAddress
+}
 
 // event records boot progress: logged with the machine's identity, counted
-// and noted on the machine's workflow events.
+// and noted on the machine's workflow events. Only the events machine
+// scripts send are taken, and only from the machine's own address
+// (IdentifyOwn).
 func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 4096)
 	if err := r.ParseForm(); err != nil {
@@ -228,18 +276,19 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.Form.Get("event")
-	if !eventName.MatchString(name) {
-		http.Error(w, "event: want a name of [a-z0-9_]", http.StatusBadRequest)
+	if !slices.Contains(script.Events, name) {
+		s.events[eventOther].Inc()
+		http.Error(w, allowedEvents, http.StatusBadRequest)
 		return
 	}
-	m, _, why := Identify(s.machines, r.Form.Get("mac"), remoteIP(r), s.cfg.RequireIP)
+	m, i, why := IdentifyOwn(s.machines, s.cfg.Leases, r.Form.Get("mac"), remoteIP(r))
 	if why != "" {
 		s.unknownCaller(r, "event", r.Form.Get("mac"), why)
 		http.Error(w, "no hardware for this caller", http.StatusNotFound)
 		return
 	}
-	s.events.WithLabelValues(name).Inc()
-	s.log.Info("boot event", "event", name, "mac", r.Form.Get("mac"), "hardware_id", m.Hardware.GetId(), "method", r.Method, "remote", r.RemoteAddr)
+	s.events[name].Inc()
+	s.log.Info("boot event", "event", name, "mac", i.GetDhcp().GetMac(), "hardware_id", m.Hardware.GetId(), "method", r.Method, "remote", r.RemoteAddr)
 	s.note(m.Hardware.GetId(), strings.ReplaceAll(name, "_", " "))
 	writeScript(w, "#!ipxe\n")
 }

@@ -1,6 +1,7 @@
 package httpd
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -11,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/herd-metal/herd/pkg/inventory"
 	"github.com/herd-metal/herd/pkg/observe"
@@ -61,6 +64,12 @@ var machines = fakeMachines{
 
 func newServer(t *testing.T, requireIP bool) *Server {
 	t.Helper()
+	return newServerWith(t, observe.NewRegistry(), func(c *Config) { c.RequireIP = requireIP })
+}
+
+// newServerWith is newServer with its registry and settings changed by set.
+func newServerWith(t *testing.T, reg *prometheus.Registry, set func(*Config)) *Server {
+	t.Helper()
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "ipxe.efi"), []byte("EFI binary"), 0o644)
 	bin, err := tftp.OpenDir(dir)
@@ -70,9 +79,10 @@ func newServer(t *testing.T, requireIP bool) *Server {
 	t.Cleanup(func() { bin.Close() })
 	osie := t.TempDir()
 	os.WriteFile(filepath.Join(osie, "vmlinuz-x86_64"), []byte("kernel"), 0o644)
-	s, err := New(Config{Script: script.Config{BaseURL: "http://10.0.5.1:8080", OSIEBaseURL: "http://10.0.5.1:8080/osie", Kernel: "vmlinuz-{arch}", Initrd: "initramfs-{arch}"},
-		Params: script.ParamsAuto, RequireIP: requireIP, Binaries: bin, OSIEDir: osie},
-		machines, slog.New(slog.NewTextHandler(io.Discard, nil)), observe.NewRegistry(), nil)
+	cfg := Config{Script: script.Config{BaseURL: "http://10.0.5.1:8080", OSIEBaseURL: "http://10.0.5.1:8080/osie", Kernel: "vmlinuz-{arch}", Initrd: "initramfs-{arch}"},
+		Params: script.ParamsAuto, Binaries: bin, OSIEDir: osie}
+	set(&cfg)
+	s, err := New(cfg, machines, slog.New(slog.NewTextHandler(io.Discard, nil)), reg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,8 +124,14 @@ func TestRoutes(t *testing.T) {
 		{"not allowed", "GET", "/machines/52-54-00-00-00-03/boot.ipxe", "10.0.5.12:1000", 200, "netboot is not allowed", "kernel"},
 		{"event GET", "GET", "/events?event=kernel_fetched&mac=52-54-00-00-00-01", "10.0.5.10:1000", 200, "#!ipxe", ""},
 		{"event POST", "POST", "/events", "10.0.5.10:1000", 200, "#!ipxe", ""},
+		{"event by the caller's address alone", "GET", "/events?event=initrd_fetched", "10.0.5.10:1000", 200, "#!ipxe", ""},
 		{"event bad name", "GET", "/events?event=DROP%20TABLE", "10.0.5.10:1000", 400, "", ""},
-		{"event unknown caller", "GET", "/events?event=x&mac=aa-bb-cc-dd-ee-ff", "192.0.2.7:1000", 404, "", ""},
+		{"event unknown caller", "GET", "/events?event=kernel_fetched&mac=aa-bb-cc-dd-ee-ff", "192.0.2.7:1000", 404, "", ""},
+		// Issue 14, finding 2: a MAC alone identifies no one for events.
+		{"event naming a machine's MAC from an address no hardware owns", "GET", "/events?event=kernel_fetched&mac=52-54-00-00-00-01", "192.0.2.7:1000", 404, "", "#!ipxe"},
+		{"event POST naming a machine's MAC from elsewhere", "POST", "/events", "192.0.2.7:1000", 404, "", "#!ipxe"},
+		{"event naming a machine's MAC from another machine's address", "GET", "/events?event=kernel_fetched&mac=52-54-00-00-00-01", "10.0.5.11:1000", 404, "", "#!ipxe"},
+		{"event name outside the fixed set", "GET", "/events?event=pwned_1&mac=52-54-00-00-00-01", "10.0.5.10:1000", 400, "event: want one of kernel_fetched, initrd_fetched", ""},
 		{"binary", "GET", "/ipxe/ipxe.efi", "10.0.5.10:1000", 200, "EFI binary", ""},
 		{"binary traversal", "GET", "/ipxe/..%2fsecret", "10.0.5.10:1000", 404, "", ""},
 		{"osie", "GET", "/osie/vmlinuz-x86_64", "10.0.5.10:1000", 200, "kernel", ""},
@@ -136,6 +152,61 @@ func TestRoutes(t *testing.T) {
 	}
 }
 
+// fakeLeases is proxy mode's learned addresses.
+type fakeLeases map[string]netip.Addr
+
+func (f fakeLeases) Address(mac net.HardwareAddr) (netip.Addr, bool) {
+	a, ok := f[mac.String()]
+	return a, ok
+}
+
+// TestEventsFromOwnAddress (issue 14, finding 2): boot events are taken
+// from the machine's own address only — its reservation, or in proxy mode
+// the address its DHCP request asked for — and only under the fixed names;
+// whatever names requests send, herd_boots_events_total keeps its four
+// series.
+func TestEventsFromOwnAddress(t *testing.T) {
+	reg := observe.NewRegistry()
+	s := newServerWith(t, reg, func(c *Config) {
+		c.Leases = fakeLeases{"52:54:00:00:00:01": netip.MustParseAddr("10.0.9.150")}
+	})
+	for _, tt := range []struct {
+		target, remote string
+		code           int
+	}{
+		{"/events?event=kernel_fetched&mac=52-54-00-00-00-01", "10.0.5.10:1", 200},  // its reservation
+		{"/events?event=kernel_fetched&mac=52-54-00-00-00-01", "10.0.9.150:1", 200}, // the address it asked the other server for
+		{"/events?event=kernel_fetched&mac=52-54-00-00-00-01", "10.0.9.151:1", 404},
+		{"/events?event=kernel_fetched&mac=52-54-00-00-00-02", "10.0.9.150:1", 404}, // another machine's MAC from this one's lease
+		{"/events?event=kernel_fetched", "10.0.9.150:1", 404},                       // no MAC: the lease is no reservation
+	} {
+		if code, body := get(s, "GET", tt.target, tt.remote); code != tt.code {
+			t.Errorf("%s from %s: %d %s, want %d", tt.target, tt.remote, code, body, tt.code)
+		}
+	}
+	for i := range 1000 {
+		if code, _ := get(s, "GET", fmt.Sprintf("/events?event=e%d&mac=52-54-00-00-00-01", i), "10.0.5.10:1"); code != 400 {
+			t.Fatalf("event e%d: %d, want 400", i, code)
+		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() == "herd_boots_events_total" {
+			for _, m := range mf.GetMetric() {
+				got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	want := map[string]float64{"script_served": 0, "kernel_fetched": 2, "initrd_fetched": 0, "other": 1000}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("herd_boots_events_total = %v, want %v", got, want)
+	}
+}
+
 func FuzzMachineRoute(f *testing.F) {
 	for _, s := range []string{"52-54-00-00-00-01", "52:54:00:00:00:01", "", "../..", "52-54-00-00-00-0g"} {
 		f.Add(s, "10.0.5.10")
@@ -149,6 +220,16 @@ func FuzzMachineRoute(f *testing.F) {
 		if why == "" {
 			if own, isOwn := machines.ByIP(a); isOwn && own.Hardware.GetId() != m.Hardware.GetId() {
 				t.Fatalf("caller %s got machine %s", ip, m.Hardware.GetId())
+			}
+		}
+		// Events: only from the machine's own address.
+		leases := fakeLeases{"52:54:00:00:00:01": netip.MustParseAddr("10.0.9.150")}
+		m, _, why = IdentifyOwn(machines, leases, mac, a)
+		if why == "" {
+			own, isOwn := machines.ByIP(a)
+			learned := a == netip.MustParseAddr("10.0.9.150") && m.Hardware.GetId() == "hw-1"
+			if !(isOwn && own.Hardware.GetId() == m.Hardware.GetId()) && !learned {
+				t.Fatalf("event from %s naming %q taken as machine %s", ip, mac, m.Hardware.GetId())
 			}
 		}
 	})

@@ -13,7 +13,8 @@ import (
 )
 
 // reasons are the unknown-caller metric's reason label values.
-var reasons = []string{script.ReasonNoMAC, script.ReasonUnknownMAC, script.ReasonUnknownIP, script.ReasonOtherMachine, script.ReasonNoInterface}
+var reasons = []string{script.ReasonNoMAC, script.ReasonUnknownMAC, script.ReasonUnknownIP, script.ReasonOtherMachine, script.ReasonNoInterface,
+	script.ReasonNotItsAddress}
 
 const (
 	// unknownLogEvery: at most one unknown-caller line per MAC (or address,

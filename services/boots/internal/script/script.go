@@ -97,6 +97,16 @@ func MachinePath(mac string) string { return "/machines/" + mac + "/boot.ipxe" }
 // EventsPath receives boot progress events (GET query or POST form).
 const EventsPath = "/events"
 
+// The boot progress events machine scripts send; boots records these and
+// no others (Events).
+const (
+	EventKernelFetched = "kernel_fetched"
+	EventInitrdFetched = "initrd_fetched"
+)
+
+// Events is the fixed set of event names /events takes.
+var Events = []string{EventKernelFetched, EventInitrdFetched}
+
 // AutoNICs is how many interfaces (net0, net1, ...) auto.ipxe reports the
 // MACs of, so that boots can tell an unknown caller which of its other
 // interfaces herd knows.
@@ -229,6 +239,10 @@ const (
 	ReasonUnknownIP    = "unknown_ip"    // --http-require-ip and the address is no hardware's
 	ReasonOtherMachine = "other_machine" // the address is one hardware's, the MAC another's
 	ReasonNoInterface  = "no_interface"  // the record holds no interface for the address
+	// ReasonNotItsAddress: the MAC is a hardware's but the request did not
+	// come from that machine's own address (its reservation, or in proxy
+	// mode the address its DHCP request asked for), as boot events must.
+	ReasonNotItsAddress = "not_its_address"
 )
 
 // Unknown is what boots knows of a caller it could not identify. Every
@@ -265,6 +279,9 @@ func UnknownHint(u Unknown) string {
 			"or the request left through an interface holding another machine's address", u.Remote, mac)
 	case ReasonNoInterface:
 		return fmt.Sprintf("the hardware record of %s has no interface with that address: push it again", u.Remote)
+	case ReasonNotItsAddress:
+		return fmt.Sprintf("MAC %s is a hardware's, but %s is neither its reserved address nor (proxy mode) the address its DHCP request asked for: "+
+			"boots takes a machine's boot events from its own address only", mac, u.Remote)
 	}
 	return fmt.Sprintf("no hardware record has MAC %s or address %s: push one with this MAC (herd hardware push), "+
 		"or, if herd's network is on another interface, ifclose the provider's and set iface to herd's before chaining auto.ipxe", mac, u.Remote)
