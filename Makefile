@@ -1,7 +1,7 @@
 # herd: `make test` runs every test (it installs what it needs first, as
 # root on Debian); `make build` puts every binary in bin/.
 SHELL := /bin/bash
-MODULES := proto pkg services/server services/boots services/metadata worker sandbox
+MODULES := proto pkg services/server services/boots services/metadata worker sandbox deploy
 # Every main package: services/*/cmd/NAME and worker/cmd/NAME build bin/NAME.
 CMDS = $(wildcard services/*/cmd/* worker/cmd/*)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -56,11 +56,14 @@ test: deps check-proto vet
 # the other (namespace herd-e2e, so a make sandbox left up is untouched),
 # everything removed after each. A variant fails unless the workflow
 # succeeded, the disk holds the image, the installed OS reported its host
-# name and the services' metrics moved. E2E_VARIANTS picks some.
-E2E_VARIANTS ?= default uefi ovh
+# name and the services' metrics moved. compose deploys the services the
+# operator's way (deploy/: generate-envrc.sh, setup.sh, docker-compose up)
+# and also checks a herd-server crash and docker-compose down. E2E_VARIANTS
+# picks some.
+E2E_VARIANTS ?= default uefi ovh compose
 test-e2e: deps
 	@build=true; for v in $(E2E_VARIANTS); do \
-		case $$v in default) f=;; uefi) f=--uefi;; ovh) f=--ovh;; *) echo "test-e2e: unknown variant $$v (default, uefi, ovh)"; exit 2;; esac; \
+		case $$v in default) f=;; uefi) f=--uefi;; ovh) f=--ovh;; compose) f=--stack=compose;; *) echo "test-e2e: unknown variant $$v (default, uefi, ovh, compose)"; exit 2;; esac; \
 		echo "=== test-e2e $$v"; start=$$(date +%s); \
 		go run ./sandbox/cmd/sandbox up --repo $(CURDIR) --dir $(CURDIR)/.tmp/sandbox-e2e --netns herd-e2e \
 			--down --timeout 10m --build=$$build $$f || { echo "=== test-e2e $$v FAILED"; exit 1; }; \
@@ -151,10 +154,12 @@ osimage:
 # make sandbox-down.
 SANDBOX_DIR ?= /tmp/herd-sandbox
 # Variants: UEFI=1 (OVMF), OVH=1 (provider network and iPXE script
-# first), MACHINES=N (N VMs at once).
+# first), MACHINES=N (N VMs at once), STACK=compose (the services deployed
+# with deploy/'s generate-envrc.sh, setup.sh and docker-compose).
 sandbox: deps
 	go run ./sandbox/cmd/sandbox up --repo $(CURDIR) --dir $(SANDBOX_DIR) \
-		--uefi=$(if $(filter 1,$(UEFI)),true,false) --ovh=$(if $(filter 1,$(OVH)),true,false) --machines=$(or $(MACHINES),1)
+		--uefi=$(if $(filter 1,$(UEFI)),true,false) --ovh=$(if $(filter 1,$(OVH)),true,false) --machines=$(or $(MACHINES),1) \
+		--stack=$(or $(STACK),process)
 
 sandbox-down:
 	go run ./sandbox/cmd/sandbox down --repo $(CURDIR) --dir $(SANDBOX_DIR)

@@ -47,6 +47,9 @@ type options struct {
 	uefi, ovh bool
 	machines  int
 	netns     string
+	// stack: how the services start: each a process of the sandbox's
+	// (process), or the operator's deploy path, docker-compose (compose).
+	stack string
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -69,6 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.uefi, "uefi", os.Getenv("UEFI") == "1", "boot the VMs with OVMF (UEFI) instead of SeaBIOS (env UEFI=1)")
 	fs.BoolVar(&o.ovh, "ovh", os.Getenv("OVH") == "1", "the OVH scenario: a provider network first, whose DHCP and iPXE script hand over to herd on the second NIC (env OVH=1)")
 	fs.IntVar(&o.machines, "machines", envInt("MACHINES", 1), fmt.Sprintf("how many VMs to provision at once, 1 to %d (env MACHINES)", maxMachines))
+	fs.StringVar(&o.stack, "stack", envOr("STACK", stackProcess), "how the services start: process (each a process of the sandbox's) or compose (deploy/generate-envrc.sh, setup.sh, docker-compose up -d, against a private dockerd) (env STACK)")
 	fs.StringVar(&o.netns, "netns", envOr("SANDBOX_NETNS", defaultNetns), "the network namespace everything runs in (env SANDBOX_NETNS)")
 	fs.BoolVar(&o.build, "build", true, "run make build osie osimage first (false: use what bin/ holds); the action images are built into each run's registry either way")
 	fs.BoolVar(&o.downAfter, "down", os.Getenv("SANDBOX_DOWN") == "1", "remove everything when done (env SANDBOX_DOWN=1); default: leave the services up to look at")
@@ -87,6 +91,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if o.machines < 1 || o.machines > maxMachines {
 		fmt.Fprintf(stderr, "sandbox: --machines %d: want 1 to %d\n", o.machines, maxMachines)
+		return 2
+	}
+	if o.stack != stackProcess && o.stack != stackCompose {
+		fmt.Fprintf(stderr, "sandbox: --stack %q: want %s or %s\n", o.stack, stackProcess, stackCompose)
 		return 2
 	}
 	if !validNetns(o.netns) {
@@ -204,6 +212,9 @@ func (sb *sandbox) down() error {
 		defer func() { nsName = own }()
 	}
 	if _, err := os.Stat(sb.dir); err == nil {
+		if netnsExists() {
+			sb.downCompose()
+		}
 		if err := stopAll(sb.dir, sb.say); err != nil {
 			errs = append(errs, err)
 		}

@@ -32,8 +32,8 @@ func hardwareJSON(m machine, allowPXE bool) string {
 
 // template is the workflow the VM runs: write the OS image, put its host
 // name (from herd-metadata) in /etc/hostname of its root partition,
-// reboot.
-func template(imageURL, imageSHA256 string) string {
+// reboot. The action images carry tag, in the registry boots names.
+func template(imageURL, imageSHA256, tag string) string {
 	var b strings.Builder
 	b.WriteString(`version: "0.1"
 name: sandbox-install
@@ -43,7 +43,7 @@ tasks:
     worker: "{{.device_1}}"
     actions:
       - name: image2disk
-        image: image2disk:` + actionsTag + `
+        image: image2disk:` + tag + `
         timeout: 900
         environment:
           IMG_URL: ` + imageURL + `
@@ -52,7 +52,7 @@ tasks:
           CHECKSUM: sha256:` + imageSHA256 + `
 `)
 	b.WriteString(`      - name: writefile
-        image: writefile:` + actionsTag + `
+        image: writefile:` + tag + `
         timeout: 120
         environment:
           DEST_DISK: /dev/vda2
@@ -61,7 +61,7 @@ tasks:
           CONTENTS_URL: http://` + metaAddr + `/2009-04-04/meta-data/hostname
           MODE: "0644"
       - name: reboot
-        image: reboot:` + actionsTag + `
+        image: reboot:` + tag + `
         timeout: 60
 `)
 	return b.String()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -32,7 +33,7 @@ func TestHardwareJSONIsValid(t *testing.T) {
 }
 
 func TestTemplateIsValid(t *testing.T) {
-	y := template("http://10.88.0.1/osie/disk.img.gz", strings.Repeat("ab", 32))
+	y := template("http://10.88.0.1/osie/disk.img.gz", strings.Repeat("ab", 32), "sandbox")
 	if err := hwspec.ValidateTemplate(y); err != nil {
 		t.Fatalf("%v\n%s", err, y)
 	}
@@ -359,5 +360,42 @@ func TestCopyFileIsItsOwn(t *testing.T) {
 		if b, err := os.ReadFile(p); err != nil || string(b) != want {
 			t.Errorf("%s = %q, %v; want %q", p, b, err, want)
 		}
+	}
+}
+
+func TestParseDockerState(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want containerState
+		ok   bool
+	}{
+		{"1234 0 healthy\n", containerState{Pid: 1234, Restarts: 0, Health: "healthy"}, true},
+		{"0 3 starting", containerState{Pid: 0, Restarts: 3, Health: "starting"}, true},
+		{"77 1 none", containerState{Pid: 77, Restarts: 1, Health: "none"}, true},
+		{"", containerState{}, false},
+		{"x 1 healthy", containerState{}, false},
+		{"1 2", containerState{}, false},
+	} {
+		got, err := parseDockerState(c.in)
+		if (err == nil) != c.ok || got != c.want {
+			t.Errorf("%q: %+v %v, want %+v ok=%v", c.in, got, err, c.want, c.ok)
+		}
+	}
+}
+
+func TestUserNetworks(t *testing.T) {
+	got := userNetworks([]string{"bridge", "host", "none", "herd_default", "x"})
+	if strings.Join(got, ",") != "herd_default,x" {
+		t.Errorf("%v", got)
+	}
+	if len(userNetworks([]string{"bridge", "host", "none"})) != 0 {
+		t.Error("the engine's own networks count")
+	}
+}
+
+func TestStackFlag(t *testing.T) {
+	var out, errb strings.Builder
+	if code := run(context.Background(), []string{"up", "--stack", "kubernetes"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "want process or compose") {
+		t.Errorf("exit %d: %s", code, errb.String())
 	}
 }

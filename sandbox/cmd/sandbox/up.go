@@ -80,88 +80,31 @@ func (sb *sandbox) up(ctx context.Context) (bool, error) {
 		return false, err
 	}
 
-	// 3. PostgreSQL.
-	sb.stage("PostgreSQL on 127.0.0.1:%s inside %s (data: %s/pg)", pgPort, nsName, sb.dir)
-	if err := sb.startPostgres(ctx); err != nil {
-		return false, err
-	}
-
-	// 4. herd-server.
-	token, err := randomToken()
-	if err != nil {
-		return false, err
-	}
-	tokenFile := filepath.Join(sb.dir, "token")
-	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
-		return false, err
-	}
-	sb.stage("herd-server: gRPC %s, HTTP %s", grpcAddr, httpAddr)
-	srv, err := sb.startProc(spec{name: "herd-server", netns: nsName, order: 20, args: []string{bin("herd-server"),
-		"--db-url", "postgres://postgres@127.0.0.1:" + pgPort + "/postgres?sslmode=disable",
-		"--state-dir", filepath.Join(sb.dir, "server"), "--grpc-addr", grpcAddr, "--http-addr", httpAddr,
-		"--auth-token-file", tokenFile, "--tls-hosts", hostIP, "--log-format", "text"}})
-	if err != nil {
-		return false, err
-	}
-	if err := waitHTTP(ctx, "http://"+httpAddr+"/healthz", srv, 60*time.Second); err != nil {
-		return false, sb.withLog(err, "herd-server")
-	}
-	clientEnv := []string{"HERD_GRPC_AUTHORITY=" + grpcAddr, "HERD_CERT_URL=http://" + httpAddr + "/cert", "HERD_TOKEN=" + token}
-	svcEnv := []string{"HERD_TOKEN=" + token}
-
-	// 5. Registry and action images.
-	sb.stage("registry %s (Debian's docker-registry, storage %s/registry)", registry, sb.dir)
-	if err := sb.startRegistry(ctx); err != nil {
-		return false, err
-	}
-	// Always: the registry is new with each run (make and the Go build
-	// cache make this quick when nothing changed).
-	sb.stage("action images: private dockerd in %s, make action-images, push to %s", nsName, registry)
-	if err := sb.buildActions(ctx); err != nil {
-		return false, err
-	}
-
-	// 6. herd-metadata.
-	sb.stage("herd-metadata on %s", metaAddr)
-	md, err := sb.startProc(spec{name: "herd-metadata", netns: nsName, order: 40, env: svcEnv, args: []string{bin("herd-metadata"),
-		"--server", grpcAddr, "--cert-url", "http://" + httpAddr + "/cert", "--metadata-addr", metaAddr, "--log-format", "json"}})
-	if err != nil {
-		return false, err
-	}
-	if err := waitHTTP(ctx, "http://"+metaAddr+"/healthz", md, 60*time.Second); err != nil {
-		return false, sb.withLog(err, "herd-metadata")
-	}
-
-	// 7. herd-boots, serving the OSIE and the OS image.
-	www := filepath.Join(sb.dir, "www")
-	for src, dst := range map[string]string{bin("osie/vmlinuz"): "vmlinuz-x86_64", bin("osie/initramfs.img"): "initramfs-x86_64",
-		bin("osimage/disk.img.gz"): "disk.img.gz"} {
-		if err := linkOrCopy(src, filepath.Join(www, dst)); err != nil {
+	// 3. The services, started one by one, or by the operator's deploy
+	// path; www is where herd-boots serves /osie/ from.
+	var clientEnv []string
+	www, tag := filepath.Join(sb.dir, "www"), actionsTag
+	if o.stack == stackCompose {
+		www = filepath.Join(sb.dir, deployStateName, "webroot", "osie")
+		if clientEnv, tag, err = sb.startCompose(ctx); err != nil {
 			return false, err
 		}
-	}
-	sb.stage("herd-boots: DHCP (reservation) on %s, TFTP, HTTP %s (OSIE and disk image from %s), syslog", bridge, bootsHTTP, www)
-	boots, err := sb.startProc(spec{name: "herd-boots", netns: nsName, order: 50, env: svcEnv, args: []string{bin("herd-boots"),
-		"--server", grpcAddr, "--cert-url", "http://" + httpAddr + "/cert", "--public-ip", hostIP,
-		"--http-addr", bootsHTTP, "--dhcp-mode", "reservation", "--dhcp-interface", bridge,
-		"--ipxe-dir", "/usr/lib/ipxe", "--osie-dir", www, "--registry", registry,
-		// debug: the per-packet DHCP lines the live view shows.
-		"--metadata-url", "http://" + metaAddr, "--log-format", "json", "--log-level", "debug"}})
-	if err != nil {
+		if err := linkOrCopy(bin("osimage/disk.img.gz"), filepath.Join(www, "disk.img.gz")); err != nil {
+			return false, err
+		}
+		sb.say("disk.img.gz put in %s beside the OSIE, for image2disk", www)
+	} else if clientEnv, err = sb.startProcesses(ctx, www); err != nil {
 		return false, err
 	}
-	if err := waitHTTP(ctx, "http://"+bootsHTTP+"/healthz", boots, 60*time.Second); err != nil {
-		return false, sb.withLog(err, "herd-boots")
-	}
 
-	// 8. The machines, the template and a workflow for each.
+	// 4. The machines, the template and a workflow for each.
 	sum, err := fileSHA256(filepath.Join(www, "disk.img.gz"))
 	if err != nil {
 		return false, err
 	}
 	herd := func(stdin string, args ...string) (string, error) { return sb.herd(ctx, clientEnv, stdin, args...) }
 	tplFile := filepath.Join(sb.dir, "template.yaml")
-	if err := os.WriteFile(tplFile, []byte(template("http://"+bootsHTTP+"/osie/disk.img.gz", sum)), 0o644); err != nil {
+	if err := os.WriteFile(tplFile, []byte(template("http://"+bootsHTTP+"/osie/disk.img.gz", sum, tag)), 0o644); err != nil {
 		return false, err
 	}
 	sb.stage("pushing the template, %d hardware record(s) and their workflows with the herd CLI", len(ms))
@@ -172,7 +115,9 @@ func (sb *sandbox) up(ctx context.Context) (bool, error) {
 	for i, m := range ms {
 		sb.say("machine %d: %s MAC %s IP %s hostname %s (%s)", m.N, m.ID, m.MAC, m.IP, m.Hostname, m.firmware())
 		hwFile := filepath.Join(sb.dir, fmt.Sprintf("hardware-%d.json", m.N))
-		if err := os.WriteFile(hwFile, []byte(hardwareJSON(m, true)), 0o644); err != nil {
+		// Netboot off, as a machine that last booted its disk: the
+		// workflow's creation switches it on (herd-server's toggle).
+		if err := os.WriteFile(hwFile, []byte(hardwareJSON(m, false)), 0o644); err != nil {
 			return false, err
 		}
 		if _, err := herd("", "hardware", "push", "--file", hwFile); err != nil {
@@ -186,8 +131,97 @@ func (sb *sandbox) up(ctx context.Context) (bool, error) {
 	}
 	sb.say("files in %s", sb.dir)
 
-	// 9. The VMs.
-	return sb.runVMs(ctx, ms, wfIDs, clientEnv)
+	// 5. The VMs.
+	ok, err := sb.runVMs(ctx, ms, wfIDs, clientEnv)
+	if o.stack == stackCompose && o.downAfter {
+		// Part of the verdict: down must leave nothing of the stack.
+		if derr := sb.composeDown(ctx, sb.composeEnv(sb.dockerHost())); derr != nil {
+			return false, errors.Join(err, derr)
+		}
+	}
+	return ok, err
+}
+
+// startProcesses starts PostgreSQL, herd-server, the registry (with the
+// action images pushed), herd-metadata and herd-boots (serving www as
+// /osie/), each a process of its own in the namespace, and returns the
+// herd CLI's environment.
+func (sb *sandbox) startProcesses(ctx context.Context, www string) ([]string, error) {
+	o := sb.opts
+	bin := func(name string) string { return filepath.Join(o.repo, "bin", name) }
+	// PostgreSQL.
+	sb.stage("PostgreSQL on 127.0.0.1:%s inside %s (data: %s/pg)", pgPort, nsName, sb.dir)
+	if err := sb.startPostgres(ctx); err != nil {
+		return nil, err
+	}
+
+	// herd-server.
+	token, err := randomToken()
+	if err != nil {
+		return nil, err
+	}
+	tokenFile := filepath.Join(sb.dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	sb.stage("herd-server: gRPC %s, HTTP %s", grpcAddr, httpAddr)
+	srv, err := sb.startProc(spec{name: "herd-server", netns: nsName, order: 20, args: []string{bin("herd-server"),
+		"--db-url", "postgres://postgres@127.0.0.1:" + pgPort + "/postgres?sslmode=disable",
+		"--state-dir", filepath.Join(sb.dir, "server"), "--grpc-addr", grpcAddr, "--http-addr", httpAddr,
+		"--auth-token-file", tokenFile, "--tls-hosts", hostIP, "--log-format", "text"}})
+	if err != nil {
+		return nil, err
+	}
+	if err := waitHTTP(ctx, "http://"+httpAddr+"/healthz", srv, 60*time.Second); err != nil {
+		return nil, sb.withLog(err, "herd-server")
+	}
+	clientEnv := []string{"HERD_GRPC_AUTHORITY=" + grpcAddr, "HERD_CERT_URL=http://" + httpAddr + "/cert", "HERD_TOKEN=" + token}
+	svcEnv := []string{"HERD_TOKEN=" + token}
+
+	// Registry and action images.
+	sb.stage("registry %s (Debian's docker-registry, storage %s/registry)", registry, sb.dir)
+	if err := sb.startRegistry(ctx); err != nil {
+		return nil, err
+	}
+	// Always: the registry is new with each run (make and the Go build
+	// cache make this quick when nothing changed).
+	sb.stage("action images: private dockerd in %s, make action-images, push to %s", nsName, registry)
+	if err := sb.buildActions(ctx); err != nil {
+		return nil, err
+	}
+
+	// herd-metadata.
+	sb.stage("herd-metadata on %s", metaAddr)
+	md, err := sb.startProc(spec{name: "herd-metadata", netns: nsName, order: 40, env: svcEnv, args: []string{bin("herd-metadata"),
+		"--server", grpcAddr, "--cert-url", "http://" + httpAddr + "/cert", "--metadata-addr", metaAddr, "--log-format", "json"}})
+	if err != nil {
+		return nil, err
+	}
+	if err := waitHTTP(ctx, "http://"+metaAddr+"/healthz", md, 60*time.Second); err != nil {
+		return nil, sb.withLog(err, "herd-metadata")
+	}
+
+	// herd-boots, serving the OSIE and the OS image.
+	for src, dst := range map[string]string{bin("osie/vmlinuz"): "vmlinuz-x86_64", bin("osie/initramfs.img"): "initramfs-x86_64",
+		bin("osimage/disk.img.gz"): "disk.img.gz"} {
+		if err := linkOrCopy(src, filepath.Join(www, dst)); err != nil {
+			return nil, err
+		}
+	}
+	sb.stage("herd-boots: DHCP (reservation) on %s, TFTP, HTTP %s (OSIE and disk image from %s), syslog", bridge, bootsHTTP, www)
+	boots, err := sb.startProc(spec{name: "herd-boots", netns: nsName, order: 50, env: svcEnv, args: []string{bin("herd-boots"),
+		"--server", grpcAddr, "--cert-url", "http://" + httpAddr + "/cert", "--public-ip", hostIP,
+		"--http-addr", bootsHTTP, "--dhcp-mode", "reservation", "--dhcp-interface", bridge,
+		"--ipxe-dir", "/usr/lib/ipxe", "--osie-dir", www, "--registry", registry,
+		// debug: the per-packet DHCP lines the live view shows.
+		"--metadata-url", "http://" + metaAddr, "--log-format", "json", "--log-level", "debug"}})
+	if err != nil {
+		return nil, err
+	}
+	if err := waitHTTP(ctx, "http://"+bootsHTTP+"/healthz", boots, 60*time.Second); err != nil {
+		return nil, sb.withLog(err, "herd-boots")
+	}
+	return clientEnv, nil
 }
 
 func (sb *sandbox) withLog(err error, name string) error {
@@ -326,29 +360,45 @@ http:
 	return waitHTTP(ctx, "http://"+registry+"/v2/", p, 30*time.Second)
 }
 
-// buildActions runs a private dockerd in the namespace (its own data
-// root, exec root and socket under the state directory; no iptables, no
-// bridge), builds and pushes the action images, and stops it.
+// buildActions runs a private dockerd, builds and pushes the action
+// images with it, and stops it.
 func (sb *sandbox) buildActions(ctx context.Context) error {
+	host, stop, err := sb.startDockerd(ctx, 35)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	env := []string{"DOCKER_HOST=" + host, "DOCKER_BUILDKIT=0"}
+	return sb.runLogged(ctx, "actions", env, "make", "-C", sb.opts.repo, "action-images",
+		"ACTION_REGISTRY="+registry, "ACTION_TAG="+actionsTag)
+}
+
+// startDockerd runs a private dockerd in the namespace (its own data
+// root, exec root and socket under the state directory; no iptables, no
+// bridge; its own mount namespace) that trusts the registry by
+// --insecure-registry, and waits until it answers. It returns the engine's
+// DOCKER_HOST and a stop that ends it and removes its files; down stops it
+// by its pid file otherwise.
+func (sb *sandbox) startDockerd(ctx context.Context, order int) (string, func(), error) {
 	dockerd, err := exec.LookPath("dockerd")
 	if err != nil {
-		return fmt.Errorf("dockerd (Debian package docker.io; make deps): %w", err)
+		return "", nil, fmt.Errorf("dockerd (Debian package docker.io; make deps): %w", err)
 	}
 	ddir := filepath.Join(sb.dir, "docker")
 	if err := os.MkdirAll(ddir, 0o711); err != nil {
-		return err
+		return "", nil, err
 	}
 	sock := filepath.Join(ddir, "docker.sock")
 	host := "unix://" + sock
 	// unshare: its own mount namespace, so its mounts go with it.
-	p, err := sb.startProc(spec{name: "dockerd", netns: nsName, order: 35, exe: dockerd, args: []string{"unshare", "--mount", "--propagation", "private", "--",
+	p, err := sb.startProc(spec{name: "dockerd", netns: nsName, order: order, exe: dockerd, args: []string{"unshare", "--mount", "--propagation", "private", "--",
 		dockerd, "--iptables=false", "--bridge=none", "--storage-driver=overlay2", "--insecure-registry", registry,
 		"--data-root", filepath.Join(ddir, "data"), "--exec-root", filepath.Join(ddir, "exec"),
 		"-H", host, "--pidfile", filepath.Join(ddir, "docker.pid")}})
 	if err != nil {
-		return err
+		return "", nil, err
 	}
-	defer func() {
+	stop := func() {
 		// Our own child: signal it directly, whatever its pid file says.
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -365,20 +415,16 @@ func (sb *sandbox) buildActions(ctx context.Context) error {
 		}
 		unmountUnder(ddir)
 		_ = os.RemoveAll(ddir)
-	}()
-	env := []string{"DOCKER_HOST=" + host, "DOCKER_BUILDKIT=0"}
+	}
 	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if exec.CommandContext(ctx, "docker", "-H", host, "version").Run() == nil {
-			break
-		}
+	for exec.CommandContext(ctx, "docker", "-H", host, "version").Run() != nil {
 		if p.exited() || time.Now().After(deadline) {
-			return sb.withLog(errors.New("the private dockerd did not answer"), "dockerd")
+			stop()
+			return "", nil, sb.withLog(errors.New("the private dockerd did not answer"), "dockerd")
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	return sb.runLogged(ctx, "actions", env, "make", "-C", sb.opts.repo, "action-images",
-		"ACTION_REGISTRY="+registry, "ACTION_TAG="+actionsTag)
+	return host, stop, nil
 }
 
 func randomToken() (string, error) {
