@@ -556,3 +556,52 @@ func TestSettingsRefuseBadValues(t *testing.T) {
 		}
 	}
 }
+
+// TestSetupSaysWhatIsMissing: setup.sh stops before it changes anything
+// when a prerequisite is missing, and names it with its Debian package.
+func TestSetupSaysWhatIsMissing(t *testing.T) {
+	command(t, "docker")
+	dir := t.TempDir()
+	base := append(cleanEnv(), "HERD_INTERFACE=lo", "HERD_HOST_IP=127.0.0.1", "HERD_COMPOSE_DIR="+dir,
+		"HERD_STATE_DIR="+filepath.Join(dir, "state"))
+	run := func(env ...string) string {
+		t.Helper()
+		cmd := exec.Command("./setup.sh")
+		cmd.Env = append(append([]string{}, base...), env...)
+		out, err := cmd.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+			t.Errorf("exit %v, want 1:\n%s", err, out)
+		}
+		return string(out)
+	}
+	if out := run("DOCKER_HOST=unix:///nonexistent/docker.sock"); !strings.Contains(out, "no Docker engine answers at unix:///nonexistent/docker.sock") ||
+		!strings.Contains(out, "apt-get install docker.io") {
+		t.Errorf("no engine: %q", out)
+	}
+	// A PATH with every command setup.sh needs but docker-compose.
+	bin := filepath.Join(dir, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"bash", "od", "tr", "dirname", "git", "ip", "openssl", "curl", "make", "awk", "grep", "cat", "env", "docker"} {
+		p, err := exec.LookPath(c)
+		if err != nil {
+			missing(t, "command "+c)
+		}
+		if err := os.Symlink(p, filepath.Join(bin, c)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// docker compose v2 counts as docker-compose: only test without it.
+	if exec.Command("docker", "compose", "version").Run() != nil {
+		if out := run("PATH=" + bin); !strings.Contains(out, "docker-compose (apt-get install docker-compose)") {
+			t.Errorf("no docker-compose: %q", out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state")); err == nil {
+		t.Error("setup.sh made the state directory before its checks passed")
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".env")); err == nil {
+		t.Error("setup.sh wrote .env before its checks passed")
+	}
+}
