@@ -27,7 +27,10 @@ require (
 	gopkg.in/yaml.v3 v3.0.1 // indirect
 )
 
-require github.com/herd-metal/herd/pkg v0.0.0
+require (
+	github.com/herd-metal/herd/pkg v0.0.0
+	golang.org/x/crypto v0.58.0
+)
 
 replace (
 	github.com/herd-metal/herd/pkg => ../pkg

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herd-metal/herd/pkg/certs"
 	hwspec "github.com/herd-metal/herd/pkg/spec"
 )
 
@@ -397,5 +398,16 @@ func TestStackFlag(t *testing.T) {
 	var out, errb strings.Builder
 	if code := run(context.Background(), []string{"up", "--stack", "kubernetes"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "want process or compose") {
 		t.Errorf("exit %d: %s", code, errb.String())
+	}
+}
+
+// The sandbox's registry takes pushes only with credentials, over TLS.
+func TestRegistryConfigHasAuthAndTLS(t *testing.T) {
+	c := registryConfig("/s/registry", certs.InDir("/s/registry/tls"), "/s/registry/htpasswd")
+	for _, want := range []string{"htpasswd:", "path: /s/registry/htpasswd", "tls:", "certificate: /s/registry/tls/server.pem",
+		"key: /s/registry/tls/server-key.pem", "addr: " + registry, "rootdirectory: /s/registry/storage"} {
+		if !strings.Contains(c, want) {
+			t.Errorf("config lacks %q:\n%s", want, c)
+		}
 	}
 }

@@ -179,14 +179,16 @@ func (sb *sandbox) startProcesses(ctx context.Context, www string) ([]string, er
 	svcEnv := []string{"HERD_TOKEN=" + token}
 
 	// Registry and action images.
-	sb.stage("registry %s (Debian's docker-registry, storage %s/registry)", registry, sb.dir)
-	if err := sb.startRegistry(ctx); err != nil {
+	sb.stage("registry %s (Debian's docker-registry, TLS and htpasswd, storage %s/registry)", registry, sb.dir)
+	reg, err := sb.startRegistry(ctx)
+	if err != nil {
 		return nil, err
 	}
+	sb.say("an anonymous request is refused (401); the OSIE pulls as %q", reg.user)
 	// Always: the registry is new with each run (make and the Go build
 	// cache make this quick when nothing changed).
 	sb.stage("action images: private dockerd in %s, make action-images, push to %s", nsName, registry)
-	if err := sb.buildActions(ctx); err != nil {
+	if err := sb.buildActions(ctx, reg); err != nil {
 		return nil, err
 	}
 
@@ -209,7 +211,9 @@ func (sb *sandbox) startProcesses(ctx context.Context, www string) ([]string, er
 		}
 	}
 	sb.stage("herd-boots: DHCP (reservation) on %s, TFTP, HTTP %s (OSIE and disk image from %s), syslog", bridge, bootsHTTP, www)
-	boots, err := sb.startProc(spec{name: "herd-boots", netns: nsName, order: 50, env: svcEnv, args: []string{bin("herd-boots"),
+	// The registry's credentials go to the OSIE on its kernel line.
+	bootsEnv := append([]string{"HERD_REGISTRY_USER=" + reg.user, "HERD_REGISTRY_PASSWORD=" + reg.password}, svcEnv...)
+	boots, err := sb.startProc(spec{name: "herd-boots", netns: nsName, order: 50, env: bootsEnv, args: []string{bin("herd-boots"),
 		"--server", grpcAddr, "--cert-url", "http://" + httpAddr + "/cert", "--public-ip", hostIP,
 		"--http-addr", bootsHTTP, "--dhcp-mode", "reservation", "--dhcp-interface", bridge,
 		"--ipxe-dir", "/usr/lib/ipxe", "--osie-dir", www, "--registry", registry,
@@ -332,43 +336,20 @@ func (sb *sandbox) waitLog(ctx context.Context, name, text string, p *proc, with
 	}
 }
 
-func (sb *sandbox) startRegistry(ctx context.Context) error {
-	conf := fmt.Sprintf(`version: 0.1
-log:
-  level: info
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: %s
-http:
-  addr: %s
-  secret: herd-sandbox
-`, filepath.Join(sb.dir, "registry", "storage"), registry)
-	confFile := filepath.Join(sb.dir, "registry", "config.yml")
-	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
-		return err
-	}
-	bin, err := exec.LookPath("docker-registry")
-	if err != nil {
-		return fmt.Errorf("docker-registry (Debian package docker-registry; make deps): %w", err)
-	}
-	p, err := sb.startProc(spec{name: "registry", netns: nsName, order: 30, args: []string{bin, "serve", confFile}})
-	if err != nil {
-		return err
-	}
-	return waitHTTP(ctx, "http://"+registry+"/v2/", p, 30*time.Second)
-}
-
 // buildActions runs a private dockerd, builds and pushes the action
 // images with it, and stops it.
-func (sb *sandbox) buildActions(ctx context.Context) error {
+func (sb *sandbox) buildActions(ctx context.Context, reg registryAuth) error {
 	host, stop, err := sb.startDockerd(ctx, 35)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	env := []string{"DOCKER_HOST=" + host, "DOCKER_BUILDKIT=0"}
+	env := []string{"DOCKER_HOST=" + host, "DOCKER_BUILDKIT=0", "DOCKER_CONFIG=" + filepath.Join(sb.dir, "docker-config")}
+	login := exec.CommandContext(ctx, "docker", "login", "--username", reg.user, "--password-stdin", registry)
+	login.Env, login.Stdin = append(os.Environ(), env...), strings.NewReader(reg.password)
+	if out, err := login.CombinedOutput(); err != nil {
+		return fmt.Errorf("docker login %s: %w: %s", registry, err, out)
+	}
 	return sb.runLogged(ctx, "actions", env, "make", "-C", sb.opts.repo, "action-images",
 		"ACTION_REGISTRY="+registry, "ACTION_TAG="+actionsTag)
 }
