@@ -118,7 +118,7 @@ func TestForgedBootEvents(t *testing.T) {
 			t.Errorf("%s = %v, want %v", sample, got, want)
 		}
 	}
-	if !strings.Contains(l.log.String(), `msg="http: boot event from an unknown caller"`) || !strings.Contains(l.log.String(), "reason=not_its_address") {
+	if logs := l.waitLog(`msg="http: boot event from an unknown caller"`, "reason=not_its_address"); !strings.Contains(logs, "reason=not_its_address") {
 		t.Errorf("no warning for the forged events")
 	}
 }
@@ -179,7 +179,7 @@ func TestForgedBootEventsProxy(t *testing.T) {
 	if code, _ := call(t, machine, "GET", path, ""); code != 200 {
 		t.Errorf("the machine's event from its leased address %s: %d, want 200", leased, code)
 	}
-	logs := l.log.String()
+	logs := l.waitLog(`msg="boot event"`)
 	if n := strings.Count(logs, `msg="boot event" event=kernel_fetched`); n != 1 {
 		t.Errorf("%d boot events recorded, want the machine's one", n)
 	}

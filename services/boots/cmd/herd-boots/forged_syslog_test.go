@@ -93,7 +93,7 @@ func TestSyslogSenders(t *testing.T) {
 				outcome("known"), outcome("unknown"), outcome("unparsed"), outcome("rate_limited"), total)
 		}
 	}
-	logs := l.log.String()
+	logs := l.waitLog("quiet 2", "forged 2")
 	flooded := strings.Count(logs, `msg="machine syslog: flood`)
 	if limited := outcome("rate_limited"); limited < 30-5-5 || flooded > 10 || flooded < 5 || float64(flooded)+limited != 30 {
 		t.Errorf("flood of 30: %d logged, %v rate_limited; want the burst of 5 (and a few refilled) logged, the rest limited", flooded, limited)
@@ -112,6 +112,23 @@ func TestSyslogSenders(t *testing.T) {
 	}
 	if outcome("unparsed") != 1 || strings.Contains(logs, "severity=-1") {
 		t.Errorf("<-1>x: %v unparsed; logged with severity -1: %v", outcome("unparsed"), strings.Contains(logs, "severity=-1"))
+	}
+}
+
+// waitLog waits until herd-boots' log (which comes through a pipe) holds
+// every one of want, or 10 s pass, and returns it.
+func (l *lab) waitLog(want ...string) string {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		logs := l.log.String()
+		all := true
+		for _, w := range want {
+			all = all && strings.Contains(logs, w)
+		}
+		if all || time.Now().After(deadline) {
+			return logs
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
