@@ -56,6 +56,7 @@ type settings struct {
 	conn                                      connect.Flags
 	publicIP                                  string
 	httpAddr, publicURL                       string
+	httpLimits                                httpd.Limits
 	dhcpMode, dhcpIface, dhcpAddr, pxeAddr    string
 	tftpAddr, syslogAddr                      string
 	syslogRate                                float64
@@ -89,6 +90,14 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	fs.StringVar(&s.publicIP, "public-ip", "", "boots' IPv4 address as machines reach it: DHCP server identifier, TFTP next-server, script URLs (required)")
 	fs.StringVar(&s.httpAddr, "http-addr", ":80", "HTTP listen address: iPXE scripts, /events, /ipxe/, /osie/, /metrics, /healthz, /version")
 	fs.StringVar(&s.publicURL, "http-public-url", "", "boots' HTTP root as machines reach it (default http://PUBLIC-IP[:port of --http-addr])")
+	d := httpd.DefaultLimits
+	fs.DurationVar(&s.httpLimits.ReadHeader, "http-read-header-timeout", d.ReadHeader, "how long an HTTP client has to send a request's headers")
+	fs.DurationVar(&s.httpLimits.Read, "http-read-timeout", d.Read, "how long an HTTP client has to send a whole request, body included")
+	fs.DurationVar(&s.httpLimits.Write, "http-write-timeout", d.Write, "the longest an HTTP response may take to write; "+
+		"downloads (/ipxe/, /osie/) may take longer as long as each 256 KiB of them goes out within it")
+	fs.DurationVar(&s.httpLimits.Idle, "http-idle-timeout", d.Idle, "how long an idle keep-alive HTTP connection stays open")
+	fs.IntVar(&s.httpLimits.PerSource, "http-max-conns-per-source", d.PerSource, "HTTP connections one source address may hold open at once, "+
+		"beyond which it gets a 503 (behind NAT all machines are one address: raise it); 0: no limit")
 	fs.StringVar(&s.dhcpMode, "dhcp-mode", "reservation", "reservation (answer known MACs with their address and boot options) or proxy (proxyDHCP: boot options only)")
 	fs.StringVar(&s.dhcpIface, "dhcp-interface", "", "network interface DHCP serves on, and only on (required unless --dhcp-addr off)")
 	fs.StringVar(&s.dhcpAddr, "dhcp-addr", "0.0.0.0:67", "DHCP listen address (keep 0.0.0.0 to receive broadcasts; the interface limits the scope), or off")
@@ -231,7 +240,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 			Registry:    s.registry, RegistryUser: s.registryUser, RegistryPassword: s.registryPassword,
 			SyslogHost: or(s.syslogHost, public.String()), Console: s.console,
 			OSIEBaseURL: strings.TrimRight(or(s.osieURL, baseURL+"/osie"), "/"), Kernel: s.osieKernel, Initrd: s.osieInitrd},
-		Params: params, RequireIP: s.requireIP, Binaries: bins, OSIEDir: s.osieDir, Notes: notes,
+		Params: params, RequireIP: s.requireIP, Binaries: bins, OSIEDir: s.osieDir, Notes: notes, WriteTimeout: s.httpLimits.Write,
 	}
 	if book != nil {
 		hcfg.Leases = book
@@ -255,7 +264,8 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	hl = httpd.LimitListener(hl, s.httpLimits.PerSource, log, reg)
+	srv := s.httpLimits.Server(h)
 	g.Go(func() error {
 		if err := srv.Serve(hl); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/herd-metal/herd/pkg/servertest"
 	"github.com/herd-metal/herd/proto/hardware"
+	"github.com/herd-metal/herd/services/boots/internal/httpd"
 	"github.com/herd-metal/herd/services/boots/internal/netnstest"
 	"github.com/herd-metal/herd/services/boots/internal/realtest"
 )
@@ -97,6 +98,18 @@ func TestParse(t *testing.T) {
 	}
 	if s.conn.Server != "10.0.5.1:42113" || s.ipxeParams != "off" || s.dhcpMode != "reservation" || s.publicIP != "10.0.5.1" {
 		t.Fatalf("%+v", s)
+	}
+	// The limits of issue 14: documented defaults, HERD_* overrides.
+	if s.httpLimits != httpd.DefaultLimits || s.syslogRate != 100 || s.syslogBurst != 500 {
+		t.Fatalf("defaults: http %+v, syslog %v/%v", s.httpLimits, s.syslogRate, s.syslogBurst)
+	}
+	env = map[string]string{"HERD_HTTP_IDLE_TIMEOUT": "5s", "HERD_HTTP_MAX_CONNS_PER_SOURCE": "8", "HERD_SYSLOG_RATE": "0"}
+	s, err = parse([]string{"--http-read-timeout", "3s"}, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.httpLimits.Idle != 5*time.Second || s.httpLimits.PerSource != 8 || s.httpLimits.Read != 3*time.Second || s.syslogRate != 0 {
+		t.Fatalf("from flags and the environment: http %+v, syslog rate %v", s.httpLimits, s.syslogRate)
 	}
 	for _, args := range [][]string{
 		{"--server", "x:1", "--token", "t"}, // no public ip

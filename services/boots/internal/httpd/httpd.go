@@ -49,6 +49,9 @@ type Config struct {
 	Binaries *tftp.Dir
 	// OSIEDir serves /osie/ from a directory when set.
 	OSIEDir string
+	// WriteTimeout, when set, bounds each chunk of a download (/ipxe/,
+	// /osie/) rather than the whole of it (Limits.Write).
+	WriteTimeout time.Duration
 	// Notes, when set, receives boot progress for the machine's workflow
 	// events (herd-server's RecordBootEvent).
 	Notes Notes
@@ -111,14 +114,14 @@ func New(cfg Config, machines Machines, log *slog.Logger, reg *prometheus.Regist
 	s.mux.HandleFunc("GET "+script.EventsPath, s.event)
 	s.mux.HandleFunc("POST "+script.EventsPath, s.event)
 	if cfg.Binaries != nil {
-		s.mux.HandleFunc("GET /ipxe/{file}", s.binary)
+		s.mux.Handle("GET /ipxe/{file}", download(http.HandlerFunc(s.binary), cfg.WriteTimeout))
 	}
 	if cfg.OSIEDir != "" {
 		root, err := os.OpenRoot(cfg.OSIEDir)
 		if err != nil {
 			return nil, err
 		}
-		s.mux.Handle("GET /osie/", http.StripPrefix("/osie/", http.FileServerFS(root.FS())))
+		s.mux.Handle("GET /osie/", download(http.StripPrefix("/osie/", http.FileServerFS(root.FS())), cfg.WriteTimeout))
 	}
 	return s, nil
 }

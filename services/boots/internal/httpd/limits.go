@@ -1,0 +1,249 @@
+package httpd
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Limits bound what one HTTP client holds of herd-boots: the provisioning
+// network is shared with machines that may be hostile, and a connection
+// that trickles its request or idles must not be kept open for long.
+type Limits struct {
+	// ReadHeader is how long a client has to send a request's headers,
+	// Read the whole request (a trickled /events body), Idle how long a
+	// keep-alive connection may wait for its next request.
+	ReadHeader, Read, Idle time.Duration
+	// Write is the longest a response may take to write. A download
+	// (/ipxe/, /osie/: kernels, initramfs, images of hundreds of MB) may
+	// take longer in all, as long as each chunk of it goes out within
+	// Write: a reader that stalls is cut, a slow but steady one is not.
+	Write time.Duration
+	// PerSource bounds the connections one source address holds open at
+	// once (0: no bound); behind NAT every machine is one source.
+	PerSource int
+}
+
+// DefaultLimits are herd-boots' defaults (its --http-* flags).
+var DefaultLimits = Limits{ReadHeader: 10 * time.Second, Read: 30 * time.Second, Write: 60 * time.Second, Idle: 30 * time.Second, PerSource: 32}
+
+// Server returns an http.Server for h with l's timeouts.
+func (l Limits) Server(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: l.ReadHeader, ReadTimeout: l.Read, WriteTimeout: l.Write, IdleTimeout: l.Idle}
+}
+
+// downloadChunk is what a download writes per write deadline.
+const downloadChunk = 256 << 10
+
+// download serves next as a download: the write deadline moves on with
+// every chunk written (writeTimeout per chunk), and the read deadline is
+// lifted (the request is read; the server's background read would
+// otherwise cancel a download outlasting Limits.Read).
+func download(next http.Handler, writeTimeout time.Duration) http.Handler {
+	if writeTimeout <= 0 {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Time{})
+		next.ServeHTTP(&progressWriter{ResponseWriter: w, rc: rc, timeout: writeTimeout}, r)
+	})
+}
+
+// progressWriter sets a write deadline before each chunk it writes.
+type progressWriter struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (p *progressWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter }
+
+func (p *progressWriter) Write(b []byte) (int, error) {
+	n := 0
+	for len(b) > 0 {
+		k := min(len(b), downloadChunk)
+		_ = p.rc.SetWriteDeadline(time.Now().Add(p.timeout))
+		m, err := p.ResponseWriter.Write(b[:k])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		b = b[k:]
+	}
+	return n, nil
+}
+
+// ReadFrom keeps the response's own ReadFrom (sendfile from a file) in
+// chunks. A source that is an io.LimitedReader (http.ServeContent's) is
+// cut into chunks of its reader, keeping one level of LimitedReader over
+// the file, as sendfile needs.
+func (p *progressWriter) ReadFrom(src io.Reader) (int64, error) {
+	rf, ok := p.ResponseWriter.(io.ReaderFrom)
+	if !ok {
+		return io.Copy(writerOnly{p}, src)
+	}
+	inner, left := src, int64(-1)
+	if lr, ok := src.(*io.LimitedReader); ok {
+		inner, left = lr.R, lr.N
+		defer func() { lr.N = left }()
+	}
+	var n int64
+	for left != 0 {
+		want := int64(downloadChunk)
+		if left > 0 {
+			want = min(want, left)
+		}
+		_ = p.rc.SetWriteDeadline(time.Now().Add(p.timeout))
+		k, err := rf.ReadFrom(&io.LimitedReader{R: inner, N: want})
+		n += k
+		if left > 0 {
+			left -= k
+		}
+		if err != nil || k < want {
+			return n, err // err, or the source ended
+		}
+	}
+	return n, nil
+}
+
+// writerOnly hides ReadFrom, for io.Copy.
+type writerOnly struct{ io.Writer }
+
+// LimitListener wraps l so that each source address holds at most max
+// connections at once (max <= 0: l itself). A connection beyond that gets
+// a 503 and is closed; it is counted in herd_boots_http_connections_refused_total
+// and logged (throttled: a line per address per 10 s).
+func LimitListener(l net.Listener, max int, log *slog.Logger, reg prometheus.Registerer) net.Listener {
+	if max <= 0 {
+		return l
+	}
+	sl := &sourceLimit{Listener: l, max: max, log: log, open: map[netip.Addr]int{},
+		quiet:    newThrottle(unknownLogEvery, unknownLogKeys, unknownLogLines),
+		refusers: make(chan struct{}, maxRefusers),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "herd_boots_http_connections_refused_total",
+			Help: "HTTP connections refused because their source address already held --http-max-conns-per-source."})}
+	reg.MustRegister(sl.refused, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herd_boots_http_connections_open",
+		Help: "HTTP connections open."}, sl.total))
+	return sl
+}
+
+// maxRefusers bounds the refused connections being answered at once;
+// beyond it they are closed without a word.
+const maxRefusers = 64
+
+// refusal is what a connection beyond the limit reads.
+const refusalBody = "herd-boots: too many connections from this address; retry later\n"
+
+var refusal = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: " +
+	strconv.Itoa(len(refusalBody)) + "\r\nConnection: close\r\nRetry-After: 5\r\n\r\n" + refusalBody
+
+type sourceLimit struct {
+	net.Listener
+	max      int
+	log      *slog.Logger
+	quiet    *throttle
+	refusers chan struct{}
+	refused  prometheus.Counter
+
+	mu   sync.Mutex
+	open map[netip.Addr]int
+	all  int
+}
+
+func (l *sourceLimit) total() float64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return float64(l.all)
+}
+
+func sourceOf(c net.Conn) netip.Addr {
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+func (l *sourceLimit) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		src := sourceOf(c)
+		l.mu.Lock()
+		n := l.open[src]
+		if n >= l.max {
+			l.mu.Unlock()
+			l.refuse(c, src)
+			continue
+		}
+		l.open[src] = n + 1
+		l.all++
+		l.mu.Unlock()
+		return &countedConn{Conn: c, l: l, src: src}, nil
+	}
+}
+
+func (l *sourceLimit) release(src netip.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.all--
+	if l.open[src]--; l.open[src] <= 0 {
+		delete(l.open, src)
+	}
+}
+
+// refuse answers c with a 503 and closes it, without holding up Accept.
+func (l *sourceLimit) refuse(c net.Conn, src netip.Addr) {
+	l.refused.Inc()
+	if ok, held := l.quiet.allow(src.String(), time.Now()); ok {
+		attrs := []any{"remote", c.RemoteAddr().String(), "max", l.max}
+		if held > 0 {
+			attrs = append(attrs, "suppressed", held)
+		}
+		l.log.Warn("http: too many connections from one address: refused (--http-max-conns-per-source; behind NAT every machine is one address)", attrs...)
+	}
+	select {
+	case l.refusers <- struct{}{}:
+	default:
+		c.Close()
+		return
+	}
+	go func() {
+		defer func() { <-l.refusers }()
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(time.Second))
+		if _, err := io.WriteString(c, refusal); err != nil {
+			return
+		}
+		// Close after the client has read the answer (or a second has
+		// passed): closing with its request unread would reset the
+		// connection and could lose the 503.
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+	}()
+}
+
+// countedConn gives its source's slot back once, when closed.
+type countedConn struct {
+	net.Conn
+	l    *sourceLimit
+	src  netip.Addr
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.l.release(c.src) })
+	return err
+}

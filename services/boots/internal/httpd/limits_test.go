@@ -1,0 +1,111 @@
+package httpd
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/herd-metal/herd/pkg/observe"
+)
+
+// TestLimitListener: on loopback, a source holding max connections gets
+// a 503 on the next; closing one lets it in again.
+func TestLimitListener(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := DefaultLimits.Server(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	go srv.Serve(LimitListener(ln, 2, slog.New(slog.NewTextHandler(io.Discard, nil)), observe.NewRegistry()))
+	defer srv.Close()
+	get := func(c net.Conn) string {
+		t.Helper()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		res, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err.Error()
+		}
+		b, _ := io.ReadAll(io.LimitReader(res.Body, 100))
+		return res.Status + " " + string(b)
+	}
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if got := get(c); got != "200 OK ok" {
+			t.Fatalf("within the limit: %s", got)
+		}
+		held = append(held, c)
+	}
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := get(c); !strings.HasPrefix(got, "503 ") || !strings.Contains(got, "too many connections") {
+		t.Fatalf("beyond the limit: %s", got)
+	}
+	c.Close()
+	held[0].Close()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := get(c)
+		c.Close()
+		if got == "200 OK ok" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after closing one: %s", got)
+		}
+	}
+}
+
+// TestDownloadChunks: a download through the chunking writer is the file,
+// whole and by range.
+func TestDownloadChunks(t *testing.T) {
+	dir := t.TempDir()
+	data := make([]byte, 3*downloadChunk+12345)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	os.WriteFile(filepath.Join(dir, "f"), data, 0o644)
+	ts := httptest.NewServer(download(http.FileServer(http.Dir(dir)), time.Second))
+	defer ts.Close()
+	res, err := http.Get(ts.URL + "/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if sha256.Sum256(b) != sha256.Sum256(data) {
+		t.Fatalf("whole: %d bytes, want %d", len(b), len(data))
+	}
+	req, _ := http.NewRequest("GET", ts.URL+"/f", nil)
+	req.Header.Set("Range", "bytes=100-"+strconv.Itoa(2*downloadChunk+99))
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 206 || !bytes.Equal(b, data[100:2*downloadChunk+100]) {
+		t.Fatalf("range: %d, %d bytes", res.StatusCode, len(b))
+	}
+}
