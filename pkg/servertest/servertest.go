@@ -29,12 +29,15 @@ import (
 
 	"github.com/herd-metal/herd/pkg/connect"
 	"github.com/herd-metal/herd/pkg/pgtest"
-	"github.com/herd-metal/herd/pkg/workertoken"
 	"github.com/herd-metal/herd/proto/hardware"
 )
 
 // AdminToken is the admin bearer token of every server started here.
 const AdminToken = "servertest-admin-token"
+
+// ServiceToken is the service token (what herd-boots and herd-metadata
+// use) of every server started here.
+const ServiceToken = "servertest-service-token"
 
 // binDir holds the binaries Main built: the one piece of package state,
 // because tests reach the package only through their *testing.T.
@@ -78,6 +81,9 @@ type Server struct {
 	extra    []string
 	cmd      *exec.Cmd
 	pipe     *io.PipeWriter
+
+	adminMu sync.Mutex
+	admin   *grpc.ClientConn
 }
 
 // Buffer is a bytes.Buffer safe for concurrent use.
@@ -116,7 +122,8 @@ func (s *Server) start(grpcAddr, httpAddr string) {
 	args := append([]string{"--grpc-addr", grpcAddr, "--http-addr", httpAddr,
 		"--log-format", "json", "--log-level", "debug", "--timeout-check", "200ms"}, s.extra...)
 	cmd := exec.Command(filepath.Join(binDir, "herd-server"), args...)
-	cmd.Env = append(os.Environ(), "HERD_DB_URL="+s.DBURL, "HERD_STATE_DIR="+s.StateDir, "HERD_AUTH_TOKEN="+AdminToken)
+	cmd.Env = append(os.Environ(), "HERD_DB_URL="+s.DBURL, "HERD_STATE_DIR="+s.StateDir, "HERD_AUTH_TOKEN="+AdminToken,
+		"HERD_SERVICE_TOKEN="+ServiceToken)
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {
@@ -213,14 +220,70 @@ func (s *Server) DialCA(ca *x509.CertPool, token string) *grpc.ClientConn {
 	return conn
 }
 
-// WorkerToken is the credential boots would give the machine hwID.
+// WorkerToken is the credential boots would give the machine hwID now:
+// the one the hardware Watch hands herd's services. The record must have
+// been pushed.
 func (s *Server) WorkerToken(hwID string) string {
+	s.t.Helper()
+	tok, ok := s.WorkerTokens()[hwID]
+	if !ok {
+		s.t.Fatalf("no hardware record %s: push it before asking for its worker credential", hwID)
+	}
+	return tok
+}
+
+// WorkerTokens are the credentials WorkerToken gives, of every record, by
+// hardware id: one Watch snapshot.
+func (s *Server) WorkerTokens() map[string]string {
+	s.t.Helper()
+	tokens, err := WatchTokens(context.Background(), hardware.NewHardwareServiceClient(s.adminConn()))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return tokens
+}
+
+// WatchTokens reads a Watch snapshot from c and returns the worker
+// credentials in it, by hardware id.
+func WatchTokens(ctx context.Context, c hardware.HardwareServiceClient) (map[string]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	stream, err := c.Watch(ctx, &hardware.WatchRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("watch: %w", err)
+	}
+	tokens := map[string]string{}
+	for {
+		ev, err := stream.Recv()
+		if err != nil {
+			return nil, fmt.Errorf("watch: %w", err)
+		}
+		if ev.GetType() == hardware.WatchEvent_TYPE_SYNCED {
+			return tokens, nil
+		}
+		tokens[ev.GetHardware().GetId()] = ev.GetWorkerToken()
+	}
+}
+
+// adminConn is one admin connection, kept for the test.
+func (s *Server) adminConn() *grpc.ClientConn {
+	s.adminMu.Lock()
+	defer s.adminMu.Unlock()
+	if s.admin == nil {
+		s.admin = s.Dial(AdminToken)
+	}
+	return s.admin
+}
+
+// WorkerKey is the server's worker credential key (for tests that forge
+// credentials).
+func (s *Server) WorkerKey() []byte {
 	s.t.Helper()
 	key, err := os.ReadFile(filepath.Join(s.StateDir, "worker.key"))
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	return workertoken.Sign(key, hwID)
+	return key
 }
 
 // HerdCommand is the CLI set up to talk to this server.

@@ -225,9 +225,10 @@ type worker struct {
 func connectWorkers(t *testing.T, s *servertest.Server, ca *x509.CertPool, from, to int) []*worker {
 	ctx := context.Background()
 	workers := make([]*worker, to-from)
+	tokens := s.WorkerTokens()
 	if _, err := parallel(to-from, 64, func(k int) error {
 		i := from + k
-		c := workflow.NewWorkflowServiceClient(s.DialCA(ca, s.WorkerToken(hwID(i))))
+		c := workflow.NewWorkflowServiceClient(s.DialCA(ca, tokens[hwID(i)]))
 		stream, err := c.GetWorkflowContexts(ctx, &workflow.WorkflowContextRequest{WorkerId: hwID(i)})
 		if err != nil {
 			return err

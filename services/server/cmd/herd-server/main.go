@@ -50,6 +50,10 @@ type settings struct {
 	grpcAddr, httpAddr   string
 	dbURL, stateDir      string
 	authToken, tokenFile string
+	serviceToken         string
+	serviceTokenFile     string
+	workerTokenLifetime  time.Duration
+	limits               transport.Limits
 	noAuth               bool
 	tlsCert, tlsKey      string
 	tlsCA, tlsHosts      string
@@ -65,8 +69,9 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	fs := flag.NewFlagSet("herd-server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: herd-server [flags] [serve|migrate|version|healthcheck]\n\n"+
+		fmt.Fprintf(stderr, "Usage: herd-server [flags] [serve|migrate|import tink|version|healthcheck]\n\n"+
 			"serve (default) applies pending migrations and serves the API; migrate only applies them;\n"+
+			"import tink --from URL imports a Tinkerbell v0.6 database (herd-server import tink --help);\n"+
 			"healthcheck exits 0 when the server listening on --http-addr answers /healthz (for container health checks).\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
@@ -76,7 +81,21 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	fs.StringVar(&s.stateDir, "state-dir", "/var/lib/herd", "directory for what the server generates: CA, server certificate, worker key")
 	fs.StringVar(&s.authToken, "auth-token", "", "admin bearer token (prefer --auth-token-file or the environment over a flag)")
 	fs.StringVar(&s.tokenFile, "auth-token-file", "", "file holding the admin bearer token")
+	fs.StringVar(&s.serviceToken, "service-token", "", "bearer token of herd's services (herd-boots, herd-metadata): reads and watches hardware and records boot events, nothing else; empty: none, they use the admin token (prefer --service-token-file or the environment over a flag)")
+	fs.StringVar(&s.serviceTokenFile, "service-token-file", "", "file holding the service token")
+	fs.DurationVar(&s.workerTokenLifetime, "worker-token-lifetime", 24*time.Hour, "how long a machine's worker credential stays valid (boots hands out fresh ones, renewed every quarter of this); at least 4s")
 	fs.BoolVar(&s.noAuth, "insecure-no-auth", false, "accept every call without credentials (legacy Tinkerbell v0.6 clients only)")
+	d := transport.DefaultLimits
+	fs.DurationVar(&s.limits.ReadHeaderTimeout, "http-read-header-timeout", d.ReadHeaderTimeout, "HTTP: time a client has to send a request's headers")
+	fs.DurationVar(&s.limits.ReadTimeout, "http-read-timeout", d.ReadTimeout, "HTTP: time a client has to send a whole request, headers and body")
+	fs.DurationVar(&s.limits.WriteTimeout, "http-write-timeout", d.WriteTimeout, "HTTP: the longest one write of a response may wait for a client that does not read (REST streams get it for each write, so they may last)")
+	fs.DurationVar(&s.limits.IdleTimeout, "http-idle-timeout", d.IdleTimeout, "HTTP: how long a keep-alive connection may wait for its next request")
+	fs.DurationVar(&s.limits.HandshakeTimeout, "grpc-handshake-timeout", d.HandshakeTimeout, "gRPC: time a new connection has for its TLS and HTTP/2 handshake")
+	fs.DurationVar(&s.limits.MaxConnectionIdle, "grpc-max-connection-idle", d.MaxConnectionIdle, "gRPC: a connection without a call for this long is closed (GOAWAY; clients reconnect)")
+	fs.DurationVar(&s.limits.KeepaliveTime, "grpc-keepalive-time", d.KeepaliveTime, "gRPC: the server pings a connection quiet for this long (keeps NAT state of long watches, finds dead peers)")
+	fs.DurationVar(&s.limits.KeepaliveTimeout, "grpc-keepalive-timeout", d.KeepaliveTimeout, "gRPC: a connection that does not answer a ping within this is closed")
+	fs.DurationVar(&s.limits.KeepaliveMinTime, "grpc-keepalive-min-time", d.KeepaliveMinTime, "gRPC: a client pinging more often than this is disconnected")
+	fs.IntVar(&s.limits.MaxConnsPerSource, "max-conns-per-source", d.MaxConnsPerSource, "connections one source address may hold open at once, on each of the gRPC and HTTP listeners (0: no limit); mind clients behind one NAT address")
 	fs.StringVar(&s.tlsCert, "tls-cert", "", "server certificate PEM; empty: generated in the state directory")
 	fs.StringVar(&s.tlsKey, "tls-key", "", "server key PEM (with --tls-cert)")
 	fs.StringVar(&s.tlsCA, "tls-ca", "", "CA bundle served at /cert (with --tls-cert; default: the certificate file itself)")
@@ -97,6 +116,13 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 		}
 		s.authToken = strings.TrimSpace(string(b))
 	}
+	if s.serviceTokenFile != "" && s.serviceToken == "" {
+		b, err := os.ReadFile(s.serviceTokenFile)
+		if err != nil {
+			return s, nil, fmt.Errorf("service token file: %w", err)
+		}
+		s.serviceToken = strings.TrimSpace(string(b))
+	}
 	if (s.tlsCert == "") != (s.tlsKey == "") {
 		return s, nil, errors.New("--tls-cert and --tls-key go together")
 	}
@@ -116,6 +142,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if err != nil {
 		return err
 	}
+	var imp importSettings
 	switch cmd {
 	case "version":
 		fmt.Fprintln(stderr, "herd-server", version.String())
@@ -123,8 +150,12 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	case "healthcheck":
 		return observe.Probe(ctx, s.httpAddr)
 	case "migrate", "serve":
+	case "import":
+		if imp, err = parseImport(rest[1:], lookup, stderr); err != nil {
+			return err
+		}
 	default:
-		return fmt.Errorf("unknown command %q: want serve, migrate, version or healthcheck", cmd)
+		return fmt.Errorf("unknown command %q: want serve, migrate, import, version or healthcheck", cmd)
 	}
 
 	st, err := store.Open(ctx, s.dbURL, store.Options{MaxDataVersions: s.maxDataVersions, MaxDataBytes: s.maxDataBytes, MaxConns: s.dbMaxConns, Logger: log})
@@ -139,6 +170,9 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		log.Info("migrations applied")
 		return nil
 	}
+	if cmd == "import" {
+		return runImport(ctx, imp, st, os.Stdout)
+	}
 	if !s.noAuth && s.authToken == "" {
 		return errors.New("no admin token: set HERD_AUTH_TOKEN or --auth-token-file, or pass --insecure-no-auth for legacy clients")
 	}
@@ -149,9 +183,15 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if err != nil {
 		return err
 	}
-	authn, err := auth.New(s.authToken, workerKey, s.noAuth)
+	hub := store.NewHub(s.dbURL, log)
+	authn, err := auth.New(auth.Config{AdminToken: s.authToken, ServiceToken: s.serviceToken, WorkerKey: workerKey,
+		WorkerLifetime: s.workerTokenLifetime, Disabled: s.noAuth, Generations: st,
+		Notifier: hub, Channel: store.ChannelHardware, Log: log})
 	if err != nil {
 		return err
+	}
+	if s.serviceToken == "" && !s.noAuth {
+		log.Info("no service token (--service-token-file): herd-boots and herd-metadata need the admin token")
 	}
 	tlsConf, caPEM, err := serverTLS(s)
 	if err != nil {
@@ -159,17 +199,16 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	}
 
 	reg := observe.NewRegistry()
-	hub := store.NewHub(s.dbURL, log)
-	ic := api.NewInterceptors(log, reg)
+	ic := api.NewInterceptors(log, reg, authn, transport.Peer)
 	srv, err := transport.New(
-		transport.Config{GRPCAddr: s.grpcAddr, HTTPAddr: s.httpAddr, TLS: tlsConf, CA: caPEM},
+		transport.Config{GRPCAddr: s.grpcAddr, HTTPAddr: s.httpAddr, TLS: tlsConf, CA: caPEM, Limits: s.limits},
 		transport.Services{
 			Hardware: api.NewHardware(st, hub, authn, log),
 			Template: api.NewTemplate(st, log),
 			Workflow: api.NewWorkflow(st, hub, log),
 		},
-		[]grpc.UnaryServerInterceptor{ic.Unary, authn.UnaryInterceptor},
-		[]grpc.StreamServerInterceptor{ic.Stream, authn.StreamInterceptor},
+		[]grpc.UnaryServerInterceptor{ic.Unary},
+		[]grpc.StreamServerInterceptor{ic.Stream},
 		reg, st.Ping, log)
 	if err != nil {
 		return err
@@ -177,6 +216,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return hub.Run(ctx) })
+	eg.Go(func() error { return authn.Run(ctx) })
 	eg.Go(func() error { return srv.Serve(ctx) })
 	eg.Go(func() error { return enforceTimeouts(ctx, st, s.timeoutCheck, log) })
 	return eg.Wait()

@@ -1,13 +1,15 @@
 // Package api implements herd-server's gRPC services: Tinkerbell v0.6's
 // HardwareService, TemplateService and WorkflowService plus herd's
 // additions. Handlers validate what they receive and call the store; the
-// interceptor in this file is the one place errors become gRPC statuses.
+// interceptors in this file are the one place calls are authenticated and
+// logged and errors become gRPC statuses.
 package api
 
 import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/google/uuid"
@@ -16,7 +18,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/herd-metal/herd/pkg/logging"
 	"github.com/herd-metal/herd/pkg/spec"
+	"github.com/herd-metal/herd/services/server/internal/auth"
 	"github.com/herd-metal/herd/services/server/internal/store"
 )
 
@@ -48,17 +52,39 @@ func Status(err error) (*status.Status, bool) {
 	return status.New(codes.Internal, "internal error; the server log has the details"), true
 }
 
-// Interceptors converts errors to statuses, logs failures and counts calls.
-type Interceptors struct {
-	log      *slog.Logger
-	calls    *prometheus.CounterVec
-	duration *prometheus.HistogramVec
+// Authenticator says who makes a call (see package auth).
+type Authenticator interface {
+	Authenticate(ctx context.Context, method string) (auth.Principal, error)
 }
 
-// NewInterceptors registers the gRPC metrics on reg.
-func NewInterceptors(log *slog.Logger, reg prometheus.Registerer) *Interceptors {
+// Interceptors authenticate every call, convert errors to statuses, log
+// each call with its peer address and identity, and count calls.
+type Interceptors struct {
+	log      *slog.Logger
+	authn    Authenticator
+	peer     func(context.Context) string
+	limit    *logging.Limiter
+	now      func() time.Time
+	calls    *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	refused  *prometheus.CounterVec
+}
+
+// Refused calls are logged at most refusedBurst times per source address
+// in refusedWindow (the count of the others goes on the next line), for at
+// most refusedSources addresses at once.
+const (
+	refusedWindow  = 10 * time.Second
+	refusedBurst   = 5
+	refusedSources = 1024
+)
+
+// NewInterceptors registers the gRPC metrics on reg. peer names the
+// caller's address (the HTTP client's for REST calls).
+func NewInterceptors(log *slog.Logger, reg prometheus.Registerer, authn Authenticator, peer func(context.Context) string) *Interceptors {
 	i := &Interceptors{
-		log: log,
+		log: log, authn: authn, peer: peer, now: time.Now,
+		limit: logging.NewLimiter(refusedWindow, refusedBurst, refusedSources),
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herd_grpc_calls_total", Help: "gRPC calls handled, by method and status code.",
 		}, []string{"method", "code"}),
@@ -66,24 +92,64 @@ func NewInterceptors(log *slog.Logger, reg prometheus.Registerer) *Interceptors 
 			Name: "herd_grpc_call_seconds", Help: "gRPC call duration (streams: until they end), by method.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30},
 		}, []string{"method"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herd_auth_failures_total", Help: "Calls refused for their credentials (Unauthenticated, PermissionDenied), by reason.",
+		}, []string{"reason"}),
 	}
-	reg.MustRegister(i.calls, i.duration)
+	reg.MustRegister(i.calls, i.duration, i.refused)
 	return i
 }
 
-func (i *Interceptors) finish(ctx context.Context, method string, start time.Time, err error) error {
+// call is what the interceptors know of a call once it is authenticated.
+type call struct {
+	ctx    context.Context
+	method string
+	start  time.Time
+	peer   string
+	p      auth.Principal
+	err    error // the authentication's
+}
+
+func (i *Interceptors) begin(ctx context.Context, method string) *call {
+	c := &call{method: method, start: i.now(), peer: i.peer(ctx)}
+	c.p, c.err = i.authn.Authenticate(ctx, method)
+	identity := c.p.Identity()
+	if c.err != nil {
+		identity = "unauthenticated"
+		var ae *auth.Error
+		if errors.As(c.err, &ae) && ae.Claimed != "" {
+			identity = "unauthenticated (claims " + ae.Claimed + ")"
+		}
+	} else {
+		ctx = auth.WithPrincipal(ctx, c.p)
+	}
+	// Every line logged about the call, here and in the handlers, says
+	// where it came from and who made it.
+	c.ctx = logging.With(ctx, "peer", c.peer, "identity", identity)
+	return c
+}
+
+func (i *Interceptors) finish(c *call, err error) error {
 	st, internal := Status(err)
 	code := codes.OK
 	if st != nil {
 		code = st.Code()
 	}
-	i.calls.WithLabelValues(method, code.String()).Inc()
-	i.duration.WithLabelValues(method).Observe(time.Since(start).Seconds())
+	i.calls.WithLabelValues(c.method, code.String()).Inc()
+	i.duration.WithLabelValues(c.method).Observe(i.now().Sub(c.start).Seconds())
 	switch {
 	case internal:
-		i.log.ErrorContext(ctx, "call failed", "method", method, "error", err)
-	case st != nil && code != codes.Canceled:
-		i.log.DebugContext(ctx, "call refused", "method", method, "code", code.String(), "error", st.Message())
+		i.log.ErrorContext(c.ctx, "call failed", "method", c.method, "error", err)
+	case code == codes.Canceled:
+		i.log.DebugContext(c.ctx, "call canceled", "method", c.method)
+	case st != nil:
+		i.refusedCall(c, err, st)
+	case c.p.Worker != "":
+		// Workers poll every few seconds: their reads stay at debug, and
+		// the handlers log what they change (with the peer and identity).
+		i.log.DebugContext(c.ctx, "call", "method", c.method, "seconds", i.now().Sub(c.start).Seconds())
+	default:
+		i.log.InfoContext(c.ctx, "call", "method", c.method, "seconds", i.now().Sub(c.start).Seconds())
 	}
 	if st == nil {
 		return nil
@@ -91,11 +157,54 @@ func (i *Interceptors) finish(ctx context.Context, method string, start time.Tim
 	return st.Err()
 }
 
+// refusedCall logs a refused call: at warn when it is refused for its
+// credentials, else at info; rate-limited per source address.
+func (i *Interceptors) refusedCall(c *call, err error, st *status.Status) {
+	level, reason := slog.LevelInfo, ""
+	var ae *auth.Error
+	switch {
+	case errors.As(err, &ae):
+		level, reason = slog.LevelWarn, ae.Reason
+	case st.Code() == codes.PermissionDenied || st.Code() == codes.Unauthenticated:
+		level, reason = slog.LevelWarn, auth.ReasonForbidden
+	}
+	if reason != "" {
+		i.refused.WithLabelValues(reason).Inc()
+	}
+	if !i.log.Enabled(c.ctx, level) {
+		return
+	}
+	host, _, splitErr := net.SplitHostPort(c.peer)
+	if splitErr != nil {
+		host = c.peer
+	}
+	ok, held := i.limit.Allow(host, i.now())
+	if !ok {
+		return
+	}
+	args := []any{"method", c.method, "code", st.Code().String(), "error", st.Message()}
+	if reason != "" {
+		args = append(args, "reason", reason)
+	}
+	if held > 0 {
+		args = append(args, "suppressed", held)
+	}
+	msg := "call refused"
+	if level == slog.LevelWarn {
+		msg = "call refused: authentication failed"
+	}
+	i.log.Log(c.ctx, level, msg, args...)
+}
+
 // Unary is the unary server interceptor.
 func (i *Interceptors) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
-	start := time.Now()
-	resp, err := next(ctx, req)
-	if err = i.finish(ctx, info.FullMethod, start, err); err != nil {
+	c := i.begin(ctx, info.FullMethod)
+	var resp any
+	err := c.err
+	if err == nil {
+		resp, err = next(c.ctx, req)
+	}
+	if err = i.finish(c, err); err != nil {
 		return nil, err
 	}
 	return resp, nil
@@ -103,9 +212,24 @@ func (i *Interceptors) Unary(ctx context.Context, req any, info *grpc.UnaryServe
 
 // Stream is the stream server interceptor.
 func (i *Interceptors) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, next grpc.StreamHandler) error {
-	start := time.Now()
-	return i.finish(ss.Context(), info.FullMethod, start, next(srv, ss))
+	c := i.begin(ss.Context(), info.FullMethod)
+	err := c.err
+	if err == nil {
+		if c.p.Admin || c.p.Service {
+			// A stream (a watch) may last for days: say when it starts.
+			i.log.InfoContext(c.ctx, "stream opened", "method", c.method)
+		}
+		err = next(srv, &ctxStream{ServerStream: ss, ctx: c.ctx})
+	}
+	return i.finish(c, err)
 }
+
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *ctxStream) Context() context.Context { return s.ctx }
 
 // invalid is an InvalidArgument naming the field.
 func invalid(field, problem string) error {

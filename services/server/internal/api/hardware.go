@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -22,6 +23,10 @@ type HardwareStore interface {
 	HardwareByIP(ctx context.Context, ip string) (*hardware.Hardware, error)
 	AllHardware(ctx context.Context, fn func(*hardware.Hardware) error) error
 	DeleteHardware(ctx context.Context, id string) error
+	// The Watch reads the records with their credential generation, which
+	// the worker credentials it hands out are bound to.
+	AllHardwareWithGeneration(ctx context.Context, fn func(hw *hardware.Hardware, generation int64) error) error
+	HardwareWithGeneration(ctx context.Context, id string) (*hardware.Hardware, int64, error)
 }
 
 // Notifier delivers the ids of changed records on a channel; "" means
@@ -30,9 +35,10 @@ type Notifier interface {
 	Subscribe(channel string) (<-chan string, func())
 }
 
-// Signer issues worker credentials.
+// Signer issues worker credentials: the one of a record's generation, and
+// when a fresher one will be issued.
 type Signer interface {
-	WorkerToken(hwID string) string
+	WorkerToken(hwID string, generation int64) (token string, renew time.Time)
 }
 
 // Hardware implements HardwareService.
@@ -170,38 +176,45 @@ func waitFor(ctx context.Context, changes <-chan string, id string) error {
 }
 
 // Watch streams the whole inventory, then its changes. It tracks the
-// version it sent of each record, so a resync after missed notifications
-// sends only real differences.
+// version (and credential generation) it sent of each record, so a resync
+// after missed notifications sends only real differences, and a record
+// deleted and pushed again meanwhile comes with its new credential. Callers that get worker credentials (admin,
+// service) get each machine's with its ADDED and UPDATED events, and every
+// record again as UPDATED when fresher credentials are issued (every
+// quarter of their lifetime), so the ones they hold never run short.
 func (h *Hardware) Watch(_ *hardware.WatchRequest, stream hardware.HardwareService_WatchServer) error {
 	ctx := stream.Context()
 	changes, cancel := h.notify.Subscribe(store.ChannelHardware)
 	defer cancel()
 
-	admin := auth.FromContext(ctx).Admin
-	sent := map[string]int64{}
-	send := func(t hardware.WatchEvent_Type, hw *hardware.Hardware) error {
+	tokens := auth.FromContext(ctx).GetsWorkerTokens()
+	type seen struct{ version, gen int64 }
+	sent := map[string]seen{}
+	var renew time.Time // when the credentials sent are superseded
+	send := func(t hardware.WatchEvent_Type, hw *hardware.Hardware, gen int64) error {
 		ev := &hardware.WatchEvent{Type: t, Hardware: hw}
 		if t == hardware.WatchEvent_TYPE_DELETED {
 			delete(sent, hw.GetId())
 		} else {
-			sent[hw.GetId()] = hw.GetVersion()
-			if admin {
-				ev.WorkerToken = h.signer.WorkerToken(hw.GetId())
+			sent[hw.GetId()] = seen{hw.GetVersion(), gen}
+			if tokens {
+				ev.WorkerToken, renew = h.signer.WorkerToken(hw.GetId(), gen)
 			}
 		}
 		return stream.Send(ev)
 	}
-	// resync compares the whole store with what was sent.
-	resync := func(initial bool) error {
-		seen := map[string]bool{}
-		err := h.store.AllHardware(ctx, func(hw *hardware.Hardware) error {
-			seen[hw.GetId()] = true
-			v, known := sent[hw.GetId()]
+	// resync compares the whole store with what was sent; all sends every
+	// record known again (fresh credentials).
+	resync := func(initial, all bool) error {
+		present := map[string]bool{}
+		err := h.store.AllHardwareWithGeneration(ctx, func(hw *hardware.Hardware, gen int64) error {
+			present[hw.GetId()] = true
+			was, known := sent[hw.GetId()]
 			switch {
 			case !known:
-				return send(hardware.WatchEvent_TYPE_ADDED, hw)
-			case v != hw.GetVersion():
-				return send(hardware.WatchEvent_TYPE_UPDATED, hw)
+				return send(hardware.WatchEvent_TYPE_ADDED, hw, gen)
+			case all || was != (seen{hw.GetVersion(), gen}):
+				return send(hardware.WatchEvent_TYPE_UPDATED, hw, gen)
 			}
 			return nil
 		})
@@ -209,8 +222,8 @@ func (h *Hardware) Watch(_ *hardware.WatchRequest, stream hardware.HardwareServi
 			return err
 		}
 		for id := range sent {
-			if !seen[id] {
-				if err := send(hardware.WatchEvent_TYPE_DELETED, &hardware.Hardware{Id: id}); err != nil {
+			if !present[id] {
+				if err := send(hardware.WatchEvent_TYPE_DELETED, &hardware.Hardware{Id: id}, 0); err != nil {
 					return err
 				}
 			}
@@ -220,14 +233,28 @@ func (h *Hardware) Watch(_ *hardware.WatchRequest, stream hardware.HardwareServi
 		}
 		return nil
 	}
-	if err := resync(true); err != nil {
+	if err := resync(true, false); err != nil {
 		return err
 	}
+	refresh := time.NewTimer(time.Hour)
+	defer refresh.Stop()
 	for {
+		refresh.Stop()
+		var due <-chan time.Time
+		if tokens && !renew.IsZero() {
+			refresh.Reset(time.Until(renew))
+			due = refresh.C
+		}
 		var id string
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-due:
+			renew = time.Time{}
+			if err := resync(false, true); err != nil {
+				return err
+			}
+			continue
 		case got, ok := <-changes:
 			if !ok {
 				return errors.New("change feed closed")
@@ -235,24 +262,26 @@ func (h *Hardware) Watch(_ *hardware.WatchRequest, stream hardware.HardwareServi
 			id = got
 		}
 		if id == "" {
-			if err := resync(false); err != nil {
+			if err := resync(false, false); err != nil {
 				return err
 			}
 			continue
 		}
-		hw, err := h.store.HardwareByID(ctx, id)
+		hw, gen, err := h.store.HardwareWithGeneration(ctx, id)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			if _, known := sent[id]; known {
-				err = send(hardware.WatchEvent_TYPE_DELETED, &hardware.Hardware{Id: id})
+				err = send(hardware.WatchEvent_TYPE_DELETED, &hardware.Hardware{Id: id}, 0)
 			} else {
 				err = nil
 			}
 		case err != nil:
-		case sent[id] == 0:
-			err = send(hardware.WatchEvent_TYPE_ADDED, hw)
-		case sent[id] != hw.GetVersion():
-			err = send(hardware.WatchEvent_TYPE_UPDATED, hw)
+		default:
+			if was, known := sent[id]; !known {
+				err = send(hardware.WatchEvent_TYPE_ADDED, hw, gen)
+			} else if was != (seen{hw.GetVersion(), gen}) {
+				err = send(hardware.WatchEvent_TYPE_UPDATED, hw, gen)
+			}
 		}
 		if err != nil {
 			return err

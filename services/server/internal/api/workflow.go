@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"unicode/utf8"
 
+	"github.com/google/uuid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -25,7 +25,7 @@ type WorkflowStore interface {
 	DeleteWorkflow(ctx context.Context, id string) error
 	WorkflowContext(ctx context.Context, id string) (*workflow.WorkflowContext, error)
 	WorkflowActions(ctx context.Context, id string) (*workflow.WorkflowActionList, error)
-	WorkflowWorkers(ctx context.Context, id string) ([]string, error)
+	WorkerTakesPart(ctx context.Context, workflowID, workerID string) (bool, error)
 	ContextsForWorker(ctx context.Context, workerID string) ([]*workflow.WorkflowContext, error)
 	ApplicableContexts(ctx context.Context, workerID string) ([]*workflow.WorkflowContext, error)
 	WorkflowEvents(ctx context.Context, id string, after int64, fn func(seq int64, ev *workflow.WorkflowActionStatus) error) error
@@ -195,14 +195,15 @@ func (w *Workflow) authorizeWorkflow(ctx context.Context, id string) error {
 	if p.Admin {
 		return nil
 	}
-	workers, err := w.store.WorkflowWorkers(ctx, id)
+	mine, err := w.store.WorkerTakesPart(ctx, id, p.Worker)
 	if err != nil {
 		return err
 	}
-	if !slices.Contains(workers, p.Worker) {
-		// NotFound, not PermissionDenied: a machine learns nothing about
-		// workflows that are not its own.
-		return status.Errorf(codes.NotFound, "workflow %s not found", id)
+	if !mine {
+		// Not its own, deleted, or none: one answer for all, the one for
+		// a workflow that does not exist, so a machine learns nothing
+		// about workflows that are not its own.
+		return store.WorkflowNotFound(uuid.MustParse(id).String())
 	}
 	return nil
 }

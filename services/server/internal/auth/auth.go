@@ -1,16 +1,21 @@
-// Package auth decides who is calling herd-server. Two kinds of callers:
-// operators (and herd's own services) with the admin bearer token, and
-// machines being provisioned with a per-machine worker credential that only
-// opens the worker RPCs for that machine's own workflows.
+// Package auth decides who is calling herd-server. Three kinds of callers:
+// operators with the admin bearer token; herd's own services (boots,
+// metadata) with the service token, which opens reading and watching the
+// hardware and recording boot events; and machines being provisioned with
+// a per-machine worker credential that only opens the worker RPCs for that
+// machine's own workflows, expires, and dies with its hardware record.
 package auth
 
 import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
+	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -22,6 +27,8 @@ import (
 type Principal struct {
 	// Admin may call everything.
 	Admin bool
+	// Service may call ServiceMethods (boots, metadata).
+	Service bool
 	// Worker is the hardware id a worker credential speaks for.
 	Worker string
 }
@@ -29,6 +36,24 @@ type Principal struct {
 // CanActFor reports whether p may read or report workflows run by worker.
 func (p Principal) CanActFor(worker string) bool {
 	return p.Admin || (p.Worker != "" && p.Worker == worker)
+}
+
+// GetsWorkerTokens reports whether the hardware Watch hands p the
+// machines' worker credentials (boots renders them into the machines'
+// scripts).
+func (p Principal) GetsWorkerTokens() bool { return p.Admin || p.Service }
+
+// Identity names p in the log: admin, service or worker:<hardware id>.
+func (p Principal) Identity() string {
+	switch {
+	case p.Admin:
+		return "admin"
+	case p.Service:
+		return "service"
+	case p.Worker != "":
+		return "worker:" + p.Worker
+	}
+	return "anonymous"
 }
 
 type principalKey struct{}
@@ -44,95 +69,293 @@ func WithPrincipal(ctx context.Context, p Principal) context.Context {
 	return context.WithValue(ctx, principalKey{}, p)
 }
 
+const (
+	hardwareService = "/github.com.tinkerbell.tink.protos.hardware.HardwareService/"
+	workflowService = "/github.com.tinkerbell.tink.protos.workflow.WorkflowService/"
+)
+
 // workerMethods are the RPCs a worker credential opens: Tinkerbell v0.6's
 // worker-facing calls, and herd's log upload.
 var workerMethods = map[string]bool{
-	"/github.com.tinkerbell.tink.protos.workflow.WorkflowService/GetWorkflowContexts":    true,
-	"/github.com.tinkerbell.tink.protos.workflow.WorkflowService/GetWorkflowContextList": true,
-	"/github.com.tinkerbell.tink.protos.workflow.WorkflowService/GetWorkflowActions":     true,
-	"/github.com.tinkerbell.tink.protos.workflow.WorkflowService/ReportActionStatus":     true,
-	"/github.com.tinkerbell.tink.protos.workflow.WorkflowService/GetWorkflowData":        true,
-	"/github.com.tinkerbell.tink.protos.workflow.WorkflowService/GetWorkflowMetadata":    true,
-	"/github.com.tinkerbell.tink.protos.workflow.WorkflowService/GetWorkflowDataVersion": true,
-	"/github.com.tinkerbell.tink.protos.workflow.WorkflowService/UpdateWorkflowData":     true,
+	workflowService + "GetWorkflowContexts":    true,
+	workflowService + "GetWorkflowContextList": true,
+	workflowService + "GetWorkflowActions":     true,
+	workflowService + "ReportActionStatus":     true,
+	workflowService + "GetWorkflowData":        true,
+	workflowService + "GetWorkflowMetadata":    true,
+	workflowService + "GetWorkflowDataVersion": true,
+	workflowService + "UpdateWorkflowData":     true,
 	// herd's addition for workers.
-	"/github.com.tinkerbell.tink.protos.workflow.WorkflowService/ReportActionLogs": true,
+	workflowService + "ReportActionLogs": true,
+}
+
+// ServiceMethods are the RPCs the service token opens: what herd-boots and
+// herd-metadata call (their inventory's Watch, lookups) and boots' boot
+// events. Nothing that changes hardware, templates or workflows, and
+// nothing that reads a workflow (its actions and data may hold secrets).
+var ServiceMethods = map[string]bool{
+	hardwareService + "ByMAC":           true,
+	hardwareService + "ByIP":            true,
+	hardwareService + "ByID":            true,
+	hardwareService + "All":             true,
+	hardwareService + "Watch":           true,
+	hardwareService + "DeprecatedWatch": true,
+	workflowService + "RecordBootEvent": true,
+}
+
+// Generations looks up a hardware record's credential generation (found
+// false: no such record).
+type Generations interface {
+	HardwareCredentialGeneration(ctx context.Context, hwID string) (gen int64, found bool, err error)
+}
+
+// Notifier delivers the ids of changed hardware records; "" means changes
+// may have been missed.
+type Notifier interface {
+	Subscribe(channel string) (<-chan string, func())
+}
+
+// Config configures an Authenticator.
+type Config struct {
+	// AdminToken opens everything; required unless Disabled.
+	AdminToken string
+	// ServiceToken, if set, opens ServiceMethods.
+	ServiceToken string
+	// WorkerKey signs worker credentials (32 bytes or more).
+	WorkerKey []byte
+	// WorkerLifetime is how long a worker credential lives (at least
+	// workertoken.MinLifetime).
+	WorkerLifetime time.Duration
+	// Disabled makes every caller an admin (legacy v0.6 clients send no
+	// credentials).
+	Disabled bool
+	// Generations checks that a worker credential's hardware record still
+	// exists and is the one it was issued for.
+	Generations Generations
+	// Notifier and Channel, when set, announce hardware changes, so the
+	// generations looked up can be cached.
+	Notifier Notifier
+	Channel  string
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// Log receives the cache's troubles.
+	Log *slog.Logger
 }
 
 // Authenticator checks bearer credentials.
 type Authenticator struct {
-	adminToken string
-	workerKey  []byte
-	disabled   bool
+	cfg     Config
+	gens    *genCache
+	changes <-chan string
+	cancel  func()
 }
 
-// New returns an Authenticator. adminToken must be non-empty unless
-// disabled, which makes every caller an admin (legacy v0.6 clients send no
-// credentials). workerKey signs worker credentials.
-func New(adminToken string, workerKey []byte, disabled bool) (*Authenticator, error) {
-	if !disabled && adminToken == "" {
+// New returns an Authenticator. With a Notifier it subscribes now, so that
+// no change after New is missed; Run must then run to receive them.
+func New(c Config) (*Authenticator, error) {
+	if !c.Disabled && c.AdminToken == "" {
 		return nil, errors.New("no admin token configured: set one, or turn authentication off explicitly")
 	}
-	if len(workerKey) < 32 {
+	if c.ServiceToken != "" && c.ServiceToken == c.AdminToken {
+		return nil, errors.New("the service token is the admin token: give herd's services a token of their own")
+	}
+	if len(c.WorkerKey) < 32 {
 		return nil, errors.New("worker key shorter than 32 bytes")
 	}
-	return &Authenticator{adminToken: adminToken, workerKey: workerKey, disabled: disabled}, nil
+	if c.WorkerLifetime < workertoken.MinLifetime {
+		return nil, fmt.Errorf("worker credential lifetime %v: want at least %v", c.WorkerLifetime, workertoken.MinLifetime)
+	}
+	if c.Generations == nil {
+		return nil, errors.New("no credential generation lookup configured")
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	a := &Authenticator{cfg: c, gens: &genCache{lookup: c.Generations}, cancel: func() {}}
+	if c.Notifier != nil {
+		a.changes, a.cancel = c.Notifier.Subscribe(c.Channel)
+		a.gens.enabled = true
+	}
+	return a, nil
 }
 
-// WorkerToken is the credential of the machine with hardware id hwID (see
-// pkg/workertoken). The server keeps no list: it recomputes.
-func (a *Authenticator) WorkerToken(hwID string) string {
-	return workertoken.Sign(a.workerKey, hwID)
+// Run follows hardware changes, dropping cached generations they touch,
+// until ctx ends. Without a Notifier it only waits.
+func (a *Authenticator) Run(ctx context.Context) error {
+	defer a.cancel()
+	if a.changes == nil {
+		<-ctx.Done()
+		return nil
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case id, ok := <-a.changes:
+			if !ok {
+				// No more notifications: a cached generation could go
+				// stale, so every check asks the database from now on.
+				a.gens.disable()
+				if ctx.Err() == nil {
+					a.cfg.Log.Warn("hardware change feed closed; worker credentials are checked against the database on every call")
+				}
+				return nil
+			}
+			a.gens.invalidate(id)
+		}
+	}
 }
+
+// WorkerToken is the credential of generation gen of hardware record hwID,
+// valid from now for about the configured lifetime (see
+// workertoken.Expiry), and when a fresher one will be issued.
+func (a *Authenticator) WorkerToken(hwID string, gen int64) (token string, renew time.Time) {
+	exp, renew := workertoken.Expiry(a.cfg.Now(), a.cfg.WorkerLifetime)
+	return workertoken.Sign(a.cfg.WorkerKey, workertoken.Claims{HardwareID: hwID, Generation: gen, Expires: exp}), renew
+}
+
+// Reasons a call is refused, as Error.Reason says them (and the metric
+// labels).
+const (
+	ReasonMissing   = "missing credentials"
+	ReasonMalformed = "malformed authorization header"
+	ReasonInvalid   = "invalid token"
+	ReasonExpired   = "expired worker credential"
+	ReasonRevoked   = "revoked worker credential"
+	ReasonForbidden = "method not open to this credential"
+)
+
+// Error is a refused authentication: the status the caller gets, why, and
+// who the credential claimed to be (for the log; never the token).
+type Error struct {
+	Code    codes.Code
+	Reason  string
+	Claimed string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// GRPCStatus makes the error its status for grpc and status.FromError.
+func (e *Error) GRPCStatus() *status.Status { return status.New(e.Code, e.Message) }
 
 // Authenticate turns the request metadata of a call to method into a
-// Principal, or an Unauthenticated / PermissionDenied status.
+// Principal, or an *Error (Unauthenticated / PermissionDenied), or an
+// Unavailable status when a worker credential cannot be checked now.
 func (a *Authenticator) Authenticate(ctx context.Context, method string) (Principal, error) {
-	if a.disabled {
+	if a.cfg.Disabled {
 		return Principal{Admin: true}, nil
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	vals := md.Get("authorization")
 	if len(vals) != 1 {
-		return Principal{}, status.Error(codes.Unauthenticated, "missing credentials: send \"authorization: Bearer <token>\"")
+		return Principal{}, &Error{codes.Unauthenticated, ReasonMissing, "", "missing credentials: send \"authorization: Bearer <token>\""}
 	}
 	scheme, token, ok := strings.Cut(vals[0], " ")
 	if !ok || !strings.EqualFold(scheme, "bearer") || token == "" {
-		return Principal{}, status.Error(codes.Unauthenticated, "malformed authorization header: want \"Bearer <token>\"")
+		return Principal{}, &Error{codes.Unauthenticated, ReasonMalformed, "", "malformed authorization header: want \"Bearer <token>\""}
 	}
-	if subtle.ConstantTimeCompare([]byte(token), []byte(a.adminToken)) == 1 {
+	if equal(token, a.cfg.AdminToken) {
 		return Principal{Admin: true}, nil
 	}
-	if hwID, ok := workertoken.Verify(a.workerKey, token); ok {
-		if !workerMethods[method] {
-			return Principal{}, status.Errorf(codes.PermissionDenied, "a worker credential cannot call %s", method)
+	if a.cfg.ServiceToken != "" && equal(token, a.cfg.ServiceToken) {
+		if !ServiceMethods[method] {
+			return Principal{}, &Error{codes.PermissionDenied, ReasonForbidden, "service",
+				fmt.Sprintf("the service credential cannot call %s", method)}
 		}
-		return Principal{Worker: hwID}, nil
+		return Principal{Service: true}, nil
 	}
-	return Principal{}, status.Error(codes.Unauthenticated, "invalid token")
-}
-
-// UnaryInterceptor authenticates every unary call.
-func (a *Authenticator) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
-	p, err := a.Authenticate(ctx, info.FullMethod)
+	c, err := workertoken.Verify(a.cfg.WorkerKey, token, a.cfg.Now())
+	switch {
+	case errors.Is(err, workertoken.ErrExpired):
+		return Principal{}, &Error{codes.Unauthenticated, ReasonExpired, "worker:" + c.HardwareID,
+			"worker credential expired: the machine gets a fresh one when it boots again"}
+	case err != nil:
+		return Principal{}, &Error{codes.Unauthenticated, ReasonInvalid, "", "invalid token"}
+	}
+	claimed := "worker:" + c.HardwareID
+	if !workerMethods[method] {
+		return Principal{}, &Error{codes.PermissionDenied, ReasonForbidden, claimed,
+			fmt.Sprintf("a worker credential cannot call %s", method)}
+	}
+	gen, found, err := a.gens.get(ctx, c.HardwareID)
 	if err != nil {
-		return nil, err
+		a.cfg.Log.ErrorContext(ctx, "checking a worker credential failed", "hardware_id", c.HardwareID, "error", err)
+		return Principal{}, status.Error(codes.Unavailable, "cannot check the worker credential now; retry")
 	}
-	return next(WithPrincipal(ctx, p), req)
-}
-
-// StreamInterceptor authenticates every streaming call.
-func (a *Authenticator) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, next grpc.StreamHandler) error {
-	p, err := a.Authenticate(ss.Context(), info.FullMethod)
-	if err != nil {
-		return err
+	if !found || gen != c.Generation {
+		return Principal{}, &Error{codes.Unauthenticated, ReasonRevoked, claimed,
+			"worker credential revoked: its hardware record was deleted"}
 	}
-	return next(srv, &principalStream{ServerStream: ss, ctx: WithPrincipal(ss.Context(), p)})
+	return Principal{Worker: c.HardwareID}, nil
 }
 
-type principalStream struct {
-	grpc.ServerStream
-	ctx context.Context
+func equal(a, b string) bool {
+	return b != "" && subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
 }
 
-func (s *principalStream) Context() context.Context { return s.ctx }
+// genCache remembers hardware records' credential generations, so that a
+// worker call costs no extra query. Entries are dropped when the record
+// changes (hardware notifications); a lookup that raced with a change is
+// not kept.
+type genCache struct {
+	lookup Generations
+
+	mu      sync.Mutex
+	enabled bool
+	epoch   uint64
+	m       map[string]genEntry
+}
+
+type genEntry struct {
+	gen   int64
+	found bool
+}
+
+// maxGenEntries bounds the cache; past it, it starts over.
+const maxGenEntries = 1 << 16
+
+func (c *genCache) get(ctx context.Context, id string) (int64, bool, error) {
+	c.mu.Lock()
+	e, hit := c.m[id]
+	enabled, epoch := c.enabled, c.epoch
+	c.mu.Unlock()
+	if hit {
+		return e.gen, e.found, nil
+	}
+	gen, found, err := c.lookup.HardwareCredentialGeneration(ctx, id)
+	if err != nil || !enabled {
+		return gen, found, err
+	}
+	c.mu.Lock()
+	if c.enabled && c.epoch == epoch {
+		if c.m == nil || len(c.m) >= maxGenEntries {
+			c.m = map[string]genEntry{}
+		}
+		c.m[id] = genEntry{gen, found}
+	}
+	c.mu.Unlock()
+	return gen, found, nil
+}
+
+// invalidate drops id ("" : everything).
+func (c *genCache) invalidate(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.epoch++
+	if id == "" {
+		c.m = nil
+	} else {
+		delete(c.m, id)
+	}
+}
+
+func (c *genCache) disable() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.enabled, c.m = false, nil
+	c.epoch++
+}

@@ -195,14 +195,20 @@ const hardwarePage = 500
 // pages are not one snapshot: a record changed meanwhile may come old or
 // new, so a watcher subscribes to ChannelHardware before it starts.
 func (s *Store) AllHardware(ctx context.Context, fn func(*hardware.Hardware) error) error {
+	return s.AllHardwareWithGeneration(ctx, func(hw *hardware.Hardware, _ int64) error { return fn(hw) })
+}
+
+// AllHardwareWithGeneration is AllHardware, with each record's credential
+// generation (see HardwareCredentialGeneration).
+func (s *Store) AllHardwareWithGeneration(ctx context.Context, fn func(hw *hardware.Hardware, generation int64) error) error {
 	after := uuid.Nil.String()
 	for {
 		page, last, err := s.hardwarePage(ctx, after)
 		if err != nil {
 			return err
 		}
-		for _, hw := range page {
-			if err := fn(hw); err != nil {
+		for _, r := range page {
+			if err := fn(r.hw, r.generation); err != nil {
 				return err
 			}
 		}
@@ -213,9 +219,14 @@ func (s *Store) AllHardware(ctx context.Context, fn func(*hardware.Hardware) err
 	}
 }
 
-func (s *Store) hardwarePage(ctx context.Context, after string) (page []*hardware.Hardware, last string, err error) {
+type hardwareRow struct {
+	hw         *hardware.Hardware
+	generation int64
+}
+
+func (s *Store) hardwarePage(ctx context.Context, after string) (page []hardwareRow, last string, err error) {
 	rows, err := s.db.QueryContext(ctx, `
-		SELECT h.id, `+hardwareColumns+` FROM hardware h
+		SELECT h.id, `+hardwareColumns+`, h.credential_generation FROM hardware h
 		WHERE h.id > $1 ORDER BY h.id LIMIT $2`, after, hardwarePage)
 	if err != nil {
 		return nil, "", fmt.Errorf("list hardware: %w", err)
@@ -223,20 +234,63 @@ func (s *Store) hardwarePage(ctx context.Context, after string) (page []*hardwar
 	defer rows.Close()
 	for rows.Next() {
 		var data string
-		var version int64
-		if err := rows.Scan(&last, &data, &version); err != nil {
+		var version, gen int64
+		if err := rows.Scan(&last, &data, &version, &gen); err != nil {
 			return nil, "", fmt.Errorf("list hardware: %w", err)
 		}
 		hw, err := decodeHardware(data, version)
 		if err != nil {
 			return nil, "", fmt.Errorf("hardware %s: %w", last, err)
 		}
-		page = append(page, hw)
+		page = append(page, hardwareRow{hw, gen})
 	}
 	if err := rows.Err(); err != nil {
 		return nil, "", fmt.Errorf("list hardware: %w", err)
 	}
 	return page, last, nil
+}
+
+// HardwareWithGeneration is HardwareByID, with the record's credential
+// generation.
+func (s *Store) HardwareWithGeneration(ctx context.Context, id string) (*hardware.Hardware, int64, error) {
+	uid, err := parseID("hardware", id)
+	if err != nil {
+		return nil, 0, err
+	}
+	var data string
+	var version, gen int64
+	err = s.db.QueryRowContext(ctx, "SELECT "+hardwareColumns+", h.credential_generation FROM hardware h WHERE h.id = $1", uid).
+		Scan(&data, &version, &gen)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, 0, fmt.Errorf("hardware %s: %w", uid, ErrNotFound)
+	case err != nil:
+		return nil, 0, fmt.Errorf("hardware %s: %w", uid, err)
+	}
+	hw, err := decodeHardware(data, version)
+	if err != nil {
+		return nil, 0, fmt.Errorf("hardware %s: %w", uid, err)
+	}
+	return hw, gen, nil
+}
+
+// HardwareCredentialGeneration returns the credential generation of the
+// record with the id, bound into the worker credentials issued for it: new
+// for each record created, kept by the pushes that replace it. found is
+// false when no record has the id (deleted, or never pushed).
+func (s *Store) HardwareCredentialGeneration(ctx context.Context, id string) (gen int64, found bool, err error) {
+	uid, err := parseID("hardware", id)
+	if err != nil {
+		return 0, false, nil // no record has an id that is not a UUID
+	}
+	err = s.hot.QueryRowContext(ctx, "SELECT credential_generation FROM hardware WHERE id = $1", uid).Scan(&gen)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return 0, false, nil
+	case err != nil:
+		return 0, false, fmt.Errorf("hardware %s credential generation: %w", uid, err)
+	}
+	return gen, true, nil
 }
 
 // DeleteHardware removes the record and its address claims. It refuses

@@ -50,7 +50,7 @@ func (s *Store) AppendActionLogs(ctx context.Context, l *workflow.ActionLogs, wo
 	}
 	switch {
 	case !participates:
-		return fmt.Errorf("workflow %s not found for worker %s: %w", id, worker, ErrNotFound)
+		return WorkflowNotFound(id)
 	case !found:
 		return fmt.Errorf("workflow %s has no action %q in task %q: %w", id, l.GetActionName(), l.GetTaskName(), ErrNotFound)
 	case worker != "" && step.Worker != worker:

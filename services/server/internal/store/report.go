@@ -164,7 +164,7 @@ func (s *Store) ReportAction(ctx context.Context, r *workflow.WorkflowActionStat
 		// A machine that takes no part in the workflow learns nothing of
 		// it, not even that it exists.
 		if r.GetWorkerId() != "" && !slices.ContainsFunc(steps, func(st engine.Step) bool { return st.Worker == r.GetWorkerId() }) {
-			return fmt.Errorf("workflow %s not found for worker %s: %w", id, r.GetWorkerId(), ErrNotFound)
+			return WorkflowNotFound(id)
 		}
 		now := clock()
 		next, moved, err := engine.Apply(w.status, steps, engine.Report{

@@ -470,6 +470,36 @@ func (s *Store) WorkflowWorkers(ctx context.Context, id string) ([]string, error
 	return ids, nil
 }
 
+// WorkflowNotFound is the error for a workflow that does not exist, and the
+// one a machine gets for a workflow it takes no part in (or that was
+// deleted): the same words, so that it learns nothing of other machines'
+// workflows, not even that they exist.
+func WorkflowNotFound(id string) error {
+	return fmt.Errorf("workflow %s: %w", id, ErrNotFound)
+}
+
+// WorkerTakesPart reports whether the machine workerID runs actions of the
+// workflow and the workflow is not deleted; false too for a workflow that
+// does not exist. One indexed query, for the worker calls.
+func (s *Store) WorkerTakesPart(ctx context.Context, workflowID, workerID string) (bool, error) {
+	id, err := parseID("workflow", workflowID)
+	if err != nil {
+		return false, err
+	}
+	wid, err := uuid.Parse(workerID)
+	if err != nil {
+		return false, nil
+	}
+	var ok bool
+	err = s.db.QueryRowContext(ctx, `
+		SELECT EXISTS (SELECT 1 FROM workflow_worker ww JOIN workflow w ON w.id = ww.workflow_id
+		WHERE ww.workflow_id = $1 AND ww.worker_id = $2 AND w.deleted_at IS NULL)`, id, wid.String()).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("workflow %s workers: %w", id, err)
+	}
+	return ok, nil
+}
+
 // ContextsForWorker returns the contexts of every workflow (not deleted)
 // the machine takes part in, finished or not, oldest first: Tinkerbell
 // v0.6's GetWorkflowContextList.

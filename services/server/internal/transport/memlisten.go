@@ -40,7 +40,7 @@ func (l *memListener) Addr() net.Addr { return memAddr{} }
 func (l *memListener) Dial(ctx context.Context, _ string) (net.Conn, error) {
 	client, server := net.Pipe()
 	select {
-	case l.conns <- server:
+	case l.conns <- memConn{server}:
 		return client, nil
 	case <-l.closed:
 		return nil, errors.New("in-process listener closed")
@@ -48,6 +48,13 @@ func (l *memListener) Dial(ctx context.Context, _ string) (net.Conn, error) {
 		return nil, ctx.Err()
 	}
 }
+
+// memConn is the server side of an in-process connection: its peer is
+// memAddr, which tells Peer to look for the REST client's address.
+type memConn struct{ net.Conn }
+
+func (memConn) RemoteAddr() net.Addr { return memAddr{} }
+func (memConn) LocalAddr() net.Addr  { return memAddr{} }
 
 type memAddr struct{}
 

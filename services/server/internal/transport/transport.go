@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -18,8 +20,12 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/herd-metal/herd/pkg/logging"
 	"github.com/herd-metal/herd/pkg/observe"
 	"github.com/herd-metal/herd/proto"
 	"github.com/herd-metal/herd/proto/hardware"
@@ -38,6 +44,64 @@ type Config struct {
 	TLS *tls.Config
 	// CA is the PEM bundle served at /cert.
 	CA []byte
+	// Limits bound what one client may hold; zero fields take the
+	// defaults.
+	Limits Limits
+}
+
+// Limits bound slow, idle and numerous connections: the provisioning
+// network is hostile, and a host on it must not hold the server's
+// connections or memory with requests it never finishes.
+type Limits struct {
+	// HTTP: time to read a request's headers; to read a whole request,
+	// body included; the longest one write of a response may block (REST
+	// streams get a fresh deadline for each write); how long a keep-alive
+	// connection may wait for its next request.
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// gRPC: time for a new connection's TLS and HTTP/2 handshake.
+	HandshakeTimeout time.Duration
+	// gRPC: a connection with no call for MaxConnectionIdle is closed
+	// (GOAWAY; clients reconnect when they need to).
+	MaxConnectionIdle time.Duration
+	// gRPC: the server pings a connection quiet for KeepaliveTime and
+	// closes it when no answer comes within KeepaliveTimeout (dead peers,
+	// half-open connections of a watch).
+	KeepaliveTime, KeepaliveTimeout time.Duration
+	// gRPC: a client pinging more often than KeepaliveMinTime is
+	// disconnected (too_many_pings).
+	KeepaliveMinTime time.Duration
+	// Both listeners: connections one source address may hold open at
+	// once (0: no limit).
+	MaxConnsPerSource int
+}
+
+// DefaultLimits are the documented defaults: generous enough for herd's
+// services and a few hundred workers behind one NAT address.
+var DefaultLimits = Limits{
+	ReadHeaderTimeout: 10 * time.Second,
+	ReadTimeout:       time.Minute,
+	WriteTimeout:      time.Minute,
+	IdleTimeout:       2 * time.Minute,
+	HandshakeTimeout:  10 * time.Second,
+	MaxConnectionIdle: 2 * time.Minute,
+	KeepaliveTime:     time.Minute,
+	KeepaliveTimeout:  20 * time.Second,
+	KeepaliveMinTime:  30 * time.Second,
+	MaxConnsPerSource: 256,
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits
+	for _, f := range []struct{ v, def *time.Duration }{
+		{&l.ReadHeaderTimeout, &d.ReadHeaderTimeout}, {&l.ReadTimeout, &d.ReadTimeout}, {&l.WriteTimeout, &d.WriteTimeout},
+		{&l.IdleTimeout, &d.IdleTimeout}, {&l.HandshakeTimeout, &d.HandshakeTimeout}, {&l.MaxConnectionIdle, &d.MaxConnectionIdle},
+		{&l.KeepaliveTime, &d.KeepaliveTime}, {&l.KeepaliveTimeout, &d.KeepaliveTimeout}, {&l.KeepaliveMinTime, &d.KeepaliveMinTime},
+	} {
+		if *f.v <= 0 {
+			*f.v = *f.def
+		}
+	}
+	return l
 }
 
 // Services are the gRPC implementations.
@@ -54,6 +118,9 @@ type Server struct {
 	http     *http.Server
 	internal *memListener
 	log      *slog.Logger
+	limits   Limits
+	refused  *prometheus.CounterVec
+	warn     *logging.Limiter
 	// Bound addresses, known once Listen returned.
 	GRPCAddr, HTTPAddr net.Addr
 	grpcLn, httpLn     net.Listener
@@ -62,11 +129,25 @@ type Server struct {
 // New builds the servers. Interceptors run in the order given.
 func New(cfg Config, svc Services, unary []grpc.UnaryServerInterceptor, stream []grpc.StreamServerInterceptor,
 	reg *prometheus.Registry, healthy func(context.Context) error, log *slog.Logger) (*Server, error) {
-	s := &Server{cfg: cfg, log: log, internal: newMemListener()}
+	lim := cfg.Limits.withDefaults()
+	s := &Server{cfg: cfg, log: log, internal: newMemListener(), limits: lim,
+		warn: logging.NewLimiter(10*time.Second, 1, 1024),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herd_server_connections_refused_total",
+			Help: "Connections closed at once because their source address held --max-conns-per-source already, by listener.",
+		}, []string{"listener"})}
+	reg.MustRegister(s.refused)
 	s.grpc = grpc.NewServer(
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
+		grpc.ConnectionTimeout(lim.HandshakeTimeout),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle: lim.MaxConnectionIdle,
+			Time:              lim.KeepaliveTime,
+			Timeout:           lim.KeepaliveTimeout,
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: lim.KeepaliveMinTime, PermitWithoutStream: true}),
 	)
 	hardware.RegisterHardwareServiceServer(s.grpc, svc.Hardware)
 	template.RegisterTemplateServiceServer(s.grpc, svc.Template)
@@ -87,8 +168,54 @@ func New(cfg Config, svc Services, unary []grpc.UnaryServerInterceptor, stream [
 		_, _ = w.Write(proto.OpenAPI)
 	})
 	observe.Mount(mux, "herd-server", reg, healthy)
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
+	s.http = &http.Server{Handler: deadlines(mux, lim.WriteTimeout), MaxHeaderBytes: 64 << 10,
+		ReadHeaderTimeout: lim.ReadHeaderTimeout, ReadTimeout: lim.ReadTimeout,
+		WriteTimeout: lim.WriteTimeout, IdleTimeout: lim.IdleTimeout}
 	return s, nil
+}
+
+// peerKey is the metadata key the REST gateway puts the HTTP client's
+// address in. Only in-process calls (the gateway's) are believed, and the
+// gateway never forwards a client's own header of that name.
+const peerKey = "x-herd-peer"
+
+// Peer names the address a call comes from: the gRPC client's, or for a
+// REST call the HTTP client's.
+func Peer(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return "unknown"
+	}
+	if _, inProcess := p.Addr.(memAddr); inProcess {
+		md, _ := metadata.FromIncomingContext(ctx)
+		if v := md.Get(peerKey); len(v) == 1 {
+			return v[0]
+		}
+		return "in-process"
+	}
+	return p.Addr.String()
+}
+
+// headerMatcher is the gateway's default mapping of HTTP headers to gRPC
+// metadata, except that no header becomes peerKey.
+func headerMatcher(key string) (string, bool) {
+	name, ok := runtime.DefaultHeaderMatcher(key)
+	if ok && strings.EqualFold(name, peerKey) {
+		return "", false
+	}
+	return name, ok
+}
+
+// refuse notes a connection closed for its source's count: a warning, at
+// most one per source per 10 s, and the metric.
+func (s *Server) refuse(listener string) func(netip.Addr) {
+	return func(src netip.Addr) {
+		s.refused.WithLabelValues(listener).Inc()
+		if ok, held := s.warn.Allow(listener+" "+src.String(), time.Now()); ok {
+			s.log.Warn("connection refused: too many open from one address", "listener", listener, "source", src.String(),
+				"limit", s.limits.MaxConnsPerSource, "suppressed", held)
+		}
+	}
 }
 
 // gateway is the REST mapping of the gRPC API, talking to it in-process.
@@ -98,7 +225,11 @@ func (s *Server) gateway() (http.Handler, error) {
 	gw := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
 		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true},
 		UnmarshalOptions: protojson.UnmarshalOptions{},
-	}))
+	}),
+		runtime.WithIncomingHeaderMatcher(headerMatcher),
+		runtime.WithMetadata(func(_ context.Context, r *http.Request) metadata.MD {
+			return metadata.Pairs(peerKey, r.RemoteAddr)
+		}))
 	conn, err := grpc.NewClient("passthrough:///herd-server",
 		grpc.WithContextDialer(s.internal.Dial),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -133,7 +264,10 @@ func (s *Server) Listen() error {
 	tlsConf := s.cfg.TLS.Clone()
 	tlsConf.NextProtos = []string{"h2"}
 	tlsConf.MinVersion = tls.VersionTLS12
-	s.grpcLn, s.httpLn = tls.NewListener(g, tlsConf), h
+	// The per-source limit counts TCP connections, before TLS.
+	max := s.limits.MaxConnsPerSource
+	s.grpcLn = tls.NewListener(limitSources(g, max, s.refuse("grpc")), tlsConf)
+	s.httpLn = limitSources(h, max, s.refuse("http"))
 	s.GRPCAddr, s.HTTPAddr = g.Addr(), h.Addr()
 	return nil
 }
