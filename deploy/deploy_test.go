@@ -120,7 +120,7 @@ func TestEnvrcSecretsAreFreshEachRun(t *testing.T) {
 	a, _ := envrc(t, nil, "lo")
 	b, _ := envrc(t, nil, "lo")
 	hex48 := regexp.MustCompile(`^[0-9a-f]{48}$`)
-	for _, k := range []string{"HERD_DB_PASSWORD", "HERD_AUTH_TOKEN", "HERD_REGISTRY_PASSWORD"} {
+	for _, k := range []string{"HERD_DB_PASSWORD", "HERD_AUTH_TOKEN", "HERD_SERVICE_TOKEN", "HERD_REGISTRY_PASSWORD"} {
 		if !hex48.MatchString(a[k]) || !hex48.MatchString(b[k]) {
 			t.Errorf("%s = %q, %q: want 24 random bytes in hex", k, a[k], b[k])
 		}
@@ -128,7 +128,7 @@ func TestEnvrcSecretsAreFreshEachRun(t *testing.T) {
 			t.Errorf("%s is the same in two runs: %s", k, a[k])
 		}
 	}
-	if a["HERD_DB_PASSWORD"] == a["HERD_AUTH_TOKEN"] {
+	if a["HERD_DB_PASSWORD"] == a["HERD_AUTH_TOKEN"] || a["HERD_SERVICE_TOKEN"] == a["HERD_AUTH_TOKEN"] {
 		t.Error("two secrets share a value")
 	}
 	// The CLI's settings follow from the others once sourced.

@@ -95,6 +95,8 @@ export HERD_DB_PORT=${HERD_DB_PORT:-5432}
 
 # The admin token for the API and the herd CLI (secret).
 export HERD_AUTH_TOKEN=$(secret)
+# herd-boots' and herd-metadata's token: read and watch hardware, record boot events, nothing else (secret).
+export HERD_SERVICE_TOKEN=$(secret)
 # The herd CLI's token: the admin token.
 export HERD_TOKEN=\$HERD_AUTH_TOKEN
 

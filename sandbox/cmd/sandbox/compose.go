@@ -140,10 +140,14 @@ func (sb *sandbox) startCompose(ctx context.Context) (clientEnv []string, tag st
 			return nil, "", err
 		}
 	}
-	settings, err := readEnvrc(ctx, envrc, "HERD_AUTH_TOKEN", "HERD_VERSION", "HERD_HOST_IP")
+	settings, err := readEnvrc(ctx, envrc, "HERD_AUTH_TOKEN", "HERD_VERSION", "HERD_HOST_IP", "HERD_SERVICE_TOKEN", "HERD_REGISTRY_PASSWORD", "HERD_DB_PASSWORD")
 	if err != nil {
 		return nil, "", err
 	}
+	sb.addSecret("the admin token", settings["HERD_AUTH_TOKEN"])
+	sb.addSecret("the service token", settings["HERD_SERVICE_TOKEN"])
+	sb.addSecret("the registry password", settings["HERD_REGISTRY_PASSWORD"])
+	sb.addSecret("the database password", settings["HERD_DB_PASSWORD"])
 	if settings["HERD_HOST_IP"] != hostIP {
 		return nil, "", fmt.Errorf("generate-envrc.sh %s gave HERD_HOST_IP=%s, want %s", bridge, settings["HERD_HOST_IP"], hostIP)
 	}

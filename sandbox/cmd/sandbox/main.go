@@ -178,6 +178,9 @@ type sandbox struct {
 	out   io.Writer
 	outMu sync.Mutex // the VMs' watchers print concurrently
 	start time.Time
+	// secrets the services' logs must not hold (checkSecrets).
+	secretsMu sync.Mutex
+	secrets   []secret
 }
 
 // netnsFile, in the state directory, names the namespace up made.

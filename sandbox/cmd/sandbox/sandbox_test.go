@@ -411,3 +411,45 @@ func TestRegistryConfigHasAuthAndTLS(t *testing.T) {
 		}
 	}
 }
+
+func TestLeaks(t *testing.T) {
+	secrets := []secret{{"the admin token", "adm1n7oken"}, {"the registry password", "regpw123"}}
+	id := "5a4d0000-0000-4000-8000-525400880050"
+	for _, c := range []struct {
+		text string
+		want string
+	}{
+		{`{"msg":"started","token_set":true}`, ""},
+		{`auth: bearer adm1n7oken refused`, "the admin token"},
+		{`kernel herd.token=` + id + `.3.1790000000.AbCdEfGhIjKlMnOpQrStUv`, "worker credential of " + id},
+		{`hardware ` + id + ` pushed`, ""},
+		{`regpw123 adm1n7oken`, "the admin token,the registry password"},
+	} {
+		if got := strings.Join(leaks(c.text, secrets, []string{id}), ","); got != c.want {
+			t.Errorf("%q: %q, want %q", c.text, got, c.want)
+		}
+	}
+}
+
+func TestServiceLogs(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"herd-boots", "herd-server", "build", "deploy", "qemu-1", "registry"} {
+		if err := os.WriteFile(filepath.Join(dir, "logs", n+".log"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := serviceLogs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range got {
+		names = append(names, filepath.Base(p))
+	}
+	if strings.Join(names, ",") != "herd-boots.log,herd-server.log,registry.log" {
+		t.Errorf("%v", names)
+	}
+}

@@ -164,11 +164,23 @@ func (sb *sandbox) startProcesses(ctx context.Context, www string) ([]string, er
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
 		return nil, err
 	}
+	// herd-boots and herd-metadata get the scoped service token: read and
+	// watch hardware, record boot events, nothing else.
+	serviceToken, err := randomToken()
+	if err != nil {
+		return nil, err
+	}
+	sb.addSecret("the admin token", token)
+	sb.addSecret("the service token", serviceToken)
+	serviceTokenFile := filepath.Join(sb.dir, "service-token")
+	if err := os.WriteFile(serviceTokenFile, []byte(serviceToken+"\n"), 0o600); err != nil {
+		return nil, err
+	}
 	sb.stage("herd-server: gRPC %s, HTTP %s", grpcAddr, httpAddr)
 	srv, err := sb.startProc(spec{name: "herd-server", netns: nsName, order: 20, args: []string{bin("herd-server"),
 		"--db-url", "postgres://postgres@127.0.0.1:" + pgPort + "/postgres?sslmode=disable",
 		"--state-dir", filepath.Join(sb.dir, "server"), "--grpc-addr", grpcAddr, "--http-addr", httpAddr,
-		"--auth-token-file", tokenFile, "--tls-hosts", hostIP, "--log-format", "text"}})
+		"--auth-token-file", tokenFile, "--service-token-file", serviceTokenFile, "--tls-hosts", hostIP, "--log-format", "text"}})
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +188,7 @@ func (sb *sandbox) startProcesses(ctx context.Context, www string) ([]string, er
 		return nil, sb.withLog(err, "herd-server")
 	}
 	clientEnv := []string{"HERD_GRPC_AUTHORITY=" + grpcAddr, "HERD_CERT_URL=http://" + httpAddr + "/cert", "HERD_TOKEN=" + token}
-	svcEnv := []string{"HERD_TOKEN=" + token}
+	svcEnv := []string{"HERD_TOKEN=" + serviceToken}
 
 	// Registry and action images.
 	sb.stage("registry %s (Debian's docker-registry, TLS and htpasswd, storage %s/registry)", registry, sb.dir)
@@ -185,6 +197,7 @@ func (sb *sandbox) startProcesses(ctx context.Context, www string) ([]string, er
 		return nil, err
 	}
 	sb.say("an anonymous request is refused (401); the OSIE pulls as %q", reg.user)
+	sb.addSecret("the registry password", reg.password)
 	// Always: the registry is new with each run (make and the Go build
 	// cache make this quick when nothing changed).
 	sb.stage("action images: private dockerd in %s, make action-images, push to %s", nsName, registry)

@@ -147,6 +147,7 @@ func (sb *sandbox) runVMs(ctx context.Context, ms []machine, wfIDs []string, cli
 		fmt.Fprintf(sb.out, "metrics    could not be read: %v\n", merr)
 		ok = false
 	}
+	ok = sb.checkSecrets(ms) && ok
 	sb.verdict(ps, provisioned, ok)
 	return ok, errors.Join(errs...)
 }
