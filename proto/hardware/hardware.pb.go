@@ -382,7 +382,7 @@ type WatchEvent struct {
 	Type  WatchEvent_Type        `protobuf:"varint,1,opt,name=type,proto3,enum=github.com.tinkerbell.tink.protos.hardware.WatchEvent_Type" json:"type,omitempty"`
 	// For DELETED only the id is set.
 	Hardware *Hardware `protobuf:"bytes,2,opt,name=hardware,proto3" json:"hardware,omitempty"`
-	// ADDED and UPDATED, to admin callers: the machine's worker credential,
+	// ADDED and UPDATED, to admin and service callers: the machine's worker credential,
 	// which boots hands to the OSIE on the kernel command line.
 	WorkerToken   string `protobuf:"bytes,3,opt,name=worker_token,json=workerToken,proto3" json:"worker_token,omitempty"`
 	unknownFields protoimpl.UnknownFields

@@ -86,7 +86,7 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 			"healthcheck exits 0 when the herd-boots listening on --http-addr answers /healthz (for container health checks).\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	s.conn.Register(fs, "herd-server admin token, needed to watch the hardware")
+	s.conn.Register(fs, "herd-server service token (herd-server --service-token; the admin token works too), needed to watch the hardware")
 	fs.StringVar(&s.publicIP, "public-ip", "", "boots' IPv4 address as machines reach it: DHCP server identifier, TFTP next-server, script URLs (required)")
 	fs.StringVar(&s.httpAddr, "http-addr", ":80", "HTTP listen address: iPXE scripts, /events, /ipxe/, /osie/, /metrics, /healthz, /version")
 	fs.StringVar(&s.publicURL, "http-public-url", "", "boots' HTTP root as machines reach it (default http://PUBLIC-IP[:port of --http-addr])")

@@ -65,7 +65,7 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&s.httpAddr, "metadata-addr", ":50061", "HTTP listen address (named apart from herd-server's --http-addr so one environment can hold both): EC2-style metadata, /metadata, /metrics, /healthz, /version")
-	s.conn.Register(fs, "herd-server admin token, needed to watch the hardware")
+	s.conn.Register(fs, "herd-server service token (herd-server --service-token; the admin token works too), needed to watch the hardware")
 	fs.StringVar(&s.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed (default none: the peer address is the caller)")
 	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&s.logFormat, "log-format", "json", "json or text")
