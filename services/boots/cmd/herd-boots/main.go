@@ -124,7 +124,10 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	fs.StringVar(&s.console, "console", "ttyS0,115200", "default kernel console= for the OSIE; metadata {\"boots\":{\"console\":...}} wins")
 	fs.StringVar(&s.domain, "dhcp-domain", "", "DHCP domain name (option 15) when a hostname has no dots")
 	fs.DurationVar(&s.leaseTime, "dhcp-lease-time", 24*time.Hour, "lease time when the hardware's dhcp.lease_time is 0")
-	fs.BoolVar(&s.requireIP, "http-require-ip", false, "serve a machine's script only to its reserved address (off: callers with unknown addresses are identified by MAC, as proxy mode and OVH need)")
+	fs.BoolVar(&s.requireIP, "http-require-ip", true, "serve a machine's script, which carries its worker credential, only to the machine's own address: "+
+		"a reserved IP of its hardware record, or in proxy mode the address its DHCP request asked for. "+
+		"false (only for machines that reach boots through NAT) identifies other callers by the MAC they name: "+
+		"anyone on the network can then take any machine's credential (docs/security.md)")
 	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&s.logFormat, "log-format", "json", "json or text")
 	fs.StringVar(&s.pprofAddr, "pprof-addr", "off", "listen address of Go's /debug/pprof/ profiles (for profiling under load; keep it on loopback), or off")

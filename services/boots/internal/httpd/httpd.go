@@ -39,11 +39,15 @@ type Config struct {
 	// Params is the global ipxe-params; per hardware metadata
 	// {"boots": {"ipxe_params": ...}} overrides it.
 	Params script.Params
-	// RequireIP serves a machine's script only to its reserved address.
-	// Off (default), a caller whose address is not in the inventory is
-	// identified by the MAC it names — needed when another DHCP server
-	// hands out addresses (proxy mode, the OVH shape). A caller whose
-	// address is in the inventory always gets its own machine or a 404.
+	// RequireIP serves a machine's script (which carries its worker
+	// credential) only to the machine's own address (IdentifyOwn): one of
+	// its reserved interface IPs, or in proxy mode the address its DHCP
+	// request asked for (Leases). herd-boots' --http-require-ip, on by
+	// default. Off, a caller whose address is not in the inventory is
+	// identified by the MAC it names — for machines that reach boots
+	// through NAT; anyone who can name a MAC then gets that machine's
+	// credential (docs/security.md). Either way a caller whose address is
+	// in the inventory gets its own machine or a 404.
 	RequireIP bool
 	// Binaries serves /ipxe/{file}; nil disables the route.
 	Binaries *tftp.Dir
@@ -214,8 +218,18 @@ func MachineView(m inventory.Machine, i *hardware.Hardware_Network_Interface, gl
 	}
 }
 
+// IdentifyScript finds the machine a script request is for: with
+// requireIP only from the machine's own address (IdentifyOwn, as boot
+// events), else also by the MAC it names (Identify).
+func IdentifyScript(ms Machines, leases Leases, macStr string, ip netip.Addr, requireIP bool) (inventory.Machine, *hardware.Hardware_Network_Interface, string) {
+	if requireIP {
+		return IdentifyOwn(ms, leases, macStr, ip)
+	}
+	return Identify(ms, macStr, ip, false)
+}
+
 func (s *Server) machine(w http.ResponseWriter, r *http.Request) {
-	m, i, why := Identify(s.machines, r.PathValue("mac"), remoteIP(r), s.cfg.RequireIP)
+	m, i, why := IdentifyScript(s.machines, s.cfg.Leases, r.PathValue("mac"), remoteIP(r), s.cfg.RequireIP)
 	if why != "" {
 		s.renders.WithLabelValues("unknown", "").Inc()
 		u := s.unknownCaller(r, "script", r.PathValue("mac"), why)

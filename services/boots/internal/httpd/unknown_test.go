@@ -171,8 +171,8 @@ func TestUnknownCallerLogsAndCounts(t *testing.T) {
 	s2 := newServer(t, true)
 	get(s2, "GET", "/machines/52-54-00-00-00-01/boot.ipxe?iface=net1", "203.0.113.13:1")
 	_, page := get(s2, "GET", "/metrics", "10.0.5.10:1")
-	if !strings.Contains(page, `herd_boots_unknown_callers_total{reason="unknown_ip",route="script"} 1`) {
-		t.Errorf("require-ip: no unknown_ip count:\n%s", grepLines(page, "unknown_callers"))
+	if !strings.Contains(page, `herd_boots_unknown_callers_total{reason="not_its_address",route="script"} 1`) {
+		t.Errorf("require-ip: no not_its_address count:\n%s", grepLines(page, "unknown_callers"))
 	}
 
 	r := httptest.NewRequest("GET", "/metrics", nil)

@@ -281,7 +281,8 @@ func UnknownHint(u Unknown) string {
 		return fmt.Sprintf("the hardware record of %s has no interface with that address: push it again", u.Remote)
 	case ReasonNotItsAddress:
 		return fmt.Sprintf("MAC %s is a hardware's, but %s is neither its reserved address nor (proxy mode) the address its DHCP request asked for: "+
-			"boots takes a machine's boot events from its own address only", mac, u.Remote)
+			"boots serves a machine's script and takes its boot events from its own address only "+
+			"(behind NAT: herd-boots --http-require-ip=false)", mac, u.Remote)
 	}
 	return fmt.Sprintf("no hardware record has MAC %s or address %s: push one with this MAC (herd hardware push), "+
 		"or, if herd's network is on another interface, ifclose the provider's and set iface to herd's before chaining auto.ipxe", mac, u.Remote)
