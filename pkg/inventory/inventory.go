@@ -29,6 +29,8 @@ type Machine struct {
 	WorkerToken string
 	// Derived is what the inventory's derive function made of the record.
 	Derived any
+	// gen is the inventory's derive generation Derived was computed in.
+	gen uint64
 }
 
 // Inventory indexes machines by id, MAC and IP.
@@ -37,6 +39,7 @@ type Inventory struct {
 	derive func(*hardware.Hardware) any
 
 	mu    sync.RWMutex
+	gen   uint64 // bumped by Rederive, under mu
 	byID  map[string]*Machine
 	byMAC map[string]*Machine // key: the 6 (or more) address bytes
 	byIP  map[netip.Addr]*Machine
@@ -46,7 +49,9 @@ type Inventory struct {
 }
 
 // New returns an empty inventory. derive, if not nil, runs once per record
-// version, so lookups can hand out precomputed answers.
+// version, so lookups can hand out precomputed answers, and again for the
+// records Rederive names (when what derive reads besides the record, such
+// as boots' resolved time-server names, changed).
 func New(log *slog.Logger, derive func(*hardware.Hardware) any) *Inventory {
 	return &Inventory{log: log, derive: derive, synced: make(chan struct{}), byID: map[string]*Machine{},
 		byMAC: map[string]*Machine{}, byIP: map[netip.Addr]*Machine{}}
@@ -83,6 +88,47 @@ func (i *Inventory) ByID(id string) (Machine, bool) {
 		return Machine{}, false
 	}
 	return *m, true
+}
+
+// Each calls f with every machine (in no order) until f returns false. f
+// runs under the inventory's read lock: it must not call the inventory.
+func (i *Inventory) Each(f func(Machine) bool) {
+	i.mu.RLock()
+	defer i.mu.RUnlock()
+	for _, m := range i.byID {
+		if !f(*m) {
+			return
+		}
+	}
+}
+
+// Rederive runs the derive function again for every machine whose record
+// match reports true, replacing its Derived, and returns how many it
+// re-derived. Call it after something derive reads besides the record
+// changed. A record arriving meanwhile, derived before the change, is
+// derived again as it goes in, so no answer computed before the call
+// survives it for a matching record.
+func (i *Inventory) Rederive(match func(*hardware.Hardware) bool) int {
+	if i.derive == nil {
+		return 0
+	}
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.gen++
+	var again []*Machine
+	for _, m := range i.byID {
+		if match(m.Hardware) {
+			again = append(again, m)
+		}
+	}
+	for _, m := range again {
+		// Lookups copy a *Machine after unlocking: replace it, never
+		// write into one.
+		nm := &Machine{Hardware: m.Hardware, WorkerToken: m.WorkerToken, Derived: i.derive(m.Hardware), gen: i.gen}
+		i.removeLocked(m.Hardware.GetId())
+		i.addLocked(nm)
+	}
+	return len(again)
 }
 
 // Len is the number of machines.
@@ -185,9 +231,21 @@ func (i *Inventory) watch(ctx context.Context, w Watcher) (synced bool, err erro
 func (i *Inventory) machine(ev *hardware.WatchEvent) *Machine {
 	m := &Machine{Hardware: ev.GetHardware(), WorkerToken: ev.GetWorkerToken()}
 	if i.derive != nil {
+		i.mu.RLock()
+		m.gen = i.gen
+		i.mu.RUnlock()
 		m.Derived = i.derive(m.Hardware)
 	}
 	return m
+}
+
+// freshLocked derives m again, under mu, when a Rederive ran since it was
+// derived: what derive read may have changed meanwhile.
+func (i *Inventory) freshLocked(m *Machine) {
+	if i.derive != nil && m.gen != i.gen {
+		m.Derived = i.derive(m.Hardware)
+		m.gen = i.gen
+	}
 }
 
 // keys are a machine's index keys.
@@ -209,6 +267,7 @@ func keys(hw *hardware.Hardware) (macs []string, ips []netip.Addr) {
 func (i *Inventory) put(m *Machine) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
+	i.freshLocked(m)
 	i.removeLocked(m.Hardware.GetId())
 	i.addLocked(m)
 }
@@ -225,6 +284,7 @@ func (i *Inventory) replace(all map[string]*Machine) {
 	defer i.mu.Unlock()
 	i.byID, i.byMAC, i.byIP = byID, byMAC, byIP
 	for _, m := range all {
+		i.freshLocked(m)
 		i.addLocked(m)
 	}
 }

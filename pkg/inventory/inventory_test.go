@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -120,5 +121,72 @@ func TestInventoryFollowsTheServer(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run returned %v after cancel, want nil", err)
+	}
+}
+
+// Rederive recomputes the derived answers of the records it matches, and
+// a record derived before a Rederive but put after it is derived again, so
+// no answer from before the change survives it.
+func TestRederive(t *testing.T) {
+	var mu sync.Mutex
+	suffix := "old"
+	derive := func(hw *hardware.Hardware) any {
+		mu.Lock()
+		defer mu.Unlock()
+		return hw.GetId() + ":" + suffix
+	}
+	set := func(s string) { mu.Lock(); suffix = s; mu.Unlock() }
+	inv := New(slog.New(slog.DiscardHandler), derive)
+	inv.replace(map[string]*Machine{
+		id1: inv.machine(&hardware.WatchEvent{Hardware: record(id1, "08:00:27:00:00:01", "10.1.0.11")}),
+		id2: inv.machine(&hardware.WatchEvent{Hardware: record(id2, "08:00:27:00:00:02", "10.1.0.12")}),
+	})
+	held, _ := inv.ByMAC(mac("08:00:27:00:00:01"))
+
+	set("new")
+	if n := inv.Rederive(func(hw *hardware.Hardware) bool { return hw.GetId() == id1 }); n != 1 {
+		t.Fatalf("Rederive re-derived %d records, want 1", n)
+	}
+	if m, _ := inv.ByMAC(mac("08:00:27:00:00:01")); m.Derived != id1+":new" {
+		t.Errorf("matched record: Derived = %v", m.Derived)
+	}
+	if m, _ := inv.ByIP(netip.MustParseAddr("10.1.0.11")); m.Derived != id1+":new" {
+		t.Errorf("matched record by IP: Derived = %v", m.Derived)
+	}
+	if m, _ := inv.ByID(id2); m.Derived != id2+":old" {
+		t.Errorf("record not matched: Derived = %v", m.Derived)
+	}
+	if held.Derived != id1+":old" {
+		t.Errorf("a copy handed out before changed: %v", held.Derived)
+	}
+
+	// Derived before the change, put after the Rederive: derived again.
+	stale := inv.machine(&hardware.WatchEvent{Hardware: record(id2, "08:00:27:00:00:02", "10.1.0.13")})
+	set("newer")
+	inv.Rederive(func(*hardware.Hardware) bool { return false })
+	inv.put(stale)
+	if m, _ := inv.ByIP(netip.MustParseAddr("10.1.0.13")); m.Derived != id2+":newer" {
+		t.Errorf("record derived before a Rederive: Derived = %v", m.Derived)
+	}
+	// Derived after it: kept as derived.
+	fresh := inv.machine(&hardware.WatchEvent{Hardware: record(id1, "08:00:27:00:00:01", "10.1.0.11")})
+	set("ignored")
+	inv.put(fresh)
+	if m, _ := inv.ByID(id1); m.Derived != id1+":newer" {
+		t.Errorf("fresh record: Derived = %v", m.Derived)
+	}
+
+	var ids []string
+	inv.Each(func(m Machine) bool { ids = append(ids, m.Hardware.GetId()); return true })
+	if len(ids) != 2 {
+		t.Errorf("Each saw %v", ids)
+	}
+	n := 0
+	inv.Each(func(Machine) bool { n++; return false })
+	if n != 1 {
+		t.Errorf("Each went on after false: %d calls", n)
+	}
+	if New(slog.New(slog.DiscardHandler), nil).Rederive(func(*hardware.Hardware) bool { return true }) != 0 {
+		t.Error("Rederive without a derive function")
 	}
 }

@@ -16,6 +16,7 @@ func FuzzParseHardware(f *testing.F) {
 		`{"id": "x",`,
 		`{"id":"2c9f1ac5-1bc9-4c7d-8d5e-4a1f6f1f1b0a","network":{"interfaces":[null,{},{"dhcp":null},{"dhcp":{"mac":"aa-bb-cc-dd-ee-ff","ip":{"address":"::1","netmask":"1"}}}]}}`,
 		`{"metadata":{"a":{"a":{"a":[[[[]]]]}}},"version":-1}`,
+		`{"id":"2c9f1ac5-1bc9-4c7d-8d5e-4a1f6f1f1b0a","network":{"interfaces":[{"dhcp":{"mac":"52:54:00:12:34:56","time_servers":["0.pool.ntp.org","NTP.Example","10.1.0.300","fd00::123","a..b",""]}}]}}`,
 		`[1, "x", true, null, 1e400]`,
 		"\"\xff\"",
 		"",

@@ -266,7 +266,9 @@ func (r *jsonReader) iface(path string, v any) *hardware.Hardware_Network_Interf
 // Push call: the id is a UUID, there is at least one interface, each with a
 // valid unicast MAC that no other interface of the record repeats, valid
 // and consistent addressing, an RFC 1123 hostname, a lease time DHCP can
-// carry, server addresses, http(s) boot URLs, and metadata that is a JSON
+// carry, name server addresses, time servers as addresses or RFC 1123 host
+// names (as Tinkerbell v0.6 took them; herd-boots resolves the names for
+// DHCP option 42), http(s) boot URLs, and metadata that is a JSON
 // object. It reports every problem found (up to a bound), each naming its
 // field.
 func ValidateHardware(hw *hardware.Hardware) error {
@@ -367,8 +369,8 @@ func validateDHCP(p *problems, path string, d *hardware.Hardware_DHCP, macs map[
 		}
 	}
 	for j, s := range d.GetTimeServers() {
-		if _, msg := hostIPProblem(s); msg != "" {
-			p.add(index(path+".time_servers", j), "%s (DHCP hands out time servers by address)", msg)
+		if msg := timeServerProblem(s); msg != "" {
+			p.add(index(path+".time_servers", j), "%s", msg)
 		}
 	}
 	if a := d.GetArch(); a != "" {
@@ -471,8 +473,9 @@ func validateNetboot(p *problems, path string, n *hardware.Hardware_Netboot) {
 
 // NormalizeHardware rewrites a record's identifiers in the one spelling
 // herd stores and looks up: the id and MACs in lower case (MACs colon
-// separated), IP addresses in their canonical text form. Values that do not
-// parse are left alone for ValidateHardware to report.
+// separated), IP addresses in their canonical text form. Time servers
+// given by host name are kept as written. Values that do not parse are
+// left alone for ValidateHardware to report.
 func NormalizeHardware(hw *hardware.Hardware) {
 	if hw == nil {
 		return

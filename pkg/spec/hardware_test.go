@@ -138,7 +138,19 @@ func TestParseHardwareBad(t *testing.T) {
 		{"name servers not a list", hw(`["1.1.1.1", "2606:4700:4700::1111"]`, `"1.1.1.1"`), dhcp0 + ".name_servers", "must be a list of strings"},
 		{"name server bad", hw(`"2606:4700:4700::1111"`, `"one.one"`), dhcp0 + ".name_servers[1]", "not an IPv4 or IPv6 address"},
 		{"name server number", hw(`"2606:4700:4700::1111"`, `1`), dhcp0 + ".name_servers[1]", "must be a string"},
-		{"time server by name", hw(`["10.1.0.1"]`, `["pool.ntp.org"]`), dhcp0 + ".time_servers[0]", "by address"},
+		{"time server garbage", hw(`["10.1.0.1"]`, `["10.1.0.1", "ntp server!"]`), dhcp0 + ".time_servers[1]", `"ntp server!" is neither an IPv4 or IPv6 address nor a host name (RFC 1123`},
+		{"time server underscore", hw(`["10.1.0.1"]`, `["ntp_1.example"]`), dhcp0 + ".time_servers[0]", "nor a host name"},
+		{"time server empty label", hw(`["10.1.0.1"]`, `["pool..ntp.org"]`), dhcp0 + ".time_servers[0]", "nor a host name"},
+		{"time server trailing dot", hw(`["10.1.0.1"]`, `["pool.ntp.org."]`), dhcp0 + ".time_servers[0]", "nor a host name"},
+		{"time server leading hyphen", hw(`["10.1.0.1"]`, `["-ntp.example"]`), dhcp0 + ".time_servers[0]", "nor a host name"},
+		{"time server empty", hw(`["10.1.0.1"]`, `[""]`), dhcp0 + ".time_servers[0]", "is empty"},
+		{"time server label too long", hw(`["10.1.0.1"]`, `["`+strings.Repeat("a", 64)+`.example"]`), dhcp0 + ".time_servers[0]", "label of 64 characters; a host name's labels have at most 63"},
+		{"time server name too long", hw(`["10.1.0.1"]`, `["`+strings.Repeat(strings.Repeat("a", 63)+".", 4)+`org"]`), dhcp0 + ".time_servers[0]", "is 259 characters long; a host name has at most 253"},
+		{"time server bad IPv4", hw(`["10.1.0.1"]`, `["10.1.0.300"]`), dhcp0 + ".time_servers[0]", "not a host name either (its last label is all digits)"},
+		{"time server short IPv4", hw(`["10.1.0.1"]`, `["10.1.0"]`), dhcp0 + ".time_servers[0]", "last label is all digits"},
+		{"time server bad IPv6", hw(`["10.1.0.1"]`, `["fd00::1::2"]`), dhcp0 + ".time_servers[0]", "is not an IPv4 or IPv6 address"},
+		{"time server loopback", hw(`["10.1.0.1"]`, `["127.0.0.1"]`), dhcp0 + ".time_servers[0]", "is a loopback address"},
+		{"time server not a string", hw(`["10.1.0.1"]`, `[123]`), dhcp0 + ".time_servers[0]", "must be a string"},
 		{"arch upper case", hw(`"x86_64"`, `"X86_64"`), dhcp0 + ".arch", "not an architecture name"},
 		{"uefi string", hw(`"uefi": false`, `"uefi": "no"`), dhcp0 + ".uefi", "must be true or false"},
 		{"iface name with colon", hw(`"eno1"`, `"eno1:1"`), dhcp0 + ".iface_name", "not an interface name"},
@@ -427,6 +439,52 @@ func TestNormalizeMAC(t *testing.T) {
 		got, err := NormalizeMAC(in)
 		if got != want || (err == nil) != (want != "") {
 			t.Errorf("NormalizeMAC(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}
+
+// Time servers may be host names, as Tinkerbell v0.6 stored them
+// (herd-boots resolves them for DHCP option 42); the record keeps them as
+// pushed, case included, while addresses are still canonicalized.
+func TestTimeServerNames(t *testing.T) {
+	long := strings.Repeat(strings.Repeat("a", 62)+".", 4)[:249] + ".org" // 253 characters
+	if len(long) != 253 {
+		t.Fatalf("fixture is %d characters", len(long))
+	}
+	servers := []string{"0.pool.ntp.org", "NTP.Example.COM", "localhost", "time-1", "1.ntp", strings.Repeat("b", 63) + ".example", long,
+		"10.1.0.1", "FD00:0::123"}
+	list := `["` + strings.Join(servers, `", "`) + `"]`
+	h, err := ParseHardware([]byte(hw(`["10.1.0.1"]`, list)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	NormalizeHardware(h)
+	got := h.GetNetwork().GetInterfaces()[0].GetDhcp().GetTimeServers()
+	want := append(append([]string{}, servers[:7]...), "10.1.0.1", "fd00::123")
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("time servers = %q\nwant %q", got, want)
+	}
+	out, err := MarshalHardware(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), `"NTP.Example.COM"`) || !strings.Contains(string(out), `"0.pool.ntp.org"`) {
+		t.Errorf("marshalled record lost the names:\n%s", out)
+	}
+	again, err := ParseHardware(out)
+	if err != nil || !proto.Equal(h, again) {
+		t.Fatalf("round trip: %v\n%v\n%v", err, h, again)
+	}
+}
+
+func TestTimeServerIsName(t *testing.T) {
+	for in, want := range map[string]bool{
+		"0.pool.ntp.org": true, "localhost": true, "NTP.example": true, "a-b.c": true,
+		"10.1.0.1": false, "fd00::1": false, "10.1.0.300": false, "10.1.0": false, "": false, "ntp server": false,
+		"pool.ntp.org.": false, "fd00::1::2": false, "x_y": false, strings.Repeat("a", 64): false,
+	} {
+		if got := TimeServerIsName(in); got != want {
+			t.Errorf("TimeServerIsName(%q) = %v, want %v", in, got, want)
 		}
 	}
 }

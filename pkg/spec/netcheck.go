@@ -181,6 +181,46 @@ func hostnameProblem(s string) string {
 	return ""
 }
 
+// TimeServerIsName reports whether a hardware record's time server is
+// given as a host name (which herd-boots resolves for DHCP option 42)
+// rather than as an address.
+func TimeServerIsName(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err != nil && !strings.Contains(s, ":") && timeServerProblem(s) == ""
+}
+
+// timeServerProblem checks a dhcp.time_servers entry: an address a server
+// can have, or an RFC 1123 host name (at most 253 characters, labels of at
+// most 63 letters, digits and inner hyphens; the last label not all digits,
+// so a mistyped address such as 10.1.0.300 is not taken for a name).
+func timeServerProblem(s string) string {
+	if _, err := netip.ParseAddr(s); err == nil || strings.Contains(s, ":") {
+		_, msg := hostIPProblem(s)
+		return msg
+	}
+	bad := fmt.Sprintf("%s is neither an IPv4 or IPv6 address nor a host name "+
+		"(RFC 1123: dot-separated labels of letters, digits and inner hyphens, like 0.pool.ntp.org)", quote(s))
+	switch {
+	case s == "":
+		return "is empty: give an address or a host name"
+	case len(s) > 253:
+		return fmt.Sprintf("%s is %d characters long; a host name has at most 253", quote(s), len(s))
+	}
+	labels := strings.Split(s, ".")
+	for _, label := range labels {
+		if len(label) > 63 {
+			return fmt.Sprintf("%s has a label of %d characters; a host name's labels have at most 63", quote(s), len(label))
+		}
+	}
+	if msg := hostnameProblem(s); msg != "" {
+		return bad
+	}
+	if strings.Trim(labels[len(labels)-1], "0123456789") == "" {
+		return fmt.Sprintf("%s is not an IPv4 address, and not a host name either (its last label is all digits)", quote(s))
+	}
+	return ""
+}
+
 // ifaceNameProblem applies Linux's rules for interface names.
 func ifaceNameProblem(s string) string {
 	switch {

@@ -120,6 +120,8 @@ func TestValidateTemplateBad(t *testing.T) {
 		{"volume onto root", tpl("- /dev:/dev\n", "- /dev:/\n"), "tasks[0].volumes[0]", "container's root"},
 		{"volume bad mode", tpl("/lib/firmware:/lib/firmware:ro", "/lib/firmware:/lib/firmware:rx"), "tasks[0].volumes[2]", `mode "rx" is not ro or rw`},
 		{"volume bad source", tpl("- /dev:/dev\n", "- ./dev:/dev\n"), "tasks[0].volumes[0]", "absolute host path or a volume name"},
+		{"v0.6 sample's relative volume (issue 15 item 1: refused)", tpl("- /dev:/dev\n", "- ./host-path:/container-path\n"), "tasks[0].volumes[0]",
+			`"./host-path:/container-path": the source must be an absolute host path or a volume name`},
 		{"volume destination twice", tpl("- /dev/console:/dev/console", "- /tmp/dev:/dev/"), "tasks[0].volumes[1]", "mounts /dev again (already tasks[0].volumes[0])"},
 		{"environment a list", tpl("    environment:\n      MIRROR_HOST: 10.1.0.2\n      DEBUG: \"false\"\n", "    environment:\n      - MIRROR_HOST=10.1.0.2\n"), "tasks[0].environment", "must be a mapping of NAME: value"},
 		{"environment key with =", tpl("DEBUG:", `"A=B":`), `tasks[0].environment["A=B"]`, `no "="`},

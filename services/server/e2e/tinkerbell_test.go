@@ -328,6 +328,40 @@ func TestTinkerbellDeletesAndUnknownIDs(t *testing.T) {
 
 // TestTinkerbellMACCase (item 7): a MAC finds its record whatever its case
 // or separators, and herd hardware mac prints it.
+// TestTinkerbellTimeServerNames (item 1): time servers given by host name,
+// as v0.6's example gives them, are stored as pushed (herd-boots resolves
+// them for DHCP option 42); a value that is neither an address nor a host
+// name is refused with the field and the value.
+func TestTinkerbellTimeServerNames(t *testing.T) {
+	s := servertest.Start(t)
+	const servers = `"name_servers": ["10.1.0.1"],`
+	withNames := strings.Replace(readFile(t, "hardware-1.json"), servers, servers+` "time_servers": ["0.pool.ntp.org", "NTP.Example.org", "10.1.0.123"],`, 1)
+	s.MustHerd(withNames, "hardware", "push")
+	hc := hardware.NewHardwareServiceClient(s.Dial(adminToken))
+	hw, err := hc.ByID(ctx(t), &hardware.GetRequest{Id: hw1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := hw.GetNetwork().GetInterfaces()[0].GetDhcp().GetTimeServers(); strings.Join(got, ",") != "0.pool.ntp.org,NTP.Example.org,10.1.0.123" {
+		t.Errorf("stored time servers = %q", got)
+	}
+	if out := s.MustHerd("", "hardware", "id", hw1, "-o", "json"); !strings.Contains(out, `"time_servers": [`) || !strings.Contains(out, `"0.pool.ntp.org"`) {
+		t.Errorf("herd hardware id -o json:\n%s", out)
+	}
+
+	// Garbage: the CLI refuses it before sending, the server too.
+	bad := strings.Replace(withNames, `"NTP.Example.org"`, `"ntp server!"`, 1)
+	const want = `network.interfaces[0].dhcp.time_servers[1]: "ntp server!" is neither an IPv4 or IPv6 address nor a host name`
+	if _, errOut, code := s.Herd(bad, "hardware", "push"); code == 0 || !strings.Contains(errOut, want) {
+		t.Errorf("herd hardware push of a bad time server: exit %d, stderr %s", code, errOut)
+	}
+	hw.GetNetwork().GetInterfaces()[0].GetDhcp().TimeServers[1] = "ntp server!"
+	_, err = hc.Push(ctx(t), &hardware.PushRequest{Data: hw})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), want) {
+		t.Errorf("Push of a bad time server: %v", err)
+	}
+}
+
 func TestTinkerbellMACCase(t *testing.T) {
 	s := servertest.Start(t)
 	const upper = "3C:EC:EF:00:00:0A"

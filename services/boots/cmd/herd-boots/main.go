@@ -37,6 +37,7 @@ import (
 	"github.com/herd-metal/herd/services/boots/internal/script"
 	"github.com/herd-metal/herd/services/boots/internal/syslog"
 	"github.com/herd-metal/herd/services/boots/internal/tftp"
+	"github.com/herd-metal/herd/services/boots/internal/timeservers"
 )
 
 func main() {
@@ -67,7 +68,7 @@ type settings struct {
 	grpcAuthority, workerCertURL, metadataURL string
 	registry, syslogHost, console, domain     string
 	registryUser, registryPassword            string
-	leaseTime                                 time.Duration
+	leaseTime, timeServerRefresh              time.Duration
 	requireIP                                 bool
 	logLevel, logFormat                       string
 	pprofAddr                                 string
@@ -124,6 +125,8 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	fs.StringVar(&s.console, "console", "ttyS0,115200", "default kernel console= for the OSIE; metadata {\"boots\":{\"console\":...}} wins")
 	fs.StringVar(&s.domain, "dhcp-domain", "", "DHCP domain name (option 15) when a hostname has no dots")
 	fs.DurationVar(&s.leaseTime, "dhcp-lease-time", 24*time.Hour, "lease time when the hardware's dhcp.lease_time is 0")
+	fs.DurationVar(&s.timeServerRefresh, "time-server-refresh", timeservers.DefaultRefresh, "how often the hardware's dhcp.time_servers host names "+
+		"are resolved again (with the system resolver, in the background; new names at once) for DHCP option 42")
 	fs.BoolVar(&s.requireIP, "http-require-ip", true, "serve a machine's script, which carries its worker credential, only to the machine's own address: "+
 		"a reserved IP of its hardware record, or in proxy mode the address its DHCP request asked for. "+
 		"false (only for machines that reach boots through NAT) identifies other callers by the MAC they name: "+
@@ -208,8 +211,11 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		return err
 	}
 	defer conn.Close()
-	// dhcp.Prepare parses each record once as it arrives, not per packet.
-	inv := inventory.New(log, dhcp.Prepare)
+	// dhcp.Preparer parses each record once as it arrives, not per packet;
+	// time-server names come from the resolver cache, which has the records
+	// derived again when their addresses change.
+	ntp := timeservers.New(net.DefaultResolver, log, timeservers.Config{Refresh: s.timeServerRefresh})
+	inv := inventory.New(log, dhcp.Preparer{Names: ntp}.Prepare)
 	reg := observe.NewRegistry()
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herd_boots_inventory_machines",
 		Help: "Hardware records in boots' in-memory inventory."}, func() float64 { return float64(inv.Len()) }))
@@ -261,6 +267,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return inv.Run(ctx, hardware.NewHardwareServiceClient(conn)) })
+	g.Go(func() error { return ntp.Run(ctx, inv) })
 	g.Go(func() error { return notes.Run(ctx, workflow.NewWorkflowServiceClient(conn)) })
 
 	hl, err := net.Listen("tcp", s.httpAddr)

@@ -138,11 +138,31 @@ type preparedIface struct {
 	leaseErr  error // the record reserves no usable address
 }
 
-// Prepare is the inventory's derive function for herd-boots (see
-// inventory.New): it returns a *Prepared.
-func Prepare(h *hardware.Hardware) any { return prepare(h) }
+// TimeServerNames gives the IPv4 addresses of a time server that hardware
+// records name by host name (dhcp.time_servers: "0.pool.ntp.org"), from
+// memory: herd-boots' resolver cache (package timeservers). It never waits
+// for the network: a name it does not know yet answers nothing and is
+// resolved in the background, after which the cache has the inventory
+// derive the records naming it again (inventory.Rederive), so option 42
+// gets the addresses without any lookup on the packet path.
+type TimeServerNames interface {
+	Addrs(name string) []netip.Addr
+}
 
-func prepare(h *hardware.Hardware) *Prepared {
+// Prepare is the inventory's derive function for herd-boots without time
+// server names resolved (see Preparer): it returns a *Prepared.
+func Prepare(h *hardware.Hardware) any { return prepare(h, nil) }
+
+// Preparer is the inventory's derive function for herd-boots: Prepare
+// with time servers given by host name taken from Names.
+type Preparer struct {
+	Names TimeServerNames
+}
+
+// Prepare returns a *Prepared of h (see inventory.New).
+func (p Preparer) Prepare(h *hardware.Hardware) any { return prepare(h, p.Names) }
+
+func prepare(h *hardware.Hardware, names TimeServerNames) *Prepared {
 	p := &Prepared{}
 	for _, i := range h.GetNetwork().GetInterfaces() {
 		m, err := net.ParseMAC(i.GetDhcp().GetMac())
@@ -151,7 +171,7 @@ func prepare(h *hardware.Hardware) *Prepared {
 		}
 		pi := preparedIface{allowPXE: i.GetNetboot().GetAllowPxe()}
 		copy(pi.mac[:], m)
-		l, err := parseLease(i)
+		l, err := parseLease(i, names)
 		if err != nil {
 			pi.leaseErr = err
 		} else {
@@ -280,7 +300,7 @@ func (h *Handler) decide(dst []byte, req *dhcpv4.DHCPv4, peer netip.AddrPort, on
 	}
 	p, _ := m.Derived.(*Prepared)
 	if p == nil { // an inventory without boots' derive function
-		p = prepare(m.Hardware)
+		p = prepare(m.Hardware, nil)
 	}
 	iface, ok := p.iface(mac)
 	if !ok {

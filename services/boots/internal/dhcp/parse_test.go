@@ -178,7 +178,7 @@ func TestPreparedLeaseMatchesLeaseFrom(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pi, ok := prepare(hw).iface(macBIOS)
+	pi, ok := prepare(hw, nil).iface(macBIOS)
 	if !ok {
 		t.Fatal("prepared record lacks its interface")
 	}

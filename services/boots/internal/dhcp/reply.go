@@ -5,11 +5,13 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
+	"github.com/herd-metal/herd/pkg/spec"
 	"github.com/herd-metal/herd/proto/hardware"
 )
 
@@ -50,9 +52,10 @@ type Lease struct {
 }
 
 // LeaseFrom reads the reservation from a hardware interface. Hostnames with
-// dots give their tail as the domain; otherwise defaultDomain is used.
+// dots give their tail as the domain; otherwise defaultDomain is used. Time
+// servers given by host name are left out (Preparer resolves them).
 func LeaseFrom(i *hardware.Hardware_Network_Interface, defaultLease time.Duration, defaultDomain string) (Lease, error) {
-	l, err := parseLease(i)
+	l, err := parseLease(i, nil)
 	if err != nil {
 		return Lease{}, err
 	}
@@ -73,7 +76,9 @@ type rawLease struct {
 	hasDomain bool // the hostname had dots: Domain is the record's
 }
 
-func parseLease(i *hardware.Hardware_Network_Interface) (rawLease, error) {
+// parseLease reads i's reservation; names, if not nil, gives the addresses
+// of time servers written as host names (without it they are left out).
+func parseLease(i *hardware.Hardware_Network_Interface, names TimeServerNames) (rawLease, error) {
 	d := i.GetDhcp()
 	var l rawLease
 	l.IP = net.ParseIP(d.GetIp().GetAddress()).To4()
@@ -92,8 +97,23 @@ func parseLease(i *hardware.Hardware_Network_Interface) (rawLease, error) {
 		}
 	}
 	for _, s := range d.GetTimeServers() {
-		if ip := net.ParseIP(s).To4(); ip != nil {
-			l.NTP = append(l.NTP, ip)
+		if ip := net.ParseIP(s); ip != nil {
+			if ip4 := ip.To4(); ip4 != nil { // option 42 carries IPv4 only
+				l.NTP = append(l.NTP, ip4)
+			}
+			continue
+		}
+		if names != nil && spec.TimeServerIsName(s) {
+			for _, a := range names.Addrs(s) {
+				if !a.Is4() {
+					continue
+				}
+				b := a.As4()
+				if !slices.ContainsFunc(l.NTP, func(ip net.IP) bool { return ip.Equal(b[:]) }) {
+					// Names that share an address give it once.
+					l.NTP = append(l.NTP, net.IP(b[:]))
+				}
+			}
 		}
 	}
 	l.Hostname = d.GetHostname()

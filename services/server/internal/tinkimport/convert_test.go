@@ -206,8 +206,11 @@ func TestConvertHardware(t *testing.T) {
 		{name: "upper-case id in the row", row: hardwareRow{id: strings.ToUpper(id), data: ptr(good)}},
 		{name: "no data", row: hardwareRow{id: id}, wantErr: "no data"},
 		{name: "ids differ", row: hardwareRow{id: "0a0b0c0d-0000-4000-8000-000000000002", data: ptr(good)}, wantErr: "not the row's id"},
-		{name: "a time server by name (issue 15 item 1)", row: hardwareRow{id: id,
-			data: ptr(strings.Replace(good, `"ip":`, `"time_servers":["0.pool.ntp.org"],"ip":`, 1))}, wantErr: "time_servers[0]"},
+		{name: "time servers by name (issue 15 item 1)", row: hardwareRow{id: id,
+			data: ptr(strings.Replace(good, `"ip":`, `"time_servers":["0.pool.ntp.org","10.10.0.123"],"ip":`, 1))}},
+		{name: "a time server neither address nor host name", row: hardwareRow{id: id,
+			data: ptr(strings.Replace(good, `"ip":`, `"time_servers":["0.pool.ntp.org","ntp_1"],"ip":`, 1))},
+			wantErr: `time_servers[1]: "ntp_1" is neither an IPv4 or IPv6 address nor a host name`},
 		{name: "unknown key", row: hardwareRow{id: id, data: ptr(strings.Replace(good, `"allow_pxe"`, `"allow_pex"`, 1))}, wantErr: "allow_pex"},
 	}
 	for _, tt := range tests {

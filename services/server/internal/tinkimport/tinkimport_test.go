@@ -45,18 +45,22 @@ type wantWorkflow struct {
 // fill writes the fixture: a few hundred records with every workflow
 // state, soft-deleted rows of each table and the records herd refuses.
 func fill(d *tinkDB) map[string]wantWorkflow {
-	// Hardware: 7 repeats 6's IP, 8 names a time server, 9's data names
-	// another id. The deleted ones reuse the live ones' addresses, as v0.6
-	// allowed: skipping them must not make conflicts.
+	// Hardware: 7 repeats 6's IP, 8 names a time server with a name that
+	// is no host name, 9's data names another id; 10 names its time
+	// servers by host name, as v0.6's example does (imported, names kept:
+	// issue 15 item 1). The deleted ones reuse the live ones' addresses,
+	// as v0.6 allowed: skipping them must not make conflicts.
 	for i := 1; i <= liveHardware; i++ {
 		data := hardwareJSON(hwID(i), mac(i), ip(i))
 		switch i {
 		case 7:
 			data = hardwareJSON(hwID(i), mac(i), ip(6))
 		case 8:
-			data = hardwareJSON(hwID(i), mac(i), ip(i), "0.pool.ntp.org")
+			data = hardwareJSON(hwID(i), mac(i), ip(i), "ntp server 1")
 		case 9:
 			data = hardwareJSON(hwID(9999), mac(i), ip(i))
+		case 10:
+			data = hardwareJSON(hwID(i), mac(i), ip(i), "0.pool.ntp.org", "NTP.Example.org", "10.10.0.123")
 		}
 		d.hardware(hwID(i), data, base.Add(time.Duration(i)*time.Minute), false)
 	}
@@ -188,7 +192,7 @@ func TestImport(t *testing.T) {
 	// The refused records, each with its reason.
 	refused := map[string]string{
 		hwID(7):   "ip 10.10.0.7 already belongs to hardware " + hwID(6),
-		hwID(8):   `time_servers[0]: "0.pool.ntp.org"`,
+		hwID(8):   `time_servers[0]: "ntp server 1" is neither an IPv4 or IPv6 address nor a host name`,
 		hwID(9):   "not the row's id",
 		tplID(18): "the source must be an absolute host path or a volume name",
 		wfID(151): "its template " + tplID(18) + " was refused",
@@ -220,6 +224,13 @@ func TestImport(t *testing.T) {
 	if got.GetId() != hwID(300) || got.GetVersion() != 1 || d.GetIp().GetAddress() != ip(300) || d.GetLeaseTime() != 86400 ||
 		!strings.Contains(got.GetMetadata(), `"facility_code":"onprem"`) || !got.GetNetwork().GetInterfaces()[0].GetNetboot().GetAllowPxe() {
 		t.Errorf("hardware %s = %v", hwID(300), got)
+	}
+	// Time servers by host name go in as Tinkerbell had them (issue 15
+	// item 1; herd-boots resolves them).
+	if got, err := st.HardwareByID(ctx, hwID(10)); err != nil {
+		t.Errorf("hardware %s (time servers by name) not imported: %v", hwID(10), err)
+	} else if ts := got.GetNetwork().GetInterfaces()[0].GetDhcp().GetTimeServers(); strings.Join(ts, ",") != "0.pool.ntp.org,NTP.Example.org,10.10.0.123" {
+		t.Errorf("hardware %s time servers = %q", hwID(10), ts)
 	}
 	if _, err := st.HardwareByID(ctx, hwID(1001)); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("a soft-deleted record was imported: %v", err)
