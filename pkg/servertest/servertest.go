@@ -119,8 +119,12 @@ func Start(t testing.TB, extra ...string) *Server {
 
 func (s *Server) start(grpcAddr, httpAddr string) {
 	s.t.Helper()
+	// Hardware records take no loopback address, so the tests' workers,
+	// on 127.0.0.1, call through it as through a trusted NAT gateway; the
+	// source check stays strict for every other address (a test's extra
+	// --worker-trusted-sources replaces this one).
 	args := append([]string{"--grpc-addr", grpcAddr, "--http-addr", httpAddr,
-		"--log-format", "json", "--log-level", "debug", "--timeout-check", "200ms"}, s.extra...)
+		"--log-format", "json", "--log-level", "debug", "--timeout-check", "200ms", "--worker-trusted-sources", "127.0.0.1"}, s.extra...)
 	cmd := exec.Command(filepath.Join(binDir, "herd-server"), args...)
 	cmd.Env = append(os.Environ(), "HERD_DB_URL="+s.DBURL, "HERD_STATE_DIR="+s.StateDir, "HERD_AUTH_TOKEN="+AdminToken,
 		"HERD_SERVICE_TOKEN="+ServiceToken)

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -62,6 +63,9 @@ type settings struct {
 	maxDataBytes         int
 	dbMaxConns           int
 	timeoutCheck         time.Duration
+	sourceCheck          string
+	trustedSources       string
+	sources              auth.SourcePolicy
 }
 
 func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) (settings, []string, error) {
@@ -106,8 +110,33 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	fs.IntVar(&s.maxDataVersions, "max-data-versions", 16, "workflow data versions kept per workflow")
 	fs.IntVar(&s.maxDataBytes, "max-data-bytes", 1<<20, "largest workflow data document, in bytes")
 	fs.DurationVar(&s.timeoutCheck, "timeout-check", time.Second, "how often the server enforces action and global timeouts")
+	fs.StringVar(&s.sourceCheck, "worker-source-check", "strict", "strict: a worker credential is taken only from an address its machine's hardware record holds "+
+		"(an interface IP) or from --worker-trusted-sources, so a credential read off another machine's script is useless elsewhere; "+
+		"off: from any address (machines behind NAT or a relay that --worker-trusted-sources cannot name; re-opens credential theft, docs/security.md)")
+	fs.StringVar(&s.trustedSources, "worker-trusted-sources", "", "comma-separated addresses or CIDRs (NAT gateways, relays) from which a worker credential of any machine is taken")
 	if err := config.Parse(fs, args, "HERD_", lookup); err != nil {
 		return s, nil, err
+	}
+	switch s.sourceCheck {
+	case "strict":
+	case "off":
+		s.sources.Off = true
+	default:
+		return s, nil, fmt.Errorf("--worker-source-check %q: want strict or off", s.sourceCheck)
+	}
+	for _, v := range strings.Split(s.trustedSources, ",") {
+		if v = strings.TrimSpace(v); v == "" {
+			continue
+		}
+		pf, err := netip.ParsePrefix(v)
+		if err != nil {
+			a, aerr := netip.ParseAddr(v)
+			if aerr != nil {
+				return s, nil, fmt.Errorf("--worker-trusted-sources: %q is neither an address nor a CIDR", v)
+			}
+			pf = netip.PrefixFrom(a, a.BitLen())
+		}
+		s.sources.Trusted = append(s.sources.Trusted, pf.Masked())
 	}
 	if s.tokenFile != "" && s.authToken == "" {
 		b, err := os.ReadFile(s.tokenFile)
@@ -186,6 +215,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	hub := store.NewHub(s.dbURL, log)
 	authn, err := auth.New(auth.Config{AdminToken: s.authToken, ServiceToken: s.serviceToken, WorkerKey: workerKey,
 		WorkerLifetime: s.workerTokenLifetime, Disabled: s.noAuth, Generations: st,
+		Sources: s.sources, Owners: st, Peer: transport.Peer,
 		Notifier: hub, Channel: store.ChannelHardware, Log: log})
 	if err != nil {
 		return err

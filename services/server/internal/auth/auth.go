@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -109,6 +110,55 @@ type Generations interface {
 	HardwareCredentialGeneration(ctx context.Context, hwID string) (gen int64, found bool, err error)
 }
 
+// AddressOwners finds the hardware record whose interfaces hold an
+// address (its canonical form, netip.Addr.String).
+type AddressOwners interface {
+	HardwareIDByIP(ctx context.Context, ip string) (hwID string, found bool, err error)
+}
+
+// SourcePolicy says from which addresses a worker credential is taken
+// (herd-server --worker-source-check, --worker-trusted-sources).
+type SourcePolicy struct {
+	// Off takes a worker credential from any address (a stolen one too).
+	Off bool
+	// Trusted are sources taken for any machine: NAT gateways and relays
+	// that machines reach herd-server through.
+	Trusted []netip.Prefix
+}
+
+// SourceAllowed decides whether a worker credential of hardware hwID is
+// taken from src, which interfaces of hardware owner hold ("" : none).
+func SourceAllowed(p SourcePolicy, hwID string, src netip.Addr, owner string) bool {
+	switch {
+	case p.Off:
+		return true
+	case !src.IsValid():
+		return false
+	case p.trusts(src):
+		return true
+	}
+	return hwID != "" && owner == hwID
+}
+
+func (p SourcePolicy) trusts(src netip.Addr) bool {
+	for _, t := range p.Trusted {
+		if t.Contains(src) {
+			return true
+		}
+	}
+	return false
+}
+
+// SourceAddr reads a peer as transport.Peer names it ("ip:port"); the
+// zero Addr when it names no address.
+func SourceAddr(peer string) netip.Addr {
+	ap, err := netip.ParseAddrPort(peer)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
 // Notifier delivers the ids of changed hardware records; "" means changes
 // may have been missed.
 type Notifier interface {
@@ -132,6 +182,13 @@ type Config struct {
 	// Generations checks that a worker credential's hardware record still
 	// exists and is the one it was issued for.
 	Generations Generations
+	// Sources says from which addresses worker credentials are taken;
+	// unless Sources.Off, Owners and Peer are required.
+	Sources SourcePolicy
+	// Owners finds the hardware record a source address belongs to.
+	Owners AddressOwners
+	// Peer names a call's source address ("ip:port"; transport.Peer).
+	Peer func(context.Context) string
 	// Notifier and Channel, when set, announce hardware changes, so the
 	// generations looked up can be cached.
 	Notifier Notifier
@@ -167,6 +224,9 @@ func New(c Config) (*Authenticator, error) {
 	}
 	if c.Generations == nil {
 		return nil, errors.New("no credential generation lookup configured")
+	}
+	if !c.Sources.Off && !c.Disabled && (c.Owners == nil || c.Peer == nil) {
+		return nil, errors.New("worker source check without an address lookup: configure Owners and Peer, or turn the check off")
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -226,6 +286,7 @@ const (
 	ReasonExpired   = "expired worker credential"
 	ReasonRevoked   = "revoked worker credential"
 	ReasonForbidden = "method not open to this credential"
+	ReasonSource    = "worker credential from another address"
 )
 
 // Error is a refused authentication: the status the caller gets, why, and
@@ -290,7 +351,39 @@ func (a *Authenticator) Authenticate(ctx context.Context, method string) (Princi
 		return Principal{}, &Error{codes.Unauthenticated, ReasonRevoked, claimed,
 			"worker credential revoked: its hardware record was deleted"}
 	}
+	if err := a.checkSource(ctx, c.HardwareID); err != nil {
+		return Principal{}, err
+	}
 	return Principal{Worker: c.HardwareID}, nil
+}
+
+// checkSource refuses a worker credential of hwID used from an address
+// that is neither one of its hardware record's interfaces nor trusted: a
+// credential read off another machine's script works only from that
+// machine. PermissionDenied, with one message whoever owns the address.
+func (a *Authenticator) checkSource(ctx context.Context, hwID string) error {
+	p := a.cfg.Sources
+	if p.Off {
+		return nil
+	}
+	peer := a.cfg.Peer(ctx)
+	src := SourceAddr(peer)
+	owner := ""
+	if src.IsValid() && !p.trusts(src) {
+		id, found, err := a.cfg.Owners.HardwareIDByIP(ctx, src.String())
+		if err != nil {
+			a.cfg.Log.ErrorContext(ctx, "checking a worker's source address failed", "hardware_id", hwID, "peer", peer, "error", err)
+			return status.Error(codes.Unavailable, "cannot check the worker credential now; retry")
+		}
+		if found {
+			owner = id
+		}
+	}
+	if SourceAllowed(p, hwID, src, owner) {
+		return nil
+	}
+	return &Error{codes.PermissionDenied, ReasonSource, "worker:" + hwID,
+		"this worker credential is not taken from this address: only from its machine's own (herd-server --worker-source-check)"}
 }
 
 func equal(a, b string) bool {

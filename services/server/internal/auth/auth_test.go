@@ -55,7 +55,7 @@ func (f feed) Subscribe(string) (<-chan string, func()) { return f.ch, func() {}
 func newAuth(t *testing.T, g Generations, n Notifier, now func() time.Time) *Authenticator {
 	t.Helper()
 	a, err := New(Config{AdminToken: "s3cret", ServiceToken: "svc-token", WorkerKey: bytes.Repeat([]byte{7}, 32),
-		WorkerLifetime: time.Hour, Generations: g, Notifier: n, Channel: "hw", Now: now})
+		WorkerLifetime: time.Hour, Generations: g, Notifier: n, Channel: "hw", Now: now, Sources: SourcePolicy{Off: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestAuthenticate(t *testing.T) {
 	worker, _ := a.WorkerToken(hwID, 3)
 	oldGen, _ := a.WorkerToken(hwID, 2)
 	other, _ := newAuth(t, g, nil, time.Now).WorkerToken(hwID, 3)
-	otherKey, _ := New(Config{AdminToken: "s3cret", WorkerKey: bytes.Repeat([]byte{8}, 32), WorkerLifetime: time.Hour, Generations: g})
+	otherKey, _ := New(Config{AdminToken: "s3cret", WorkerKey: bytes.Repeat([]byte{8}, 32), WorkerLifetime: time.Hour, Generations: g, Sources: SourcePolicy{Off: true}})
 	forged, _ := otherKey.WorkerToken(hwID, 3)
 	gone, _ := a.WorkerToken("5f2c6a3e-1111-4c4c-9a9a-222233334444", 1)
 	expired := func() string {
@@ -191,7 +191,7 @@ func TestDisabledAndConfig(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	a, err := New(Config{Disabled: true, WorkerKey: key, WorkerLifetime: time.Hour, Generations: g})
+	a, err := New(Config{Disabled: true, WorkerKey: key, WorkerLifetime: time.Hour, Generations: g, Sources: SourcePolicy{Off: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -293,6 +293,20 @@ func (s *Store) HardwareCredentialGeneration(ctx context.Context, id string) (ge
 	return gen, true, nil
 }
 
+// HardwareIDByIP is the id of the hardware record one of whose interfaces
+// holds ip (found false: none does). ip is compared in its canonical form
+// (netip.Addr.String), as pushes store it.
+func (s *Store) HardwareIDByIP(ctx context.Context, ip string) (id string, found bool, err error) {
+	err = s.hot.QueryRowContext(ctx, "SELECT hardware_id::text FROM hardware_address WHERE kind = 'ip' AND value = $1", ip).Scan(&id)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return "", false, nil
+	case err != nil:
+		return "", false, fmt.Errorf("hardware by ip %s: %w", ip, err)
+	}
+	return id, true, nil
+}
+
 // DeleteHardware removes the record and its address claims. It refuses
 // with ErrPrecondition while a workflow that is neither finished nor
 // deleted runs on the machine.
