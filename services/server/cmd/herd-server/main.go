@@ -208,6 +208,9 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if s.noAuth {
 		log.Warn("authentication is OFF: anyone who reaches the API can change everything")
 	}
+	if s.sources.Off && !s.noAuth {
+		log.Warn("worker source check is OFF (--worker-source-check=off): a worker credential is taken from any address, a stolen one too")
+	}
 	workerKey, err := loadOrCreateKey(filepath.Join(s.stateDir, "worker.key"))
 	if err != nil {
 		return err
