@@ -145,8 +145,28 @@ func TestForgedBootEventsProxy(t *testing.T) {
 		t.Errorf("event from %s before any DHCP request: %d, want 404", leased, code)
 	}
 
-	// The machine's DHCPREQUEST to the site's server (10.77.0.2), as
-	// firmware broadcasts it.
+	requestLease(t, l, mac, leased)
+	if code, _ := call(t, attacker, "GET", path, ""); code != 404 {
+		t.Errorf("forged event from %s: %d, want 404", attackerIP, code)
+	}
+	if code, _ := call(t, machine, "GET", path, ""); code != 200 {
+		t.Errorf("the machine's event from its leased address %s: %d, want 200", leased, code)
+	}
+	logs := l.waitLog(`msg="boot event"`)
+	if n := strings.Count(logs, `msg="boot event" event=kernel_fetched`); n != 1 {
+		t.Errorf("%d boot events recorded, want the machine's one", n)
+	}
+	if !strings.Contains(lineWith(logs, `msg="boot event"`), "remote="+leased+":") {
+		t.Errorf("the recorded event is not the machine's: %s", lineWith(logs, `msg="boot event"`))
+	}
+}
+
+// requestLease sends the machine's DHCPREQUEST for leased to the site's
+// server (10.77.0.2), broadcast from the lab's client side as firmware
+// sends it, and waits until boots has seen it: proxy mode's lease book
+// then holds leased for mac.
+func requestLease(t *testing.T, l *lab, mac net.HardwareAddr, leased string) {
+	t.Helper()
 	var conn net.PacketConn
 	if err := l.cli.Do(func() error {
 		var err error
@@ -172,18 +192,5 @@ func TestForgedBootEventsProxy(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("boots never saw the DHCPREQUEST")
 		}
-	}
-	if code, _ := call(t, attacker, "GET", path, ""); code != 404 {
-		t.Errorf("forged event from %s: %d, want 404", attackerIP, code)
-	}
-	if code, _ := call(t, machine, "GET", path, ""); code != 200 {
-		t.Errorf("the machine's event from its leased address %s: %d, want 200", leased, code)
-	}
-	logs := l.waitLog(`msg="boot event"`)
-	if n := strings.Count(logs, `msg="boot event" event=kernel_fetched`); n != 1 {
-		t.Errorf("%d boot events recorded, want the machine's one", n)
-	}
-	if !strings.Contains(lineWith(logs, `msg="boot event"`), "remote="+leased+":") {
-		t.Errorf("the recorded event is not the machine's: %s", lineWith(logs, `msg="boot event"`))
 	}
 }

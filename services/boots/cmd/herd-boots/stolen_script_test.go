@@ -4,10 +4,6 @@ import (
 	"net"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/insomniacslk/dhcp/dhcpv4"
-	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 )
 
 // TestStolenScript (issue 14, finding 1), reservation mode: from an
@@ -87,32 +83,7 @@ func TestStolenScriptProxy(t *testing.T) {
 		t.Errorf("script for %s before any DHCP request: %d, want 404", leased, code)
 	}
 
-	var conn net.PacketConn
-	if err := l.cli.Do(func() error {
-		var err error
-		conn, err = server4.NewIPv4UDPConn("hc0", &net.UDPAddr{Port: 68})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	req, err := dhcpv4.New(dhcpv4.WithHwAddr(mac), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithBroadcast(true),
-		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")),
-		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP(leased))), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IPv4(10, 77, 0, 2))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.WriteTo(req.ToBytes(), &net.UDPAddr{IP: net.IPv4bcast, Port: 67}); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if metric(l.metrics(t), `herd_boots_dhcp_packets_total{outcome="ignored",type="REQUEST"}`) >= 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("boots never saw the DHCPREQUEST")
-		}
-	}
+	requestLease(t, l, mac, leased)
 	if code, body := call(t, attacker, "GET", path, ""); code != 404 || strings.Contains(body, token) {
 		t.Errorf("stolen script from %s: %d, want 404 without the credential", attackerIP, code)
 	}
