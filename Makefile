@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/herd-metal/herd/pkg/version.Version=$(VERSION)
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build test deps vet check-proto proto bench-server bench-metadata bench-dhcp action-images images osie osimage fuzz ipxe sandbox sandbox-down test-e2e clean
+.PHONY: all build test deps vet check-proto proto bench-server bench-metadata bench-dhcp action-images images osie osimage fuzz reliability ipxe sandbox sandbox-down test-e2e clean
 
 all: build
 
@@ -84,6 +84,16 @@ FUZZERS := \
 	pkg/spec:FuzzValidateTemplate
 fuzz:
 	@FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh $(FUZZERS)
+
+# Every fault and bad-input test (TestReliability*, pkg/reliability) at
+# full size, then docs/reliability.md from what they recorded. make test
+# runs the same tests in their short form.
+RELIABILITY_OUT := $(CURDIR)/.tmp/reliability.jsonl
+reliability: deps build
+	@mkdir -p .tmp && rm -f $(RELIABILITY_OUT)
+	HERD_RELIABILITY=full HERD_RELIABILITY_OUT=$(RELIABILITY_OUT) \
+		go test -count=1 -timeout 90m -run '^TestReliability' -v $(addsuffix /...,$(addprefix ./,$(MODULES)))
+	go run ./pkg/reliability/cmd/report -in $(RELIABILITY_OUT) -commit $(REVISION) -out $(CURDIR)/docs/reliability.md
 
 bench-server: deps build
 	go test -tags bench -count=1 -timeout 30m -run TestBenchServer -v ./services/server/bench -args -out $(CURDIR)/docs/benchmarks.md
