@@ -479,6 +479,59 @@ func TestWorkerCredentialsAreRevoked(t *testing.T) {
 	refused("old credential after a restart", workflow.NewWorkflowServiceClient(s.Dial(old)))
 }
 
+// TestWorkerCredentialEndsWithItsWorkflow (finding 1): once the workflow
+// has ended, the machine's credential no longer reads its actions (their
+// environment may hold secrets) or its data, nor writes the data; the
+// answer is the one for a workflow that does not exist. The operator still
+// reads everything, and late log lines of the last action are still taken.
+func TestWorkerCredentialEndsWithItsWorkflow(t *testing.T) {
+	s := servertest.Start(t)
+	s.MustHerd(readFile(t, "hardware-1.json"), "hardware", "push")
+	s.MustHerd(slowTemplate, "template", "create")
+	id := s.CreateWorkflow("patient", `{"device_1":"`+mac1+`"}`)
+	w := workflow.NewWorkflowServiceClient(s.Dial(s.WorkerToken(hw1)))
+	acts, err := w.GetWorkflowActions(ctx(t), &workflow.WorkflowActionsRequest{WorkflowId: id})
+	if err != nil || len(acts.GetActionList()) == 0 {
+		t.Fatalf("own actions while the workflow runs: %v %v", acts, err)
+	}
+	if _, err := w.UpdateWorkflowData(ctx(t), &workflow.UpdateWorkflowDataRequest{WorkflowId: id, Data: []byte(`{"step":1}`)}); err != nil {
+		t.Fatalf("own data while the workflow runs: %v", err)
+	}
+	for _, a := range acts.GetActionList() {
+		for _, st := range []workflow.State{workflow.State_STATE_RUNNING, workflow.State_STATE_SUCCESS} {
+			if _, err := w.ReportActionStatus(ctx(t), &workflow.WorkflowActionStatus{WorkflowId: id, TaskName: a.GetTaskName(),
+				ActionName: a.GetName(), ActionStatus: st}); err != nil {
+				t.Fatalf("report %s %s: %v", a.GetName(), st, err)
+			}
+		}
+	}
+	admin := workflow.NewWorkflowServiceClient(s.Dial(servertest.AdminToken))
+	if wf, err := admin.GetWorkflow(ctx(t), &workflow.GetRequest{Id: id}); err != nil || wf.GetState() != workflow.State_STATE_SUCCESS {
+		t.Fatalf("workflow after its last action: %v %v, want SUCCESS", wf.GetState(), err)
+	}
+
+	gone := "workflow " + id + ": not found"
+	_, err = w.GetWorkflowActions(ctx(t), &workflow.WorkflowActionsRequest{WorkflowId: id})
+	wantCode(t, err, codes.NotFound, gone)
+	_, err = w.GetWorkflowData(ctx(t), &workflow.GetWorkflowDataRequest{WorkflowId: id})
+	wantCode(t, err, codes.NotFound, gone)
+	_, err = w.UpdateWorkflowData(ctx(t), &workflow.UpdateWorkflowDataRequest{WorkflowId: id, Data: []byte(`{"step":2}`)})
+	wantCode(t, err, codes.NotFound, gone)
+
+	last := acts.GetActionList()[len(acts.GetActionList())-1]
+	if _, err := w.ReportActionLogs(ctx(t), &workflow.ActionLogs{WorkflowId: id, TaskName: last.GetTaskName(), ActionName: last.GetName(),
+		Lines: []*workflow.LogLine{{Stream: "stdout", Text: "last words"}}}); err != nil {
+		t.Errorf("late log lines of the last action: %v", err)
+	}
+	if a, err := admin.GetWorkflowActions(ctx(t), &workflow.WorkflowActionsRequest{WorkflowId: id}); err != nil || len(a.GetActionList()) != len(acts.GetActionList()) {
+		t.Errorf("the operator reads the ended workflow's actions: %v %v", a, err)
+	}
+	d, err := admin.GetWorkflowData(ctx(t), &workflow.GetWorkflowDataRequest{WorkflowId: id})
+	if err != nil || strings.ReplaceAll(string(d.GetData()), " ", "") != `{"step":1}` {
+		t.Errorf("the ended workflow's data: %q %v, want the version written while it ran", d.GetData(), err)
+	}
+}
+
 // TestWorkerCredentialsExpire (finding 4): a credential stops working at
 // its expiry; the hardware Watch (what boots follows) hands out fresh ones
 // before that.

@@ -190,7 +190,7 @@ type Config struct {
 	// Peer names a call's source address ("ip:port"; transport.Peer).
 	Peer func(context.Context) string
 	// Notifier and Channel, when set, announce hardware changes, so the
-	// generations looked up can be cached.
+	// generations and address owners looked up can be cached.
 	Notifier Notifier
 	Channel  string
 	// Now is the clock (default time.Now).
@@ -202,7 +202,8 @@ type Config struct {
 // Authenticator checks bearer credentials.
 type Authenticator struct {
 	cfg     Config
-	gens    *genCache
+	gens    *cache[int64]
+	owners  *cache[string]
 	changes <-chan string
 	cancel  func()
 }
@@ -234,16 +235,23 @@ func New(c Config) (*Authenticator, error) {
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
-	a := &Authenticator{cfg: c, gens: &genCache{lookup: c.Generations}, cancel: func() {}}
+	a := &Authenticator{cfg: c, cancel: func() {},
+		gens:   &cache[int64]{lookup: c.Generations.HardwareCredentialGeneration},
+		owners: &cache[string]{lookup: func(context.Context, string) (string, bool, error) { return "", false, nil }},
+	}
+	if c.Owners != nil {
+		a.owners.lookup = c.Owners.HardwareIDByIP
+	}
 	if c.Notifier != nil {
 		a.changes, a.cancel = c.Notifier.Subscribe(c.Channel)
-		a.gens.enabled = true
+		a.gens.setEnabled(true)
+		a.owners.setEnabled(true)
 	}
 	return a, nil
 }
 
-// Run follows hardware changes, dropping cached generations they touch,
-// until ctx ends. Without a Notifier it only waits.
+// Run follows hardware changes, dropping the cached generations and
+// address owners they touch, until ctx ends. Without a Notifier it only waits.
 func (a *Authenticator) Run(ctx context.Context) error {
 	defer a.cancel()
 	if a.changes == nil {
@@ -256,15 +264,18 @@ func (a *Authenticator) Run(ctx context.Context) error {
 			return nil
 		case id, ok := <-a.changes:
 			if !ok {
-				// No more notifications: a cached generation could go
-				// stale, so every check asks the database from now on.
-				a.gens.disable()
+				// No more notifications: a cached answer could go stale,
+				// so every check asks the database from now on.
+				a.gens.setEnabled(false)
+				a.owners.setEnabled(false)
 				if ctx.Err() == nil {
 					a.cfg.Log.Warn("hardware change feed closed; worker credentials are checked against the database on every call")
 				}
 				return nil
 			}
 			a.gens.invalidate(id)
+			// Any record's change can move an address to another owner.
+			a.owners.invalidate("")
 		}
 	}
 }
@@ -370,7 +381,7 @@ func (a *Authenticator) checkSource(ctx context.Context, hwID string) error {
 	src := SourceAddr(peer)
 	owner := ""
 	if src.IsValid() && !p.trusts(src) {
-		id, found, err := a.cfg.Owners.HardwareIDByIP(ctx, src.String())
+		id, found, err := a.owners.get(ctx, src.String())
 		if err != nil {
 			a.cfg.Log.ErrorContext(ctx, "checking a worker's source address failed", "hardware_id", hwID, "peer", peer, "error", err)
 			return status.Error(codes.Unavailable, "cannot check the worker credential now; retry")
@@ -390,65 +401,66 @@ func equal(a, b string) bool {
 	return b != "" && subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
 }
 
-// genCache remembers hardware records' credential generations, so that a
-// worker call costs no extra query. Entries are dropped when the record
-// changes (hardware notifications); a lookup that raced with a change is
+// cache remembers the answers of a lookup that only hardware changes can
+// alter (a record's credential generation, the owner of an address), so
+// that a worker call costs no extra query. Entries are dropped when
+// hardware changes (notifications); a lookup that raced with a change is
 // not kept.
-type genCache struct {
-	lookup Generations
+type cache[V any] struct {
+	lookup func(ctx context.Context, key string) (V, bool, error)
 
 	mu      sync.Mutex
 	enabled bool
 	epoch   uint64
-	m       map[string]genEntry
+	m       map[string]entry[V]
 }
 
-type genEntry struct {
-	gen   int64
+type entry[V any] struct {
+	v     V
 	found bool
 }
 
-// maxGenEntries bounds the cache; past it, it starts over.
-const maxGenEntries = 1 << 16
+// maxCacheEntries bounds a cache; past it, it starts over.
+const maxCacheEntries = 1 << 16
 
-func (c *genCache) get(ctx context.Context, id string) (int64, bool, error) {
+func (c *cache[V]) get(ctx context.Context, key string) (V, bool, error) {
 	c.mu.Lock()
-	e, hit := c.m[id]
+	e, hit := c.m[key]
 	enabled, epoch := c.enabled, c.epoch
 	c.mu.Unlock()
 	if hit {
-		return e.gen, e.found, nil
+		return e.v, e.found, nil
 	}
-	gen, found, err := c.lookup.HardwareCredentialGeneration(ctx, id)
+	v, found, err := c.lookup(ctx, key)
 	if err != nil || !enabled {
-		return gen, found, err
+		return v, found, err
 	}
 	c.mu.Lock()
 	if c.enabled && c.epoch == epoch {
-		if c.m == nil || len(c.m) >= maxGenEntries {
-			c.m = map[string]genEntry{}
+		if c.m == nil || len(c.m) >= maxCacheEntries {
+			c.m = map[string]entry[V]{}
 		}
-		c.m[id] = genEntry{gen, found}
+		c.m[key] = entry[V]{v, found}
 	}
 	c.mu.Unlock()
-	return gen, found, nil
+	return v, found, nil
 }
 
-// invalidate drops id ("" : everything).
-func (c *genCache) invalidate(id string) {
+// invalidate drops key ("" : everything).
+func (c *cache[V]) invalidate(key string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.epoch++
-	if id == "" {
+	if key == "" {
 		c.m = nil
 	} else {
-		delete(c.m, id)
+		delete(c.m, key)
 	}
 }
 
-func (c *genCache) disable() {
+func (c *cache[V]) setEnabled(on bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.enabled, c.m = false, nil
+	c.enabled, c.m = on, nil
 	c.epoch++
 }

@@ -63,11 +63,13 @@ func TestSourceAddr(t *testing.T) {
 
 // owners is a fake address book.
 type owners struct {
-	m   map[string]string
-	err error
+	m       map[string]string
+	err     error
+	lookups int
 }
 
-func (o owners) HardwareIDByIP(_ context.Context, ip string) (string, bool, error) {
+func (o *owners) HardwareIDByIP(_ context.Context, ip string) (string, bool, error) {
+	o.lookups++
 	id, ok := o.m[ip]
 	return id, ok, o.err
 }
@@ -111,5 +113,52 @@ func TestAuthenticateSource(t *testing.T) {
 	}
 	if _, err := New(Config{AdminToken: "x", WorkerKey: bytes.Repeat([]byte{7}, 32), WorkerLifetime: time.Hour, Generations: g}); err == nil {
 		t.Errorf("a strict source check without Owners and Peer was accepted")
+	}
+}
+
+// TestOwnerCache: with hardware notifications, a machine's worker calls
+// look its address up once; any hardware change drops every cached owner
+// (an address may have moved to another record), so a moved address is
+// refused at once.
+func TestOwnerCache(t *testing.T) {
+	g := &gens{m: map[string]int64{hwID: 1}}
+	o := &owners{m: map[string]string{"10.0.0.5": hwID}}
+	f := feed{make(chan string)}
+	a, err := New(Config{AdminToken: "s3cret", WorkerKey: bytes.Repeat([]byte{7}, 32), WorkerLifetime: time.Hour, Generations: g,
+		Owners: o, Notifier: f, Channel: "hw", Peer: func(ctx context.Context) string { s, _ := ctx.Value(peerKey{}).(string); return s }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- a.Run(ctx) }()
+	tok, _ := a.WorkerToken(hwID, 1)
+	from := func(peer string) error {
+		ctx := context.WithValue(context.Background(), peerKey{}, peer)
+		_, err := a.Authenticate(metadata.NewIncomingContext(ctx, metadata.Pairs("authorization", "Bearer "+tok)), report)
+		return err
+	}
+	for range 3 {
+		if err := from("10.0.0.5:5000"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if o.lookups != 1 {
+		t.Fatalf("%d address lookups for 3 calls, want 1", o.lookups)
+	}
+	// Another record takes the address: a change of that record, not of
+	// the credential's, must still drop the cached owner.
+	o.m["10.0.0.5"] = "other-machine"
+	f.ch <- "other-machine"
+	f.ch <- "x" // Run has handled the change once it takes the next one
+	if err := from("10.0.0.5:5000"); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("after the address moved: %v, want PermissionDenied", err)
+	}
+	if o.lookups != 2 {
+		t.Fatalf("%d address lookups after a change, want 2", o.lookups)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/herd-metal/herd/proto/hardware"
+	"github.com/herd-metal/herd/proto/workflow"
 )
 
 // TestCredentialGeneration: a record keeps its generation through pushes,
@@ -65,7 +66,7 @@ func TestCredentialGeneration(t *testing.T) {
 }
 
 // TestWorkerTakesPart: only the machines a live workflow runs on take part
-// in it.
+// in it; once it has finished (or is deleted) none does.
 func TestWorkerTakesPart(t *testing.T) {
 	f := newFleet(t, 0)
 	ctx := context.Background()
@@ -87,5 +88,19 @@ func TestWorkerTakesPart(t *testing.T) {
 	}
 	if got, err := f.s.WorkerTakesPart(ctx, id, f.hw1); err != nil || got {
 		t.Errorf("deleted workflow: %v, %v; want false", got, err)
+	}
+
+	done := f.create(t)
+	f.mustReport(t, done, f.hw1, "disk", "wipe", workflow.State_STATE_RUNNING)
+	f.mustReport(t, done, f.hw1, "disk", "wipe", workflow.State_STATE_FAILED)
+	for _, w := range []string{f.hw1, f.hw2} {
+		if got, err := f.s.WorkerTakesPart(ctx, done, w); err != nil || got {
+			t.Errorf("finished (FAILED) workflow, worker %s: %v, %v; want false", w, got, err)
+		}
+	}
+	ok := f.create(t)
+	f.runAll(t, ok)
+	if got, err := f.s.WorkerTakesPart(ctx, ok, f.hw2); err != nil || got {
+		t.Errorf("finished (SUCCESS) workflow: %v, %v; want false", got, err)
 	}
 }

@@ -479,8 +479,10 @@ func WorkflowNotFound(id string) error {
 }
 
 // WorkerTakesPart reports whether the machine workerID runs actions of the
-// workflow and the workflow is not deleted; false too for a workflow that
-// does not exist. One indexed query, for the worker calls.
+// workflow and the workflow is live: neither deleted nor finished, so a
+// machine's credential stops opening a workflow's actions (their
+// environment may hold secrets) and data the moment it ends. False too for
+// a workflow that does not exist. One indexed query, for the worker calls.
 func (s *Store) WorkerTakesPart(ctx context.Context, workflowID, workerID string) (bool, error) {
 	id, err := parseID("workflow", workflowID)
 	if err != nil {
@@ -493,7 +495,8 @@ func (s *Store) WorkerTakesPart(ctx context.Context, workflowID, workerID string
 	var ok bool
 	err = s.db.QueryRowContext(ctx, `
 		SELECT EXISTS (SELECT 1 FROM workflow_worker ww JOIN workflow w ON w.id = ww.workflow_id
-		WHERE ww.workflow_id = $1 AND ww.worker_id = $2 AND w.deleted_at IS NULL)`, id, wid.String()).Scan(&ok)
+		WHERE ww.workflow_id = $1 AND ww.worker_id = $2 AND w.deleted_at IS NULL AND w.state NOT IN ($3, $4, $5))`,
+		id, wid.String(), int32(workflow.State_STATE_FAILED), int32(workflow.State_STATE_TIMEOUT), int32(workflow.State_STATE_SUCCESS)).Scan(&ok)
 	if err != nil {
 		return false, fmt.Errorf("workflow %s workers: %w", id, err)
 	}
