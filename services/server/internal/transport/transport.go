@@ -33,9 +33,6 @@ import (
 	"github.com/herd-metal/herd/proto/workflow"
 )
 
-// MaxMessageBytes bounds one gRPC message or REST body.
-const MaxMessageBytes = 4 << 20
-
 // Config is where and how to listen.
 type Config struct {
 	GRPCAddr string
@@ -73,6 +70,13 @@ type Limits struct {
 	// Both listeners: connections one source address may hold open at
 	// once (0: no limit).
 	MaxConnsPerSource int
+	// MaxMessageBytes bounds one gRPC message received and one HTTP
+	// request body (REST): larger ones are refused with ResourceExhausted
+	// / 413 before they are decoded.
+	MaxMessageBytes int
+	// MaxHeaderBytes bounds a request's headers: HTTP (431 beyond it)
+	// and gRPC's header list (the stream is refused).
+	MaxHeaderBytes int
 }
 
 // DefaultLimits are the documented defaults: generous enough for herd's
@@ -88,6 +92,8 @@ var DefaultLimits = Limits{
 	KeepaliveTimeout:  20 * time.Second,
 	KeepaliveMinTime:  30 * time.Second,
 	MaxConnsPerSource: 256,
+	MaxMessageBytes:   4 << 20,
+	MaxHeaderBytes:    64 << 10,
 }
 
 func (l Limits) withDefaults() Limits {
@@ -100,6 +106,12 @@ func (l Limits) withDefaults() Limits {
 		if *f.v <= 0 {
 			*f.v = *f.def
 		}
+	}
+	if l.MaxMessageBytes <= 0 {
+		l.MaxMessageBytes = d.MaxMessageBytes
+	}
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = d.MaxHeaderBytes
 	}
 	return l
 }
@@ -137,10 +149,13 @@ func New(cfg Config, svc Services, unary []grpc.UnaryServerInterceptor, stream [
 			Help: "Connections closed at once because their source address held --max-conns-per-source already, by listener.",
 		}, []string{"listener"})}
 	reg.MustRegister(s.refused)
+	dec := newDecoding()
 	s.grpc = grpc.NewServer(
+		grpc.ForceServerCodecV2(dec),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
-		grpc.MaxRecvMsgSize(MaxMessageBytes),
+		grpc.MaxRecvMsgSize(lim.MaxMessageBytes),
+		grpc.MaxHeaderListSize(uint32(lim.MaxHeaderBytes)),
 		grpc.ConnectionTimeout(lim.HandshakeTimeout),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			MaxConnectionIdle: lim.MaxConnectionIdle,
@@ -149,16 +164,18 @@ func New(cfg Config, svc Services, unary []grpc.UnaryServerInterceptor, stream [
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: lim.KeepaliveMinTime, PermitWithoutStream: true}),
 	)
-	hardware.RegisterHardwareServiceServer(s.grpc, svc.Hardware)
-	template.RegisterTemplateServiceServer(s.grpc, svc.Template)
-	workflow.RegisterWorkflowServiceServer(s.grpc, svc.Workflow)
+	// Registered through decodeErrors (all of them must be): a request
+	// that is not a valid message is the client's fault, InvalidArgument.
+	s.grpc.RegisterService(dec.decodeErrors(&hardware.HardwareService_ServiceDesc), svc.Hardware)
+	s.grpc.RegisterService(dec.decodeErrors(&template.TemplateService_ServiceDesc), svc.Template)
+	s.grpc.RegisterService(dec.decodeErrors(&workflow.WorkflowService_ServiceDesc), svc.Workflow)
 
 	gw, err := s.gateway()
 	if err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", http.MaxBytesHandler(gw, MaxMessageBytes))
+	mux.Handle("/v1/", validUTF8(gw))
 	mux.HandleFunc("GET /cert", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		_, _ = w.Write(cfg.CA)
@@ -168,7 +185,7 @@ func New(cfg Config, svc Services, unary []grpc.UnaryServerInterceptor, stream [
 		_, _ = w.Write(proto.OpenAPI)
 	})
 	observe.Mount(mux, "herd-server", reg, healthy)
-	s.http = &http.Server{Handler: deadlines(mux, lim.WriteTimeout), MaxHeaderBytes: 64 << 10,
+	s.http = &http.Server{Handler: deadlines(limitBody(mux, int64(lim.MaxMessageBytes)), lim.WriteTimeout), MaxHeaderBytes: lim.MaxHeaderBytes,
 		ReadHeaderTimeout: lim.ReadHeaderTimeout, ReadTimeout: lim.ReadTimeout,
 		WriteTimeout: lim.WriteTimeout, IdleTimeout: lim.IdleTimeout}
 	return s, nil
@@ -233,7 +250,7 @@ func (s *Server) gateway() (http.Handler, error) {
 	conn, err := grpc.NewClient("passthrough:///herd-server",
 		grpc.WithContextDialer(s.internal.Dial),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(s.limits.MaxMessageBytes), grpc.MaxCallSendMsgSize(s.limits.MaxMessageBytes)))
 	if err != nil {
 		return nil, err
 	}
