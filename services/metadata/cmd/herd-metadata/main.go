@@ -49,6 +49,7 @@ type settings struct {
 	httpAddr            string
 	conn                connect.Flags
 	trustedProxies      string
+	limits              httpapi.Limits
 	logLevel, logFormat string
 	showVersion         bool
 	healthcheck         bool
@@ -67,6 +68,8 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	fs.StringVar(&s.httpAddr, "metadata-addr", ":50061", "HTTP listen address (named apart from herd-server's --http-addr so one environment can hold both): EC2-style metadata, /metadata, /metrics, /healthz, /version")
 	s.conn.Register(fs, "herd-server service token (herd-server --service-token; the admin token works too), needed to watch the hardware")
 	fs.StringVar(&s.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed (default none: the peer address is the caller)")
+	fs.IntVar(&s.limits.MaxHeaderBytes, "http-max-header-bytes", httpapi.MaxHeaderBytes, "largest request line and headers accepted, in bytes (larger: 431)")
+	fs.IntVar(&s.limits.MaxBodyBytes, "http-max-body-bytes", httpapi.MaxBodyBytes, "largest request body accepted, in bytes (larger: 413; metadata requests are GETs without one)")
 	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&s.logFormat, "log-format", "json", "json or text")
 	fs.BoolVar(&s.showVersion, "version", false, "print the version and exit")
@@ -154,6 +157,6 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		}
 		return nil
 	})
-	eg.Go(func() error { return httpapi.Serve(ctx, httpapi.NewServer(h, log), ln) })
+	eg.Go(func() error { return httpapi.Serve(ctx, httpapi.NewServer(h, log, s.limits), ln) })
 	return eg.Wait()
 }

@@ -38,8 +38,9 @@ func (s *syncBuffer) String() string {
 }
 
 // startMetadata runs herd-metadata in process against s, on addr, and
-// waits until its inventory is loaded. It returns the base URL.
-func startMetadata(t *testing.T, s *servertest.Server, addr string) string {
+// waits until its inventory is loaded. It returns the base URL. extra
+// flags follow the test's own.
+func startMetadata(t *testing.T, s *servertest.Server, addr string, extra ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncBuffer{}
@@ -48,8 +49,8 @@ func startMetadata(t *testing.T, s *servertest.Server, addr string) string {
 	env := map[string]string{"HERD_GRPC_AUTHORITY": s.GRPC, "HERD_TOKEN": servertest.AdminToken}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	go func() {
-		done <- run(ctx, []string{"--metadata-addr", addr, "--cert-url", s.HTTP + "/cert", "--log-format", "text", "--log-level", "debug"},
-			lookup, logs, func(a net.Addr) { ready <- a })
+		args := append([]string{"--metadata-addr", addr, "--cert-url", s.HTTP + "/cert", "--log-format", "text", "--log-level", "debug"}, extra...)
+		done <- run(ctx, args, lookup, logs, func(a net.Addr) { ready <- a })
 	}()
 	var base string
 	select {

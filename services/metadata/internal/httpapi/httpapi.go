@@ -36,14 +36,29 @@ import (
 	"github.com/herd-metal/herd/services/metadata/internal/ec2"
 )
 
-// Limits of the HTTP server. A metadata request is a GET of a short path
-// with a few headers; anything near these is not one.
+// Default limits of the HTTP server (herd-metadata's --http-max-* flags).
+// A metadata request is a GET of a short path with a few headers;
+// anything near these is not one.
 const (
 	// MaxHeaderBytes bounds the request line and headers: a larger
 	// request gets 431.
 	MaxHeaderBytes = 16 << 10
-	// MaxBodyBytes bounds a request body (GET and HEAD have none).
+	// MaxBodyBytes bounds a request body (GET and HEAD have none): a
+	// larger one gets 413.
 	MaxBodyBytes = 4 << 10
+)
+
+// Limits are the request size limits NewServer applies; zero fields take
+// the defaults.
+type Limits struct {
+	MaxHeaderBytes, MaxBodyBytes int
+}
+
+// DefaultLimits are MaxHeaderBytes and MaxBodyBytes.
+var DefaultLimits = Limits{MaxHeaderBytes: MaxHeaderBytes, MaxBodyBytes: MaxBodyBytes}
+
+// Timeouts of the HTTP server.
+const (
 	ReadTimeout  = 10 * time.Second
 	WriteTimeout = 10 * time.Second
 	IdleTimeout  = 90 * time.Second
@@ -297,16 +312,23 @@ func statusText(code int) string {
 }
 
 // NewServer is the fasthttp server for h, with herd-metadata's limits:
-// headers beyond MaxHeaderBytes get 431, a request that does not parse
-// 400, and the connection closes; the server goes on serving the others.
-func NewServer(h *Handler, log *slog.Logger) *fasthttp.Server {
+// headers beyond lim.MaxHeaderBytes get 431, a body beyond
+// lim.MaxBodyBytes 413, a request that does not parse 400, and the
+// connection closes; the server goes on serving the others.
+func NewServer(h *Handler, log *slog.Logger, lim Limits) *fasthttp.Server {
+	if lim.MaxHeaderBytes <= 0 {
+		lim.MaxHeaderBytes = MaxHeaderBytes
+	}
+	if lim.MaxBodyBytes <= 0 {
+		lim.MaxBodyBytes = MaxBodyBytes
+	}
 	return &fasthttp.Server{
 		Handler:               h.Serve,
 		Name:                  "",
 		NoDefaultServerHeader: true,
 		NoDefaultContentType:  true,
-		ReadBufferSize:        MaxHeaderBytes,
-		MaxRequestBodySize:    MaxBodyBytes,
+		ReadBufferSize:        lim.MaxHeaderBytes,
+		MaxRequestBodySize:    lim.MaxBodyBytes,
 		ReadTimeout:           ReadTimeout,
 		WriteTimeout:          WriteTimeout,
 		IdleTimeout:           IdleTimeout,

@@ -274,7 +274,7 @@ func startServer(t *testing.T, h *Handler) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, NewServer(h, slog.New(slog.DiscardHandler)), ln) }()
+	go func() { done <- Serve(ctx, NewServer(h, slog.New(slog.DiscardHandler), DefaultLimits), ln) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -409,7 +409,7 @@ func TestServeShutdown(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, NewServer(h, slog.New(slog.DiscardHandler)), ln) }()
+	go func() { done <- Serve(ctx, NewServer(h, slog.New(slog.DiscardHandler), DefaultLimits), ln) }()
 	c := dialFrom(t, "127.0.0.2", ln.Addr().String())
 	defer c.Close()
 	_, _ = io.WriteString(c, "GET /metadata HTTP/1.1\r\nHost: x\r\n\r\n")
