@@ -99,6 +99,8 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	fs.DurationVar(&s.httpLimits.Idle, "http-idle-timeout", d.Idle, "how long an idle keep-alive HTTP connection stays open")
 	fs.IntVar(&s.httpLimits.PerSource, "http-max-conns-per-source", d.PerSource, "HTTP connections one source address may hold open at once, "+
 		"beyond which it gets a 503 (behind NAT all machines are one address: raise it); 0: no limit")
+	fs.IntVar(&s.httpLimits.MaxHeaderBytes, "http-max-header-bytes", d.MaxHeaderBytes, "largest HTTP request line and headers accepted, in bytes (431 beyond)")
+	fs.Int64Var(&s.httpLimits.MaxBodyBytes, "http-max-body-bytes", d.MaxBodyBytes, "largest HTTP request body accepted, in bytes (413 beyond; only /events takes one, never read past 4 KiB)")
 	fs.StringVar(&s.dhcpMode, "dhcp-mode", "reservation", "reservation (answer known MACs with their address and boot options) or proxy (proxyDHCP: boot options only)")
 	fs.StringVar(&s.dhcpIface, "dhcp-interface", "", "network interface DHCP serves on, and only on (required unless --dhcp-addr off)")
 	fs.StringVar(&s.dhcpAddr, "dhcp-addr", "0.0.0.0:67", "DHCP listen address (keep 0.0.0.0 to receive broadcasts; the interface limits the scope), or off")

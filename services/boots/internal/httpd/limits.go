@@ -29,14 +29,41 @@ type Limits struct {
 	// PerSource bounds the connections one source address holds open at
 	// once (0: no bound); behind NAT every machine is one source.
 	PerSource int
+	// MaxHeaderBytes bounds a request's line and headers (431 beyond;
+	// Go's server reads 4 KiB past it before refusing). iPXE and the
+	// OSIE send a few hundred bytes.
+	MaxHeaderBytes int
+	// MaxBodyBytes bounds a request body (413 beyond): only /events
+	// takes one, a short form, which is also never read past 4 KiB.
+	MaxBodyBytes int64
 }
 
 // DefaultLimits are herd-boots' defaults (its --http-* flags).
-var DefaultLimits = Limits{ReadHeader: 10 * time.Second, Read: 30 * time.Second, Write: 60 * time.Second, Idle: 30 * time.Second, PerSource: 32}
+var DefaultLimits = Limits{ReadHeader: 10 * time.Second, Read: 30 * time.Second, Write: 60 * time.Second, Idle: 30 * time.Second, PerSource: 32,
+	MaxHeaderBytes: 16 << 10, MaxBodyBytes: 4 << 10}
 
-// Server returns an http.Server for h with l's timeouts.
+// Server returns an http.Server for h with l's timeouts and size limits.
 func (l Limits) Server(h http.Handler) *http.Server {
-	return &http.Server{Handler: h, ReadHeaderTimeout: l.ReadHeader, ReadTimeout: l.Read, WriteTimeout: l.Write, IdleTimeout: l.Idle}
+	if l.MaxBodyBytes > 0 {
+		h = limitBody(h, l.MaxBodyBytes)
+	}
+	return &http.Server{Handler: h, ReadHeaderTimeout: l.ReadHeader, ReadTimeout: l.Read, WriteTimeout: l.Write, IdleTimeout: l.Idle,
+		MaxHeaderBytes: l.MaxHeaderBytes}
+}
+
+// limitBody answers a request whose declared body is over max with 413
+// before anything reads it, and cuts a body growing past max as it is
+// read (the handler then answers 400).
+func limitBody(next http.Handler, max int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > max {
+			w.Header().Set("Connection", "close")
+			http.Error(w, "request body over "+strconv.FormatInt(max, 10)+" bytes (--http-max-body-bytes)", http.StatusRequestEntityTooLarge)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, max)
+		next.ServeHTTP(w, r)
+	})
 }
 
 // downloadChunk is what a download writes per write deadline.

@@ -109,3 +109,51 @@ func TestDownloadChunks(t *testing.T) {
 		t.Fatalf("range: %d, %d bytes", res.StatusCode, len(b))
 	}
 }
+
+// TestSizeLimits: a declared body over MaxBodyBytes is refused with 413
+// before the handler runs, a chunked one is cut where it passes the limit,
+// and headers over MaxHeaderBytes get 431.
+func TestSizeLimits(t *testing.T) {
+	lim := DefaultLimits
+	lim.MaxHeaderBytes, lim.MaxBodyBytes = 1024, 10
+	srv := httptest.NewUnstartedServer(nil)
+	hs := lim.Server(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.ReadAll(r.Body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		io.WriteString(w, "ok")
+	}))
+	srv.Config = hs
+	srv.Start()
+	defer srv.Close()
+	for _, tt := range []struct {
+		name    string
+		body    string
+		chunked bool
+		header  int
+		want    int
+	}{
+		{"small body", "12345", false, 0, 200},
+		{"declared body over the limit", "12345678901", false, 0, 413},
+		{"chunked body over the limit", "12345678901", true, 0, 400},
+		{"headers over the limit", "", false, 8 << 10, 431},
+	} {
+		var body io.Reader = strings.NewReader(tt.body)
+		if tt.chunked {
+			body = io.MultiReader(body) // no length known: chunked
+		}
+		req, _ := http.NewRequest("POST", srv.URL+"/events", body)
+		if tt.header > 0 {
+			req.Header.Set("X-Big", strings.Repeat("a", tt.header))
+		}
+		res, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		res.Body.Close()
+		if res.StatusCode != tt.want {
+			t.Errorf("%s: %d, want %d", tt.name, res.StatusCode, tt.want)
+		}
+	}
+}
