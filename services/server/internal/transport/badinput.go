@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/encoding"
 	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
@@ -136,4 +137,49 @@ func validUTF8(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// headerCeiling is the header list size the gRPC server advertises and
+// its transport enforces: far above --max-header-bytes, so that a
+// request over the limit reaches headerLimit and gets a clear
+// ResourceExhausted. Past the ceiling grpc-go resets the stream
+// (FRAME_SIZE_ERROR), and grpc-go clients refuse to send at all.
+func headerCeiling(limit int) int { return max(1<<20, 4*limit) }
+
+// headerSize is a call's metadata as HTTP/2 counts a header list: each
+// field's name and value and 32 bytes.
+func headerSize(ctx context.Context) int {
+	md, _ := metadata.FromIncomingContext(ctx)
+	n := 0
+	for k, vs := range md {
+		for _, v := range vs {
+			n += len(k) + len(v) + 32
+		}
+	}
+	return n
+}
+
+func headerError(ctx context.Context, limit int) error {
+	if n := headerSize(ctx); n > limit {
+		return status.Errorf(codes.ResourceExhausted, "request headers of %d bytes are over the limit of %d bytes (--max-header-bytes)", n, limit)
+	}
+	return nil
+}
+
+func headerLimitUnary(limit int) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if err := headerError(ctx, limit); err != nil {
+			return nil, err
+		}
+		return h(ctx, req)
+	}
+}
+
+func headerLimitStream(limit int) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		if err := headerError(ss.Context(), limit); err != nil {
+			return err
+		}
+		return h(srv, ss)
+	}
 }

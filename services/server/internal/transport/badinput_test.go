@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -103,5 +104,33 @@ func TestDecodeErrors(t *testing.T) {
 	c.failed.Range(func(any, any) bool { n++; return true })
 	if n != 0 {
 		t.Errorf("%d failed decodings left behind", n)
+	}
+}
+
+func TestHeaderLimit(t *testing.T) {
+	h := headerLimitUnary(100)
+	ok := func(context.Context, any) (any, error) { return "ok", nil }
+	for _, tt := range []struct {
+		name string
+		md   metadata.MD
+		want codes.Code
+	}{
+		{"none", nil, codes.OK},
+		{"small", metadata.Pairs("a", "b"), codes.OK},
+		{"over", metadata.Pairs("a", strings.Repeat("b", 80)), codes.ResourceExhausted},
+		{"two fields: 2×(1+1+32)", metadata.Pairs("a", "1", "b", "2"), codes.OK},
+		{"three fields: 102 bytes", metadata.Pairs("a", "1", "b", "2", "c", "3"), codes.ResourceExhausted},
+	} {
+		ctx := metadata.NewIncomingContext(context.Background(), tt.md)
+		_, err := h(ctx, nil, nil, ok)
+		if status.Code(err) != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, err, tt.want)
+		}
+		if err != nil && !strings.Contains(err.Error(), "--max-header-bytes") {
+			t.Errorf("%s: %v does not name the flag", tt.name, err)
+		}
+	}
+	if headerCeiling(16<<10) != 1<<20 || headerCeiling(1<<20) != 4<<20 {
+		t.Errorf("ceiling: %d, %d", headerCeiling(16<<10), headerCeiling(1<<20))
 	}
 }

@@ -123,6 +123,34 @@ type Services struct {
 	Workflow workflow.WorkflowServiceServer
 }
 
+// registered is every gRPC service herd-server serves, with its
+// implementation: New registers these, and ServiceDescs lists them, so
+// the bad-input tests that enumerate ServiceDescs cover a service the
+// day it is added here.
+func registered(svc Services) []struct {
+	desc *grpc.ServiceDesc
+	impl any
+} {
+	return []struct {
+		desc *grpc.ServiceDesc
+		impl any
+	}{
+		{&hardware.HardwareService_ServiceDesc, svc.Hardware},
+		{&template.TemplateService_ServiceDesc, svc.Template},
+		{&workflow.WorkflowService_ServiceDesc, svc.Workflow},
+	}
+}
+
+// ServiceDescs are the descriptors of the gRPC services herd-server
+// serves.
+func ServiceDescs() []*grpc.ServiceDesc {
+	var out []*grpc.ServiceDesc
+	for _, r := range registered(Services{}) {
+		out = append(out, r.desc)
+	}
+	return out
+}
+
 // Server is the listening API.
 type Server struct {
 	cfg      Config
@@ -152,10 +180,11 @@ func New(cfg Config, svc Services, unary []grpc.UnaryServerInterceptor, stream [
 	dec := newDecoding()
 	s.grpc = grpc.NewServer(
 		grpc.ForceServerCodecV2(dec),
-		grpc.ChainUnaryInterceptor(unary...),
-		grpc.ChainStreamInterceptor(stream...),
+		// The header limit first: refused before any other work.
+		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{headerLimitUnary(lim.MaxHeaderBytes)}, unary...)...),
+		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{headerLimitStream(lim.MaxHeaderBytes)}, stream...)...),
 		grpc.MaxRecvMsgSize(lim.MaxMessageBytes),
-		grpc.MaxHeaderListSize(uint32(lim.MaxHeaderBytes)),
+		grpc.MaxHeaderListSize(uint32(headerCeiling(lim.MaxHeaderBytes))),
 		grpc.ConnectionTimeout(lim.HandshakeTimeout),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			MaxConnectionIdle: lim.MaxConnectionIdle,
@@ -166,9 +195,9 @@ func New(cfg Config, svc Services, unary []grpc.UnaryServerInterceptor, stream [
 	)
 	// Registered through decodeErrors (all of them must be): a request
 	// that is not a valid message is the client's fault, InvalidArgument.
-	s.grpc.RegisterService(dec.decodeErrors(&hardware.HardwareService_ServiceDesc), svc.Hardware)
-	s.grpc.RegisterService(dec.decodeErrors(&template.TemplateService_ServiceDesc), svc.Template)
-	s.grpc.RegisterService(dec.decodeErrors(&workflow.WorkflowService_ServiceDesc), svc.Workflow)
+	for _, r := range registered(svc) {
+		s.grpc.RegisterService(dec.decodeErrors(r.desc), r.impl)
+	}
 
 	gw, err := s.gateway()
 	if err != nil {
