@@ -310,7 +310,8 @@ func fill(path, value string) string {
 // gateway (from the OpenAPI document) and /cert, /metrics, /healthz,
 // /version, /openapi.json get a body over --max-message-bytes, headers
 // over --max-header-bytes, invalid UTF-8 (in a JSON string and in the
-// path), JSON nested 20,000 deep, and JSON that is not JSON. A route that
+// path), JSON nested 20,000 deep (as the body, and inside a string field
+// the server decodes itself), and a body that is not JSON. A route that
 // reads the input must answer 4xx naming it, none may answer 5xx, the
 // server must serve afterwards and what it stored must be unchanged.
 func TestReliabilityBadInputHTTP(t *testing.T) {
@@ -343,6 +344,10 @@ func TestReliabilityBadInputHTTP(t *testing.T) {
 		{"deeply nested JSON", normal, deep, "", bodied},
 		{"deeply nested JSON array", normal, deepArr, "", bodied},
 		{"not JSON", normal, "\x00\x01{{{", "", bodied},
+		// JSON inside a string field, decoded by the server itself
+		// (encoding/json: 10,000 levels at most).
+		{"deeply nested JSON in a string field", normal, `{"template":"0eba0bf8-3772-4b4a-ab9f-000000000000","hardware":"` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `"}`, "",
+			func(r restRoute) bool { return r.body }},
 	}
 	routes := restRoutes(t)
 	// Bodies over the limit go with Expect: 100-continue, as curl sends
@@ -402,7 +407,7 @@ func TestReliabilityBadInputHTTP(t *testing.T) {
 	}
 	reliability.Record(t, reliability.Row{
 		Case:   "Bad input: every HTTP endpoint of herd-server (:42114)",
-		Done:   fmt.Sprintf("%d routes (the REST gateway's from its OpenAPI document, /cert, /metrics, /healthz, /version, /openapi.json) sent bodies over --max-message-bytes, headers over --max-header-bytes, invalid UTF-8 in JSON and paths, JSON nested 20,000 deep, not-JSON", len(routes)),
+		Done:   fmt.Sprintf("%d routes (the REST gateway's from its OpenAPI document, /cert, /metrics, /healthz, /version, /openapi.json) sent bodies over --max-message-bytes, headers over --max-header-bytes, invalid UTF-8 in JSON and paths, JSON nested 20,000 deep (as the body and inside a string field), not-JSON", len(routes)),
 		Volume: fmt.Sprintf("%d requests", requests),
 		Lost:   bad,
 		Notes:  fmt.Sprintf("statuses: %v; server served and its records were unchanged afterwards", statuses),
