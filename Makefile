@@ -1,7 +1,7 @@
 # herd: `make test` runs every test (it installs what it needs first, as
 # root on Debian); `make build` puts every binary in bin/.
 SHELL := /bin/bash
-MODULES := proto pkg services/server services/boots services/metadata worker sandbox deploy
+MODULES := proto pkg services/server services/boots services/metadata services/bmc worker sandbox deploy
 # Every main package: services/*/cmd/NAME and worker/cmd/NAME build bin/NAME.
 CMDS = $(wildcard services/*/cmd/* worker/cmd/*)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
