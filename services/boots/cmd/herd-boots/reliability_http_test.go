@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/herd-metal/herd/pkg/reliability"
+	"github.com/herd-metal/herd/services/boots/internal/httpd"
 )
 
 // rawHTTP sends req as bytes to boots from the client namespace (from
@@ -109,4 +111,20 @@ func TestReliabilityBadInputBootsHTTP(t *testing.T) {
 		Lost:   bad,
 		Notes:  fmt.Sprintf("statuses: %v; the machine's script and /healthz served afterwards", statuses),
 	})
+}
+
+// TestHTTPSizeLimitFlags: the HTTP size limits default to httpd's and are
+// set by flag or HERD_* environment.
+func TestHTTPSizeLimitFlags(t *testing.T) {
+	env := map[string]string{"HERD_HTTP_MAX_BODY_BYTES": "100"}
+	s, err := parse([]string{"--public-ip", "10.0.5.1", "--http-max-header-bytes", "2000"}, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.httpLimits.MaxHeaderBytes != 2000 || s.httpLimits.MaxBodyBytes != 100 {
+		t.Fatalf("from a flag and the environment: %+v", s.httpLimits)
+	}
+	if httpd.DefaultLimits.MaxHeaderBytes != 16<<10 || httpd.DefaultLimits.MaxBodyBytes != 4<<10 {
+		t.Fatalf("defaults changed: update docs/reliability.md's Limits: %+v", httpd.DefaultLimits)
+	}
 }

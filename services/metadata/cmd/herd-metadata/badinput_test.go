@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sort"
@@ -13,6 +14,7 @@ import (
 	"github.com/herd-metal/herd/pkg/reliability"
 	"github.com/herd-metal/herd/pkg/servertest"
 	"github.com/herd-metal/herd/proto/hardware"
+	"github.com/herd-metal/herd/services/metadata/internal/httpapi"
 )
 
 // crawlPaths is every path a machine sees under the roots, following the
@@ -157,4 +159,20 @@ func TestReliabilityBadInputMetadata(t *testing.T) {
 		Lost:   bad,
 		Notes:  fmt.Sprintf("statuses: %v; metadata served unchanged afterwards", statuses),
 	})
+}
+
+// TestLimitFlags: the request size limits default to httpapi's and are
+// set by flag or HERD_* environment.
+func TestLimitFlags(t *testing.T) {
+	env := map[string]string{"HERD_GRPC_AUTHORITY": "h:1", "HERD_TOKEN": "tok"}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	s, err := parse(nil, lookup, io.Discard)
+	if err != nil || s.limits != httpapi.DefaultLimits {
+		t.Fatalf("defaults: %+v %v", s.limits, err)
+	}
+	env["HERD_HTTP_MAX_BODY_BYTES"] = "100"
+	s, err = parse([]string{"--http-max-header-bytes", "2000"}, lookup, io.Discard)
+	if err != nil || s.limits != (httpapi.Limits{MaxHeaderBytes: 2000, MaxBodyBytes: 100}) {
+		t.Fatalf("from the environment and a flag: %+v %v", s.limits, err)
+	}
 }
