@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -76,28 +77,35 @@ func herdMethods(t *testing.T) []protoreflect.MethodDescriptor {
 	return out
 }
 
-// badUTF8 is a message of type md with invalid UTF-8 in its first string
-// field (or in the first one of a message field), nil when md has none.
-func badUTF8(md protoreflect.MessageDescriptor, depth int) []byte {
+// badUTF8 are messages of type md, one for each string field (repeated
+// ones and map values too, in messages nested up to depth 3), that field
+// holding invalid UTF-8.
+func badUTF8(md protoreflect.MessageDescriptor, depth int) [][]byte {
+	var out [][]byte
 	fields := md.Fields()
 	for i := range fields.Len() {
 		f := fields.Get(i)
-		if f.Kind() == protoreflect.StringKind {
-			return protowire.AppendBytes(protowire.AppendTag(nil, f.Number(), protowire.BytesType), []byte("ok\xff\xfe\xc3("))
-		}
-	}
-	if depth > 3 {
-		return nil
-	}
-	for i := range fields.Len() {
-		f := fields.Get(i)
-		if f.Kind() == protoreflect.MessageKind {
-			if inner := badUTF8(f.Message(), depth+1); inner != nil {
-				return protowire.AppendBytes(protowire.AppendTag(nil, f.Number(), protowire.BytesType), inner)
+		tag := protowire.AppendTag(nil, f.Number(), protowire.BytesType)
+		switch {
+		case f.IsMap():
+			v := f.MapValue()
+			entry := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), []byte("k"))
+			if v.Kind() == protoreflect.StringKind {
+				out = append(out, protowire.AppendBytes(tag, protowire.AppendBytes(protowire.AppendTag(entry, 2, protowire.BytesType), []byte("v\xff\xfe"))))
+			}
+			if f.MapKey().Kind() == protoreflect.StringKind {
+				bad := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), []byte("k\xff"))
+				out = append(out, protowire.AppendBytes(tag, bad))
+			}
+		case f.Kind() == protoreflect.StringKind:
+			out = append(out, protowire.AppendBytes(tag, []byte("ok\xff\xfe\xc3(")))
+		case f.Kind() == protoreflect.MessageKind && depth < 3:
+			for _, inner := range badUTF8(f.Message(), depth+1) {
+				out = append(out, protowire.AppendBytes(tag, inner))
 			}
 		}
 	}
-	return nil
+	return out
 }
 
 // callRaw calls method with frame as the request and returns the error
@@ -148,8 +156,8 @@ func snapshot(t *testing.T, s *servertest.Server) string {
 }
 
 // TestReliabilityBadInputGRPC (issue 16): every gRPC method of herd-server
-// (from the descriptors) gets invalid protobuf bytes, invalid UTF-8 in a
-// string field, a message over --max-message-bytes and headers over
+// (from the descriptors) gets invalid protobuf bytes, invalid UTF-8 in
+// each string field, a message over --max-message-bytes and headers over
 // --max-header-bytes, as raw frames over a real TLS connection with the
 // admin token. Each must end InvalidArgument or ResourceExhausted (never
 // Unknown, Internal or a crash), the server must serve afterwards, and
@@ -161,46 +169,39 @@ func TestReliabilityBadInputGRPC(t *testing.T) {
 	before := snapshot(t, s)
 
 	type badCase struct {
-		name  string
-		frame func(m protoreflect.MethodDescriptor) []byte
-		md    metadata.MD
-		want  []codes.Code
+		name   string
+		frames func(m protoreflect.MethodDescriptor) [][]byte
+		md     metadata.MD
+		want   []codes.Code
+	}
+	one := func(b []byte) func(protoreflect.MethodDescriptor) [][]byte {
+		return func(protoreflect.MethodDescriptor) [][]byte { return [][]byte{b} }
 	}
 	oversize := protowire.AppendBytes(protowire.AppendTag(nil, 19999, protowire.BytesType), make([]byte, testMaxMessage+1))
 	cases := []badCase{
-		{"invalid protobuf", func(protoreflect.MethodDescriptor) []byte { return []byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 1} }, nil,
+		{"invalid protobuf", one([]byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 1}), nil, []codes.Code{codes.InvalidArgument}},
+		{"truncated field", one([]byte{0x0a, 0x10, 'a'}), nil, []codes.Code{codes.InvalidArgument}},
+		{"invalid UTF-8 in a string field", func(m protoreflect.MethodDescriptor) [][]byte { return badUTF8(m.Input(), 0) }, nil,
 			[]codes.Code{codes.InvalidArgument}},
-		{"truncated field", func(protoreflect.MethodDescriptor) []byte { return []byte{0x0a, 0x10, 'a'} }, nil,
-			[]codes.Code{codes.InvalidArgument}},
-		{"invalid UTF-8 in a string field", func(m protoreflect.MethodDescriptor) []byte { return badUTF8(m.Input(), 0) }, nil,
-			[]codes.Code{codes.InvalidArgument}},
-		{"oversize message", func(protoreflect.MethodDescriptor) []byte { return oversize }, nil,
-			[]codes.Code{codes.ResourceExhausted}},
-		{"oversize header", func(protoreflect.MethodDescriptor) []byte { return nil }, metadata.Pairs("x-big", strings.Repeat("a", 2*testMaxHeader)),
-			[]codes.Code{codes.ResourceExhausted}},
+		{"oversize message", one(oversize), nil, []codes.Code{codes.ResourceExhausted}},
+		{"oversize header", one(nil), metadata.Pairs("x-big", strings.Repeat("a", 2*testMaxHeader)), []codes.Code{codes.ResourceExhausted}},
 	}
 	methods := herdMethods(t)
 	calls, bad := 0, 0
 	seen := map[codes.Code]int{}
 	for _, m := range methods {
 		for _, c := range cases {
-			frame := c.frame(m)
-			if frame == nil && c.md == nil {
-				continue // no string field to break
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			err := callRaw(ctx, conn, m, frame, c.md)
-			cancel()
-			calls++
-			code := status.Code(err)
-			seen[code]++
-			ok := false
-			for _, w := range c.want {
-				ok = ok || code == w
-			}
-			if !ok {
-				bad++
-				t.Errorf("%s: %s: %v, want one of %v", m.FullName(), c.name, err, c.want)
+			for k, frame := range c.frames(m) {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				err := callRaw(ctx, conn, m, frame, c.md)
+				cancel()
+				calls++
+				code := status.Code(err)
+				seen[code]++
+				if !slices.Contains(c.want, code) {
+					bad++
+					t.Errorf("%s: %s (#%d): %v, want one of %v", m.FullName(), c.name, k, err, c.want)
+				}
 			}
 		}
 		if t.Failed() && bad > 20 {
@@ -223,7 +224,7 @@ func TestReliabilityBadInputGRPC(t *testing.T) {
 	}
 	reliability.Record(t, reliability.Row{
 		Case:   "Bad input: every gRPC method of herd-server",
-		Done:   fmt.Sprintf("%d methods (from the descriptors) sent invalid protobuf, a truncated field, invalid UTF-8 in a string field, a message over --max-message-bytes and headers over --max-header-bytes, as raw frames", len(methods)),
+		Done:   fmt.Sprintf("%d methods (from the descriptors) sent invalid protobuf, a truncated field, invalid UTF-8 in each string field, a message over --max-message-bytes and headers over --max-header-bytes, as raw frames", len(methods)),
 		Volume: fmt.Sprintf("%d calls", calls),
 		Lost:   bad,
 		Notes:  fmt.Sprintf("codes seen: %v; server served and its records were unchanged afterwards", codeCounts(seen)),
