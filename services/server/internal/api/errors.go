@@ -26,7 +26,8 @@ import (
 
 // Status maps an error from a handler, the store or pkg/spec to the gRPC
 // status a client can act on. Unknown errors become Internal without their
-// text, which may hold SQL or paths; the caller logs the detail.
+// text, which may hold SQL or paths; the caller logs the detail. A lost
+// database connection is Unavailable, which clients retry.
 func Status(err error) (*status.Status, bool) {
 	if err == nil {
 		return nil, false
@@ -48,6 +49,10 @@ func Status(err error) (*status.Status, bool) {
 		return status.New(codes.AlreadyExists, err.Error()), false
 	case errors.Is(err, store.ErrPrecondition):
 		return status.New(codes.FailedPrecondition, err.Error()), false
+	case store.Unavailable(err):
+		// The database restarted or is away: the client retries (the
+		// detail, which may name hosts, stays in the log).
+		return status.New(codes.Unavailable, "the database is unavailable; retry with backoff"), true
 	}
 	return status.New(codes.Internal, "internal error; the server log has the details"), true
 }

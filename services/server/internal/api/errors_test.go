@@ -2,11 +2,16 @@ package api
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/lib/pq"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -31,6 +36,13 @@ func TestStatus(t *testing.T) {
 		{"precondition", fmt.Errorf("out of order: %w", store.ErrPrecondition), codes.FailedPrecondition, "out of order", false},
 		{"canceled", fmt.Errorf("query: %w", context.Canceled), codes.Canceled, "", false},
 		{"deadline", fmt.Errorf("query: %w", context.DeadlineExceeded), codes.DeadlineExceeded, "", false},
+		{"database restarting", fmt.Errorf("saving workflow x status: %w", &pq.Error{Code: "57P01", Message: "terminating connection due to administrator command"}), codes.Unavailable, "retry", true},
+		{"database starting up", &pq.Error{Code: "57P03", Message: "the database system is starting up"}, codes.Unavailable, "retry", true},
+		{"connection exception", &pq.Error{Code: "08006"}, codes.Unavailable, "retry", true},
+		{"connection refused", fmt.Errorf("begin transaction: %w", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}), codes.Unavailable, "retry", true},
+		{"bad connection", fmt.Errorf("reading workflow: %w", driver.ErrBadConn), codes.Unavailable, "retry", true},
+		{"connection closed mid-reply", fmt.Errorf("commit: %w", io.ErrUnexpectedEOF), codes.Unavailable, "retry", true},
+		{"other SQL error stays internal", &pq.Error{Code: "42P01", Message: "relation does not exist"}, codes.Internal, "internal error", true},
 		{"unknown hides its text", errors.New(`pq: relation "workflow" does not exist`), codes.Internal, "internal error", true},
 	}
 	for _, tt := range tests {

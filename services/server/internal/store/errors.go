@@ -1,6 +1,14 @@
 package store
 
-import "errors"
+import (
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+)
 
 // The kinds of failure callers act on; the API edge maps each to one gRPC
 // code. Errors from the store wrap one of them with what the user needs to
@@ -18,3 +26,28 @@ var (
 	// that is not a UUID, an empty name).
 	ErrInvalid = errors.New("invalid argument")
 )
+
+// Unavailable reports whether err says the database could not be reached
+// or dropped the connection (it restarted, shut down, is starting up, the
+// network failed): the caller may send the same request again. A write
+// that failed this way may or may not have committed; every store write
+// is safe to resend (reports are compare-and-swap and a repeat of the last
+// one changes nothing).
+func Unavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	switch st := sqlState(err); {
+	case strings.HasPrefix(st, "08"): // connection exception
+		return true
+	case st == "57P01", st == "57P02", st == "57P03": // admin/crash shutdown, cannot connect now
+		return true
+	case st != "":
+		return false
+	}
+	var opErr *net.OpError
+	return errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.As(err, &opErr)
+}
