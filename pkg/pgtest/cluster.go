@@ -167,8 +167,14 @@ func startServer(bin binaries, dir string, cred *syscall.Credential) (c *cluster
 	if err != nil {
 		return nil, false, err
 	}
+	return startServerOn(bin, dir, cred, port)
+}
+
+// startServerOn starts postgres on port (appending to its log: a restarted
+// server keeps the story of the one before).
+func startServerOn(bin binaries, dir string, cred *syscall.Credential, port int) (c *cluster, retry bool, err error) {
 	logPath := filepath.Join(dir, "postgres.log")
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, false, err
 	}

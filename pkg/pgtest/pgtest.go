@@ -12,6 +12,10 @@
 // databases) no cluster is started: the databases are created in that server
 // and dropped at the end of each test.
 //
+// A test that restarts the server (fault tests) takes a cluster of its own
+// with NewCluster and calls its Restart (pg_ctl stop -m fast or immediate,
+// then the same server again on the same port).
+//
 // When PostgreSQL is not installed the tests that need it are skipped, except
 // under CI=true, where they fail and say what to install.
 package pgtest

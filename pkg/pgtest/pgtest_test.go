@@ -121,3 +121,33 @@ func TestMissingErrorSaysWhatToInstall(t *testing.T) {
 		t.Errorf("message %q does not say what to install", err)
 	}
 }
+
+// TestClusterRestart: a private cluster restarts in both modes on the same
+// port, and what was committed before survives.
+func TestClusterRestart(t *testing.T) {
+	c := NewCluster(t)
+	db := open(t, c.NewDatabase())
+	if _, err := db.Exec("CREATE TABLE t (x int); INSERT INTO t VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	for i, mode := range []string{"fast", "immediate"} {
+		down := c.Restart(mode)
+		if down.IsZero() {
+			t.Fatal("no time of the outage")
+		}
+		// database/sql drops the dead connections and dials again.
+		var n int
+		var err error
+		for range 3 {
+			if err = db.QueryRow("SELECT count(*) FROM t").Scan(&n); err == nil {
+				break
+			}
+		}
+		if err != nil || n != i+1 {
+			t.Fatalf("after restart -m %s: %d rows (%v), want %d", mode, n, err, i+1)
+		}
+		if _, err := db.Exec("INSERT INTO t VALUES (2)"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
