@@ -23,7 +23,7 @@ const maxLeaseTime = math.MaxUint32
 
 // Field names of the hardware JSON, in the order MarshalHardware writes them.
 var (
-	hardwareKeys  = []string{"id", "version", "metadata", "network"}
+	hardwareKeys  = []string{"id", "version", "metadata", "network", "bmc"}
 	networkKeys   = []string{"interfaces"}
 	interfaceKeys = []string{"dhcp", "netboot"}
 	dhcpKeys      = []string{"mac", "ip", "hostname", "lease_time", "name_servers", "time_servers", "arch", "uefi", "iface_name"}
@@ -164,6 +164,7 @@ func (r *jsonReader) hardware(v any) *hardware.Hardware {
 		Id:       r.str("", o, "id"),
 		Version:  r.integer("", o, "version"),
 		Metadata: r.metadata(o.vals["metadata"]),
+		Bmc:      r.bmc(o.vals["bmc"]),
 	}
 	if n := r.object("network", o.vals["network"], networkKeys); n != nil {
 		hw.Network = &hardware.Hardware_Network{}
@@ -314,6 +315,7 @@ func ValidateHardware(hw *hardware.Hardware) error {
 	for i, in := range ifaces {
 		validateInterface(&p, index("network.interfaces", i), in, macs, ips)
 	}
+	validateBMC(&p, hw.GetBmc())
 	return p.err("hardware")
 }
 
@@ -369,7 +371,7 @@ func validateDHCP(p *problems, path string, d *hardware.Hardware_DHCP, macs map[
 		}
 	}
 	for j, s := range d.GetTimeServers() {
-		if msg := timeServerProblem(s); msg != "" {
+		if msg := hostProblem(s); msg != "" {
 			p.add(index(path+".time_servers", j), "%s", msg)
 		}
 	}
@@ -483,6 +485,9 @@ func NormalizeHardware(hw *hardware.Hardware) {
 	if uuidProblem(hw.Id) == "" {
 		hw.Id = strings.ToLower(hw.Id)
 	}
+	if b := hw.Bmc; b != nil {
+		b.Address = canonicalIP(b.Address)
+	}
 	for _, in := range hw.GetNetwork().GetInterfaces() {
 		d := in.GetDhcp()
 		if d == nil {
@@ -548,6 +553,7 @@ type (
 		Version  int64           `json:"version,omitempty"`
 		Metadata json.RawMessage `json:"metadata,omitempty"`
 		Network  *networkFile    `json:"network,omitempty"`
+		BMC      *bmcFile        `json:"bmc,omitempty"`
 	}
 	networkFile struct {
 		Interfaces []*interfaceFile `json:"interfaces"`
@@ -597,7 +603,7 @@ func MarshalHardware(hw *hardware.Hardware) ([]byte, error) {
 	if hw == nil {
 		return nil, errors.New("marshal hardware: no record")
 	}
-	f := hwFile{ID: hw.GetId(), Version: hw.GetVersion()}
+	f := hwFile{ID: hw.GetId(), Version: hw.GetVersion(), BMC: bmcToFile(hw.GetBmc())}
 	if m := hw.GetMetadata(); m != "" {
 		tree, err := decodeJSON([]byte(m), "metadata", "metadata")
 		if err != nil {

@@ -50,6 +50,11 @@ const goodHardware = `{
 // minimalHardware is the least a record needs.
 const minimalHardware = `{"id":"2c9f1ac5-1bc9-4c7d-8d5e-4a1f6f1f1b0a","network":{"interfaces":[{"dhcp":{"mac":"52:54:00:12:34:56"}}]}}`
 
+// withBMC returns minimalHardware with a bmc field of that JSON.
+func withBMC(bmc string) string {
+	return `{"bmc":` + bmc + `,` + minimalHardware[1:]
+}
+
 // hw returns goodHardware with one substitution, for bad-input cases that
 // differ from a good record in one place.
 func hw(old, new string) string {
@@ -101,6 +106,18 @@ func TestParseHardwareBad(t *testing.T) {
 		{"unknown network key", `{"id":"2c9f1ac5-1bc9-4c7d-8d5e-4a1f6f1f1b0a","network":{"interface":[]}}`, "network.interface", `did you mean "interfaces"`},
 		{"dhcp missing", `{"id":"2c9f1ac5-1bc9-4c7d-8d5e-4a1f6f1f1b0a","network":{"interfaces":[{"netboot":{}}]}}`, dhcp0, "is required"},
 		{"unknown dhcp key", minimal(`{"mac":"52:54:00:12:34:56","mac_address":"x"}`), dhcp0 + ".mac_address", "unknown field"},
+		{"bmc not an object", withBMC(`"ipmi"`), "bmc", "must be an object"},
+		{"bmc unknown key", withBMC(`{"address":"10.9.0.5","protocol":"ipmi","credential":"rack1","password":"x"}`), "bmc.password", "unknown field"},
+		{"bmc address missing", withBMC(`{"protocol":"ipmi","credential":"rack1"}`), "bmc.address", "is empty"},
+		{"bmc address multicast", withBMC(`{"address":"224.0.0.1","protocol":"ipmi","credential":"rack1"}`), "bmc.address", "multicast"},
+		{"bmc address not a host", withBMC(`{"address":"bmc_1;rm","protocol":"ipmi","credential":"rack1"}`), "bmc.address", "neither an IPv4 or IPv6 address nor a host name"},
+		{"bmc protocol unknown", withBMC(`{"address":"10.9.0.5","protocol":"amt","credential":"rack1"}`), "bmc.protocol", `"amt" is not a BMC protocol herd speaks`},
+		{"bmc protocol missing", withBMC(`{"address":"10.9.0.5","credential":"rack1"}`), "bmc.protocol", "is not a BMC protocol"},
+		{"bmc port too big", withBMC(`{"address":"10.9.0.5","protocol":"ipmi","port":70000,"credential":"rack1"}`), "bmc.port", "70000 is not a port"},
+		{"bmc port negative", withBMC(`{"address":"10.9.0.5","protocol":"ipmi","port":-1,"credential":"rack1"}`), "bmc.port", "-1 is not a port"},
+		{"bmc port string", withBMC(`{"address":"10.9.0.5","protocol":"ipmi","port":"623","credential":"rack1"}`), "bmc.port", "must be a number"},
+		{"bmc credential missing", withBMC(`{"address":"10.9.0.5","protocol":"ipmi"}`), "bmc.credential", "is empty"},
+		{"bmc credential path", withBMC(`{"address":"10.9.0.5","protocol":"redfish","credential":"../etc"}`), "bmc.credential", "is not a credential name"},
 		{"mac missing", minimal(`{"hostname":"a"}`), dhcp0 + ".mac", "is required"},
 		{"mac malformed", minimal(`{"mac":"zz"}`), dhcp0 + ".mac", `"zz" is not a MAC address`},
 		{"mac eight bytes", minimal(`{"mac":"00:11:22:33:44:55:66:77"}`), dhcp0 + ".mac", "is not a MAC address"},
@@ -237,7 +254,8 @@ func TestParseHardwareGood(t *testing.T) {
 
 func TestHardwareRoundTrip(t *testing.T) {
 	withVersion := strings.Replace(minimalHardware, `"network"`, `"version": 7, "metadata": "{\"a\": [1, 2.50, null]}", "network"`, 1)
-	for name, in := range map[string]string{"good": goodHardware, "minimal": minimalHardware, "version and string metadata": withVersion} {
+	for name, in := range map[string]string{"good": goodHardware, "minimal": minimalHardware, "version and string metadata": withVersion,
+		"bmc": withBMC(`{"address":"bmc-7.oob.example","protocol":"redfish","port":8443,"credential":"rack-1"}`)} {
 		t.Run(name, func(t *testing.T) {
 			first, err := ParseHardware([]byte(in))
 			if err != nil {
@@ -485,6 +503,53 @@ func TestTimeServerIsName(t *testing.T) {
 	} {
 		if got := TimeServerIsName(in); got != want {
 			t.Errorf("TimeServerIsName(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
+
+func TestBMC(t *testing.T) {
+	for _, in := range []string{
+		`{"address":"10.9.0.5","protocol":"ipmi","credential":"rack1"}`,
+		`{"address":"127.0.0.1","protocol":"ipmi","port":6230,"credential":"tunnel"}`,
+		`{"address":"FD00:9::5","protocol":"redfish","credential":"r.1_a-b"}`,
+	} {
+		if _, err := ParseHardware([]byte(withBMC(in))); err != nil {
+			t.Errorf("%s: %v", in, err)
+		}
+	}
+	h, err := ParseHardware([]byte(withBMC(`{"address":"FD00:9:0::5","protocol":"redfish","credential":"rack1"}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	NormalizeHardware(h)
+	if h.Bmc.Address != "fd00:9::5" {
+		t.Errorf("normalized bmc address = %q", h.Bmc.Address)
+	}
+	out, err := MarshalHardware(h)
+	if err != nil || !strings.Contains(string(out), `"bmc": {`) || strings.Contains(string(out), `"port"`) {
+		t.Errorf("marshal: %v\n%s", err, out)
+	}
+	ports := []struct {
+		b    *hardware.Hardware_BMC
+		want int32
+	}{
+		{&hardware.Hardware_BMC{Protocol: BMCIPMI}, 623},
+		{&hardware.Hardware_BMC{Protocol: BMCRedfish}, 443},
+		{&hardware.Hardware_BMC{Protocol: BMCRedfish, Port: 8443}, 8443},
+		{&hardware.Hardware_BMC{Protocol: "amt"}, 0},
+		{nil, 0},
+	}
+	for _, c := range ports {
+		if got := BMCPort(c.b); got != c.want {
+			t.Errorf("BMCPort(%v) = %d, want %d", c.b, got, c.want)
+		}
+	}
+	names := map[string]string{"rack1": "", "a": "", "A.b_c-9": "", "": "is empty", "-x": "is not a credential name",
+		"a/b": "is not a credential name", strings.Repeat("a", 64): "is not a credential name", "ü": "is not a credential name"}
+	for name, want := range names {
+		got := CredentialNameProblem(name)
+		if (want == "") != (got == "") || !strings.Contains(got, want) {
+			t.Errorf("CredentialNameProblem(%q) = %q, want %q", name, got, want)
 		}
 	}
 }

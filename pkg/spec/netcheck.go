@@ -186,14 +186,15 @@ func hostnameProblem(s string) string {
 // rather than as an address.
 func TimeServerIsName(s string) bool {
 	_, err := netip.ParseAddr(s)
-	return err != nil && !strings.Contains(s, ":") && timeServerProblem(s) == ""
+	return err != nil && !strings.Contains(s, ":") && hostProblem(s) == ""
 }
 
-// timeServerProblem checks a dhcp.time_servers entry: an address a server
-// can have, or an RFC 1123 host name (at most 253 characters, labels of at
-// most 63 letters, digits and inner hyphens; the last label not all digits,
-// so a mistyped address such as 10.1.0.300 is not taken for a name).
-func timeServerProblem(s string) string {
+// hostProblem checks a server a record names (a dhcp.time_servers entry,
+// the BMC's address): an address a server can have, or an RFC 1123 host
+// name (at most 253 characters, labels of at most 63 letters, digits and
+// inner hyphens; the last label not all digits, so a mistyped address such
+// as 10.1.0.300 is not taken for a name).
+func hostProblem(s string) string {
 	if _, err := netip.ParseAddr(s); err == nil || strings.Contains(s, ":") {
 		_, msg := hostIPProblem(s)
 		return msg

@@ -232,7 +232,9 @@ type Hardware struct {
 	// Bumped by the server on every successful push.
 	Version int64 `protobuf:"varint,8,opt,name=version,proto3" json:"version,omitempty"`
 	// The instance metadata document, JSON text.
-	Metadata      string `protobuf:"bytes,9,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Metadata string `protobuf:"bytes,9,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	// herd addition.
+	Bmc           *Hardware_BMC `protobuf:"bytes,10,opt,name=bmc,proto3" json:"bmc,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -293,6 +295,13 @@ func (x *Hardware) GetMetadata() string {
 		return x.Metadata
 	}
 	return ""
+}
+
+func (x *Hardware) GetBmc() *Hardware_BMC {
+	if x != nil {
+		return x.Bmc
+	}
+	return nil
 }
 
 type DeleteRequest struct {
@@ -664,6 +673,82 @@ func (x *Hardware_Network) GetInterfaces() []*Hardware_Network_Interface {
 	return nil
 }
 
+// herd addition: the machine's baseboard management controller, which
+// herd-bmc drives to power the machine and pick its boot device. The
+// secrets stay out of the record: credential names a BMC credential
+// stored apart, encrypted (herd.machine.v1.MachineService).
+type Hardware_BMC struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Host name or IP address the BMC answers on.
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// "ipmi" (IPMI v2.0 over LAN) or "redfish" (HTTPS).
+	Protocol string `protobuf:"bytes,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// 0: the protocol's port (623 for IPMI, 443 for Redfish).
+	Port int32 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
+	// Name of the BMC credential (username and password) to log in with.
+	Credential    string `protobuf:"bytes,4,opt,name=credential,proto3" json:"credential,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Hardware_BMC) Reset() {
+	*x = Hardware_BMC{}
+	mi := &file_hardware_hardware_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Hardware_BMC) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Hardware_BMC) ProtoMessage() {}
+
+func (x *Hardware_BMC) ProtoReflect() protoreflect.Message {
+	mi := &file_hardware_hardware_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Hardware_BMC.ProtoReflect.Descriptor instead.
+func (*Hardware_BMC) Descriptor() ([]byte, []int) {
+	return file_hardware_hardware_proto_rawDescGZIP(), []int{3, 3}
+}
+
+func (x *Hardware_BMC) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Hardware_BMC) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *Hardware_BMC) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *Hardware_BMC) GetCredential() string {
+	if x != nil {
+		return x.Credential
+	}
+	return ""
+}
+
 type Hardware_DHCP_IP struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Address       string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
@@ -676,7 +761,7 @@ type Hardware_DHCP_IP struct {
 
 func (x *Hardware_DHCP_IP) Reset() {
 	*x = Hardware_DHCP_IP{}
-	mi := &file_hardware_hardware_proto_msgTypes[10]
+	mi := &file_hardware_hardware_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -688,7 +773,7 @@ func (x *Hardware_DHCP_IP) String() string {
 func (*Hardware_DHCP_IP) ProtoMessage() {}
 
 func (x *Hardware_DHCP_IP) ProtoReflect() protoreflect.Message {
-	mi := &file_hardware_hardware_proto_msgTypes[10]
+	mi := &file_hardware_hardware_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -744,7 +829,7 @@ type Hardware_Netboot_IPXE struct {
 
 func (x *Hardware_Netboot_IPXE) Reset() {
 	*x = Hardware_Netboot_IPXE{}
-	mi := &file_hardware_hardware_proto_msgTypes[11]
+	mi := &file_hardware_hardware_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -756,7 +841,7 @@ func (x *Hardware_Netboot_IPXE) String() string {
 func (*Hardware_Netboot_IPXE) ProtoMessage() {}
 
 func (x *Hardware_Netboot_IPXE) ProtoReflect() protoreflect.Message {
-	mi := &file_hardware_hardware_proto_msgTypes[11]
+	mi := &file_hardware_hardware_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -798,7 +883,7 @@ type Hardware_Netboot_Osie struct {
 
 func (x *Hardware_Netboot_Osie) Reset() {
 	*x = Hardware_Netboot_Osie{}
-	mi := &file_hardware_hardware_proto_msgTypes[12]
+	mi := &file_hardware_hardware_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -810,7 +895,7 @@ func (x *Hardware_Netboot_Osie) String() string {
 func (*Hardware_Netboot_Osie) ProtoMessage() {}
 
 func (x *Hardware_Netboot_Osie) ProtoReflect() protoreflect.Message {
-	mi := &file_hardware_hardware_proto_msgTypes[12]
+	mi := &file_hardware_hardware_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +942,7 @@ type Hardware_Network_Interface struct {
 
 func (x *Hardware_Network_Interface) Reset() {
 	*x = Hardware_Network_Interface{}
-	mi := &file_hardware_hardware_proto_msgTypes[13]
+	mi := &file_hardware_hardware_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +954,7 @@ func (x *Hardware_Network_Interface) String() string {
 func (*Hardware_Network_Interface) ProtoMessage() {}
 
 func (x *Hardware_Network_Interface) ProtoReflect() protoreflect.Message {
-	mi := &file_hardware_hardware_proto_msgTypes[13]
+	mi := &file_hardware_hardware_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,13 +996,14 @@ const file_hardware_hardware_proto_rawDesc = "" +
 	"GetRequest\x12\x10\n" +
 	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x0e\n" +
 	"\x02ip\x18\x02 \x01(\tR\x02ip\x12\x0e\n" +
-	"\x02id\x18\x03 \x01(\tR\x02id\"\x9f\n" +
-	"\n" +
+	"\x02id\x18\x03 \x01(\tR\x02id\"\xdc\v\n" +
 	"\bHardware\x12V\n" +
 	"\anetwork\x18\x06 \x01(\v2<.github.com.tinkerbell.tink.protos.hardware.Hardware.NetworkR\anetwork\x12\x0e\n" +
 	"\x02id\x18\a \x01(\tR\x02id\x12\x18\n" +
 	"\aversion\x18\b \x01(\x03R\aversion\x12\x1a\n" +
-	"\bmetadata\x18\t \x01(\tR\bmetadata\x1a\xa6\x03\n" +
+	"\bmetadata\x18\t \x01(\tR\bmetadata\x12J\n" +
+	"\x03bmc\x18\n" +
+	" \x01(\v28.github.com.tinkerbell.tink.protos.hardware.Hardware.BMCR\x03bmc\x1a\xa6\x03\n" +
 	"\x04DHCP\x12\x10\n" +
 	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x1a\n" +
 	"\bhostname\x18\x03 \x01(\tR\bhostname\x12\x1d\n" +
@@ -954,7 +1040,14 @@ const file_hardware_hardware_proto_rawDesc = "" +
 	"interfaces\x1a\xb2\x01\n" +
 	"\tInterface\x12M\n" +
 	"\x04dhcp\x18\x01 \x01(\v29.github.com.tinkerbell.tink.protos.hardware.Hardware.DHCPR\x04dhcp\x12V\n" +
-	"\anetboot\x18\x02 \x01(\v2<.github.com.tinkerbell.tink.protos.hardware.Hardware.NetbootR\anetbootJ\x04\b\x01\x10\x02J\x04\b\x02\x10\x03J\x04\b\x04\x10\x05J\x04\b\x01\x10\x06\"\x1f\n" +
+	"\anetboot\x18\x02 \x01(\v2<.github.com.tinkerbell.tink.protos.hardware.Hardware.NetbootR\anetbootJ\x04\b\x01\x10\x02J\x04\b\x02\x10\x03J\x04\b\x04\x10\x05\x1ao\n" +
+	"\x03BMC\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1a\n" +
+	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x12\n" +
+	"\x04port\x18\x03 \x01(\x05R\x04port\x12\x1e\n" +
+	"\n" +
+	"credential\x18\x04 \x01(\tR\n" +
+	"credentialJ\x04\b\x01\x10\x06\"\x1f\n" +
 	"\rDeleteRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x0e\n" +
 	"\fWatchRequest\"\xb5\x02\n" +
@@ -993,7 +1086,7 @@ func file_hardware_hardware_proto_rawDescGZIP() []byte {
 }
 
 var file_hardware_hardware_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hardware_hardware_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_hardware_hardware_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_hardware_hardware_proto_goTypes = []any{
 	(WatchEvent_Type)(0),               // 0: github.com.tinkerbell.tink.protos.hardware.WatchEvent.Type
 	(*PushRequest)(nil),                // 1: github.com.tinkerbell.tink.protos.hardware.PushRequest
@@ -1006,43 +1099,45 @@ var file_hardware_hardware_proto_goTypes = []any{
 	(*Hardware_DHCP)(nil),              // 8: github.com.tinkerbell.tink.protos.hardware.Hardware.DHCP
 	(*Hardware_Netboot)(nil),           // 9: github.com.tinkerbell.tink.protos.hardware.Hardware.Netboot
 	(*Hardware_Network)(nil),           // 10: github.com.tinkerbell.tink.protos.hardware.Hardware.Network
-	(*Hardware_DHCP_IP)(nil),           // 11: github.com.tinkerbell.tink.protos.hardware.Hardware.DHCP.IP
-	(*Hardware_Netboot_IPXE)(nil),      // 12: github.com.tinkerbell.tink.protos.hardware.Hardware.Netboot.IPXE
-	(*Hardware_Netboot_Osie)(nil),      // 13: github.com.tinkerbell.tink.protos.hardware.Hardware.Netboot.Osie
-	(*Hardware_Network_Interface)(nil), // 14: github.com.tinkerbell.tink.protos.hardware.Hardware.Network.Interface
+	(*Hardware_BMC)(nil),               // 11: github.com.tinkerbell.tink.protos.hardware.Hardware.BMC
+	(*Hardware_DHCP_IP)(nil),           // 12: github.com.tinkerbell.tink.protos.hardware.Hardware.DHCP.IP
+	(*Hardware_Netboot_IPXE)(nil),      // 13: github.com.tinkerbell.tink.protos.hardware.Hardware.Netboot.IPXE
+	(*Hardware_Netboot_Osie)(nil),      // 14: github.com.tinkerbell.tink.protos.hardware.Hardware.Netboot.Osie
+	(*Hardware_Network_Interface)(nil), // 15: github.com.tinkerbell.tink.protos.hardware.Hardware.Network.Interface
 }
 var file_hardware_hardware_proto_depIdxs = []int32{
 	4,  // 0: github.com.tinkerbell.tink.protos.hardware.PushRequest.data:type_name -> github.com.tinkerbell.tink.protos.hardware.Hardware
 	10, // 1: github.com.tinkerbell.tink.protos.hardware.Hardware.network:type_name -> github.com.tinkerbell.tink.protos.hardware.Hardware.Network
-	0,  // 2: github.com.tinkerbell.tink.protos.hardware.WatchEvent.type:type_name -> github.com.tinkerbell.tink.protos.hardware.WatchEvent.Type
-	4,  // 3: github.com.tinkerbell.tink.protos.hardware.WatchEvent.hardware:type_name -> github.com.tinkerbell.tink.protos.hardware.Hardware
-	11, // 4: github.com.tinkerbell.tink.protos.hardware.Hardware.DHCP.ip:type_name -> github.com.tinkerbell.tink.protos.hardware.Hardware.DHCP.IP
-	12, // 5: github.com.tinkerbell.tink.protos.hardware.Hardware.Netboot.ipxe:type_name -> github.com.tinkerbell.tink.protos.hardware.Hardware.Netboot.IPXE
-	13, // 6: github.com.tinkerbell.tink.protos.hardware.Hardware.Netboot.osie:type_name -> github.com.tinkerbell.tink.protos.hardware.Hardware.Netboot.Osie
-	14, // 7: github.com.tinkerbell.tink.protos.hardware.Hardware.Network.interfaces:type_name -> github.com.tinkerbell.tink.protos.hardware.Hardware.Network.Interface
-	8,  // 8: github.com.tinkerbell.tink.protos.hardware.Hardware.Network.Interface.dhcp:type_name -> github.com.tinkerbell.tink.protos.hardware.Hardware.DHCP
-	9,  // 9: github.com.tinkerbell.tink.protos.hardware.Hardware.Network.Interface.netboot:type_name -> github.com.tinkerbell.tink.protos.hardware.Hardware.Netboot
-	1,  // 10: github.com.tinkerbell.tink.protos.hardware.HardwareService.Push:input_type -> github.com.tinkerbell.tink.protos.hardware.PushRequest
-	3,  // 11: github.com.tinkerbell.tink.protos.hardware.HardwareService.ByMAC:input_type -> github.com.tinkerbell.tink.protos.hardware.GetRequest
-	3,  // 12: github.com.tinkerbell.tink.protos.hardware.HardwareService.ByIP:input_type -> github.com.tinkerbell.tink.protos.hardware.GetRequest
-	3,  // 13: github.com.tinkerbell.tink.protos.hardware.HardwareService.ByID:input_type -> github.com.tinkerbell.tink.protos.hardware.GetRequest
-	2,  // 14: github.com.tinkerbell.tink.protos.hardware.HardwareService.All:input_type -> github.com.tinkerbell.tink.protos.hardware.Empty
-	3,  // 15: github.com.tinkerbell.tink.protos.hardware.HardwareService.DeprecatedWatch:input_type -> github.com.tinkerbell.tink.protos.hardware.GetRequest
-	5,  // 16: github.com.tinkerbell.tink.protos.hardware.HardwareService.Delete:input_type -> github.com.tinkerbell.tink.protos.hardware.DeleteRequest
-	6,  // 17: github.com.tinkerbell.tink.protos.hardware.HardwareService.Watch:input_type -> github.com.tinkerbell.tink.protos.hardware.WatchRequest
-	2,  // 18: github.com.tinkerbell.tink.protos.hardware.HardwareService.Push:output_type -> github.com.tinkerbell.tink.protos.hardware.Empty
-	4,  // 19: github.com.tinkerbell.tink.protos.hardware.HardwareService.ByMAC:output_type -> github.com.tinkerbell.tink.protos.hardware.Hardware
-	4,  // 20: github.com.tinkerbell.tink.protos.hardware.HardwareService.ByIP:output_type -> github.com.tinkerbell.tink.protos.hardware.Hardware
-	4,  // 21: github.com.tinkerbell.tink.protos.hardware.HardwareService.ByID:output_type -> github.com.tinkerbell.tink.protos.hardware.Hardware
-	4,  // 22: github.com.tinkerbell.tink.protos.hardware.HardwareService.All:output_type -> github.com.tinkerbell.tink.protos.hardware.Hardware
-	4,  // 23: github.com.tinkerbell.tink.protos.hardware.HardwareService.DeprecatedWatch:output_type -> github.com.tinkerbell.tink.protos.hardware.Hardware
-	2,  // 24: github.com.tinkerbell.tink.protos.hardware.HardwareService.Delete:output_type -> github.com.tinkerbell.tink.protos.hardware.Empty
-	7,  // 25: github.com.tinkerbell.tink.protos.hardware.HardwareService.Watch:output_type -> github.com.tinkerbell.tink.protos.hardware.WatchEvent
-	18, // [18:26] is the sub-list for method output_type
-	10, // [10:18] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	11, // 2: github.com.tinkerbell.tink.protos.hardware.Hardware.bmc:type_name -> github.com.tinkerbell.tink.protos.hardware.Hardware.BMC
+	0,  // 3: github.com.tinkerbell.tink.protos.hardware.WatchEvent.type:type_name -> github.com.tinkerbell.tink.protos.hardware.WatchEvent.Type
+	4,  // 4: github.com.tinkerbell.tink.protos.hardware.WatchEvent.hardware:type_name -> github.com.tinkerbell.tink.protos.hardware.Hardware
+	12, // 5: github.com.tinkerbell.tink.protos.hardware.Hardware.DHCP.ip:type_name -> github.com.tinkerbell.tink.protos.hardware.Hardware.DHCP.IP
+	13, // 6: github.com.tinkerbell.tink.protos.hardware.Hardware.Netboot.ipxe:type_name -> github.com.tinkerbell.tink.protos.hardware.Hardware.Netboot.IPXE
+	14, // 7: github.com.tinkerbell.tink.protos.hardware.Hardware.Netboot.osie:type_name -> github.com.tinkerbell.tink.protos.hardware.Hardware.Netboot.Osie
+	15, // 8: github.com.tinkerbell.tink.protos.hardware.Hardware.Network.interfaces:type_name -> github.com.tinkerbell.tink.protos.hardware.Hardware.Network.Interface
+	8,  // 9: github.com.tinkerbell.tink.protos.hardware.Hardware.Network.Interface.dhcp:type_name -> github.com.tinkerbell.tink.protos.hardware.Hardware.DHCP
+	9,  // 10: github.com.tinkerbell.tink.protos.hardware.Hardware.Network.Interface.netboot:type_name -> github.com.tinkerbell.tink.protos.hardware.Hardware.Netboot
+	1,  // 11: github.com.tinkerbell.tink.protos.hardware.HardwareService.Push:input_type -> github.com.tinkerbell.tink.protos.hardware.PushRequest
+	3,  // 12: github.com.tinkerbell.tink.protos.hardware.HardwareService.ByMAC:input_type -> github.com.tinkerbell.tink.protos.hardware.GetRequest
+	3,  // 13: github.com.tinkerbell.tink.protos.hardware.HardwareService.ByIP:input_type -> github.com.tinkerbell.tink.protos.hardware.GetRequest
+	3,  // 14: github.com.tinkerbell.tink.protos.hardware.HardwareService.ByID:input_type -> github.com.tinkerbell.tink.protos.hardware.GetRequest
+	2,  // 15: github.com.tinkerbell.tink.protos.hardware.HardwareService.All:input_type -> github.com.tinkerbell.tink.protos.hardware.Empty
+	3,  // 16: github.com.tinkerbell.tink.protos.hardware.HardwareService.DeprecatedWatch:input_type -> github.com.tinkerbell.tink.protos.hardware.GetRequest
+	5,  // 17: github.com.tinkerbell.tink.protos.hardware.HardwareService.Delete:input_type -> github.com.tinkerbell.tink.protos.hardware.DeleteRequest
+	6,  // 18: github.com.tinkerbell.tink.protos.hardware.HardwareService.Watch:input_type -> github.com.tinkerbell.tink.protos.hardware.WatchRequest
+	2,  // 19: github.com.tinkerbell.tink.protos.hardware.HardwareService.Push:output_type -> github.com.tinkerbell.tink.protos.hardware.Empty
+	4,  // 20: github.com.tinkerbell.tink.protos.hardware.HardwareService.ByMAC:output_type -> github.com.tinkerbell.tink.protos.hardware.Hardware
+	4,  // 21: github.com.tinkerbell.tink.protos.hardware.HardwareService.ByIP:output_type -> github.com.tinkerbell.tink.protos.hardware.Hardware
+	4,  // 22: github.com.tinkerbell.tink.protos.hardware.HardwareService.ByID:output_type -> github.com.tinkerbell.tink.protos.hardware.Hardware
+	4,  // 23: github.com.tinkerbell.tink.protos.hardware.HardwareService.All:output_type -> github.com.tinkerbell.tink.protos.hardware.Hardware
+	4,  // 24: github.com.tinkerbell.tink.protos.hardware.HardwareService.DeprecatedWatch:output_type -> github.com.tinkerbell.tink.protos.hardware.Hardware
+	2,  // 25: github.com.tinkerbell.tink.protos.hardware.HardwareService.Delete:output_type -> github.com.tinkerbell.tink.protos.hardware.Empty
+	7,  // 26: github.com.tinkerbell.tink.protos.hardware.HardwareService.Watch:output_type -> github.com.tinkerbell.tink.protos.hardware.WatchEvent
+	19, // [19:27] is the sub-list for method output_type
+	11, // [11:19] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_hardware_hardware_proto_init() }
@@ -1056,7 +1151,7 @@ func file_hardware_hardware_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hardware_hardware_proto_rawDesc), len(file_hardware_hardware_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -245,3 +245,49 @@ func TestLookupAllocs(t *testing.T) {
 		t.Errorf("Lookup allocates %v times", n)
 	}
 }
+
+// The machine's BMC (where it answers, the credential it is logged into
+// with) is the operator's, not the tenant's: no metadata path shows it.
+func TestBMCNotServed(t *testing.T) {
+	hw := machine("hw-1", "10.1.0.11", fullDoc)
+	hw.Bmc = &hardware.Hardware_BMC{Address: "10.250.0.9", Protocol: "ipmi", Credential: "rack-7-admin"}
+	p := NewTree().Prepare(hw)
+	seen := 0
+	var walk func(path string)
+	walk = func(path string) {
+		r, ok := p.Lookup(path, true)
+		if !ok {
+			r, ok = p.Lookup(path, false)
+		}
+		if !ok {
+			t.Fatalf("listed path %q is missing", path)
+		}
+		seen++
+		if body := string(r.Body); strings.Contains(body, "10.250.0.9") || strings.Contains(body, "rack-7-admin") {
+			t.Errorf("%q shows the BMC: %q", path, body)
+		}
+		if !r.Dir {
+			return
+		}
+		for _, line := range strings.Split(string(r.Body), "\n") {
+			name, _, _ := strings.Cut(strings.TrimSuffix(line, "/"), "=")
+			if name == "" {
+				continue
+			}
+			if path == "" {
+				walk(name)
+			} else {
+				walk(path + "/" + name)
+			}
+		}
+	}
+	walk("")
+	if seen < 20 {
+		t.Errorf("walked %d paths, want the whole tree (20 or more)", seen)
+	}
+	for _, r := range []Response{p.Root(), p.Metadata()} {
+		if strings.Contains(string(r.Body), "10.250.0.9") || strings.Contains(string(r.Body), "rack-7-admin") {
+			t.Errorf("document shows the BMC: %q", r.Body)
+		}
+	}
+}
