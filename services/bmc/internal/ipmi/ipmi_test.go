@@ -10,30 +10,8 @@ import (
 	"time"
 
 	"github.com/herd-metal/herd/services/bmc/internal/driver"
+	"github.com/herd-metal/herd/services/bmc/internal/driver/drivertest"
 )
-
-// wantErr checks that err is a driver error of cause naming the BMC and
-// not holding its password.
-func wantErr(t *testing.T, err error, cause error, b driver.BMC, words ...string) {
-	t.Helper()
-	var de *driver.Error
-	if !errors.As(err, &de) || !errors.Is(err, cause) {
-		t.Fatalf("err = %v (%T), want a driver.Error of %v", err, err, cause)
-	}
-	msg := err.Error()
-	t.Logf("error: %s", msg)
-	if !strings.Contains(msg, b.String()) {
-		t.Fatalf("error %q does not name the BMC %q", msg, b.String())
-	}
-	for _, w := range words {
-		if !strings.Contains(msg, w) {
-			t.Fatalf("error %q lacks %q", msg, w)
-		}
-	}
-	if b.Password != "" && strings.Contains(msg, b.Password) {
-		t.Fatalf("error %q holds the password", msg)
-	}
-}
 
 // TestBootFlagBytes checks the boot flags parameter (IPMI v2.0 table
 // 28-14, parameter 5) on the wire: data 1 bit 7 valid, bit 6 persistent,
@@ -87,7 +65,7 @@ func TestUnreachable(t *testing.T) {
 	c.Close() // nothing listens: the kernel answers port unreachable
 	b := driver.BMC{Protocol: driver.IPMI, Host: "127.0.0.1", Port: port, Username: "u", Password: "secret-pw"}
 	_, err = (&Driver{Timeout: 3 * time.Second}).PowerStatus(context.Background(), b)
-	wantErr(t, err, driver.ErrUnreachable, b, "connection refused")
+	drivertest.WantErr(t, err, driver.ErrUnreachable, b, "connection refused")
 }
 
 // udpServer answers every datagram with reply(datagram), or never when
@@ -119,7 +97,7 @@ func TestSilentBMCTimesOut(t *testing.T) {
 	b := driver.BMC{Protocol: driver.IPMI, Host: "127.0.0.1", Port: port, Username: "u", Password: "secret-pw"}
 	start := time.Now()
 	_, err := (&Driver{Timeout: 500 * time.Millisecond}).PowerStatus(context.Background(), b)
-	wantErr(t, err, driver.ErrTimeout, b)
+	drivertest.WantErr(t, err, driver.ErrTimeout, b)
 	if el := time.Since(start); el > 5*time.Second {
 		t.Fatalf("call took %s with a 500ms timeout", el)
 	}
@@ -145,7 +123,7 @@ func TestMalformedReplies(t *testing.T) {
 			// not timed out nor a BMC's completion code (an echoed request
 			// read as a response has its first data byte, 0x8e, where the
 			// completion code goes).
-			wantErr(t, err, driver.ErrMalformed, b)
+			drivertest.WantErr(t, err, driver.ErrMalformed, b)
 			if name == "echo" && !strings.Contains(err.Error(), "is a request") {
 				t.Fatalf("err = %v, want it to say the reply is a request", err)
 			}
@@ -162,11 +140,11 @@ func TestBadInput(t *testing.T) {
 	noPort.Port = 0
 	rf := ok
 	rf.Protocol = driver.Redfish
-	wantErr(t, d.Power(context.Background(), ok, "explode"), driver.ErrBadInput, ok, "explode")
-	wantErr(t, d.SetBootDevice(context.Background(), ok, "floppy", driver.BootOptions{}), driver.ErrBadInput, ok, "floppy")
-	wantErr(t, d.Power(context.Background(), long, driver.PowerOn), driver.ErrBadInput, long, "user name")
-	wantErr(t, d.Power(context.Background(), noPort, driver.PowerOn), driver.ErrBadInput, noPort, "port 0")
-	wantErr(t, d.Power(context.Background(), rf, driver.PowerOn), driver.ErrBadInput, rf, "not an IPMI BMC")
+	drivertest.WantErr(t, d.Power(context.Background(), ok, "explode"), driver.ErrBadInput, ok, "explode")
+	drivertest.WantErr(t, d.SetBootDevice(context.Background(), ok, "floppy", driver.BootOptions{}), driver.ErrBadInput, ok, "floppy")
+	drivertest.WantErr(t, d.Power(context.Background(), long, driver.PowerOn), driver.ErrBadInput, long, "user name")
+	drivertest.WantErr(t, d.Power(context.Background(), noPort, driver.PowerOn), driver.ErrBadInput, noPort, "port 0")
+	drivertest.WantErr(t, d.Power(context.Background(), rf, driver.PowerOn), driver.ErrBadInput, rf, "not an IPMI BMC")
 }
 
 // The session-less Get Channel Authentication Capabilities go-ipmi sends
@@ -224,7 +202,7 @@ func TestNotAReply(t *testing.T) {
 func TestAuthDetailHasNoHMAC(t *testing.T) {
 	b := driver.BMC{Protocol: driver.IPMI, Host: "127.0.0.1", Port: 623, Username: "u", Password: "pw"}
 	err := classify(context.Background(), b, "power on", "", errors.New("rakp2 authcode not equal, console: 72f46f581ae1df047f0dd2832a8fab54a2d57d74, bmc: 31ec9bc7731b74e579376885b40eb32c2b0082ab"))
-	wantErr(t, err, driver.ErrAuth, b, "authcode not equal")
+	drivertest.WantErr(t, err, driver.ErrAuth, b, "authcode not equal")
 	if strings.Contains(err.Error(), "72f46f58") || strings.Contains(err.Error(), "31ec9bc7") {
 		t.Fatalf("error %q holds RAKP HMACs", err)
 	}
@@ -236,7 +214,7 @@ func TestAuthDetailHasNoHMAC(t *testing.T) {
 func TestClassifyOrder(t *testing.T) {
 	b := driver.BMC{Protocol: driver.IPMI, Host: "127.0.0.1", Port: 623, Username: "u", Password: "pw"}
 	ctx := context.Background()
-	wantErr(t, classify(ctx, b, "power on", "", errors.New("SetSessionPrivilegeLevel to (ADMINISTRATOR) failed, err: read udp: i/o timeout")), driver.ErrTimeout, b)
-	wantErr(t, classify(ctx, b, "power on", "", errors.New("cipher suite id (3), err: the return status of rakp2 has error: Unauthorized name\ncipher suite id (12), err: i/o timeout")), driver.ErrAuth, b)
-	wantErr(t, classify(ctx, b, "power on", "the reply is a request", errors.New("ipmiRes CompletionCode (0x8e) is not normal")), driver.ErrMalformed, b, "is a request")
+	drivertest.WantErr(t, classify(ctx, b, "power on", "", errors.New("SetSessionPrivilegeLevel to (ADMINISTRATOR) failed, err: read udp: i/o timeout")), driver.ErrTimeout, b)
+	drivertest.WantErr(t, classify(ctx, b, "power on", "", errors.New("cipher suite id (3), err: the return status of rakp2 has error: Unauthorized name\ncipher suite id (12), err: i/o timeout")), driver.ErrAuth, b)
+	drivertest.WantErr(t, classify(ctx, b, "power on", "the reply is a request", errors.New("ipmiRes CompletionCode (0x8e) is not normal")), driver.ErrMalformed, b, "is a request")
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/herd-metal/herd/services/bmc/internal/driver"
+	"github.com/herd-metal/herd/services/bmc/internal/driver/drivertest"
 	"github.com/herd-metal/herd/services/bmc/internal/realtest"
 )
 
@@ -403,7 +404,7 @@ func TestSimWrongPassword(t *testing.T) {
 	start := time.Now()
 	err := (&Driver{Timeout: 5 * time.Second}).Power(context.Background(), b, driver.PowerOn)
 	t.Logf("wrong password refused in %s", time.Since(start))
-	wantErr(t, err, driver.ErrAuth, b)
+	drivertest.WantErr(t, err, driver.ErrAuth, b)
 	if s.qemuPid() != 0 {
 		t.Fatal("wrong credentials powered the VM on")
 	}
@@ -411,7 +412,7 @@ func TestSimWrongPassword(t *testing.T) {
 	start = time.Now()
 	_, err = (&Driver{Timeout: 5 * time.Second}).PowerStatus(context.Background(), b)
 	t.Logf("unknown user refused in %s", time.Since(start))
-	wantErr(t, err, driver.ErrAuth, b)
+	drivertest.WantErr(t, err, driver.ErrAuth, b)
 	// One login attempt per call, not one per cipher suite.
 	if n := s.openSessionRequests(t) - opened; n != 2 {
 		t.Fatalf("ipmi_sim got %d Open Session Requests for 2 calls with bad credentials, want 2", n)

@@ -3,16 +3,15 @@ package redfish
 import (
 	"bufio"
 	"context"
-	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/herd-metal/herd/services/bmc/internal/driver"
+	"github.com/herd-metal/herd/services/bmc/internal/driver/drivertest"
 	"github.com/herd-metal/herd/services/bmc/internal/redfish/redfishtest"
 )
 
@@ -93,34 +92,12 @@ func TestFixturePowerAndBoot(t *testing.T) {
 	}
 }
 
-// wantErr checks that err is a driver error of cause naming the BMC.
-func wantErr(t *testing.T, err error, cause error, b driver.BMC, words ...string) {
-	t.Helper()
-	var de *driver.Error
-	if !errors.As(err, &de) || !errors.Is(err, cause) {
-		t.Fatalf("err = %v (%T), want a driver.Error of %v", err, err, cause)
-	}
-	msg := err.Error()
-	t.Logf("error: %s", msg)
-	if !strings.Contains(msg, b.String()) {
-		t.Fatalf("error %q does not name the BMC %q", msg, b.String())
-	}
-	for _, w := range words {
-		if !strings.Contains(msg, w) {
-			t.Fatalf("error %q lacks %q", msg, w)
-		}
-	}
-	if b.Password != "" && strings.Contains(msg, b.Password) {
-		t.Fatalf("error %q holds the password", msg)
-	}
-}
-
 func TestWrongCredentials(t *testing.T) {
 	fx := redfishtest.New("admin", "fixture-pw")
 	defer fx.Close()
 	b := bmcOf(t, fx.Listener.Addr().String(), "admin", "not-the-pw")
 	err := (&Driver{Scheme: "http", Timeout: 5 * time.Second}).Power(context.Background(), b, driver.PowerOn)
-	wantErr(t, err, driver.ErrAuth, b, "HTTP 401", "Base.1.8.ResourceAtUriUnauthorized")
+	drivertest.WantErr(t, err, driver.ErrAuth, b, "HTTP 401", "Base.1.8.ResourceAtUriUnauthorized")
 	if st := fx.State(); st.PowerState != "Off" || len(st.Resets) != 0 {
 		t.Fatalf("the system changed without a session: %+v", st)
 	}
@@ -135,7 +112,7 @@ func TestUnreachable(t *testing.T) {
 	l.Close() // nothing listens there now
 	b := bmcOf(t, addr, "admin", "pw")
 	_, err = (&Driver{Scheme: "http", Timeout: 5 * time.Second}).PowerStatus(context.Background(), b)
-	wantErr(t, err, driver.ErrUnreachable, b, "connection refused")
+	drivertest.WantErr(t, err, driver.ErrUnreachable, b, "connection refused")
 }
 
 // hangingServer accepts, reads the request head, answers the start of
@@ -175,7 +152,7 @@ func TestHangingMidAnswer(t *testing.T) {
 	b := bmcOf(t, hangingServer(t), "admin", "pw")
 	start := time.Now()
 	_, err := (&Driver{Scheme: "http", Timeout: 500 * time.Millisecond}).PowerStatus(context.Background(), b)
-	wantErr(t, err, driver.ErrTimeout, b)
+	drivertest.WantErr(t, err, driver.ErrTimeout, b)
 	// Bounded: the call ends near its timeout, not when the BMC lets go.
 	if el := time.Since(start); el > 5*time.Second {
 		t.Fatalf("PowerStatus took %s with a 500ms timeout", el)
@@ -202,7 +179,7 @@ func TestMalformedReplies(t *testing.T) {
 			defer srv.Close()
 			b := bmcOf(t, srv.Listener.Addr().String(), "admin", "pw")
 			_, err := (&Driver{Scheme: "http", Timeout: 5 * time.Second}).PowerStatus(context.Background(), b)
-			wantErr(t, err, driver.ErrMalformed, b, c.words...)
+			drivertest.WantErr(t, err, driver.ErrMalformed, b, c.words...)
 		})
 	}
 }
@@ -213,7 +190,7 @@ func TestUnknownPowerState(t *testing.T) {
 	fx.SetPowerState("Sideways") // not a Redfish PowerState
 	b := bmcOf(t, fx.Listener.Addr().String(), "admin", "pw")
 	_, err := (&Driver{Scheme: "http", Timeout: 5 * time.Second}).PowerStatus(context.Background(), b)
-	wantErr(t, err, driver.ErrMalformed, b, `PowerState "Sideways"`)
+	drivertest.WantErr(t, err, driver.ErrMalformed, b, `PowerState "Sideways"`)
 }
 
 func TestBadInputSendsNothing(t *testing.T) {
@@ -221,11 +198,11 @@ func TestBadInputSendsNothing(t *testing.T) {
 	defer fx.Close()
 	b := bmcOf(t, fx.Listener.Addr().String(), "admin", "pw")
 	d := &Driver{Scheme: "http", Timeout: 5 * time.Second}
-	wantErr(t, d.Power(context.Background(), b, "explode"), driver.ErrBadInput, b, "explode")
-	wantErr(t, d.SetBootDevice(context.Background(), b, "floppy", driver.BootOptions{}), driver.ErrBadInput, b, "floppy")
+	drivertest.WantErr(t, d.Power(context.Background(), b, "explode"), driver.ErrBadInput, b, "explode")
+	drivertest.WantErr(t, d.SetBootDevice(context.Background(), b, "floppy", driver.BootOptions{}), driver.ErrBadInput, b, "floppy")
 	ipmiB := b
 	ipmiB.Protocol = driver.IPMI
-	wantErr(t, d.Power(context.Background(), ipmiB, driver.PowerOn), driver.ErrBadInput, ipmiB, "not a Redfish BMC")
+	drivertest.WantErr(t, d.Power(context.Background(), ipmiB, driver.PowerOn), driver.ErrBadInput, ipmiB, "not a Redfish BMC")
 	if st := fx.State(); st.Logins != 0 {
 		t.Fatalf("bad input reached the BMC: %d logins", st.Logins)
 	}
