@@ -31,4 +31,4 @@ protoc -I . -I /usr/include \
 	--go-grpc_out="$out" --go-grpc_opt=paths=source_relative \
 	--grpc-gateway_out="$out" --grpc-gateway_opt=paths=source_relative,grpc_api_configuration=gateway.yaml \
 	--openapiv2_out="$out" --openapiv2_opt=grpc_api_configuration=gateway.yaml,allow_merge=true,merge_file_name=openapi,json_names_for_fields=false \
-	hardware/hardware.proto template/template.proto workflow/workflow.proto
+	hardware/hardware.proto template/template.proto workflow/workflow.proto machine/machine.proto

@@ -30,6 +30,7 @@ import (
 	"github.com/herd-metal/herd/pkg/version"
 	"github.com/herd-metal/herd/services/server/internal/api"
 	"github.com/herd-metal/herd/services/server/internal/auth"
+	"github.com/herd-metal/herd/services/server/internal/keyring"
 	"github.com/herd-metal/herd/services/server/internal/store"
 	"github.com/herd-metal/herd/services/server/internal/transport"
 )
@@ -50,6 +51,7 @@ func main() {
 type settings struct {
 	grpcAddr, httpAddr   string
 	dbURL, stateDir      string
+	bmcKeyFile           string
 	authToken, tokenFile string
 	serviceToken         string
 	serviceTokenFile     string
@@ -82,7 +84,8 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	fs.StringVar(&s.grpcAddr, "grpc-addr", ":42113", "gRPC (TLS) listen address")
 	fs.StringVar(&s.httpAddr, "http-addr", ":42114", "HTTP listen address: REST gateway, /cert, /openapi.json, /metrics, /healthz, /version")
 	fs.StringVar(&s.dbURL, "db-url", "postgres://herd@localhost:5432/herd?sslmode=disable", "PostgreSQL connection URL (lib/pq)")
-	fs.StringVar(&s.stateDir, "state-dir", "/var/lib/herd", "directory for what the server generates: CA, server certificate, worker key")
+	fs.StringVar(&s.stateDir, "state-dir", "/var/lib/herd", "directory for what the server generates: CA, server certificate, worker key, BMC credential key")
+	fs.StringVar(&s.bmcKeyFile, "bmc-key-file", "", "key file sealing the stored BMC credentials (lines \"ID BASE64-KEY\", the first seals; see docs/security.md for rotation); empty: STATE-DIR/bmc.key, made at first start")
 	fs.StringVar(&s.authToken, "auth-token", "", "admin bearer token (prefer --auth-token-file or the environment over a flag)")
 	fs.StringVar(&s.tokenFile, "auth-token-file", "", "file holding the admin bearer token")
 	fs.StringVar(&s.serviceToken, "service-token", "", "bearer token of herd's services (herd-boots, herd-metadata): reads and watches hardware and records boot events, nothing else; empty: none, they use the admin token (prefer --service-token-file or the environment over a flag)")
@@ -217,6 +220,10 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if err != nil {
 		return err
 	}
+	keys, err := bmcKeys(ctx, s, st, log)
+	if err != nil {
+		return err
+	}
 	hub := store.NewHub(s.dbURL, log)
 	authn, err := auth.New(auth.Config{AdminToken: s.authToken, ServiceToken: s.serviceToken, WorkerKey: workerKey,
 		WorkerLifetime: s.workerTokenLifetime, Disabled: s.noAuth, Generations: st,
@@ -241,6 +248,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 			Hardware: api.NewHardware(st, hub, authn, log),
 			Template: api.NewTemplate(st, log),
 			Workflow: api.NewWorkflow(st, hub, log),
+			Machine:  api.NewMachine(st, keys, log),
 		},
 		[]grpc.UnaryServerInterceptor{ic.Unary},
 		[]grpc.StreamServerInterceptor{ic.Stream},
@@ -307,6 +315,38 @@ func serverTLS(s settings) (*tls.Config, []byte, error) {
 		return nil, nil, fmt.Errorf("TLS CA bundle: %w", err)
 	}
 	return &tls.Config{Certificates: []tls.Certificate{pair}}, ca, nil
+}
+
+// bmcKeys loads the keyring that seals BMC credentials and reseals under
+// its current key what older keys sealed (a rotation). A credential no
+// key opens is logged and left as it is: the server still starts, and
+// jobs that need it fail naming it.
+func bmcKeys(ctx context.Context, s settings, st *store.Store, log *slog.Logger) (*keyring.Keyring, error) {
+	path, create := s.bmcKeyFile, false
+	if path == "" {
+		path, create = filepath.Join(s.stateDir, "bmc.key"), true
+	}
+	keys, err := keyring.Load(path, create)
+	if err != nil {
+		return nil, err
+	}
+	n, err := st.ResealBMCCredentials(ctx, keys.Current(), func(c store.SealedCredential) (string, []byte, error) {
+		plain, err := keys.Open(c.KeyID, api.BMCSealContext(c.Name), c.Sealed)
+		if err != nil {
+			return "", nil, err
+		}
+		return keys.Seal(api.BMCSealContext(c.Name), plain)
+	})
+	if n > 0 {
+		log.Info("bmc credentials resealed under the current key", "count", n, "key_id", keys.Current())
+	}
+	if err != nil {
+		if store.Unavailable(err) {
+			return nil, err
+		}
+		log.Error("bmc credentials that no key in the key file opens: restore the key that sealed them, or set them again", "key_file", path, "error", err)
+	}
+	return keys, nil
 }
 
 // loadOrCreateKey returns the worker credential key, creating it once.

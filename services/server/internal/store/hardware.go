@@ -40,14 +40,23 @@ func (s *Store) PushHardware(ctx context.Context, hw *hardware.Hardware) (*hardw
 	}
 	macs, ips := spec.HardwareAddresses(rec)
 	kinds, values := claims(macs, ips)
+	var bmcCredential sql.NullString // NULL: no BMC, nothing to reference
+	if c := rec.GetBmc().GetCredential(); c != "" {
+		bmcCredential = sql.NullString{String: c, Valid: true}
+	}
 
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		// The upsert locks the row: pushes of one id take turns.
 		if err := tx.QueryRowContext(ctx, `
-			INSERT INTO hardware (id, data) VALUES ($1, $2)
+			INSERT INTO hardware (id, data, bmc_credential) VALUES ($1, $2, $3)
 			ON CONFLICT (id) DO UPDATE
-			SET data = excluded.data, version = hardware.version + 1, updated_at = now()
-			RETURNING version`, id, string(data)).Scan(&rec.Version); err != nil {
+			SET data = excluded.data, bmc_credential = excluded.bmc_credential,
+				version = hardware.version + 1, updated_at = now()
+			RETURNING version`, id, string(data), bmcCredential).Scan(&rec.Version); err != nil {
+			if sqlState(err) == codeForeignKeyViolation {
+				return fmt.Errorf("hardware %s: bmc.credential %q is not a stored credential; store it first (herd bmc credential set %s): %w",
+					id, rec.GetBmc().GetCredential(), rec.GetBmc().GetCredential(), ErrPrecondition)
+			}
 			return fmt.Errorf("push hardware %s: %w", id, err)
 		}
 		if _, err := tx.ExecContext(ctx,

@@ -146,6 +146,7 @@ func (s *Store) tryTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 // SQLSTATE codes the store reacts to.
 const (
 	codeUniqueViolation      = "23505"
+	codeForeignKeyViolation  = "23503"
 	codeSerializationFailure = "40001"
 	codeDeadlockDetected     = "40P01"
 )

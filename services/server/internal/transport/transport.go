@@ -29,6 +29,7 @@ import (
 	"github.com/herd-metal/herd/pkg/observe"
 	"github.com/herd-metal/herd/proto"
 	"github.com/herd-metal/herd/proto/hardware"
+	"github.com/herd-metal/herd/proto/machine"
 	"github.com/herd-metal/herd/proto/template"
 	"github.com/herd-metal/herd/proto/workflow"
 )
@@ -121,6 +122,7 @@ type Services struct {
 	Hardware hardware.HardwareServiceServer
 	Template template.TemplateServiceServer
 	Workflow workflow.WorkflowServiceServer
+	Machine  machine.MachineServiceServer
 }
 
 // registered is every gRPC service herd-server serves, with its
@@ -138,6 +140,7 @@ func registered(svc Services) []struct {
 		{&hardware.HardwareService_ServiceDesc, svc.Hardware},
 		{&template.TemplateService_ServiceDesc, svc.Template},
 		{&workflow.WorkflowService_ServiceDesc, svc.Workflow},
+		{&machine.MachineService_ServiceDesc, svc.Machine},
 	}
 }
 
@@ -288,6 +291,7 @@ func (s *Server) gateway() (http.Handler, error) {
 		hardware.RegisterHardwareServiceHandler,
 		template.RegisterTemplateServiceHandler,
 		workflow.RegisterWorkflowServiceHandler,
+		machine.RegisterMachineServiceHandler,
 	} {
 		if err := register(ctx, gw, conn); err != nil {
 			return nil, err
