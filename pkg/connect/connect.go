@@ -19,8 +19,20 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 )
+
+// QuickReconnect is a dial option for the services that must see
+// herd-server again within a second of its return (herd-boots and
+// herd-metadata, whose in-memory inventory follows its Watch): the
+// connection is retried every quarter second at most, where gRPC's default
+// pace grows to two minutes. Only a handful of such clients exist per
+// server, so the attempts cost nothing; machines' workers keep the default.
+var QuickReconnect = grpc.WithConnectParams(grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 250 * time.Millisecond},
+	MinConnectTimeout: 5 * time.Second,
+})
 
 const (
 	// MaxCertBytes bounds the CA document read from a file or a URL. A CA

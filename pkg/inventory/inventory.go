@@ -17,6 +17,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/herd-metal/herd/pkg/observe"
 	"github.com/herd-metal/herd/pkg/spec"
 	"github.com/herd-metal/herd/proto/hardware"
 )
@@ -46,6 +47,16 @@ type Inventory struct {
 
 	syncOnce sync.Once
 	synced   chan struct{}
+
+	// The watch's state for Health: whether the current stream got past
+	// its snapshot, and since when it has not and why.
+	linkMu    sync.Mutex
+	linked    bool
+	wasLinked bool      // a stream was current once: later syncs are reconnections
+	downAt    time.Time // zero while linked
+	downErr   error
+	now       func() time.Time
+	failures  int // attempts since the last synced stream
 }
 
 // New returns an empty inventory. derive, if not nil, runs once per record
@@ -54,7 +65,60 @@ type Inventory struct {
 // as boots' resolved time-server names, changed).
 func New(log *slog.Logger, derive func(*hardware.Hardware) any) *Inventory {
 	return &Inventory{log: log, derive: derive, synced: make(chan struct{}), byID: map[string]*Machine{},
-		byMAC: map[string]*Machine{}, byIP: map[netip.Addr]*Machine{}}
+		byMAC: map[string]*Machine{}, byIP: map[netip.Addr]*Machine{}, now: time.Now}
+}
+
+// ErrNotSynced is Health's answer before the first snapshot arrived: the
+// service has nothing to answer from yet.
+var ErrNotSynced = errors.New("hardware inventory not synced with herd-server yet")
+
+// Health is the inventory's part of a service's /healthz (observe.Mount):
+// ErrNotSynced before the first snapshot (nothing to answer from: 503);
+// once the service has one but the watch is down, an observe.Degraded
+// error naming since when herd-server has been unreachable and why (the
+// service still answers from memory: 200 "degraded"); nil while the watch
+// is current.
+func (i *Inventory) Health(context.Context) error {
+	select {
+	case <-i.synced:
+	default:
+		return ErrNotSynced
+	}
+	i.linkMu.Lock()
+	linked, downAt, downErr := i.linked, i.downAt, i.downErr
+	i.linkMu.Unlock()
+	if linked {
+		return nil
+	}
+	return observe.Degraded(fmt.Errorf("herd-server unreachable since %s (%s ago), serving the last known inventory of %d machines: %w",
+		downAt.UTC().Format(time.RFC3339), i.now().Sub(downAt).Round(time.Second), i.Len(), downErr))
+}
+
+// linkUp records a stream past its snapshot; it returns how long the
+// watch was down (0 for the first sync, even after failed attempts).
+func (i *Inventory) linkUp() time.Duration {
+	i.linkMu.Lock()
+	defer i.linkMu.Unlock()
+	var down time.Duration
+	if i.wasLinked && !i.downAt.IsZero() {
+		down = i.now().Sub(i.downAt)
+	}
+	i.linked, i.wasLinked, i.downAt, i.failures = true, true, time.Time{}, 0
+	return down
+}
+
+// linkDown records a failed stream; first reports whether it is the
+// first failure since the watch was last current.
+func (i *Inventory) linkDown(err error) (first bool, failures int) {
+	i.linkMu.Lock()
+	defer i.linkMu.Unlock()
+	if i.downAt.IsZero() {
+		i.downAt = i.now()
+		first = true
+	}
+	i.linked, i.downErr = false, err
+	i.failures++
+	return first, i.failures
 }
 
 // ByMAC finds the machine with an interface of that MAC.
@@ -153,10 +217,15 @@ type Watcher interface {
 	Watch(ctx context.Context, in *hardware.WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[hardware.WatchEvent], error)
 }
 
-// Backoff bounds the pause between reconnections.
+// Backoff bounds the pause between reconnections. The cap is short so that
+// a server coming back is seen within a second (a failed attempt while the
+// gRPC channel is down costs nothing on the network; the channel's own
+// reconnection pace is connect.QuickReconnect's).
 const (
-	minBackoff = 100 * time.Millisecond
-	maxBackoff = 10 * time.Second
+	minBackoff = 50 * time.Millisecond
+	maxBackoff = 250 * time.Millisecond
+	// warnEvery spaces the warnings of one outage (the first is at once).
+	warnEvery = 600 // attempts, about every 2.5 minutes at maxBackoff
 )
 
 // Run keeps the inventory current until ctx ends (then it returns nil).
@@ -173,7 +242,12 @@ func (i *Inventory) Run(ctx context.Context, w Watcher) error {
 		if synced {
 			backoff = minBackoff
 		}
-		i.log.Warn("hardware watch interrupted; serving the last known inventory", "err", err, "retry_in", backoff, "machines", i.Len())
+		first, n := i.linkDown(err)
+		if first || n%warnEvery == 0 {
+			i.log.Warn("hardware watch interrupted; serving the last known inventory", "err", err, "attempts", n, "retry_in", backoff, "machines", i.Len())
+		} else {
+			i.log.Debug("hardware watch still down", "err", err, "attempts", n, "retry_in", backoff)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -207,8 +281,14 @@ func (i *Inventory) watch(ctx context.Context, w Watcher) (synced bool, err erro
 			}
 			i.replace(snapshot)
 			snapshot, synced = nil, true
+			// linkUp first: Health must not see synced but unlinked.
+			down := i.linkUp()
 			i.syncOnce.Do(func() { close(i.synced) })
-			i.log.Info("inventory synced", "machines", i.Len())
+			if down > 0 {
+				i.log.Info("inventory synced again", "machines", i.Len(), "down_seconds", down.Seconds())
+			} else {
+				i.log.Info("inventory synced", "machines", i.Len())
+			}
 		case hardware.WatchEvent_TYPE_ADDED, hardware.WatchEvent_TYPE_UPDATED:
 			m := i.machine(ev)
 			if !synced {

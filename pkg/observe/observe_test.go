@@ -3,6 +3,7 @@ package observe
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -32,6 +33,11 @@ func TestMount(t *testing.T) {
 	sick = errors.New("database: connection refused")
 	if code, body := get("/healthz"); code != 503 || !strings.Contains(body, "connection refused") {
 		t.Errorf("unhealthy: %d %s", code, body)
+	}
+	sick = fmt.Errorf("inventory: %w", Degraded(errors.New("herd-server unreachable since 2026-12-02T22:00:00Z")))
+	if code, body := get("/healthz"); code != 200 || !strings.Contains(body, `"status":"degraded"`) ||
+		!strings.Contains(body, "degraded: herd-server unreachable since 2026-12-02T22:00:00Z") {
+		t.Errorf("degraded: %d %s, want 200 naming the cause", code, body)
 	}
 	if code, body := get("/version"); code != 200 || !strings.Contains(body, `"service":"herd-test"`) {
 		t.Errorf("version: %d %s", code, body)

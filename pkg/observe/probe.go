@@ -33,9 +33,10 @@ func ProbeURL(listenAddr string) (string, error) {
 }
 
 // Probe asks the service listening on listenAddr for its /healthz (see
-// Mount) and returns nil when it answers 200 OK, else an error that says
-// what it got: this is the `healthcheck` command of each service binary,
-// which container images without a shell or curl run as their health check.
+// Mount) and returns nil when it answers 200 OK (status ok or degraded),
+// else an error that says what it got: this is the `healthcheck` command
+// of each service binary, which container images without a shell or curl
+// run as their health check.
 func Probe(ctx context.Context, listenAddr string) error {
 	url, err := ProbeURL(listenAddr)
 	if err != nil {

@@ -21,7 +21,7 @@ type Run func(args []string, lookup func(string) (string, bool)) error
 // Healthcheck checks that `healthcheck` probes the /healthz of the service
 // listening on addrFlag (or its environment variable envName), a wildcard
 // host meaning 127.0.0.1, from the same flags and environment the service
-// runs with: 200 passes, 503 and nothing listening fail.
+// runs with: 200 (ok or degraded) passes, 503 and nothing listening fail.
 func Healthcheck(t *testing.T, service, addrFlag, envName string, run Run) {
 	t.Helper()
 	var sick error
@@ -45,6 +45,12 @@ func Healthcheck(t *testing.T, service, addrFlag, envName string, run Run) {
 	args := []string{addrFlag, srv.Listener.Addr().String(), "healthcheck"}
 	if err := run(args, none); err == nil || !strings.Contains(err.Error(), "503") {
 		t.Errorf("unhealthy: %v, want a 503", err)
+	}
+	// Degraded (serving from memory while herd-server is away) passes: a
+	// restart would not bring the server back and would lose the memory.
+	sick = observe.Degraded(errors.New("herd-server unreachable"))
+	if err := run(args, none); err != nil {
+		t.Errorf("degraded: %v, want the check to pass", err)
 	}
 	srv.Close()
 	sick = nil

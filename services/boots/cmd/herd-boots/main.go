@@ -208,7 +208,9 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	s.tftpAddr = or(s.tftpAddr, net.JoinHostPort(public.String(), "69"))
 	s.syslogAddr = or(s.syslogAddr, net.JoinHostPort(public.String(), "514"))
 
-	conn, err := connect.Dial(ctx, cc)
+	// QuickReconnect: machines must see changes made while herd-server
+	// was away within a second of its return.
+	conn, err := connect.Dial(ctx, cc, connect.QuickReconnect)
 	if err != nil {
 		return err
 	}
@@ -256,12 +258,9 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if book != nil {
 		hcfg.Leases = book
 	}
-	h, err := httpd.New(hcfg, inv, log, reg, func(ctx context.Context) error {
-		if err := inv.WaitSynced(ctx); err != nil {
-			return errors.New("hardware inventory not synced with herd-server yet")
-		}
-		return nil
-	})
+	// /healthz: 503 before the first snapshot, 200 "degraded" while
+	// herd-server is unreachable (DHCP and scripts answer from memory).
+	h, err := httpd.New(hcfg, inv, log, reg, inv.Health)
 	if err != nil {
 		return err
 	}

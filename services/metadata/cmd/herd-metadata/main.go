@@ -113,7 +113,9 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if cc.Token == "" {
 		return errors.New("no token: watching the hardware needs herd-server's admin token (HERD_TOKEN or --token-file)")
 	}
-	conn, err := connect.Dial(ctx, cc)
+	// QuickReconnect: machines must see changes made while herd-server
+	// was away within a second of its return.
+	conn, err := connect.Dial(ctx, cc, connect.QuickReconnect)
 	if err != nil {
 		return err
 	}
@@ -130,11 +132,13 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		Trusted:  trusted,
 		Registry: reg,
 		Log:      log,
-		Healthy: func(context.Context) error {
+		// Not loaded yet: 503. Loaded but herd-server unreachable: 200
+		// "degraded" (answering from memory). Current: ok.
+		Healthy: func(ctx context.Context) error {
 			if !synced.Load() {
-				return errors.New("hardware inventory not loaded from herd-server yet")
+				return inventory.ErrNotSynced
 			}
-			return nil
+			return inv.Health(ctx)
 		},
 	})
 	ln, err := net.Listen("tcp", s.httpAddr)
