@@ -48,15 +48,13 @@ type Inventory struct {
 	syncOnce sync.Once
 	synced   chan struct{}
 
-	// The watch's state for Health: whether the current stream got past
-	// its snapshot, and since when it has not and why.
-	linkMu    sync.Mutex
-	linked    bool
-	wasLinked bool      // a stream was current once: later syncs are reconnections
-	downAt    time.Time // zero while linked
-	downErr   error
-	now       func() time.Time
-	failures  int // attempts since the last synced stream
+	// The watch's state for Health: since when no stream has been past
+	// its snapshot (zero while one is) and why.
+	linkMu   sync.Mutex
+	downAt   time.Time
+	downErr  error
+	now      func() time.Time
+	failures int // attempts since the last synced stream
 }
 
 // New returns an empty inventory. derive, if not nil, runs once per record
@@ -85,9 +83,9 @@ func (i *Inventory) Health(context.Context) error {
 		return ErrNotSynced
 	}
 	i.linkMu.Lock()
-	linked, downAt, downErr := i.linked, i.downAt, i.downErr
+	downAt, downErr := i.downAt, i.downErr
 	i.linkMu.Unlock()
-	if linked {
+	if downAt.IsZero() {
 		return nil
 	}
 	return observe.Degraded(fmt.Errorf("herd-server unreachable since %s (%s ago), serving the last known inventory of %d machines: %w",
@@ -100,10 +98,14 @@ func (i *Inventory) linkUp() time.Duration {
 	i.linkMu.Lock()
 	defer i.linkMu.Unlock()
 	var down time.Duration
-	if i.wasLinked && !i.downAt.IsZero() {
-		down = i.now().Sub(i.downAt)
+	select {
+	case <-i.synced: // synced before: this is a reconnection
+		if !i.downAt.IsZero() {
+			down = i.now().Sub(i.downAt)
+		}
+	default:
 	}
-	i.linked, i.wasLinked, i.downAt, i.failures = true, true, time.Time{}, 0
+	i.downAt, i.failures = time.Time{}, 0
 	return down
 }
 
@@ -116,7 +118,7 @@ func (i *Inventory) linkDown(err error) (first bool, failures int) {
 		i.downAt = i.now()
 		first = true
 	}
-	i.linked, i.downErr = false, err
+	i.downErr = err
 	i.failures++
 	return first, i.failures
 }
@@ -281,7 +283,7 @@ func (i *Inventory) watch(ctx context.Context, w Watcher) (synced bool, err erro
 			}
 			i.replace(snapshot)
 			snapshot, synced = nil, true
-			// linkUp first: Health must not see synced but unlinked.
+			// linkUp first: Health must not see synced but still down.
 			down := i.linkUp()
 			i.syncOnce.Do(func() { close(i.synced) })
 			if down > 0 {

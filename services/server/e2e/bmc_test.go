@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"database/sql"
 	"os"
 	"path/filepath"
@@ -26,25 +27,32 @@ func hardwareWithBMC(t *testing.T, credential string) string {
 		`"bmc": {"address": "10.9.0.11", "protocol": "ipmi", "credential": "`+credential+`"}, "metadata":`, 1)
 }
 
-func sealedRows(t *testing.T, s *servertest.Server) map[string][2]string {
+// sealedRow is a bmc_credential row as the database holds it.
+type sealedRow struct {
+	key    string
+	sealed []byte
+}
+
+func sealedRows(t *testing.T, s *servertest.Server) map[string]sealedRow {
 	t.Helper()
 	db, err := sql.Open("postgres", s.DBURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	rows, err := db.Query("SELECT name, key_id, encode(sealed, 'escape') FROM bmc_credential")
+	rows, err := db.Query("SELECT name, key_id, sealed FROM bmc_credential")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
-	out := map[string][2]string{}
+	out := map[string]sealedRow{}
 	for rows.Next() {
-		var name, key, sealed string
-		if err := rows.Scan(&name, &key, &sealed); err != nil {
+		var name string
+		var r sealedRow
+		if err := rows.Scan(&name, &r.key, &r.sealed); err != nil {
 			t.Fatal(err)
 		}
-		out[name] = [2]string{key, sealed}
+		out[name] = r
 	}
 	return out
 }
@@ -95,11 +103,11 @@ func TestBMCCredentials(t *testing.T) {
 	// At rest: sealed under the file's key, no plaintext.
 	rows := sealedRows(t, s)
 	firstID := strings.Fields(first)[0]
-	if len(rows) != 2 || rows["rack1"][0] != firstID {
+	if len(rows) != 2 || rows["rack1"].key != firstID {
 		t.Fatalf("stored rows %v, want two sealed under %s", rows, firstID)
 	}
 	for name, r := range rows {
-		if strings.Contains(r[1], bmcPassword) || strings.Contains(r[1], "admin") {
+		if bytes.Contains(r.sealed, []byte(bmcPassword)) || bytes.Contains(r.sealed, []byte("admin")) {
 			t.Fatalf("credential %s is stored in the clear", name)
 		}
 	}
@@ -150,21 +158,15 @@ func TestBMCCredentials(t *testing.T) {
 	s.Restart()
 	rows = sealedRows(t, s)
 	secondID := strings.Fields(second)[0]
-	if rows["rack1"][0] != secondID {
-		t.Fatalf("after rotation rack1 is sealed under %q, want %q", rows["rack1"][0], secondID)
+	if rows["rack1"].key != secondID {
+		t.Fatalf("after rotation rack1 is sealed under %q, want %q", rows["rack1"].key, secondID)
 	}
 	findLine(t, s, "bmc credentials resealed under the current key", map[string]string{"key_id": secondID, "count": "^1$"})
 	only, err := keyring.Parse("new key", []byte(second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, _ := sql.Open("postgres", s.DBURL)
-	defer db.Close()
-	var sealed []byte
-	if err := db.QueryRow("SELECT sealed FROM bmc_credential WHERE name = 'rack1'").Scan(&sealed); err != nil {
-		t.Fatal(err)
-	}
-	plain, err := only.Open(secondID, api.BMCSealContext("rack1"), sealed)
+	plain, err := only.Open(secondID, api.BMCSealContext("rack1"), rows["rack1"].sealed)
 	if err != nil || !strings.Contains(string(plain), bmcPassword) {
 		t.Fatalf("resealed credential does not open with the new key: %v", err)
 	}

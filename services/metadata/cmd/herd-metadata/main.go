@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sync/errgroup"
@@ -125,7 +124,6 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	inv := inventory.New(log, index.Derive)
 	index.SetInventory(inv)
 
-	var synced atomic.Bool
 	reg := observe.NewRegistry()
 	h := httpapi.New(httpapi.Config{
 		Lookup:   index.Lookup,
@@ -134,12 +132,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		Log:      log,
 		// Not loaded yet: 503. Loaded but herd-server unreachable: 200
 		// "degraded" (answering from memory). Current: ok.
-		Healthy: func(ctx context.Context) error {
-			if !synced.Load() {
-				return inventory.ErrNotSynced
-			}
-			return inv.Health(ctx)
-		},
+		Healthy: inv.Health,
 	})
 	ln, err := net.Listen("tcp", s.httpAddr)
 	if err != nil {
@@ -157,7 +150,6 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 			// Loading the snapshot parsed every record's JSON: hand that
 			// garbage back to the OS once, rather than keep the peak.
 			debug.FreeOSMemory()
-			synced.Store(true)
 		}
 		return nil
 	})
