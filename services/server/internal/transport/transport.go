@@ -332,8 +332,16 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.log.Info("serving", "grpc", s.GRPCAddr.String(), "http", s.HTTPAddr.String())
 	eg, ctx := errgroup.WithContext(ctx)
-	eg.Go(func() error { return s.grpc.Serve(s.grpcLn) })
-	eg.Go(func() error { return s.grpc.Serve(s.internal) })
+	// A stop that comes before Serve has begun on a listener makes Serve
+	// return ErrServerStopped: that is a clean stop, not a failure.
+	serveGRPC := func(ln net.Listener) error {
+		if err := s.grpc.Serve(ln); !errors.Is(err, grpc.ErrServerStopped) {
+			return err
+		}
+		return nil
+	}
+	eg.Go(func() error { return serveGRPC(s.grpcLn) })
+	eg.Go(func() error { return serveGRPC(s.internal) })
 	eg.Go(func() error {
 		if err := s.http.Serve(s.httpLn); !errors.Is(err, http.ErrServerClosed) {
 			return err
