@@ -25,6 +25,119 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type JobKind int32
+
+const (
+	JobKind_JOB_KIND_UNSPECIFIED  JobKind = 0
+	JobKind_JOB_KIND_POWER_STATUS JobKind = 1
+	JobKind_JOB_KIND_POWER        JobKind = 2
+	JobKind_JOB_KIND_BOOT_DEVICE  JobKind = 3
+	JobKind_JOB_KIND_NETBOOT      JobKind = 4
+)
+
+// Enum value maps for JobKind.
+var (
+	JobKind_name = map[int32]string{
+		0: "JOB_KIND_UNSPECIFIED",
+		1: "JOB_KIND_POWER_STATUS",
+		2: "JOB_KIND_POWER",
+		3: "JOB_KIND_BOOT_DEVICE",
+		4: "JOB_KIND_NETBOOT",
+	}
+	JobKind_value = map[string]int32{
+		"JOB_KIND_UNSPECIFIED":  0,
+		"JOB_KIND_POWER_STATUS": 1,
+		"JOB_KIND_POWER":        2,
+		"JOB_KIND_BOOT_DEVICE":  3,
+		"JOB_KIND_NETBOOT":      4,
+	}
+)
+
+func (x JobKind) Enum() *JobKind {
+	p := new(JobKind)
+	*p = x
+	return p
+}
+
+func (x JobKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (JobKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_machine_machine_proto_enumTypes[0].Descriptor()
+}
+
+func (JobKind) Type() protoreflect.EnumType {
+	return &file_machine_machine_proto_enumTypes[0]
+}
+
+func (x JobKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use JobKind.Descriptor instead.
+func (JobKind) EnumDescriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{0}
+}
+
+type JobState int32
+
+const (
+	JobState_JOB_STATE_UNSPECIFIED JobState = 0
+	JobState_JOB_STATE_PENDING     JobState = 1
+	JobState_JOB_STATE_RUNNING     JobState = 2
+	JobState_JOB_STATE_SUCCESS     JobState = 3
+	JobState_JOB_STATE_FAILED      JobState = 4
+	JobState_JOB_STATE_TIMEOUT     JobState = 5
+)
+
+// Enum value maps for JobState.
+var (
+	JobState_name = map[int32]string{
+		0: "JOB_STATE_UNSPECIFIED",
+		1: "JOB_STATE_PENDING",
+		2: "JOB_STATE_RUNNING",
+		3: "JOB_STATE_SUCCESS",
+		4: "JOB_STATE_FAILED",
+		5: "JOB_STATE_TIMEOUT",
+	}
+	JobState_value = map[string]int32{
+		"JOB_STATE_UNSPECIFIED": 0,
+		"JOB_STATE_PENDING":     1,
+		"JOB_STATE_RUNNING":     2,
+		"JOB_STATE_SUCCESS":     3,
+		"JOB_STATE_FAILED":      4,
+		"JOB_STATE_TIMEOUT":     5,
+	}
+)
+
+func (x JobState) Enum() *JobState {
+	p := new(JobState)
+	*p = x
+	return p
+}
+
+func (x JobState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (JobState) Descriptor() protoreflect.EnumDescriptor {
+	return file_machine_machine_proto_enumTypes[1].Descriptor()
+}
+
+func (JobState) Type() protoreflect.EnumType {
+	return &file_machine_machine_proto_enumTypes[1]
+}
+
+func (x JobState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use JobState.Descriptor instead.
+func (JobState) EnumDescriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{1}
+}
+
 type Empty struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -308,6 +421,982 @@ func (x *DeleteBMCCredentialRequest) GetName() string {
 	return ""
 }
 
+// A BMC job: one request for one machine's BMC.
+type Job struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	HardwareId string                 `protobuf:"bytes,2,opt,name=hardware_id,json=hardwareId,proto3" json:"hardware_id,omitempty"`
+	Kind       JobKind                `protobuf:"varint,3,opt,name=kind,proto3,enum=herd.machine.v1.JobKind" json:"kind,omitempty"`
+	// POWER: on, off, cycle or reset. BOOT_DEVICE: pxe, disk or bios.
+	Action string `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
+	// BOOT_DEVICE: keep the device for every boot, not only the next one.
+	Persistent bool `protobuf:"varint,5,opt,name=persistent,proto3" json:"persistent,omitempty"`
+	// BOOT_DEVICE, NETBOOT: a UEFI boot, not a legacy BIOS one.
+	Efi      bool          `protobuf:"varint,6,opt,name=efi,proto3" json:"efi,omitempty"`
+	State    JobState      `protobuf:"varint,7,opt,name=state,proto3,enum=herd.machine.v1.JobState" json:"state,omitempty"`
+	Attempts []*JobAttempt `protobuf:"bytes,8,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	// The BMC's answer on success: the power state for POWER_STATUS.
+	Answer string `protobuf:"bytes,9,opt,name=answer,proto3" json:"answer,omitempty"`
+	// Why the job did not succeed, naming the BMC.
+	Message   string                 `protobuf:"bytes,10,opt,name=message,proto3" json:"message,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	// The job fails TIMEOUT if it has not ended by then.
+	Deadline *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	// The workflow it starts (herd workflow create --netboot), if any.
+	WorkflowId string `protobuf:"bytes,14,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
+	// Who asked: "operator", "workflow" or "poll".
+	Origin        string `protobuf:"bytes,15,opt,name=origin,proto3" json:"origin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Job) Reset() {
+	*x = Job{}
+	mi := &file_machine_machine_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Job) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Job) ProtoMessage() {}
+
+func (x *Job) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Job.ProtoReflect.Descriptor instead.
+func (*Job) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Job) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Job) GetHardwareId() string {
+	if x != nil {
+		return x.HardwareId
+	}
+	return ""
+}
+
+func (x *Job) GetKind() JobKind {
+	if x != nil {
+		return x.Kind
+	}
+	return JobKind_JOB_KIND_UNSPECIFIED
+}
+
+func (x *Job) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *Job) GetPersistent() bool {
+	if x != nil {
+		return x.Persistent
+	}
+	return false
+}
+
+func (x *Job) GetEfi() bool {
+	if x != nil {
+		return x.Efi
+	}
+	return false
+}
+
+func (x *Job) GetState() JobState {
+	if x != nil {
+		return x.State
+	}
+	return JobState_JOB_STATE_UNSPECIFIED
+}
+
+func (x *Job) GetAttempts() []*JobAttempt {
+	if x != nil {
+		return x.Attempts
+	}
+	return nil
+}
+
+func (x *Job) GetAnswer() string {
+	if x != nil {
+		return x.Answer
+	}
+	return ""
+}
+
+func (x *Job) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Job) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Job) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *Job) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+func (x *Job) GetWorkflowId() string {
+	if x != nil {
+		return x.WorkflowId
+	}
+	return ""
+}
+
+func (x *Job) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+type JobAttempt struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	N     int32                  `protobuf:"varint,1,opt,name=n,proto3" json:"n,omitempty"`
+	Start *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start,proto3" json:"start,omitempty"`
+	End   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=end,proto3" json:"end,omitempty"`
+	// Empty when the attempt succeeded.
+	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobAttempt) Reset() {
+	*x = JobAttempt{}
+	mi := &file_machine_machine_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobAttempt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobAttempt) ProtoMessage() {}
+
+func (x *JobAttempt) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobAttempt.ProtoReflect.Descriptor instead.
+func (*JobAttempt) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *JobAttempt) GetN() int32 {
+	if x != nil {
+		return x.N
+	}
+	return 0
+}
+
+func (x *JobAttempt) GetStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *JobAttempt) GetEnd() *timestamppb.Timestamp {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+func (x *JobAttempt) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type PowerRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	HardwareId string                 `protobuf:"bytes,1,opt,name=hardware_id,json=hardwareId,proto3" json:"hardware_id,omitempty"`
+	// on, off, cycle, reset or status.
+	Action        string `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PowerRequest) Reset() {
+	*x = PowerRequest{}
+	mi := &file_machine_machine_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PowerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PowerRequest) ProtoMessage() {}
+
+func (x *PowerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PowerRequest.ProtoReflect.Descriptor instead.
+func (*PowerRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PowerRequest) GetHardwareId() string {
+	if x != nil {
+		return x.HardwareId
+	}
+	return ""
+}
+
+func (x *PowerRequest) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+type BootDeviceRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	HardwareId string                 `protobuf:"bytes,1,opt,name=hardware_id,json=hardwareId,proto3" json:"hardware_id,omitempty"`
+	// pxe, disk or bios.
+	Device        string `protobuf:"bytes,2,opt,name=device,proto3" json:"device,omitempty"`
+	Persistent    bool   `protobuf:"varint,3,opt,name=persistent,proto3" json:"persistent,omitempty"`
+	Efi           bool   `protobuf:"varint,4,opt,name=efi,proto3" json:"efi,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BootDeviceRequest) Reset() {
+	*x = BootDeviceRequest{}
+	mi := &file_machine_machine_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BootDeviceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BootDeviceRequest) ProtoMessage() {}
+
+func (x *BootDeviceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BootDeviceRequest.ProtoReflect.Descriptor instead.
+func (*BootDeviceRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *BootDeviceRequest) GetHardwareId() string {
+	if x != nil {
+		return x.HardwareId
+	}
+	return ""
+}
+
+func (x *BootDeviceRequest) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+func (x *BootDeviceRequest) GetPersistent() bool {
+	if x != nil {
+		return x.Persistent
+	}
+	return false
+}
+
+func (x *BootDeviceRequest) GetEfi() bool {
+	if x != nil {
+		return x.Efi
+	}
+	return false
+}
+
+type NetbootRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	HardwareId string                 `protobuf:"bytes,1,opt,name=hardware_id,json=hardwareId,proto3" json:"hardware_id,omitempty"`
+	Efi        bool                   `protobuf:"varint,2,opt,name=efi,proto3" json:"efi,omitempty"`
+	// The workflow this boot runs: its events get the job's steps.
+	WorkflowId    string `protobuf:"bytes,3,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetbootRequest) Reset() {
+	*x = NetbootRequest{}
+	mi := &file_machine_machine_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetbootRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetbootRequest) ProtoMessage() {}
+
+func (x *NetbootRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetbootRequest.ProtoReflect.Descriptor instead.
+func (*NetbootRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *NetbootRequest) GetHardwareId() string {
+	if x != nil {
+		return x.HardwareId
+	}
+	return ""
+}
+
+func (x *NetbootRequest) GetEfi() bool {
+	if x != nil {
+		return x.Efi
+	}
+	return false
+}
+
+func (x *NetbootRequest) GetWorkflowId() string {
+	if x != nil {
+		return x.WorkflowId
+	}
+	return ""
+}
+
+type GetJobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetJobRequest) Reset() {
+	*x = GetJobRequest{}
+	mi := &file_machine_machine_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetJobRequest) ProtoMessage() {}
+
+func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
+func (*GetJobRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *GetJobRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ListJobsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty: every machine's.
+	HardwareId string `protobuf:"bytes,1,opt,name=hardware_id,json=hardwareId,proto3" json:"hardware_id,omitempty"`
+	// At most this many (default and cap 1000).
+	Limit         int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJobsRequest) Reset() {
+	*x = ListJobsRequest{}
+	mi := &file_machine_machine_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJobsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJobsRequest) ProtoMessage() {}
+
+func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
+func (*ListJobsRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListJobsRequest) GetHardwareId() string {
+	if x != nil {
+		return x.HardwareId
+	}
+	return ""
+}
+
+func (x *ListJobsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type JobList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Jobs          []*Job                 `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobList) Reset() {
+	*x = JobList{}
+	mi := &file_machine_machine_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobList) ProtoMessage() {}
+
+func (x *JobList) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobList.ProtoReflect.Descriptor instead.
+func (*JobList) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *JobList) GetJobs() []*Job {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
+type ListPowerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPowerRequest) Reset() {
+	*x = ListPowerRequest{}
+	mi := &file_machine_machine_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPowerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPowerRequest) ProtoMessage() {}
+
+func (x *ListPowerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPowerRequest.ProtoReflect.Descriptor instead.
+func (*ListPowerRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{14}
+}
+
+type MachinePower struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	HardwareId string                 `protobuf:"bytes,1,opt,name=hardware_id,json=hardwareId,proto3" json:"hardware_id,omitempty"`
+	// "on", "off", or "" when not known yet.
+	State     string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	CheckedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=checked_at,json=checkedAt,proto3" json:"checked_at,omitempty"`
+	// Why the last check failed, if it did.
+	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MachinePower) Reset() {
+	*x = MachinePower{}
+	mi := &file_machine_machine_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MachinePower) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MachinePower) ProtoMessage() {}
+
+func (x *MachinePower) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MachinePower.ProtoReflect.Descriptor instead.
+func (*MachinePower) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *MachinePower) GetHardwareId() string {
+	if x != nil {
+		return x.HardwareId
+	}
+	return ""
+}
+
+func (x *MachinePower) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *MachinePower) GetCheckedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CheckedAt
+	}
+	return nil
+}
+
+func (x *MachinePower) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type PowerList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Machines      []*MachinePower        `protobuf:"bytes,1,rep,name=machines,proto3" json:"machines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PowerList) Reset() {
+	*x = PowerList{}
+	mi := &file_machine_machine_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PowerList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PowerList) ProtoMessage() {}
+
+func (x *PowerList) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PowerList.ProtoReflect.Descriptor instead.
+func (*PowerList) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *PowerList) GetMachines() []*MachinePower {
+	if x != nil {
+		return x.Machines
+	}
+	return nil
+}
+
+type NextJobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Names the agent in the job's record and the server's log.
+	Agent string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// 0: the server's default (20 s); at most 60.
+	WaitSeconds   int32 `protobuf:"varint,2,opt,name=wait_seconds,json=waitSeconds,proto3" json:"wait_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NextJobRequest) Reset() {
+	*x = NextJobRequest{}
+	mi := &file_machine_machine_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NextJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NextJobRequest) ProtoMessage() {}
+
+func (x *NextJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NextJobRequest.ProtoReflect.Descriptor instead.
+func (*NextJobRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *NextJobRequest) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *NextJobRequest) GetWaitSeconds() int32 {
+	if x != nil {
+		return x.WaitSeconds
+	}
+	return 0
+}
+
+// A job as herd-bmc gets it: with the BMC and its secret.
+type AgentJob struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	Bmc           *AgentBMC              `protobuf:"bytes,2,opt,name=bmc,proto3" json:"bmc,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentJob) Reset() {
+	*x = AgentJob{}
+	mi := &file_machine_machine_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentJob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentJob) ProtoMessage() {}
+
+func (x *AgentJob) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentJob.ProtoReflect.Descriptor instead.
+func (*AgentJob) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *AgentJob) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *AgentJob) GetBmc() *AgentBMC {
+	if x != nil {
+		return x.Bmc
+	}
+	return nil
+}
+
+type AgentBMC struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Address       string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	Protocol      string                 `protobuf:"bytes,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	Port          int32                  `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
+	Username      string                 `protobuf:"bytes,4,opt,name=username,proto3" json:"username,omitempty"`
+	Password      string                 `protobuf:"bytes,5,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentBMC) Reset() {
+	*x = AgentBMC{}
+	mi := &file_machine_machine_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentBMC) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentBMC) ProtoMessage() {}
+
+func (x *AgentBMC) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentBMC.ProtoReflect.Descriptor instead.
+func (*AgentBMC) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *AgentBMC) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *AgentBMC) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *AgentBMC) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *AgentBMC) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *AgentBMC) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+type JobReport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Agent         string                 `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
+	State         JobState               `protobuf:"varint,3,opt,name=state,proto3,enum=herd.machine.v1.JobState" json:"state,omitempty"`
+	Attempts      []*JobAttempt          `protobuf:"bytes,4,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	Answer        string                 `protobuf:"bytes,5,opt,name=answer,proto3" json:"answer,omitempty"`
+	Message       string                 `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobReport) Reset() {
+	*x = JobReport{}
+	mi := &file_machine_machine_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobReport) ProtoMessage() {}
+
+func (x *JobReport) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobReport.ProtoReflect.Descriptor instead.
+func (*JobReport) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *JobReport) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *JobReport) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *JobReport) GetState() JobState {
+	if x != nil {
+		return x.State
+	}
+	return JobState_JOB_STATE_UNSPECIFIED
+}
+
+func (x *JobReport) GetAttempts() []*JobAttempt {
+	if x != nil {
+		return x.Attempts
+	}
+	return nil
+}
+
+func (x *JobReport) GetAnswer() string {
+	if x != nil {
+		return x.Answer
+	}
+	return ""
+}
+
+func (x *JobReport) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_machine_machine_proto protoreflect.FileDescriptor
 
 const file_machine_machine_proto_rawDesc = "" +
@@ -327,11 +1416,118 @@ const file_machine_machine_proto_rawDesc = "" +
 	"\x11BMCCredentialList\x12@\n" +
 	"\vcredentials\x18\x01 \x03(\v2\x1e.herd.machine.v1.BMCCredentialR\vcredentials\"0\n" +
 	"\x1aDeleteBMCCredentialRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name2\xb0\x02\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xb1\x04\n" +
+	"\x03Job\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
+	"\vhardware_id\x18\x02 \x01(\tR\n" +
+	"hardwareId\x12,\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x18.herd.machine.v1.JobKindR\x04kind\x12\x16\n" +
+	"\x06action\x18\x04 \x01(\tR\x06action\x12\x1e\n" +
+	"\n" +
+	"persistent\x18\x05 \x01(\bR\n" +
+	"persistent\x12\x10\n" +
+	"\x03efi\x18\x06 \x01(\bR\x03efi\x12/\n" +
+	"\x05state\x18\a \x01(\x0e2\x19.herd.machine.v1.JobStateR\x05state\x127\n" +
+	"\battempts\x18\b \x03(\v2\x1b.herd.machine.v1.JobAttemptR\battempts\x12\x16\n" +
+	"\x06answer\x18\t \x01(\tR\x06answer\x12\x18\n" +
+	"\amessage\x18\n" +
+	" \x01(\tR\amessage\x129\n" +
+	"\n" +
+	"created_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x126\n" +
+	"\bdeadline\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12\x1f\n" +
+	"\vworkflow_id\x18\x0e \x01(\tR\n" +
+	"workflowId\x12\x16\n" +
+	"\x06origin\x18\x0f \x01(\tR\x06origin\"\x90\x01\n" +
+	"\n" +
+	"JobAttempt\x12\f\n" +
+	"\x01n\x18\x01 \x01(\x05R\x01n\x120\n" +
+	"\x05start\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x12,\n" +
+	"\x03end\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03end\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"G\n" +
+	"\fPowerRequest\x12\x1f\n" +
+	"\vhardware_id\x18\x01 \x01(\tR\n" +
+	"hardwareId\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\"~\n" +
+	"\x11BootDeviceRequest\x12\x1f\n" +
+	"\vhardware_id\x18\x01 \x01(\tR\n" +
+	"hardwareId\x12\x16\n" +
+	"\x06device\x18\x02 \x01(\tR\x06device\x12\x1e\n" +
+	"\n" +
+	"persistent\x18\x03 \x01(\bR\n" +
+	"persistent\x12\x10\n" +
+	"\x03efi\x18\x04 \x01(\bR\x03efi\"d\n" +
+	"\x0eNetbootRequest\x12\x1f\n" +
+	"\vhardware_id\x18\x01 \x01(\tR\n" +
+	"hardwareId\x12\x10\n" +
+	"\x03efi\x18\x02 \x01(\bR\x03efi\x12\x1f\n" +
+	"\vworkflow_id\x18\x03 \x01(\tR\n" +
+	"workflowId\"\x1f\n" +
+	"\rGetJobRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"H\n" +
+	"\x0fListJobsRequest\x12\x1f\n" +
+	"\vhardware_id\x18\x01 \x01(\tR\n" +
+	"hardwareId\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\"3\n" +
+	"\aJobList\x12(\n" +
+	"\x04jobs\x18\x01 \x03(\v2\x14.herd.machine.v1.JobR\x04jobs\"\x12\n" +
+	"\x10ListPowerRequest\"\x96\x01\n" +
+	"\fMachinePower\x12\x1f\n" +
+	"\vhardware_id\x18\x01 \x01(\tR\n" +
+	"hardwareId\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x129\n" +
+	"\n" +
+	"checked_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcheckedAt\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"F\n" +
+	"\tPowerList\x129\n" +
+	"\bmachines\x18\x01 \x03(\v2\x1d.herd.machine.v1.MachinePowerR\bmachines\"I\n" +
+	"\x0eNextJobRequest\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12!\n" +
+	"\fwait_seconds\x18\x02 \x01(\x05R\vwaitSeconds\"_\n" +
+	"\bAgentJob\x12&\n" +
+	"\x03job\x18\x01 \x01(\v2\x14.herd.machine.v1.JobR\x03job\x12+\n" +
+	"\x03bmc\x18\x02 \x01(\v2\x19.herd.machine.v1.AgentBMCR\x03bmc\"\x8c\x01\n" +
+	"\bAgentBMC\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1a\n" +
+	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x12\n" +
+	"\x04port\x18\x03 \x01(\x05R\x04port\x12\x1a\n" +
+	"\busername\x18\x04 \x01(\tR\busername\x12\x1a\n" +
+	"\bpassword\x18\x05 \x01(\tR\bpassword\"\xcd\x01\n" +
+	"\tJobReport\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05agent\x18\x02 \x01(\tR\x05agent\x12/\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x19.herd.machine.v1.JobStateR\x05state\x127\n" +
+	"\battempts\x18\x04 \x03(\v2\x1b.herd.machine.v1.JobAttemptR\battempts\x12\x16\n" +
+	"\x06answer\x18\x05 \x01(\tR\x06answer\x12\x18\n" +
+	"\amessage\x18\x06 \x01(\tR\amessage*\x82\x01\n" +
+	"\aJobKind\x12\x18\n" +
+	"\x14JOB_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15JOB_KIND_POWER_STATUS\x10\x01\x12\x12\n" +
+	"\x0eJOB_KIND_POWER\x10\x02\x12\x18\n" +
+	"\x14JOB_KIND_BOOT_DEVICE\x10\x03\x12\x14\n" +
+	"\x10JOB_KIND_NETBOOT\x10\x04*\x97\x01\n" +
+	"\bJobState\x12\x19\n" +
+	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11JOB_STATE_PENDING\x10\x01\x12\x15\n" +
+	"\x11JOB_STATE_RUNNING\x10\x02\x12\x15\n" +
+	"\x11JOB_STATE_SUCCESS\x10\x03\x12\x14\n" +
+	"\x10JOB_STATE_FAILED\x10\x04\x12\x15\n" +
+	"\x11JOB_STATE_TIMEOUT\x10\x052\x93\x06\n" +
 	"\x0eMachineService\x12\\\n" +
 	"\x10SetBMCCredential\x12(.herd.machine.v1.SetBMCCredentialRequest\x1a\x1e.herd.machine.v1.BMCCredential\x12d\n" +
 	"\x12ListBMCCredentials\x12*.herd.machine.v1.ListBMCCredentialsRequest\x1a\".herd.machine.v1.BMCCredentialList\x12Z\n" +
-	"\x13DeleteBMCCredential\x12+.herd.machine.v1.DeleteBMCCredentialRequest\x1a\x16.herd.machine.v1.EmptyB2Z0github.com/herd-metal/herd/proto/machine;machineb\x06proto3"
+	"\x13DeleteBMCCredential\x12+.herd.machine.v1.DeleteBMCCredentialRequest\x1a\x16.herd.machine.v1.Empty\x12<\n" +
+	"\x05Power\x12\x1d.herd.machine.v1.PowerRequest\x1a\x14.herd.machine.v1.Job\x12I\n" +
+	"\rSetBootDevice\x12\".herd.machine.v1.BootDeviceRequest\x1a\x14.herd.machine.v1.Job\x12@\n" +
+	"\aNetboot\x12\x1f.herd.machine.v1.NetbootRequest\x1a\x14.herd.machine.v1.Job\x12>\n" +
+	"\x06GetJob\x12\x1e.herd.machine.v1.GetJobRequest\x1a\x14.herd.machine.v1.Job\x12F\n" +
+	"\bListJobs\x12 .herd.machine.v1.ListJobsRequest\x1a\x18.herd.machine.v1.JobList\x12B\n" +
+	"\bWatchJob\x12\x1e.herd.machine.v1.GetJobRequest\x1a\x14.herd.machine.v1.Job0\x01\x12J\n" +
+	"\tListPower\x12!.herd.machine.v1.ListPowerRequest\x1a\x1a.herd.machine.v1.PowerList2\x99\x01\n" +
+	"\x0fBMCAgentService\x12E\n" +
+	"\aNextJob\x12\x1f.herd.machine.v1.NextJobRequest\x1a\x19.herd.machine.v1.AgentJob\x12?\n" +
+	"\tReportJob\x12\x1a.herd.machine.v1.JobReport\x1a\x16.herd.machine.v1.EmptyB2Z0github.com/herd-metal/herd/proto/machine;machineb\x06proto3"
 
 var (
 	file_machine_machine_proto_rawDescOnce sync.Once
@@ -345,30 +1541,81 @@ func file_machine_machine_proto_rawDescGZIP() []byte {
 	return file_machine_machine_proto_rawDescData
 }
 
-var file_machine_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_machine_machine_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_machine_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_machine_machine_proto_goTypes = []any{
-	(*Empty)(nil),                      // 0: herd.machine.v1.Empty
-	(*SetBMCCredentialRequest)(nil),    // 1: herd.machine.v1.SetBMCCredentialRequest
-	(*BMCCredential)(nil),              // 2: herd.machine.v1.BMCCredential
-	(*ListBMCCredentialsRequest)(nil),  // 3: herd.machine.v1.ListBMCCredentialsRequest
-	(*BMCCredentialList)(nil),          // 4: herd.machine.v1.BMCCredentialList
-	(*DeleteBMCCredentialRequest)(nil), // 5: herd.machine.v1.DeleteBMCCredentialRequest
-	(*timestamppb.Timestamp)(nil),      // 6: google.protobuf.Timestamp
+	(JobKind)(0),                       // 0: herd.machine.v1.JobKind
+	(JobState)(0),                      // 1: herd.machine.v1.JobState
+	(*Empty)(nil),                      // 2: herd.machine.v1.Empty
+	(*SetBMCCredentialRequest)(nil),    // 3: herd.machine.v1.SetBMCCredentialRequest
+	(*BMCCredential)(nil),              // 4: herd.machine.v1.BMCCredential
+	(*ListBMCCredentialsRequest)(nil),  // 5: herd.machine.v1.ListBMCCredentialsRequest
+	(*BMCCredentialList)(nil),          // 6: herd.machine.v1.BMCCredentialList
+	(*DeleteBMCCredentialRequest)(nil), // 7: herd.machine.v1.DeleteBMCCredentialRequest
+	(*Job)(nil),                        // 8: herd.machine.v1.Job
+	(*JobAttempt)(nil),                 // 9: herd.machine.v1.JobAttempt
+	(*PowerRequest)(nil),               // 10: herd.machine.v1.PowerRequest
+	(*BootDeviceRequest)(nil),          // 11: herd.machine.v1.BootDeviceRequest
+	(*NetbootRequest)(nil),             // 12: herd.machine.v1.NetbootRequest
+	(*GetJobRequest)(nil),              // 13: herd.machine.v1.GetJobRequest
+	(*ListJobsRequest)(nil),            // 14: herd.machine.v1.ListJobsRequest
+	(*JobList)(nil),                    // 15: herd.machine.v1.JobList
+	(*ListPowerRequest)(nil),           // 16: herd.machine.v1.ListPowerRequest
+	(*MachinePower)(nil),               // 17: herd.machine.v1.MachinePower
+	(*PowerList)(nil),                  // 18: herd.machine.v1.PowerList
+	(*NextJobRequest)(nil),             // 19: herd.machine.v1.NextJobRequest
+	(*AgentJob)(nil),                   // 20: herd.machine.v1.AgentJob
+	(*AgentBMC)(nil),                   // 21: herd.machine.v1.AgentBMC
+	(*JobReport)(nil),                  // 22: herd.machine.v1.JobReport
+	(*timestamppb.Timestamp)(nil),      // 23: google.protobuf.Timestamp
 }
 var file_machine_machine_proto_depIdxs = []int32{
-	6, // 0: herd.machine.v1.BMCCredential.updated_at:type_name -> google.protobuf.Timestamp
-	2, // 1: herd.machine.v1.BMCCredentialList.credentials:type_name -> herd.machine.v1.BMCCredential
-	1, // 2: herd.machine.v1.MachineService.SetBMCCredential:input_type -> herd.machine.v1.SetBMCCredentialRequest
-	3, // 3: herd.machine.v1.MachineService.ListBMCCredentials:input_type -> herd.machine.v1.ListBMCCredentialsRequest
-	5, // 4: herd.machine.v1.MachineService.DeleteBMCCredential:input_type -> herd.machine.v1.DeleteBMCCredentialRequest
-	2, // 5: herd.machine.v1.MachineService.SetBMCCredential:output_type -> herd.machine.v1.BMCCredential
-	4, // 6: herd.machine.v1.MachineService.ListBMCCredentials:output_type -> herd.machine.v1.BMCCredentialList
-	0, // 7: herd.machine.v1.MachineService.DeleteBMCCredential:output_type -> herd.machine.v1.Empty
-	5, // [5:8] is the sub-list for method output_type
-	2, // [2:5] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	23, // 0: herd.machine.v1.BMCCredential.updated_at:type_name -> google.protobuf.Timestamp
+	4,  // 1: herd.machine.v1.BMCCredentialList.credentials:type_name -> herd.machine.v1.BMCCredential
+	0,  // 2: herd.machine.v1.Job.kind:type_name -> herd.machine.v1.JobKind
+	1,  // 3: herd.machine.v1.Job.state:type_name -> herd.machine.v1.JobState
+	9,  // 4: herd.machine.v1.Job.attempts:type_name -> herd.machine.v1.JobAttempt
+	23, // 5: herd.machine.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	23, // 6: herd.machine.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	23, // 7: herd.machine.v1.Job.deadline:type_name -> google.protobuf.Timestamp
+	23, // 8: herd.machine.v1.JobAttempt.start:type_name -> google.protobuf.Timestamp
+	23, // 9: herd.machine.v1.JobAttempt.end:type_name -> google.protobuf.Timestamp
+	8,  // 10: herd.machine.v1.JobList.jobs:type_name -> herd.machine.v1.Job
+	23, // 11: herd.machine.v1.MachinePower.checked_at:type_name -> google.protobuf.Timestamp
+	17, // 12: herd.machine.v1.PowerList.machines:type_name -> herd.machine.v1.MachinePower
+	8,  // 13: herd.machine.v1.AgentJob.job:type_name -> herd.machine.v1.Job
+	21, // 14: herd.machine.v1.AgentJob.bmc:type_name -> herd.machine.v1.AgentBMC
+	1,  // 15: herd.machine.v1.JobReport.state:type_name -> herd.machine.v1.JobState
+	9,  // 16: herd.machine.v1.JobReport.attempts:type_name -> herd.machine.v1.JobAttempt
+	3,  // 17: herd.machine.v1.MachineService.SetBMCCredential:input_type -> herd.machine.v1.SetBMCCredentialRequest
+	5,  // 18: herd.machine.v1.MachineService.ListBMCCredentials:input_type -> herd.machine.v1.ListBMCCredentialsRequest
+	7,  // 19: herd.machine.v1.MachineService.DeleteBMCCredential:input_type -> herd.machine.v1.DeleteBMCCredentialRequest
+	10, // 20: herd.machine.v1.MachineService.Power:input_type -> herd.machine.v1.PowerRequest
+	11, // 21: herd.machine.v1.MachineService.SetBootDevice:input_type -> herd.machine.v1.BootDeviceRequest
+	12, // 22: herd.machine.v1.MachineService.Netboot:input_type -> herd.machine.v1.NetbootRequest
+	13, // 23: herd.machine.v1.MachineService.GetJob:input_type -> herd.machine.v1.GetJobRequest
+	14, // 24: herd.machine.v1.MachineService.ListJobs:input_type -> herd.machine.v1.ListJobsRequest
+	13, // 25: herd.machine.v1.MachineService.WatchJob:input_type -> herd.machine.v1.GetJobRequest
+	16, // 26: herd.machine.v1.MachineService.ListPower:input_type -> herd.machine.v1.ListPowerRequest
+	19, // 27: herd.machine.v1.BMCAgentService.NextJob:input_type -> herd.machine.v1.NextJobRequest
+	22, // 28: herd.machine.v1.BMCAgentService.ReportJob:input_type -> herd.machine.v1.JobReport
+	4,  // 29: herd.machine.v1.MachineService.SetBMCCredential:output_type -> herd.machine.v1.BMCCredential
+	6,  // 30: herd.machine.v1.MachineService.ListBMCCredentials:output_type -> herd.machine.v1.BMCCredentialList
+	2,  // 31: herd.machine.v1.MachineService.DeleteBMCCredential:output_type -> herd.machine.v1.Empty
+	8,  // 32: herd.machine.v1.MachineService.Power:output_type -> herd.machine.v1.Job
+	8,  // 33: herd.machine.v1.MachineService.SetBootDevice:output_type -> herd.machine.v1.Job
+	8,  // 34: herd.machine.v1.MachineService.Netboot:output_type -> herd.machine.v1.Job
+	8,  // 35: herd.machine.v1.MachineService.GetJob:output_type -> herd.machine.v1.Job
+	15, // 36: herd.machine.v1.MachineService.ListJobs:output_type -> herd.machine.v1.JobList
+	8,  // 37: herd.machine.v1.MachineService.WatchJob:output_type -> herd.machine.v1.Job
+	18, // 38: herd.machine.v1.MachineService.ListPower:output_type -> herd.machine.v1.PowerList
+	20, // 39: herd.machine.v1.BMCAgentService.NextJob:output_type -> herd.machine.v1.AgentJob
+	2,  // 40: herd.machine.v1.BMCAgentService.ReportJob:output_type -> herd.machine.v1.Empty
+	29, // [29:41] is the sub-list for method output_type
+	17, // [17:29] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_machine_machine_proto_init() }
@@ -381,13 +1628,14 @@ func file_machine_machine_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_machine_machine_proto_rawDesc), len(file_machine_machine_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   6,
+			NumEnums:      2,
+			NumMessages:   21,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_machine_machine_proto_goTypes,
 		DependencyIndexes: file_machine_machine_proto_depIdxs,
+		EnumInfos:         file_machine_machine_proto_enumTypes,
 		MessageInfos:      file_machine_machine_proto_msgTypes,
 	}.Build()
 	File_machine_machine_proto = out.File

@@ -25,6 +25,13 @@ const (
 	MachineService_SetBMCCredential_FullMethodName    = "/herd.machine.v1.MachineService/SetBMCCredential"
 	MachineService_ListBMCCredentials_FullMethodName  = "/herd.machine.v1.MachineService/ListBMCCredentials"
 	MachineService_DeleteBMCCredential_FullMethodName = "/herd.machine.v1.MachineService/DeleteBMCCredential"
+	MachineService_Power_FullMethodName               = "/herd.machine.v1.MachineService/Power"
+	MachineService_SetBootDevice_FullMethodName       = "/herd.machine.v1.MachineService/SetBootDevice"
+	MachineService_Netboot_FullMethodName             = "/herd.machine.v1.MachineService/Netboot"
+	MachineService_GetJob_FullMethodName              = "/herd.machine.v1.MachineService/GetJob"
+	MachineService_ListJobs_FullMethodName            = "/herd.machine.v1.MachineService/ListJobs"
+	MachineService_WatchJob_FullMethodName            = "/herd.machine.v1.MachineService/WatchJob"
+	MachineService_ListPower_FullMethodName           = "/herd.machine.v1.MachineService/ListPower"
 )
 
 // MachineServiceClient is the client API for MachineService service.
@@ -40,6 +47,26 @@ type MachineServiceClient interface {
 	ListBMCCredentials(ctx context.Context, in *ListBMCCredentialsRequest, opts ...grpc.CallOption) (*BMCCredentialList, error)
 	// DeleteBMCCredential removes a credential no hardware record uses.
 	DeleteBMCCredential(ctx context.Context, in *DeleteBMCCredentialRequest, opts ...grpc.CallOption) (*Empty, error)
+	// Power asks the machine's BMC to switch its power (on, off, cycle,
+	// reset) or to report it (status). The answer is the job, PENDING:
+	// herd-bmc runs it; GetJob or WatchJob follow it.
+	Power(ctx context.Context, in *PowerRequest, opts ...grpc.CallOption) (*Job, error)
+	// SetBootDevice sets the device the machine boots from next (or from
+	// now on, when persistent).
+	SetBootDevice(ctx context.Context, in *BootDeviceRequest, opts ...grpc.CallOption) (*Job, error)
+	// Netboot makes the machine boot from the network next, then power
+	// cycles it (or powers it on when off): the one step that starts its
+	// provisioning.
+	Netboot(ctx context.Context, in *NetbootRequest, opts ...grpc.CallOption) (*Job, error)
+	GetJob(ctx context.Context, in *GetJobRequest, opts ...grpc.CallOption) (*Job, error)
+	// ListJobs lists jobs, newest first, of one machine or of all.
+	ListJobs(ctx context.Context, in *ListJobsRequest, opts ...grpc.CallOption) (*JobList, error)
+	// WatchJob sends the job now and after each change, and ends after its
+	// final state.
+	WatchJob(ctx context.Context, in *GetJobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Job], error)
+	// ListPower lists the power state last seen of every machine with a
+	// BMC (herd-server polls them).
+	ListPower(ctx context.Context, in *ListPowerRequest, opts ...grpc.CallOption) (*PowerList, error)
 }
 
 type machineServiceClient struct {
@@ -80,6 +107,85 @@ func (c *machineServiceClient) DeleteBMCCredential(ctx context.Context, in *Dele
 	return out, nil
 }
 
+func (c *machineServiceClient) Power(ctx context.Context, in *PowerRequest, opts ...grpc.CallOption) (*Job, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Job)
+	err := c.cc.Invoke(ctx, MachineService_Power_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *machineServiceClient) SetBootDevice(ctx context.Context, in *BootDeviceRequest, opts ...grpc.CallOption) (*Job, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Job)
+	err := c.cc.Invoke(ctx, MachineService_SetBootDevice_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *machineServiceClient) Netboot(ctx context.Context, in *NetbootRequest, opts ...grpc.CallOption) (*Job, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Job)
+	err := c.cc.Invoke(ctx, MachineService_Netboot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *machineServiceClient) GetJob(ctx context.Context, in *GetJobRequest, opts ...grpc.CallOption) (*Job, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Job)
+	err := c.cc.Invoke(ctx, MachineService_GetJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *machineServiceClient) ListJobs(ctx context.Context, in *ListJobsRequest, opts ...grpc.CallOption) (*JobList, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JobList)
+	err := c.cc.Invoke(ctx, MachineService_ListJobs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *machineServiceClient) WatchJob(ctx context.Context, in *GetJobRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Job], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &MachineService_ServiceDesc.Streams[0], MachineService_WatchJob_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetJobRequest, Job]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MachineService_WatchJobClient = grpc.ServerStreamingClient[Job]
+
+func (c *machineServiceClient) ListPower(ctx context.Context, in *ListPowerRequest, opts ...grpc.CallOption) (*PowerList, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PowerList)
+	err := c.cc.Invoke(ctx, MachineService_ListPower_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MachineServiceServer is the server API for MachineService service.
 // All implementations must embed UnimplementedMachineServiceServer
 // for forward compatibility.
@@ -93,6 +199,26 @@ type MachineServiceServer interface {
 	ListBMCCredentials(context.Context, *ListBMCCredentialsRequest) (*BMCCredentialList, error)
 	// DeleteBMCCredential removes a credential no hardware record uses.
 	DeleteBMCCredential(context.Context, *DeleteBMCCredentialRequest) (*Empty, error)
+	// Power asks the machine's BMC to switch its power (on, off, cycle,
+	// reset) or to report it (status). The answer is the job, PENDING:
+	// herd-bmc runs it; GetJob or WatchJob follow it.
+	Power(context.Context, *PowerRequest) (*Job, error)
+	// SetBootDevice sets the device the machine boots from next (or from
+	// now on, when persistent).
+	SetBootDevice(context.Context, *BootDeviceRequest) (*Job, error)
+	// Netboot makes the machine boot from the network next, then power
+	// cycles it (or powers it on when off): the one step that starts its
+	// provisioning.
+	Netboot(context.Context, *NetbootRequest) (*Job, error)
+	GetJob(context.Context, *GetJobRequest) (*Job, error)
+	// ListJobs lists jobs, newest first, of one machine or of all.
+	ListJobs(context.Context, *ListJobsRequest) (*JobList, error)
+	// WatchJob sends the job now and after each change, and ends after its
+	// final state.
+	WatchJob(*GetJobRequest, grpc.ServerStreamingServer[Job]) error
+	// ListPower lists the power state last seen of every machine with a
+	// BMC (herd-server polls them).
+	ListPower(context.Context, *ListPowerRequest) (*PowerList, error)
 	mustEmbedUnimplementedMachineServiceServer()
 }
 
@@ -111,6 +237,27 @@ func (UnimplementedMachineServiceServer) ListBMCCredentials(context.Context, *Li
 }
 func (UnimplementedMachineServiceServer) DeleteBMCCredential(context.Context, *DeleteBMCCredentialRequest) (*Empty, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method DeleteBMCCredential not implemented")
+}
+func (UnimplementedMachineServiceServer) Power(context.Context, *PowerRequest) (*Job, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Power not implemented")
+}
+func (UnimplementedMachineServiceServer) SetBootDevice(context.Context, *BootDeviceRequest) (*Job, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SetBootDevice not implemented")
+}
+func (UnimplementedMachineServiceServer) Netboot(context.Context, *NetbootRequest) (*Job, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Netboot not implemented")
+}
+func (UnimplementedMachineServiceServer) GetJob(context.Context, *GetJobRequest) (*Job, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetJob not implemented")
+}
+func (UnimplementedMachineServiceServer) ListJobs(context.Context, *ListJobsRequest) (*JobList, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListJobs not implemented")
+}
+func (UnimplementedMachineServiceServer) WatchJob(*GetJobRequest, grpc.ServerStreamingServer[Job]) error {
+	return status.Errorf(codes.Unimplemented, "method WatchJob not implemented")
+}
+func (UnimplementedMachineServiceServer) ListPower(context.Context, *ListPowerRequest) (*PowerList, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListPower not implemented")
 }
 func (UnimplementedMachineServiceServer) mustEmbedUnimplementedMachineServiceServer() {}
 func (UnimplementedMachineServiceServer) testEmbeddedByValue()                        {}
@@ -187,6 +334,125 @@ func _MachineService_DeleteBMCCredential_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MachineService_Power_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PowerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).Power(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_Power_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).Power(ctx, req.(*PowerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MachineService_SetBootDevice_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BootDeviceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).SetBootDevice(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_SetBootDevice_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).SetBootDevice(ctx, req.(*BootDeviceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MachineService_Netboot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NetbootRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).Netboot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_Netboot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).Netboot(ctx, req.(*NetbootRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MachineService_GetJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).GetJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_GetJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).GetJob(ctx, req.(*GetJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MachineService_ListJobs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListJobsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).ListJobs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_ListJobs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).ListJobs(ctx, req.(*ListJobsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MachineService_WatchJob_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GetJobRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(MachineServiceServer).WatchJob(m, &grpc.GenericServerStream[GetJobRequest, Job]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MachineService_WatchJobServer = grpc.ServerStreamingServer[Job]
+
+func _MachineService_ListPower_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPowerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).ListPower(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_ListPower_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).ListPower(ctx, req.(*ListPowerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MachineService_ServiceDesc is the grpc.ServiceDesc for MachineService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -205,6 +471,194 @@ var MachineService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteBMCCredential",
 			Handler:    _MachineService_DeleteBMCCredential_Handler,
+		},
+		{
+			MethodName: "Power",
+			Handler:    _MachineService_Power_Handler,
+		},
+		{
+			MethodName: "SetBootDevice",
+			Handler:    _MachineService_SetBootDevice_Handler,
+		},
+		{
+			MethodName: "Netboot",
+			Handler:    _MachineService_Netboot_Handler,
+		},
+		{
+			MethodName: "GetJob",
+			Handler:    _MachineService_GetJob_Handler,
+		},
+		{
+			MethodName: "ListJobs",
+			Handler:    _MachineService_ListJobs_Handler,
+		},
+		{
+			MethodName: "ListPower",
+			Handler:    _MachineService_ListPower_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchJob",
+			Handler:       _MachineService_WatchJob_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "machine/machine.proto",
+}
+
+const (
+	BMCAgentService_NextJob_FullMethodName   = "/herd.machine.v1.BMCAgentService/NextJob"
+	BMCAgentService_ReportJob_FullMethodName = "/herd.machine.v1.BMCAgentService/ReportJob"
+)
+
+// BMCAgentServiceClient is the client API for BMCAgentService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// BMCAgentService is what herd-bmc calls, with the BMC agent's token: the
+// only caller that sees a BMC credential's secret, and only for the job it
+// takes.
+type BMCAgentServiceClient interface {
+	// NextJob takes the oldest pending job, with what herd-bmc needs to
+	// reach the machine's BMC. It waits up to wait_seconds for one; a Job
+	// with an empty id means none came.
+	NextJob(ctx context.Context, in *NextJobRequest, opts ...grpc.CallOption) (*AgentJob, error)
+	// ReportJob records a taken job's state: RUNNING at each attempt, then
+	// SUCCESS, FAILED or TIMEOUT.
+	ReportJob(ctx context.Context, in *JobReport, opts ...grpc.CallOption) (*Empty, error)
+}
+
+type bMCAgentServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewBMCAgentServiceClient(cc grpc.ClientConnInterface) BMCAgentServiceClient {
+	return &bMCAgentServiceClient{cc}
+}
+
+func (c *bMCAgentServiceClient) NextJob(ctx context.Context, in *NextJobRequest, opts ...grpc.CallOption) (*AgentJob, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AgentJob)
+	err := c.cc.Invoke(ctx, BMCAgentService_NextJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *bMCAgentServiceClient) ReportJob(ctx context.Context, in *JobReport, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, BMCAgentService_ReportJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// BMCAgentServiceServer is the server API for BMCAgentService service.
+// All implementations must embed UnimplementedBMCAgentServiceServer
+// for forward compatibility.
+//
+// BMCAgentService is what herd-bmc calls, with the BMC agent's token: the
+// only caller that sees a BMC credential's secret, and only for the job it
+// takes.
+type BMCAgentServiceServer interface {
+	// NextJob takes the oldest pending job, with what herd-bmc needs to
+	// reach the machine's BMC. It waits up to wait_seconds for one; a Job
+	// with an empty id means none came.
+	NextJob(context.Context, *NextJobRequest) (*AgentJob, error)
+	// ReportJob records a taken job's state: RUNNING at each attempt, then
+	// SUCCESS, FAILED or TIMEOUT.
+	ReportJob(context.Context, *JobReport) (*Empty, error)
+	mustEmbedUnimplementedBMCAgentServiceServer()
+}
+
+// UnimplementedBMCAgentServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedBMCAgentServiceServer struct{}
+
+func (UnimplementedBMCAgentServiceServer) NextJob(context.Context, *NextJobRequest) (*AgentJob, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method NextJob not implemented")
+}
+func (UnimplementedBMCAgentServiceServer) ReportJob(context.Context, *JobReport) (*Empty, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ReportJob not implemented")
+}
+func (UnimplementedBMCAgentServiceServer) mustEmbedUnimplementedBMCAgentServiceServer() {}
+func (UnimplementedBMCAgentServiceServer) testEmbeddedByValue()                         {}
+
+// UnsafeBMCAgentServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to BMCAgentServiceServer will
+// result in compilation errors.
+type UnsafeBMCAgentServiceServer interface {
+	mustEmbedUnimplementedBMCAgentServiceServer()
+}
+
+func RegisterBMCAgentServiceServer(s grpc.ServiceRegistrar, srv BMCAgentServiceServer) {
+	// If the following call pancis, it indicates UnimplementedBMCAgentServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&BMCAgentService_ServiceDesc, srv)
+}
+
+func _BMCAgentService_NextJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NextJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BMCAgentServiceServer).NextJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BMCAgentService_NextJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BMCAgentServiceServer).NextJob(ctx, req.(*NextJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BMCAgentService_ReportJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JobReport)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BMCAgentServiceServer).ReportJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BMCAgentService_ReportJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BMCAgentServiceServer).ReportJob(ctx, req.(*JobReport))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// BMCAgentService_ServiceDesc is the grpc.ServiceDesc for BMCAgentService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var BMCAgentService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "herd.machine.v1.BMCAgentService",
+	HandlerType: (*BMCAgentServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "NextJob",
+			Handler:    _BMCAgentService_NextJob_Handler,
+		},
+		{
+			MethodName: "ReportJob",
+			Handler:    _BMCAgentService_ReportJob_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

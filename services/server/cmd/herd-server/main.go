@@ -55,6 +55,10 @@ type settings struct {
 	authToken, tokenFile string
 	serviceToken         string
 	serviceTokenFile     string
+	bmcToken             string
+	bmcTokenFile         string
+	bmcJobTimeout        time.Duration
+	bmcPollInterval      time.Duration
 	workerTokenLifetime  time.Duration
 	limits               transport.Limits
 	noAuth               bool
@@ -90,6 +94,10 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	fs.StringVar(&s.tokenFile, "auth-token-file", "", "file holding the admin bearer token")
 	fs.StringVar(&s.serviceToken, "service-token", "", "bearer token of herd's services (herd-boots, herd-metadata): reads and watches hardware and records boot events, nothing else; empty: none, they use the admin token (prefer --service-token-file or the environment over a flag)")
 	fs.StringVar(&s.serviceTokenFile, "service-token-file", "", "file holding the service token")
+	fs.StringVar(&s.bmcToken, "bmc-token", "", "bearer token of herd-bmc: takes BMC jobs (with the BMC's decrypted credential) and reports them, nothing else; empty: no herd-bmc can connect (prefer --bmc-token-file or the environment over a flag)")
+	fs.StringVar(&s.bmcTokenFile, "bmc-token-file", "", "file holding the BMC agent's token")
+	fs.DurationVar(&s.bmcJobTimeout, "bmc-job-timeout", api.DefaultJobTimeout, "a BMC job not ended this long after it was asked ends TIMEOUT, all attempts included")
+	fs.DurationVar(&s.bmcPollInterval, "bmc-poll-interval", time.Minute, "how often the power state of every machine with a BMC is checked (a status job each); 0: never")
 	fs.DurationVar(&s.workerTokenLifetime, "worker-token-lifetime", 24*time.Hour, "how long a machine's worker credential stays valid (boots hands out fresh ones, renewed every quarter of this); at least 4s")
 	fs.BoolVar(&s.noAuth, "insecure-no-auth", false, "accept every call without credentials (legacy Tinkerbell v0.6 clients only)")
 	d := transport.DefaultLimits
@@ -156,6 +164,19 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 			return s, nil, fmt.Errorf("service token file: %w", err)
 		}
 		s.serviceToken = strings.TrimSpace(string(b))
+	}
+	if s.bmcTokenFile != "" && s.bmcToken == "" {
+		b, err := os.ReadFile(s.bmcTokenFile)
+		if err != nil {
+			return s, nil, fmt.Errorf("bmc token file: %w", err)
+		}
+		s.bmcToken = strings.TrimSpace(string(b))
+	}
+	if s.bmcPollInterval < 0 {
+		return s, nil, fmt.Errorf("--bmc-poll-interval %v: want 0 (off) or more", s.bmcPollInterval)
+	}
+	if s.bmcJobTimeout < time.Second {
+		return s, nil, fmt.Errorf("--bmc-job-timeout %v: want at least 1s", s.bmcJobTimeout)
 	}
 	if (s.tlsCert == "") != (s.tlsKey == "") {
 		return s, nil, errors.New("--tls-cert and --tls-key go together")
@@ -225,7 +246,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		return err
 	}
 	hub := store.NewHub(s.dbURL, log)
-	authn, err := auth.New(auth.Config{AdminToken: s.authToken, ServiceToken: s.serviceToken, WorkerKey: workerKey,
+	authn, err := auth.New(auth.Config{AdminToken: s.authToken, ServiceToken: s.serviceToken, BMCToken: s.bmcToken, WorkerKey: workerKey,
 		WorkerLifetime: s.workerTokenLifetime, Disabled: s.noAuth, Generations: st,
 		Sources: s.sources, Owners: st, Peer: transport.Peer,
 		Notifier: hub, Channel: store.ChannelHardware, Log: log})
@@ -248,7 +269,8 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 			Hardware: api.NewHardware(st, hub, authn, log),
 			Template: api.NewTemplate(st, log),
 			Workflow: api.NewWorkflow(st, hub, log),
-			Machine:  api.NewMachine(st, keys, log),
+			Machine:  api.NewMachine(st, keys, hub, s.bmcJobTimeout, log),
+			BMCAgent: api.NewBMCAgent(st, keys, hub, log),
 		},
 		[]grpc.UnaryServerInterceptor{ic.Unary},
 		[]grpc.StreamServerInterceptor{ic.Stream},
@@ -262,7 +284,32 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	eg.Go(func() error { return authn.Run(ctx) })
 	eg.Go(func() error { return srv.Serve(ctx) })
 	eg.Go(func() error { return enforceTimeouts(ctx, st, s.timeoutCheck, log) })
+	if s.bmcPollInterval > 0 {
+		eg.Go(func() error { return pollPower(ctx, st, s.bmcPollInterval, log) })
+	}
 	return eg.Wait()
+}
+
+// pollPower queues a power status job for every machine with a BMC each
+// interval (one at a time per machine: a check still unfinished is not
+// doubled), due within the interval, and keeps an hour of finished ones.
+func pollPower(ctx context.Context, st *store.Store, every time.Duration, log *slog.Logger) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		n, err := st.QueuePowerPolls(ctx, time.Now().Add(every), time.Now().Add(-time.Hour))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Error("queueing power checks failed", "error", err)
+		case n > 0:
+			log.Debug("power checks queued", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }
 
 // enforceTimeouts ends workflows whose action or global deadline passed,
@@ -281,6 +328,13 @@ func enforceTimeouts(ctx context.Context, st *store.Store, every time.Duration, 
 			}
 			if n > 0 {
 				log.Info("workflows timed out by the server", "count", n)
+			}
+			jobs, err := st.ExpireBMCJobs(ctx, now)
+			if err != nil && ctx.Err() == nil {
+				log.Error("bmc job timeout check failed", "error", err)
+			}
+			for _, j := range jobs {
+				log.Warn("bmc job timed out by the server", "job", j.ID, "hardware_id", j.HardwareID, "kind", j.Kind, "reason", j.Message)
 			}
 		}
 	}

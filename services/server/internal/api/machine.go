@@ -38,14 +38,25 @@ type Sealer interface {
 // Machine implements herd's MachineService.
 type Machine struct {
 	machine.UnimplementedMachineServiceServer
-	store  MachineStore
-	sealer Sealer
-	log    *slog.Logger
+	store      MachineStore
+	jobs       JobStore
+	sealer     Sealer
+	notify     Notifier
+	jobTimeout time.Duration
+	log        *slog.Logger
+	now        func() time.Time
 }
 
-// NewMachine returns the machine service.
-func NewMachine(s MachineStore, sealer Sealer, log *slog.Logger) *Machine {
-	return &Machine{store: s, sealer: sealer, log: log}
+// NewMachine returns the machine service; a job not ended jobTimeout
+// after it was asked ends TIMEOUT (DefaultJobTimeout when 0).
+func NewMachine(s interface {
+	MachineStore
+	JobStore
+}, sealer Sealer, n Notifier, jobTimeout time.Duration, log *slog.Logger) *Machine {
+	if jobTimeout <= 0 {
+		jobTimeout = DefaultJobTimeout
+	}
+	return &Machine{store: s, jobs: s, sealer: sealer, notify: n, jobTimeout: jobTimeout, log: log, now: time.Now}
 }
 
 // BMCSecret is what a sealed BMC credential holds.

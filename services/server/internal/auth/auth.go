@@ -30,6 +30,8 @@ type Principal struct {
 	Admin bool
 	// Service may call ServiceMethods (boots, metadata).
 	Service bool
+	// BMCAgent may call BMCAgentMethods (herd-bmc).
+	BMCAgent bool
 	// Worker is the hardware id a worker credential speaks for.
 	Worker string
 }
@@ -51,6 +53,8 @@ func (p Principal) Identity() string {
 		return "admin"
 	case p.Service:
 		return "service"
+	case p.BMCAgent:
+		return "bmc-agent"
 	case p.Worker != "":
 		return "worker:" + p.Worker
 	}
@@ -102,6 +106,14 @@ var ServiceMethods = map[string]bool{
 	hardwareService + "Watch":           true,
 	hardwareService + "DeprecatedWatch": true,
 	workflowService + "RecordBootEvent": true,
+}
+
+// BMCAgentMethods are the RPCs the BMC agent's token opens: taking BMC
+// jobs, with their BMC's secret, and reporting them. Nothing else: the
+// agent neither reads the inventory nor starts jobs of its own.
+var BMCAgentMethods = map[string]bool{
+	"/herd.machine.v1.BMCAgentService/NextJob":   true,
+	"/herd.machine.v1.BMCAgentService/ReportJob": true,
 }
 
 // Generations looks up a hardware record's credential generation (found
@@ -171,6 +183,8 @@ type Config struct {
 	AdminToken string
 	// ServiceToken, if set, opens ServiceMethods.
 	ServiceToken string
+	// BMCToken, if set, opens BMCAgentMethods.
+	BMCToken string
 	// WorkerKey signs worker credentials (32 bytes or more).
 	WorkerKey []byte
 	// WorkerLifetime is how long a worker credential lives (at least
@@ -216,6 +230,9 @@ func New(c Config) (*Authenticator, error) {
 	}
 	if c.ServiceToken != "" && c.ServiceToken == c.AdminToken {
 		return nil, errors.New("the service token is the admin token: give herd's services a token of their own")
+	}
+	if c.BMCToken != "" && (c.BMCToken == c.AdminToken || c.BMCToken == c.ServiceToken) {
+		return nil, errors.New("the BMC agent's token is the admin or the service token: give herd-bmc a token of its own")
 	}
 	if len(c.WorkerKey) < 32 {
 		return nil, errors.New("worker key shorter than 32 bytes")
@@ -339,6 +356,13 @@ func (a *Authenticator) Authenticate(ctx context.Context, method string) (Princi
 				fmt.Sprintf("the service credential cannot call %s", method)}
 		}
 		return Principal{Service: true}, nil
+	}
+	if a.cfg.BMCToken != "" && equal(token, a.cfg.BMCToken) {
+		if !BMCAgentMethods[method] {
+			return Principal{}, &Error{codes.PermissionDenied, ReasonForbidden, "bmc-agent",
+				fmt.Sprintf("the BMC agent's credential cannot call %s", method)}
+		}
+		return Principal{BMCAgent: true}, nil
 	}
 	c, err := workertoken.Verify(a.cfg.WorkerKey, token, a.cfg.Now())
 	switch {

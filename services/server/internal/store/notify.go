@@ -16,10 +16,13 @@ import (
 const (
 	ChannelHardware = "herd_hardware"
 	ChannelWorkflow = "herd_workflow"
+	// ChannelBMCJob wakes herd-bmc's waiting NextJob calls and WatchJob
+	// streams; "" when several jobs were queued at once.
+	ChannelBMCJob = "herd_bmc_job"
 )
 
 // hubChannels are the channels a Hub listens on.
-var hubChannels = [...]string{ChannelHardware, ChannelWorkflow}
+var hubChannels = [...]string{ChannelHardware, ChannelWorkflow, ChannelBMCJob}
 
 // notify announces a change to id on channel when tx commits (PostgreSQL
 // delivers notifications only for committed transactions). Hardware changes

@@ -123,6 +123,7 @@ type Services struct {
 	Template template.TemplateServiceServer
 	Workflow workflow.WorkflowServiceServer
 	Machine  machine.MachineServiceServer
+	BMCAgent machine.BMCAgentServiceServer
 }
 
 // registered is every gRPC service herd-server serves, with its
@@ -141,6 +142,7 @@ func registered(svc Services) []struct {
 		{&template.TemplateService_ServiceDesc, svc.Template},
 		{&workflow.WorkflowService_ServiceDesc, svc.Workflow},
 		{&machine.MachineService_ServiceDesc, svc.Machine},
+		{&machine.BMCAgentService_ServiceDesc, svc.BMCAgent},
 	}
 }
 
