@@ -32,6 +32,7 @@ import (
 	"github.com/herd-metal/herd/proto/machine"
 	"github.com/herd-metal/herd/proto/template"
 	"github.com/herd-metal/herd/proto/workflow"
+	"github.com/herd-metal/herd/services/server/internal/ui"
 )
 
 // Config is where and how to listen.
@@ -204,12 +205,15 @@ func New(cfg Config, svc Services, unary []grpc.UnaryServerInterceptor, stream [
 		s.grpc.RegisterService(dec.decodeErrors(r.desc), r.impl)
 	}
 
-	gw, err := s.gateway()
+	gw, conn, err := s.gateway()
 	if err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", validUTF8(gw))
+	// The web UI calls the API in-process with the operator's token.
+	webUI := ui.New(conn, log)
+	mux.Handle(ui.Prefix, webUI)
 	mux.HandleFunc("GET /cert", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		_, _ = w.Write(cfg.CA)
@@ -222,6 +226,7 @@ func New(cfg Config, svc Services, unary []grpc.UnaryServerInterceptor, stream [
 	s.http = &http.Server{Handler: deadlines(limitBody(mux, int64(lim.MaxMessageBytes)), lim.WriteTimeout), MaxHeaderBytes: lim.MaxHeaderBytes,
 		ReadHeaderTimeout: lim.ReadHeaderTimeout, ReadTimeout: lim.ReadTimeout,
 		WriteTimeout: lim.WriteTimeout, IdleTimeout: lim.IdleTimeout}
+	s.http.RegisterOnShutdown(webUI.Close)
 	return s, nil
 }
 
@@ -272,7 +277,7 @@ func (s *Server) refuse(listener string) func(netip.Addr) {
 // gateway is the REST mapping of the gRPC API, talking to it in-process.
 // Field names are the proto names (snake_case), as Tinkerbell v0.6's
 // gateway wrote them.
-func (s *Server) gateway() (http.Handler, error) {
+func (s *Server) gateway() (http.Handler, *grpc.ClientConn, error) {
 	gw := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
 		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true},
 		UnmarshalOptions: protojson.UnmarshalOptions{},
@@ -286,7 +291,7 @@ func (s *Server) gateway() (http.Handler, error) {
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(s.limits.MaxMessageBytes), grpc.MaxCallSendMsgSize(s.limits.MaxMessageBytes)))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ctx := context.Background()
 	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
@@ -296,10 +301,10 @@ func (s *Server) gateway() (http.Handler, error) {
 		machine.RegisterMachineServiceHandler,
 	} {
 		if err := register(ctx, gw, conn); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return gw, nil
+	return gw, conn, nil
 }
 
 // Listen binds both addresses, so callers learn the ports before Serve.
