@@ -108,10 +108,17 @@ func (b *Buffer) String() string {
 // until it serves. SIGINT stops it when the test ends; it must exit cleanly.
 func Start(t testing.TB, extra ...string) *Server {
 	t.Helper()
+	return StartOn(t, pgtest.NewDatabase(t), extra...)
+}
+
+// StartOn is Start on the database at dbURL, which the test provides: one
+// in a pgtest.Cluster of its own, which it may restart under the server.
+func StartOn(t testing.TB, dbURL string, extra ...string) *Server {
+	t.Helper()
 	if binDir == "" {
 		t.Fatal("servertest.Main did not run: call it from TestMain")
 	}
-	s := &Server{t: t, StateDir: t.TempDir(), DBURL: pgtest.NewDatabase(t), Stderr: &Buffer{}, extra: extra}
+	s := &Server{t: t, StateDir: t.TempDir(), DBURL: dbURL, Stderr: &Buffer{}, extra: extra}
 	s.start("127.0.0.1:0", "127.0.0.1:0")
 	t.Cleanup(func() { s.Stop() })
 	return s
