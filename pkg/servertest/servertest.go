@@ -186,8 +186,25 @@ func (s *Server) Stop() {
 	s.pipe.Close()
 }
 
-// Restart stops the server and starts it again on the same database,
-// state directory and ports, as after an upgrade or a crash.
+// Kill ends the server with SIGKILL, by its pid, as a crash would: no
+// clean exit is expected. Restart brings it back; killing a stopped server
+// does nothing.
+func (s *Server) Kill() {
+	s.t.Helper()
+	if s.cmd == nil {
+		return
+	}
+	cmd := s.cmd
+	s.cmd = nil
+	if err := cmd.Process.Kill(); err != nil {
+		s.t.Errorf("SIGKILL herd-server (pid %d): %v", cmd.Process.Pid, err)
+	}
+	_ = cmd.Wait() // "signal: killed", as intended
+	s.pipe.Close()
+}
+
+// Restart stops the server (unless Kill did) and starts it again on the
+// same database, state directory and ports, as after an upgrade or a crash.
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()

@@ -46,6 +46,25 @@ func TestReliabilityPostgresRestart(t *testing.T) {
 	recordFaults(t, "PostgreSQL restarted under herd-server", "PostgreSQL stopped with pg_ctl (-m fast at 1/3 of the reports, -m immediate at 2/3) and started again on the same port; herd-server left running", f, figures, o, lost, took)
 }
 
+// TestReliabilityServerKilled (issue 16): herd-server is SIGKILLed twice
+// while the fleet runs, at a third and two thirds of the reports, and
+// started again each time on the same ports, state directory and
+// database. A report the server applied but could not answer is resent by
+// its worker and must change nothing; the counts are those of
+// TestReliabilityPostgresRestart.
+func TestReliabilityServerKilled(t *testing.T) {
+	s := servertest.Start(t, "--log-level", "info")
+	f := newFleet(t, s, fleetSize(), fleetPeriod())
+	kill := fault{name: "SIGKILL", do: func() (time.Time, time.Time) {
+		away := time.Now()
+		s.Kill()
+		s.Restart()
+		return away, time.Now()
+	}}
+	figures, o, lost, took := runWithFaults(t, f, []fault{kill, kill})
+	recordFaults(t, "herd-server SIGKILLed and restarted", "herd-server SIGKILLed (at 1/3 and 2/3 of the reports) and started again on the same ports, state directory and database", f, figures, o, lost, took)
+}
+
 // recordFaults writes the row of a fleet fault test.
 func recordFaults(t *testing.T, name, done string, f *fleet, figures []faultFigures, o fleetOutcome, lost int, took time.Duration) {
 	t.Helper()
