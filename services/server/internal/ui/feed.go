@@ -22,12 +22,13 @@ const (
 	// heartbeat keeps proxies and the write deadline from ending a quiet
 	// stream.
 	heartbeat = 15 * time.Second
-	// relistEvery is the fallback for learning of new workflows: the API
-	// has no stream of workflows created, so the feed lists them again on
-	// each hardware change (creating a workflow switches its machines'
-	// netboot) and at least this often. One call for the whole fleet,
-	// never one per machine.
-	relistEvery = 10 * time.Second
+	// relistEvery is how the feed learns of new workflows: the API has no
+	// stream of workflows created, so the feed lists them again on each
+	// hardware change (creating a workflow switches its machines' netboot,
+	// when it was off) and at least this often. One call for the whole
+	// fleet, never one per machine; a Watch of workflows in the API would
+	// replace it.
+	relistEvery = 3 * time.Second
 	// fetchers bound the calls a feed has in flight for workflow details.
 	fetchers = 8
 	// retryMillis is how soon the browser reconnects a broken stream.

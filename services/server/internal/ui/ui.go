@@ -93,7 +93,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("X-Frame-Options", "DENY")
-	hd.Set("Referrer-Policy", "no-referrer")
+	// same-origin, not no-referrer: with no-referrer the browser sends
+	// "Origin: null" on its own form posts, which sameOrigin refuses.
+	hd.Set("Referrer-Policy", "same-origin")
 	if !isRead(r.Method) && !sameOrigin(r) {
 		http.Error(w, "refused: the request comes from another site (Origin "+r.Header.Get("Origin")+")", http.StatusForbidden)
 		return

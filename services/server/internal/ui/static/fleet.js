@@ -51,6 +51,7 @@
       st.appendChild(act);
     }
     const pr = cell(tr, "progress", "");
+    tr.dataset.progress = wf && wf.total > 0 ? wf.done + "/" + wf.total : "";
     if (wf && wf.total > 0) {
       const bar = document.createElement("span");
       bar.className = "bar state-" + state;
