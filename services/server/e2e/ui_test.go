@@ -1,0 +1,257 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+
+	"github.com/herd-metal/herd/pkg/servertest"
+	"github.com/herd-metal/herd/proto/workflow"
+)
+
+// chromium is the browser the UI tests drive: Debian's chromium
+// (services/server/deps.txt). Missing, the test fails under CI=true and
+// is skipped elsewhere.
+func chromium(t *testing.T) string {
+	t.Helper()
+	path, err := exec.LookPath("chromium")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("chromium is missing (apt-get install chromium, or scripts/deps.sh)")
+		}
+		t.Skip("chromium is missing (apt-get install chromium)")
+	}
+	return path
+}
+
+// browser is a headless chromium with its own profile directory, at
+// 1280x800; it is stopped when the test ends, and the test fails if any
+// of its processes outlives it.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	profile := t.TempDir()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium(t)), chromedp.UserDataDir(profile),
+		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1280, 800))
+	actx, stopAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	bctx, stopBrowser := chromedp.NewContext(actx)
+	if err := chromedp.Do(bctx); err != nil { // starts the browser
+		stopBrowser()
+		stopAlloc()
+		t.Fatalf("starting chromium: %v", err)
+	}
+	t.Cleanup(func() {
+		stopBrowser()
+		stopAlloc() // kills the browser and waits for it
+		if left := processesNaming(profile); len(left) > 0 {
+			t.Errorf("chromium processes left running: %v", left)
+		}
+	})
+	return bctx
+}
+
+// processesNaming are the pids whose command line mentions s.
+func processesNaming(s string) []int {
+	var pids []int
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		cmdline, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err == nil && strings.Contains(string(cmdline), s) {
+			pid, _ := strconv.Atoi(filepath.Base(d))
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// step runs browser actions, failing the test after 30 s.
+func step(t *testing.T, b context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	get(t, b, what, chromedp.Steps(actions...))
+}
+
+// get runs one browser action and returns its value, failing the test
+// after 30 s.
+func get[T any](t *testing.T, b context.Context, what string, action chromedp.Action[T]) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(b, 30*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, action)
+	if err != nil {
+		page, _ := chromedp.Run(b, chromedp.OuterHTML(chromedp.CSS("body")))
+		t.Fatalf("%s: %v\npage: %s", what, err, page)
+	}
+	return v
+}
+
+// setControl sets the value of the page's control id and tells the page,
+// as typing or picking would.
+func setControl(t *testing.T, b context.Context, id, value string) {
+	t.Helper()
+	get(t, b, "set "+id, chromedp.Evaluate[bool](`(() => { const c = document.getElementById(`+strconv.Quote(id)+`);
+		c.value = `+strconv.Quote(value)+`; return c.dispatchEvent(new Event(c.tagName === "SELECT" ? "change" : "input")); })()`))
+}
+
+// cookies are the browser's cookies for the UI.
+func cookies(t *testing.T, b context.Context, s *servertest.Server) []*network.Cookie {
+	t.Helper()
+	res, err := chromedp.Call(b, network.GetCookies, network.GetCookiesParams{URLs: []string{s.HTTP + "/ui/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Cookies
+}
+
+// login submits token on the login page.
+func login(t *testing.T, b context.Context, s *servertest.Server, token string) {
+	t.Helper()
+	step(t, b, "log in", chromedp.Navigate(s.HTTP+"/ui/login"), chromedp.WaitVisible(chromedp.CSS("#token")),
+		chromedp.SendKeys(chromedp.CSS("#token"), token), chromedp.Submit(chromedp.CSS("#token")))
+}
+
+const uiTemplate = `version: "0.1"
+name: ui-two-steps
+tasks:
+  - name: "disk"
+    worker: "{{.device_1}}"
+    actions:
+      - name: "wipe"
+        image: busybox
+        timeout: 60
+      - name: "image"
+        image: busybox
+        timeout: 60
+`
+
+// TestUIInABrowser logs into the web UI in a real chromium, refuses a
+// wrong token, and sees a pushed machine appear on the fleet page and its
+// workflow advance live as a worker reports over gRPC.
+func TestUIInABrowser(t *testing.T) {
+	s := servertest.Start(t)
+	b := browser(t)
+
+	// No cookie, no page.
+	step(t, b, "open the fleet without a session", chromedp.Navigate(s.HTTP+"/ui/"), chromedp.WaitVisible(chromedp.CSS("#token")))
+	loc := get(t, b, "read the location", chromedp.Location())
+	if !strings.HasSuffix(loc, "/ui/login") {
+		t.Fatalf("without a session /ui/ went to %s, want the login page", loc)
+	}
+
+	// A wrong token, and the service token, are refused at login.
+	for _, token := range []string{"not-the-admin-token", servertest.ServiceToken} {
+		login(t, b, s, token)
+		step(t, b, "see the refusal", chromedp.WaitVisible(chromedp.CSS("#login-error")))
+		msg := get(t, b, "read the refusal", chromedp.Text(chromedp.CSS("#login-error")))
+		if !strings.Contains(msg, "refused") {
+			t.Fatalf("login with %q said %q, want a refusal", token, msg)
+		}
+		if c := cookies(t, b, s); len(c) != 0 {
+			t.Fatalf("a refused login set cookies: %+v", c[0])
+		}
+	}
+
+	login(t, b, s, servertest.AdminToken)
+	step(t, b, "reach the live fleet page", chromedp.WaitVisible(chromedp.CSS(`#live[data-state="live"]`)))
+	loc = get(t, b, "read the location", chromedp.Location())
+	if !strings.HasSuffix(loc, "/ui/") {
+		t.Fatalf("after login at %s, want /ui/", loc)
+	}
+	jar := cookies(t, b, s)
+	if len(jar) != 1 {
+		t.Fatalf("%d cookies after login, want the one session cookie", len(jar))
+	}
+	c := jar[0]
+	if !c.HTTPOnly || c.SameSite != network.CookieSameSiteStrict || c.Path != "/ui/" || c.Secure ||
+		strings.Contains(c.Value, servertest.AdminToken) {
+		t.Fatalf("session cookie %+v: want HttpOnly, SameSite=Strict, Path=/ui/, not Secure over plain HTTP, no token in it", c)
+	}
+
+	// A machine pushed now appears.
+	row := `tr[data-id="` + hw1 + `"]`
+	s.MustHerd(readFile(t, "hardware-1.json"), "hardware", "push")
+	step(t, b, "see the pushed machine", chromedp.WaitVisible(chromedp.CSS(row+`[data-state="NONE"]`)))
+	host := get(t, b, "read the hostname", chromedp.Text(chromedp.CSS(row+" td.hostname")))
+	mac := get(t, b, "read the MAC", chromedp.Text(chromedp.CSS(row+" td.mac")))
+	if host != "node-1" || mac != mac1 {
+		t.Fatalf("row shows %q %q, want node-1 %s", host, mac, mac1)
+	}
+
+	// Its workflow advances live.
+	s.MustHerd(uiTemplate, "template", "create")
+	id := s.CreateWorkflow("ui-two-steps", `{"device_1":"`+mac1+`"}`)
+	step(t, b, "see the workflow pending", chromedp.WaitVisible(chromedp.CSS(row+`[data-state="PENDING"][data-progress="0/2"]`)))
+	w := workflow.NewWorkflowServiceClient(s.Dial(s.WorkerToken(hw1)))
+	for _, tc := range []struct {
+		action   string
+		state    workflow.State
+		row      string
+		progress string
+	}{
+		{"wipe", workflow.State_STATE_RUNNING, "RUNNING", "0/2"},
+		{"wipe", workflow.State_STATE_SUCCESS, "RUNNING", "1/2"},
+		{"image", workflow.State_STATE_RUNNING, "RUNNING", "1/2"},
+		{"image", workflow.State_STATE_SUCCESS, "SUCCESS", "2/2"},
+	} {
+		report(t, w, id, "disk", tc.action, tc.state)
+		step(t, b, "see "+tc.action+" "+tc.state.String(),
+			chromedp.WaitVisible(chromedp.CSS(row+`[data-state="`+tc.row+`"][data-progress="`+tc.progress+`"]`)))
+	}
+
+	// The filters hide what does not match.
+	step(t, b, "filter by text", chromedp.SendKeys(chromedp.CSS("#filter"), "no-such-machine"), chromedp.WaitNotVisible(chromedp.CSS(row)))
+	setControl(t, b, "filter", "NODE-1")
+	step(t, b, "filter by text, any case", chromedp.WaitVisible(chromedp.CSS(row)))
+	setControl(t, b, "filter", "")
+	setControl(t, b, "state", "FAILED")
+	step(t, b, "filter by state", chromedp.WaitNotVisible(chromedp.CSS(row)))
+
+	// A change without the session's CSRF token, or from another site, is
+	// refused; the session survives both.
+	sessionCookie := c.Name + "=" + c.Value
+	for _, tc := range []struct {
+		name   string
+		form   url.Values
+		origin string
+	}{
+		{"no CSRF token", url.Values{}, ""},
+		{"wrong CSRF token", url.Values{"csrf": {"forged"}}, ""},
+		{"another origin", url.Values{"csrf": {"forged"}}, "http://attacker.example"},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, s.HTTP+"/ui/logout", strings.NewReader(tc.form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Cookie", sessionCookie)
+		if tc.origin != "" {
+			req.Header.Set("Origin", tc.origin)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusForbidden {
+			t.Fatalf("logout with %s: %d, want 403", tc.name, res.StatusCode)
+		}
+	}
+
+	// Logging out (the page's own form) ends the session.
+	step(t, b, "log out", chromedp.Click(chromedp.CSS(".logout button")), chromedp.WaitVisible(chromedp.CSS("#token")))
+	req, _ := http.NewRequest(http.MethodGet, s.HTTP+"/ui/events", nil)
+	req.Header.Set("Cookie", sessionCookie)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("the fleet stream after logout: %d, want 401", res.StatusCode)
+	}
+}
