@@ -8,9 +8,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -175,4 +177,45 @@ func LocalHosts() []string {
 		}
 	}
 	return hosts
+}
+
+// Fingerprint is the pin of a certificate: the hex SHA-256 of its DER
+// bytes, as herd-boots puts it on the OSIE's kernel line
+// (herd.ca_sha256=) and the worker checks the CA it fetches against.
+func Fingerprint(der []byte) string {
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:])
+}
+
+// CAFingerprint reads a PEM file that holds exactly one CA certificate
+// and returns its Fingerprint. Anything else (no certificate, several, a
+// certificate that is not a CA) is an error naming the file: a pin of the
+// wrong certificate would make every worker refuse its server.
+func CAFingerprint(file string) (string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", err
+	}
+	var ders [][]byte
+	for rest := b; ; {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		if blk.Type == "CERTIFICATE" {
+			ders = append(ders, blk.Bytes)
+		}
+	}
+	if len(ders) != 1 {
+		return "", fmt.Errorf("%s: holds %d PEM certificates, want exactly one (the CA)", file, len(ders))
+	}
+	cert, err := x509.ParseCertificate(ders[0])
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", file, err)
+	}
+	if !cert.IsCA {
+		return "", fmt.Errorf("%s: the certificate (subject %q) is not a CA", file, cert.Subject.String())
+	}
+	return Fingerprint(ders[0]), nil
 }

@@ -1,9 +1,14 @@
 package certs
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -62,5 +67,36 @@ func TestEnsure(t *testing.T) {
 	}
 	if leaf().Equal(second) {
 		t.Error("certificate near expiry not reissued")
+	}
+}
+
+func TestCAFingerprint(t *testing.T) {
+	dir := t.TempDir()
+	f, err := Ensure(dir, []string{"localhost"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, _ := os.ReadFile(f.CA)
+	blk, _ := pem.Decode(caPEM)
+	// The pin is what `openssl x509 -outform der | sha256sum` prints.
+	sum := sha256.Sum256(blk.Bytes)
+	got, err := CAFingerprint(f.CA)
+	if err != nil || got != hex.EncodeToString(sum[:]) || len(got) != 64 {
+		t.Fatalf("CAFingerprint = %q, %v; want %x", got, err, sum)
+	}
+	serverPEM, _ := os.ReadFile(f.Cert)
+	two := filepath.Join(dir, "two.pem")
+	os.WriteFile(two, append(append([]byte{}, caPEM...), serverPEM...), 0o600)
+	junk := filepath.Join(dir, "junk.pem")
+	os.WriteFile(junk, []byte("no pem here"), 0o600)
+	for _, tt := range []struct{ file, want string }{
+		{f.Cert, "is not a CA"},
+		{two, "holds 2 PEM certificates"},
+		{junk, "holds 0 PEM certificates"},
+		{filepath.Join(dir, "missing.pem"), "no such file"},
+	} {
+		if _, err := CAFingerprint(tt.file); err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), tt.file) {
+			t.Errorf("CAFingerprint(%s) = %v, want an error naming the file and %q", tt.file, err, tt.want)
+		}
 	}
 }

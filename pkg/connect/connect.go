@@ -7,8 +7,11 @@ package connect
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -16,11 +19,14 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
+
+	"github.com/herd-metal/herd/pkg/certs"
 )
 
 // QuickReconnect is a dial option for the services that must see
@@ -60,6 +66,13 @@ type Config struct {
 	// ServerName overrides the name the server certificate is checked
 	// against (default: the host part of Authority).
 	ServerName string
+	// CASHA256, when set, pins the CA: the hex SHA-256 of its
+	// certificate's DER (certs.Fingerprint; herd-boots puts it on the
+	// OSIE's kernel line as herd.ca_sha256=). The CA taken from CAFile or
+	// CertURL must then hold a certificate with that digest, and only that
+	// certificate is trusted: a CA swapped on the way (the URL is often
+	// plain HTTP) is refused. It needs CAFile or CertURL.
+	CASHA256 string
 }
 
 // Dial returns a client connection to c.Authority. It loads or fetches the
@@ -91,24 +104,94 @@ func Dial(ctx context.Context, c Config, opts ...grpc.DialOption) (*grpc.ClientC
 // left nil).
 func TLSConfig(ctx context.Context, c Config) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName}
+	var pin string
+	if c.CASHA256 != "" {
+		var err error
+		if pin, err = ParsePin(c.CASHA256); err != nil {
+			return nil, err
+		}
+		if c.CAFile == "" && c.CertURL == "" {
+			return nil, errors.New("a CA pin (SHA-256) needs the CA to check it on: set a CA file or a certificate URL (the system pool is not pinned)")
+		}
+	}
+	var b []byte
+	var from string
 	switch {
 	case c.CAFile != "":
-		pool, err := caFromFile(c.CAFile)
-		if err != nil {
+		var err error
+		if b, err = readCAFile(c.CAFile); err != nil {
 			return nil, err
 		}
-		tc.RootCAs = pool
+		from = "CA file " + c.CAFile
 	case c.CertURL != "":
-		pool, err := FetchCA(ctx, c.CertURL)
-		if err != nil {
+		var err error
+		if b, err = fetchCA(ctx, c.CertURL); err != nil {
 			return nil, err
 		}
-		tc.RootCAs = pool
+		from = "fetch CA from " + c.CertURL
+	default:
+		return tc, nil
 	}
+	pool, err := caPool(b, pin)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", from, err)
+	}
+	tc.RootCAs = pool
 	return tc, nil
 }
 
-func caFromFile(name string) (*x509.CertPool, error) {
+// ParsePin reads a CA pin: 64 hex digits (either case; colons between
+// pairs, as openssl's -fingerprint prints them, are taken too). It
+// returns the pin in lower case without colons.
+func ParsePin(s string) (string, error) {
+	p := strings.ToLower(strings.ReplaceAll(s, ":", ""))
+	if len(p) != 2*sha256.Size {
+		return "", fmt.Errorf("CA pin %q: want the 64 hex digits of the CA certificate's SHA-256, got %d digits", s, len(p))
+	}
+	if _, err := hex.DecodeString(p); err != nil {
+		return "", fmt.Errorf("CA pin %q: want the 64 hex digits of the CA certificate's SHA-256: not hex", s)
+	}
+	return p, nil
+}
+
+// caPool is the pool of the PEM certificates in b; with a pin (from
+// ParsePin), of the one certificate whose DER has that SHA-256, and an
+// error when none has.
+func caPool(b []byte, pin string) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	if pin == "" {
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, errors.New("holds no PEM certificate")
+		}
+		return pool, nil
+	}
+	seen := 0
+	for rest := b; ; {
+		var blk *pem.Block
+		if blk, rest = pem.Decode(rest); blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		seen++
+		if certs.Fingerprint(blk.Bytes) != pin {
+			continue
+		}
+		cert, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("the pinned certificate: %w", err)
+		}
+		pool.AddCert(cert)
+		return pool, nil
+	}
+	if seen == 0 {
+		return nil, errors.New("holds no PEM certificate")
+	}
+	return nil, fmt.Errorf("refused: none of its %d certificate(s) has the pinned SHA-256 %s", seen, pin)
+}
+
+func readCAFile(name string) ([]byte, error) {
 	f, err := os.Open(name)
 	if err != nil {
 		return nil, fmt.Errorf("CA file: %w", err)
@@ -118,17 +201,26 @@ func caFromFile(name string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("CA file %s: %w", name, err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("CA file %s holds no PEM certificate", name)
-	}
-	return pool, nil
+	return b, nil
 }
 
 // FetchCA gets the PEM CA certificate(s) herd-server publishes at rawURL
 // (its /cert endpoint). The body is bounded by MaxCertBytes and the
 // request by FetchTimeout (or ctx's earlier deadline). Errors name the URL.
 func FetchCA(ctx context.Context, rawURL string) (*x509.CertPool, error) {
+	b, err := fetchCA(ctx, rawURL)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := caPool(b, "")
+	if err != nil {
+		return nil, fmt.Errorf("fetch CA from %s: the response %w", rawURL, err)
+	}
+	return pool, nil
+}
+
+// fetchCA is FetchCA's body: the response, bounded, not yet parsed.
+func fetchCA(ctx context.Context, rawURL string) ([]byte, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("certificate URL %q: want an http:// or https:// URL", rawURL)
@@ -158,11 +250,7 @@ func FetchCA(ctx context.Context, rawURL string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fetch CA from %s: %w", rawURL, err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("fetch CA from %s: the response holds no PEM certificate", rawURL)
-	}
-	return pool, nil
+	return b, nil
 }
 
 // unwrapURLError drops *url.Error's "Get \"<url>\": " prefix, since our

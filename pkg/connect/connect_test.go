@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/herd-metal/herd/pkg/certs"
 	"github.com/herd-metal/herd/proto/hardware"
 )
 
@@ -213,5 +214,103 @@ func TestDialCAErrors(t *testing.T) {
 func TestBearerNeedsTLS(t *testing.T) {
 	if !Bearer("x").RequireTransportSecurity() {
 		t.Fatal("bearer credentials would travel in clear text")
+	}
+}
+
+// TestCAPin: with a pin (herd.ca_sha256 on the OSIE's kernel line), the
+// CA fetched from a real HTTP server, or read from a file, is trusted only
+// when its SHA-256 is the pin. A CA swapped on the way (the URL is plain
+// HTTP) is refused before any call, with an error saying so; the right
+// one lets the call through to the real TLS server.
+func TestCAPin(t *testing.T) {
+	cert, certPEM := selfSigned(t)
+	_, otherPEM := selfSigned(t)
+	addr := startGRPC(t, cert)
+	blk, _ := pem.Decode(certPEM)
+	pin := certs.Fingerprint(blk.Bytes)
+	otherBlk, _ := pem.Decode(otherPEM)
+	otherPin := certs.Fingerprint(otherBlk.Bytes)
+	// openssl x509 -fingerprint -sha256 prints upper case with colons.
+	var colons []string
+	for i := 0; i < len(pin); i += 2 {
+		colons = append(colons, strings.ToUpper(pin[i:i+2]))
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/cert":
+			_, _ = w.Write(certPEM)
+		case "/swapped": // what a host in the middle would serve
+			_, _ = w.Write(otherPEM)
+		case "/bundle": // the attacker's CA first, the real one after
+			_, _ = w.Write(append(append([]byte{}, otherPEM...), certPEM...))
+		}
+	}))
+	t.Cleanup(srv.Close)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name    string
+		cfg     Config
+		wantErr []string // substrings of Dial's error; none: the call works
+	}{
+		{"right pin", Config{CertURL: srv.URL + "/cert", CASHA256: pin}, nil},
+		{"right pin, openssl's form", Config{CertURL: srv.URL + "/cert", CASHA256: strings.Join(colons, ":")}, nil},
+		{"right pin, CA file", Config{CAFile: caFile, CASHA256: pin}, nil},
+		{"right pin in a bundle: only it is trusted", Config{CertURL: srv.URL + "/bundle", CASHA256: pin}, nil},
+		{"no pin: today's behaviour", Config{CertURL: srv.URL + "/cert"}, nil},
+		{"swapped CA", Config{CertURL: srv.URL + "/swapped", CASHA256: pin}, []string{srv.URL + "/swapped", "refused", "pinned SHA-256 " + pin}},
+		{"pin of another CA", Config{CertURL: srv.URL + "/cert", CASHA256: otherPin}, []string{"refused", otherPin}},
+		{"pin of another CA, CA file", Config{CAFile: caFile, CASHA256: otherPin}, []string{caFile, "refused"}},
+		{"pin too short", Config{CertURL: srv.URL + "/cert", CASHA256: pin[:63]}, []string{"CA pin", "64 hex digits", "got 63"}},
+		{"pin not hex", Config{CertURL: srv.URL + "/cert", CASHA256: strings.Repeat("zz", 32)}, []string{"CA pin", "not hex"}},
+		{"pin without a CA source", Config{CASHA256: pin}, []string{"needs the CA", "system pool is not pinned"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			tt.cfg.Authority = addr
+			conn, err := Dial(ctx, tt.cfg)
+			if tt.wantErr != nil {
+				if err == nil {
+					conn.Close()
+					t.Fatal("Dial succeeded")
+				}
+				for _, w := range tt.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q does not mention %q", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := hardware.NewHardwareServiceClient(conn).ByID(ctx, &hardware.GetRequest{Id: "x"}); err != nil {
+				t.Fatalf("call through the pinned CA: %v", err)
+			}
+		})
+	}
+	// The bundle's other certificate is not trusted: a server presenting
+	// it is refused though the bundle carried it.
+	otherCert, otherPEM2 := selfSigned(t)
+	otherAddr := startGRPC(t, otherCert)
+	bundle := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write(append(append([]byte{}, otherPEM2...), certPEM...))
+	}))
+	t.Cleanup(bundle.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := Dial(ctx, Config{Authority: otherAddr, CertURL: bundle.URL, CASHA256: pin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := hardware.NewHardwareServiceClient(conn).ByID(ctx, &hardware.GetRequest{Id: "x"}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("server with the bundle's unpinned certificate: %v, want Unavailable (untrusted)", err)
 	}
 }
