@@ -47,9 +47,10 @@ type Job struct {
 	Action  driver.PowerAction // KindPower
 	Device  driver.BootDevice  // KindBootDevice
 	Options driver.BootOptions // KindBootDevice, KindNetboot (EFI)
-	// Timeout is the whole job's deadline, all attempts included; zero
-	// means Config.JobTimeout.
-	Timeout time.Duration
+	// Deadline ends the whole job, all attempts included (herd-server's,
+	// which times the job out then); zero means Config.JobTimeout from
+	// the job's start.
+	Deadline time.Time
 }
 
 // key is what the per-BMC limit counts: its protocol and address:port.
@@ -135,8 +136,18 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer cancel()
 	incoming := make(chan Job)
 	srcErr := make(chan error, 1)
+	// held bounds the jobs taken and not yet ended (running or waiting for
+	// their BMC) to twice the global limit: jobs beyond stay with the
+	// server, free for another herd-bmc, instead of ageing in this queue.
+	held := make(chan struct{}, 2*r.cfg.Global)
 	go func() {
 		for {
+			select {
+			case held <- struct{}{}:
+			case <-ctx.Done():
+				srcErr <- ctx.Err()
+				return
+			}
 			j, err := r.src.Next(ctx)
 			if err != nil {
 				srcErr <- err
@@ -175,6 +186,7 @@ loop:
 			start(next)
 		case k := <-finished:
 			running--
+			<-held
 			next := s.done(k)
 			running += len(next)
 			start(next)
@@ -195,11 +207,11 @@ loop:
 
 // runJob runs j's attempts and reports its states.
 func (r *Runner) runJob(parent context.Context, j Job) {
-	timeout := j.Timeout
-	if timeout <= 0 {
-		timeout = r.cfg.JobTimeout
+	deadline := j.Deadline
+	if deadline.IsZero() {
+		deadline = time.Now().Add(r.cfg.JobTimeout)
 	}
-	deadline := time.Now().Add(timeout)
+	timeout := time.Until(deadline).Round(time.Millisecond)
 	ctx, cancel := context.WithDeadline(parent, deadline)
 	defer cancel()
 	res := Result{JobID: j.ID, Machine: j.Machine}
@@ -214,6 +226,12 @@ func (r *Runner) runJob(parent context.Context, j Job) {
 		}
 	}
 
+	if !time.Now().Before(deadline) {
+		res.State, res.Message = StateTimeout, "the job's deadline passed while it waited for its BMC, before any attempt"
+		log.Warn("bmc job ended", "state", res.State, "attempts", 0)
+		report()
+		return
+	}
 	for n := 1; ; n++ {
 		res.State = StateRunning
 		res.Attempts = append(res.Attempts, Attempt{N: n, Start: time.Now()})

@@ -1,0 +1,315 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/herd-metal/herd/pkg/servertest"
+	"github.com/herd-metal/herd/proto/hardware"
+	"github.com/herd-metal/herd/proto/machine"
+	"github.com/herd-metal/herd/services/bmc/internal/ipmisim"
+)
+
+func TestMain(m *testing.M) { os.Exit(servertest.Main(m, true)) }
+
+const bmcToken = "herd-bmc-test-token"
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startBMC runs herd-bmc in process against s until the test ends (or
+// stop is called); it must stop cleanly.
+func startBMC(t *testing.T, s *servertest.Server, extra ...string) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &syncBuffer{}
+	ready := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	env := map[string]string{"HERD_GRPC_AUTHORITY": s.GRPC, "HERD_TOKEN": bmcToken}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	go func() {
+		args := append([]string{"--bmc-http-addr", "127.0.0.1:0", "--cert-url", s.HTTP + "/cert",
+			"--agent", "bmc-test", "--log-format", "text", "--log-level", "debug"}, extra...)
+		done <- run(ctx, args, lookup, logs, func(a net.Addr) { ready <- a })
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("herd-bmc ended: %v\n%s", err, logs)
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatalf("herd-bmc did not start\n%s", logs)
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("herd-bmc: %v\n%s", err, logs)
+			}
+			if t.Failed() {
+				t.Logf("herd-bmc log:\n%s", logs)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// machineRecord is a hardware record whose BMC is at addr:port.
+func machineRecord(id, mac, ip, addr string, port int, credential string) *hardware.Hardware {
+	return &hardware.Hardware{
+		Id: id,
+		Network: &hardware.Hardware_Network{Interfaces: []*hardware.Hardware_Network_Interface{{
+			Dhcp: &hardware.Hardware_DHCP{Mac: mac, Hostname: "m-" + id[:4],
+				Ip: &hardware.Hardware_DHCP_IP{Address: ip, Netmask: "255.255.255.0", Gateway: "10.1.0.1"}},
+			Netboot: &hardware.Hardware_Netboot{AllowPxe: true},
+		}}},
+		Bmc: &hardware.Hardware_BMC{Address: addr, Protocol: "ipmi", Port: int32(port), Credential: credential},
+	}
+}
+
+// watchJob follows a job to its end and returns the states it went
+// through.
+func watchJob(t *testing.T, mc machine.MachineServiceClient, job *machine.Job) (*machine.Job, []string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	stream, err := mc.WatchJob(ctx, &machine.GetJobRequest{Id: job.GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var states []string
+	last := job
+	for {
+		j, err := stream.Recv()
+		if err != nil {
+			if len(states) == 0 || !strings.Contains(states[len(states)-1], "SUCCESS") && !strings.Contains(states[len(states)-1], "FAILED") && !strings.Contains(states[len(states)-1], "TIMEOUT") {
+				t.Fatalf("watch of job %s ended after %v: %v", job.GetId(), states, err)
+			}
+			return last, states
+		}
+		last = j
+		s := strings.TrimPrefix(j.GetState().String(), "JOB_STATE_")
+		if n := len(j.GetAttempts()); s == "RUNNING" {
+			s += "#" + strconv.Itoa(n)
+		}
+		if len(states) == 0 || states[len(states)-1] != s {
+			states = append(states, s)
+		}
+	}
+}
+
+// TestPowerThroughIPMI: herd-server's jobs reach a real BMC (ipmi_sim)
+// through herd-bmc and act on the real VM behind it; ipmitool agrees.
+// A wrong password fails at once (no retry that could lock the account),
+// an unreachable BMC ends TIMEOUT with bounded attempts, and with no
+// herd-bmc the server's own timer ends the job TIMEOUT saying why.
+func TestPowerThroughIPMI(t *testing.T) {
+	sim := ipmisim.Start(t)
+	s := servertest.Start(t, "--bmc-token", bmcToken, "--bmc-job-timeout", "10s", "--bmc-poll-interval", "0")
+	admin := s.Dial(servertest.AdminToken)
+	mc := machine.NewMachineServiceClient(admin)
+	hc := hardware.NewHardwareServiceClient(admin)
+	ctx := context.Background()
+
+	for name, password := range map[string]string{"rack1": ipmisim.Password, "wrong": "not-the-Passw0rd"} {
+		if _, err := mc.SetBMCCredential(ctx, &machine.SetBMCCredentialRequest{Name: name, Username: ipmisim.User, Password: password}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const good, bad, gone, silent = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222",
+		"33333333-3333-4333-8333-333333333333", "44444444-4444-4444-8444-444444444444"
+	deadPort := freeUDPPort(t)
+	// A BMC that takes packets and never answers: a socket we hold and
+	// do not read.
+	mute, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mute.Close()
+	for _, hw := range []*hardware.Hardware{
+		machineRecord(good, "08:00:27:00:00:01", "10.1.0.11", sim.BMC.Host, sim.BMC.Port, "rack1"),
+		machineRecord(bad, "08:00:27:00:00:02", "10.1.0.12", sim.BMC.Host, sim.BMC.Port, "wrong"),
+		machineRecord(gone, "08:00:27:00:00:03", "10.1.0.13", "127.0.0.1", deadPort, "rack1"),
+		machineRecord(silent, "08:00:27:00:00:04", "10.1.0.14", "127.0.0.1", mute.LocalAddr().(*net.UDPAddr).Port, "rack1"),
+	} {
+		if _, err := hc.Push(ctx, &hardware.PushRequest{Data: hw}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The BMC agent's token opens herd-bmc's calls and nothing else.
+	bmcConn := s.Dial(bmcToken)
+	if _, err := hardware.NewHardwareServiceClient(bmcConn).ByID(ctx, &hardware.GetRequest{Id: good}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("the BMC token read hardware: %v", err)
+	}
+	if _, err := machine.NewMachineServiceClient(bmcConn).Power(ctx, &machine.PowerRequest{HardwareId: good, Action: "on"}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("the BMC token asked for a job: %v", err)
+	}
+
+	// No herd-bmc yet: a job waits, then the server ends it TIMEOUT.
+	lost, err := mc.Power(ctx, &machine.PowerRequest{HardwareId: good, Action: "status"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lostEnd, _ := watchJob(t, mc, lost)
+	if lostEnd.GetState() != machine.JobState_JOB_STATE_TIMEOUT || !strings.Contains(lostEnd.GetMessage(), "no herd-bmc took the job") {
+		t.Fatalf("an untaken job ended %v %q", lostEnd.GetState(), lostEnd.GetMessage())
+	}
+
+	startBMC(t, s, "--bmc-call-timeout", "1s", "--attempts", "3")
+
+	run := func(req func() (*machine.Job, error)) (*machine.Job, []string) {
+		t.Helper()
+		j, err := req()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.GetState() != machine.JobState_JOB_STATE_PENDING {
+			t.Fatalf("a new job is %v", j.GetState())
+		}
+		return watchJob(t, mc, j)
+	}
+	wantSuccess := func(j *machine.Job, states []string) {
+		t.Helper()
+		if j.GetState() != machine.JobState_JOB_STATE_SUCCESS {
+			t.Fatalf("job %v %s ended %v: %q (states %v)", j.GetKind(), j.GetAction(), j.GetState(), j.GetMessage(), states)
+		}
+	}
+
+	j, states := run(func() (*machine.Job, error) {
+		return mc.Power(ctx, &machine.PowerRequest{HardwareId: good, Action: "status"})
+	})
+	wantSuccess(j, states)
+	if j.GetAnswer() != "off" || sim.QemuPid() != 0 {
+		t.Fatalf("status answered %q with the VM pid %d", j.GetAnswer(), sim.QemuPid())
+	}
+	t.Logf("status job: states %v", states)
+
+	// netboot: next boot from the network, and the VM powered on.
+	j, states = run(func() (*machine.Job, error) {
+		return mc.Netboot(ctx, &machine.NetbootRequest{HardwareId: good})
+	})
+	wantSuccess(j, states)
+	if states[len(states)-2] != "RUNNING#1" {
+		t.Fatalf("netboot states %v: want ... RUNNING#1 SUCCESS", states)
+	}
+	ipmisim.WaitFor(t, "the VM to run", func() bool { return sim.QemuPid() != 0 })
+	if cl := sim.QemuCmdline(); !strings.Contains(cl, "order=n") {
+		t.Fatalf("the VM does not boot from the network: %s", cl)
+	}
+	if out := sim.Ipmitool(t, "chassis", "power", "status"); !strings.Contains(out, "is on") {
+		t.Fatalf("ipmitool: %s", out)
+	}
+	t.Logf("netboot job: states %v, answer %q", states, j.GetAnswer())
+
+	j, states = run(func() (*machine.Job, error) {
+		return mc.SetBootDevice(ctx, &machine.BootDeviceRequest{HardwareId: good, Device: "disk"})
+	})
+	wantSuccess(j, states)
+	j, states = run(func() (*machine.Job, error) {
+		return mc.Power(ctx, &machine.PowerRequest{HardwareId: good, Action: "off"})
+	})
+	wantSuccess(j, states)
+	ipmisim.WaitFor(t, "the VM to stop", func() bool { return sim.QemuPid() == 0 })
+	if out := sim.Ipmitool(t, "chassis", "power", "status"); !strings.Contains(out, "is off") {
+		t.Fatalf("ipmitool: %s", out)
+	}
+
+	// The record's power state follows what the jobs learned.
+	power, err := mc.ListPower(ctx, &machine.ListPowerRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]string{}
+	for _, p := range power.GetMachines() {
+		seen[p.GetHardwareId()] = p.GetState()
+	}
+	if seen[good] != "off" || len(seen) != 4 {
+		t.Fatalf("power states %v", seen)
+	}
+
+	// Wrong password: FAILED after one attempt, naming the cause.
+	j, states = run(func() (*machine.Job, error) {
+		return mc.Power(ctx, &machine.PowerRequest{HardwareId: bad, Action: "on"})
+	})
+	if j.GetState() != machine.JobState_JOB_STATE_FAILED || len(j.GetAttempts()) != 1 ||
+		!strings.Contains(j.GetMessage(), "authentication failed") || strings.Contains(j.GetMessage(), "not-the-Passw0rd") {
+		t.Fatalf("wrong password: %v after %d attempts: %q (states %v)", j.GetState(), len(j.GetAttempts()), j.GetMessage(), states)
+	}
+	if sim.QemuPid() != 0 {
+		t.Fatal("a wrong password powered the VM on")
+	}
+
+	// Refused (nothing listens): three bounded attempts, then FAILED.
+	// Silent (packets taken, never answered): attempts time out, the job
+	// ends TIMEOUT; neither is retried forever.
+	for _, c := range []struct {
+		hw   string
+		want machine.JobState
+		says string
+	}{{gone, machine.JobState_JOB_STATE_FAILED, "unreachable"}, {silent, machine.JobState_JOB_STATE_TIMEOUT, "timed out"}} {
+		j, states = run(func() (*machine.Job, error) {
+			return mc.Power(ctx, &machine.PowerRequest{HardwareId: c.hw, Action: "status"})
+		})
+		if j.GetState() != c.want || len(j.GetAttempts()) != 3 || !strings.Contains(j.GetMessage(), c.says) {
+			t.Fatalf("BMC %s: %v after %d attempts: %q (states %v)", c.hw, j.GetState(), len(j.GetAttempts()), j.GetMessage(), states)
+		}
+		t.Logf("BMC %s: states %v, %q", c.says, states, j.GetMessage())
+	}
+
+	// Every job is listed, newest first, with its attempts.
+	list, err := mc.ListJobs(ctx, &machine.ListJobsRequest{HardwareId: good})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(list.GetJobs()); n != 5 {
+		t.Fatalf("%d jobs of %s, want 5", n, good)
+	}
+	if k := list.GetJobs()[0].GetKind(); k != machine.JobKind_JOB_KIND_POWER {
+		t.Fatalf("newest job is %v", k)
+	}
+	// No secret in any job record, and none in the server's log.
+	b, _ := json.Marshal(list)
+	for _, secret := range []string{ipmisim.Password, "not-the-Passw0rd"} {
+		if strings.Contains(string(b), secret) || strings.Contains(s.Stderr.String(), secret) {
+			t.Fatalf("the secret %q shows in the jobs or the server log", secret)
+		}
+	}
+}
+
+func freeUDPPort(t *testing.T) int {
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
