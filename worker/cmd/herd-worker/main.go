@@ -47,6 +47,7 @@ func main() {
 
 type settings struct {
 	server, certURL, caFile, token string
+	caSHA256                       string
 	id                             string
 	registry, regUser, regPassword string
 	registryCA, certsDir           string
@@ -85,6 +86,8 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	fs.StringVar(&s.server, "server", "", "herd-server's gRPC address, host:port (port 42113)")
 	fs.StringVar(&s.certURL, "cert-url", "", "URL of herd-server's CA certificate, e.g. http://10.1.0.1:42114/cert (used when --ca-file is empty)")
 	fs.StringVar(&s.caFile, "ca-file", "", "PEM file of the CA to trust for herd-server")
+	fs.StringVar(&s.caSHA256, "ca-sha256", "", "pin of herd-server's CA: the hex SHA-256 of its certificate (DER), as herd-boots puts it on the kernel line "+
+		"(herd.ca_sha256=); the CA from --ca-file or --cert-url is refused unless it matches. Empty: no pin")
 	fs.StringVar(&s.token, "token", "", "this machine's worker credential (herd-boots puts it on the kernel command line)")
 	fs.StringVar(&s.id, "id", "", "this machine's hardware id (the worker id)")
 	fs.StringVar(&s.registry, "registry", "", "registry prefixed to action images that name none, host[:port]")
@@ -126,6 +129,13 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	case s.id == "":
 		return s, errors.New("no worker id: set --id or HERD_ID to this machine's hardware id")
 	}
+	if s.caSHA256 != "" {
+		pin, err := connect.ParsePin(s.caSHA256)
+		if err != nil {
+			return s, fmt.Errorf("--ca-sha256 (HERD_CA_SHA256): %w", err)
+		}
+		s.caSHA256 = pin
+	}
 	return s, nil
 }
 
@@ -146,7 +156,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	var conn *grpc.ClientConn
 	err = retry(ctx, log, "fetching herd-server's CA", func() error {
 		var err error
-		conn, err = connect.Dial(ctx, connect.Config{Authority: s.server, CertURL: s.certURL, CAFile: s.caFile, Token: s.token})
+		conn, err = connect.Dial(ctx, connect.Config{Authority: s.server, CertURL: s.certURL, CAFile: s.caFile, Token: s.token, CASHA256: s.caSHA256})
 		return err
 	})
 	if ctx.Err() != nil {

@@ -13,6 +13,7 @@ func env(m map[string]string) func(string) (string, bool) {
 }
 
 func TestParse(t *testing.T) {
+	const pin = "5527e537a2771ec638e8b104b099c791c500685201411fdb09afb23de25c640c"
 	for _, tc := range []struct {
 		name    string
 		args    []string
@@ -39,6 +40,9 @@ func TestParse(t *testing.T) {
 			func(s settings) bool { return s.server == "a:1" }, ""},
 		{"flag wins over environment", []string{"--id", "flag"}, map[string]string{"HERD_SERVER": "a:1", "HERD_ID": "env"},
 			func(s settings) bool { return s.id == "flag" }, ""},
+		{"CA pin", []string{"--server", "a:1", "--id", "x"}, map[string]string{"HERD_CA_SHA256": strings.ToUpper(pin)},
+			func(s settings) bool { return s.caSHA256 == pin }, ""},
+		{"bad CA pin", []string{"--server", "a:1", "--id", "x", "--ca-sha256", "abc"}, nil, nil, "--ca-sha256 (HERD_CA_SHA256): CA pin \"abc\": want the 64 hex digits"},
 		{"no server", []string{"--id", "x"}, nil, nil, "no herd-server address"},
 		{"no id", []string{"--server", "a:1"}, nil, nil, "no worker id"},
 		{"stray argument", []string{"--server", "a:1", "--id", "x", "run"}, nil, nil, "unexpected arguments"},

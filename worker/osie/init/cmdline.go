@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/herd-metal/herd/pkg/connect"
 	"github.com/herd-metal/herd/pkg/kcmdline"
 )
 
@@ -20,6 +21,7 @@ type Config struct {
 	WorkerID     string           // herd.worker_id= (defaults to the boot NIC's MAC)
 	Token        string           // herd.token= the per-machine worker credential (secret)
 	CertURL      string           // herd.cert_url= where the server's CA is served
+	CASHA256     string           // herd.ca_sha256= the CA's pin: hex SHA-256 of its certificate (DER); the worker refuses any other CA
 	MetadataURL  string           // herd.metadata= base URL of herd-metadata
 	Registry     string           // herd.registry= host[:port] of the action image registry
 	RegistryUser string           // herd.registry_user=
@@ -56,7 +58,8 @@ var aliases = map[string]string{
 
 // ParseCmdline parses /proc/cmdline. Values may be double-quoted (the
 // kernel keeps the quotes in /proc/cmdline). It fails only on values that
-// cannot be right (a malformed MAC, an unknown herd.after).
+// cannot be right (a malformed MAC, an unknown herd.after, a CA pin that
+// is not 64 hex digits).
 func ParseCmdline(line string) (Config, error) {
 	c := Config{Worker: DefaultWorker, Console: DefaultConsole, After: DefaultAfter}
 	values := map[string]string{}
@@ -99,6 +102,10 @@ func ParseCmdline(line string) (Config, error) {
 			c.Token = value
 		case "herd.cert_url":
 			c.CertURL = value
+		case "herd.ca_sha256":
+			if c.CASHA256, err = connect.ParsePin(value); err != nil {
+				return Config{}, fmt.Errorf("herd.ca_sha256: %w", err)
+			}
 		case "herd.metadata":
 			c.MetadataURL = value
 		case "herd.registry":
@@ -199,6 +206,7 @@ func (c Config) WorkerEnv(dockerSock, powerFile string) []string {
 	add(c.WorkerID, "HERD_ID", "WORKER_ID")
 	add(c.Token, "HERD_TOKEN")
 	add(c.CertURL, "HERD_CERT_URL", "TINKERBELL_CERT_URL")
+	add(c.CASHA256, "HERD_CA_SHA256")
 	add(c.MetadataURL, "HERD_METADATA_URL")
 	add(c.Registry, "HERD_REGISTRY", "DOCKER_REGISTRY")
 	add(c.RegistryUser, "HERD_REGISTRY_USER", "REGISTRY_USERNAME")

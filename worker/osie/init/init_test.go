@@ -57,6 +57,9 @@ func TestParseCmdline(t *testing.T) {
 		{"bad after", "herd.after=sleep", Config{}, "herd.after"},
 		{"bad mac", "herd.mac=zz", Config{}, "herd.mac"},
 		{"bad BOOTIF", "BOOTIF=01-52-54", Config{}, "BOOTIF"},
+		{"CA pin", "herd.ca_sha256=" + strings.ToUpper(testPin), with(func(c *Config) { c.CASHA256 = testPin }), ""},
+		{"CA pin too short", "herd.ca_sha256=" + testPin[:40], Config{}, "herd.ca_sha256"},
+		{"CA pin not hex", "herd.ca_sha256=" + strings.Repeat("g", 64), Config{}, "64 hex digits"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -86,10 +89,13 @@ func TestSyslogAddr(t *testing.T) {
 	}
 }
 
+// testPin is a CA pin of the right shape (the SHA-256 of "herd").
+const testPin = "5527e537a2771ec638e8b104b099c791c500685201411fdb09afb23de25c640c"
+
 func TestWorkerEnv(t *testing.T) {
-	c := Config{Server: "s:1", WorkerID: "id", Token: "tok", Registry: "r:5000", Debug: true}
+	c := Config{Server: "s:1", WorkerID: "id", Token: "tok", Registry: "r:5000", Debug: true, CASHA256: testPin}
 	got := c.WorkerEnv("/run/docker.sock", "/run/herd/power")
-	for _, want := range []string{"DOCKER_HOST=unix:///run/docker.sock", "HERD_POWER_FILE=/run/herd/power", "HERD_SERVER=s:1",
+	for _, want := range []string{"DOCKER_HOST=unix:///run/docker.sock", "HERD_POWER_FILE=/run/herd/power", "HERD_SERVER=s:1", "HERD_CA_SHA256=" + testPin,
 		"TINKERBELL_GRPC_AUTHORITY=s:1", "HERD_ID=id", "WORKER_ID=id", "HERD_TOKEN=tok", "HERD_REGISTRY=r:5000",
 		"DOCKER_REGISTRY=r:5000", "HERD_LOG_LEVEL=debug"} {
 		if !slices.Contains(got, want) {
