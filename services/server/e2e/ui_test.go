@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -254,4 +256,118 @@ func TestUIInABrowser(t *testing.T) {
 	if res.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("the fleet stream after logout: %d, want 401", res.StatusCode)
 	}
+}
+
+// uiClient is an HTTP client that shows redirects instead of following
+// them.
+var uiClient = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// uiDo sends one request to the UI with the given cookie and Origin
+// ("" : none); the caller closes the body.
+func uiDo(t *testing.T, method, u, cookie, origin string, form url.Values) *http.Response {
+	t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequest(method, u, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	if cookie != "" {
+		req.Header.Set("Cookie", cookie)
+	}
+	if origin != "" {
+		req.Header.Set("Origin", origin)
+	}
+	res, err := uiClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// TestUIRefusesBadInput sends the UI what a browser would not: bad and
+// hostile logins, forged cookies, unknown paths; then checks that a live
+// stream ends when the server stops (and the server stops cleanly).
+func TestUIRefusesBadInput(t *testing.T) {
+	s := servertest.Start(t)
+	ui := s.HTTP + "/ui/"
+	for _, tc := range []struct {
+		name, method, path, cookie, origin string
+		form                               url.Values
+		code                               int
+		mention                            string
+	}{
+		{"fleet without a session", "GET", "", "", "", nil, http.StatusSeeOther, ""},
+		{"fleet with a forged cookie", "GET", "", "herd_session=forged", "", nil, http.StatusSeeOther, ""},
+		{"stream without a session", "GET", "events", "", "", nil, http.StatusUnauthorized, "not logged in"},
+		{"logout without a session", "POST", "logout", "", "", url.Values{}, http.StatusUnauthorized, "not logged in"},
+		{"empty token", "POST", "login", "", "", url.Values{"token": {""}}, http.StatusBadRequest, "enter the admin token"},
+		{"token with a space", "POST", "login", "", "", url.Values{"token": {"two words"}}, http.StatusBadRequest, "character"},
+		{"token with a NUL", "POST", "login", "", "", url.Values{"token": {"a\x00b"}}, http.StatusBadRequest, "character"},
+		{"oversized token", "POST", "login", "", "", url.Values{"token": {strings.Repeat("a", 5000)}}, http.StatusBadRequest, "longer"},
+		{"wrong token", "POST", "login", "", "", url.Values{"token": {"wrong"}}, http.StatusUnauthorized, "refused"},
+		{"worker-looking token", "POST", "login", "", "", url.Values{"token": {"hw.eyJ.sig"}}, http.StatusUnauthorized, "refused"},
+		{"right token from another site", "POST", "login", "", "http://attacker.example", url.Values{"token": {adminToken}}, http.StatusForbidden, "another site"},
+		{"right token from a sandboxed frame", "POST", "login", "", "null", url.Values{"token": {adminToken}}, http.StatusForbidden, "another site"},
+		{"unknown page", "GET", "nope", "", "", nil, http.StatusNotFound, ""},
+		{"path escaping the assets", "GET", "static/..%2fui.go", "", "", nil, http.StatusNotFound, ""},
+		{"an asset", "GET", "static/fleet.js", "", "", nil, http.StatusOK, "EventSource"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := uiDo(t, tc.method, ui+tc.path, tc.cookie, tc.origin, tc.form)
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != tc.code || !strings.Contains(string(b), tc.mention) {
+				t.Fatalf("%d %q, want %d mentioning %q", res.StatusCode, b, tc.code, tc.mention)
+			}
+			if len(res.Cookies()) != 0 {
+				t.Fatalf("refused request set cookies: %v", res.Cookies())
+			}
+			if res.StatusCode == http.StatusSeeOther && res.Header.Get("Location") != "/ui/login" {
+				t.Fatalf("redirected to %q, want /ui/login", res.Header.Get("Location"))
+			}
+		})
+	}
+
+	res := uiDo(t, "GET", ui+"login", "", "", nil)
+	res.Body.Close()
+	if csp := res.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") || res.Header.Get("X-Frame-Options") != "DENY" {
+		t.Fatalf("login page headers: CSP %q, X-Frame-Options %q", csp, res.Header.Get("X-Frame-Options"))
+	}
+
+	res = uiDo(t, "POST", ui+"login", "", s.HTTP, url.Values{"token": {adminToken}})
+	res.Body.Close()
+	if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/ui/" || len(res.Cookies()) != 1 {
+		t.Fatalf("login: %d to %q with cookies %v", res.StatusCode, res.Header.Get("Location"), res.Cookies())
+	}
+	c := res.Cookies()[0]
+	if !c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.Path != "/ui/" || c.Secure {
+		t.Fatalf("session cookie %+v", c)
+	}
+	cookie := c.Name + "=" + c.Value
+
+	// A live stream: the snapshot ends with "synced", and the stream ends
+	// when the server stops.
+	s.MustHerd(readFile(t, "hardware-1.json"), "hardware", "push")
+	res = uiDo(t, "GET", ui+"events", cookie, "", nil)
+	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("stream: %d %s", res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	lines := bufio.NewScanner(res.Body)
+	var got []string
+	for lines.Scan() && lines.Text() != "event: synced" {
+		got = append(got, lines.Text())
+	}
+	if !strings.Contains(strings.Join(got, "\n"), `"hostname":"node-1"`) {
+		t.Fatalf("stream before synced:\n%s", strings.Join(got, "\n"))
+	}
+	s.Stop()
+	for lines.Scan() {
+	}
+	res.Body.Close()
 }
