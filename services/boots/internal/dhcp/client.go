@@ -25,6 +25,10 @@ type Client struct {
 	// class, or iPXE's encapsulated option 175). Handing it a binary again
 	// would loop; it gets the auto.ipxe URL instead.
 	IPXE bool
+	// HTTPS: the iPXE says in option 175 that it was built with HTTPS
+	// (feature DHCP_EB_FEATURE_HTTPS). Whether it trusts herd's CA option
+	// 175 cannot say: that is the operator's opt-in (WantsHTTPS).
+	HTTPS bool
 	// Arch is option 93's first entry, or the Arch field of option 60
 	// ("PXEClient:Arch:00007:UNDI:003016") when option 93 is missing, as
 	// some ROMs send. HasArch is false when neither says.
@@ -87,8 +91,39 @@ func Classify(m *dhcpv4.DHCPv4, userClass string) Client {
 	}
 	if m.Options.Has(dhcpv4.OptionEtherboot) {
 		c.IPXE = true
+		c.HTTPS = HasIPXEFeature(m.GetOneOption(dhcpv4.OptionEtherboot), FeatureHTTPS)
 	}
 	return c
+}
+
+// FeatureHTTPS is iPXE's DHCP_EB_FEATURE_HTTPS (src/include/ipxe/features.h):
+// the encapsulated option inside option 175 that an iPXE built with
+// DOWNLOAD_PROTO_HTTPS sends (value: the feature's version, 1).
+const FeatureHTTPS = 0x14
+
+// HasIPXEFeature reports whether opt175, the value of iPXE's encapsulated
+// option 175 (a run of code, length, value), holds feature. A run that is
+// cut short holds no feature from the cut on: a forged or broken option
+// must not talk boots into HTTPS, nor crash it.
+func HasIPXEFeature(opt175 []byte, feature byte) bool {
+	for i := 0; i < len(opt175); {
+		code := opt175[i]
+		switch code {
+		case 0: // pad
+			i++
+			continue
+		case 255: // end
+			return false
+		}
+		if i+1 >= len(opt175) || i+2+int(opt175[i+1]) > len(opt175) {
+			return false
+		}
+		if code == feature {
+			return true
+		}
+		i += 2 + int(opt175[i+1])
+	}
+	return false
 }
 
 // userClasses returns option 77 both ways it is seen in the field: iPXE

@@ -33,6 +33,20 @@ type BootConfig struct {
 	// HTTPBase is boots' HTTP root as firmware reaches it, e.g.
 	// "http://10.0.5.1:80" (no trailing slash).
 	HTTPBase string
+	// HTTPSBase, when set (herd-boots --ipxe-https-url), is boots' HTTPS
+	// root, e.g. "https://10.0.5.1:443": iPXE that can fetch over HTTPS
+	// is pointed there (WantsHTTPS).
+	HTTPSBase string
+}
+
+// WantsHTTPS reports whether c is to fetch its script over HTTPS: it is
+// iPXE, it says (option 175) that it has HTTPS, and the operator opted in
+// with an HTTPS root (httpsBase). Firmware without HTTPS (Debian's iPXE,
+// OVH's, PXE ROMs, UEFI HTTP boot) keeps plain HTTP. The opt-in stands for
+// what option 175 cannot say: that the firmware trusts herd's CA (an iPXE
+// built with TRUST= naming it); one that does not would fail every fetch.
+func WantsHTTPS(c Client, httpsBase string) bool {
+	return httpsBase != "" && c.IPXE && c.HTTPS
 }
 
 // Boot is what a client is told to boot. A zero File means no boot file.
@@ -58,6 +72,9 @@ func Decide(c Client, allowPXE bool, cfg BootConfig) Boot {
 		// Already iPXE: point it at the script, not at another iPXE
 		// binary, which would chainload forever.
 		b := Boot{File: cfg.HTTPBase + "/auto.ipxe", NextServer: cfg.NextServer, Reason: "ipxe script"}
+		if WantsHTTPS(c, cfg.HTTPSBase) {
+			b.File, b.Reason = cfg.HTTPSBase+"/auto.ipxe", "ipxe script over https"
+		}
 		if c.HTTP {
 			b.VendorClass = "HTTPClient"
 		} else if c.PXE {

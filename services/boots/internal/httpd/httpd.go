@@ -36,6 +36,11 @@ type Machines interface {
 // Config is the HTTP side's settings.
 type Config struct {
 	Script script.Config
+	// ScriptHTTPS, when its BaseURL is set, is Script for requests that
+	// came over HTTPS (herd-boots --https-addr): its URLs are https://, so
+	// that firmware which fetched its script over HTTPS fetches the next
+	// script, its kernel, initrd and events over HTTPS too.
+	ScriptHTTPS script.Config
 	// Params is the global ipxe-params; per hardware metadata
 	// {"boots": {"ipxe_params": ...}} overrides it.
 	Params script.Params
@@ -138,10 +143,27 @@ func writeScript(w http.ResponseWriter, body string) {
 	io.WriteString(w, body)
 }
 
+// scriptConfig is the script configuration for r: ScriptHTTPS when r came
+// over TLS (and one is set), else Script.
+func (s *Server) scriptConfig(r *http.Request) script.Config {
+	if r.TLS != nil && s.cfg.ScriptHTTPS.BaseURL != "" {
+		return s.cfg.ScriptHTTPS
+	}
+	return s.cfg.Script
+}
+
+// scheme names r's transport for logs.
+func scheme(r *http.Request) string {
+	if r.TLS != nil {
+		return "https"
+	}
+	return "http"
+}
+
 func (s *Server) auto(w http.ResponseWriter, r *http.Request) {
 	s.renders.WithLabelValues("auto", "").Inc()
-	s.log.Info("http: auto.ipxe", "script", "auto", "remote", r.RemoteAddr)
-	writeScript(w, script.Auto(s.cfg.Script))
+	s.log.Info("http: auto.ipxe", "script", "auto", "remote", r.RemoteAddr, "scheme", scheme(r))
+	writeScript(w, script.Auto(s.scriptConfig(r)))
 }
 
 func remoteIP(r *http.Request) netip.Addr {
@@ -246,9 +268,10 @@ func (s *Server) machine(w http.ResponseWriter, r *http.Request) {
 	kind := script.Kind(v)
 	s.renders.WithLabelValues(kind, string(v.Params)).Inc()
 	s.events[eventScriptServed].Inc()
-	s.log.Info("http: ipxe script served", "mac", v.MAC, "hardware_id", v.HardwareID, "script", kind, "ipxe_params", v.Params, "remote", r.RemoteAddr)
+	s.log.Info("http: ipxe script served", "mac", v.MAC, "hardware_id", v.HardwareID, "script", kind, "ipxe_params", v.Params,
+		"remote", r.RemoteAddr, "scheme", scheme(r))
 	s.note(v.HardwareID, "ipxe script served ("+kind+")")
-	writeScript(w, script.ForMachine(s.cfg.Script, v))
+	writeScript(w, script.ForMachine(s.scriptConfig(r), v))
 }
 
 // herd_boots_events_total's label values besides script.Events.

@@ -1,6 +1,7 @@
 package httpd
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -233,4 +234,58 @@ func FuzzMachineRoute(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestScriptOverHTTPS: a script fetched over TLS points at the HTTPS root
+// for everything it fetches next (the machine script, kernel, initrd,
+// events); one fetched over plain HTTP keeps HTTP. Without an HTTPS
+// configuration a TLS request gets the plain one.
+func TestScriptOverHTTPS(t *testing.T) {
+	httpsCfg := script.Config{BaseURL: "https://10.0.5.1:8443", OSIEBaseURL: "https://10.0.5.1:8443/osie", Kernel: "vmlinuz-{arch}", Initrd: "initramfs-{arch}"}
+	with := newServerWith(t, observe.NewRegistry(), func(c *Config) { c.ScriptHTTPS = httpsCfg })
+	without := newServer(t, false)
+	fetch := func(s *Server, target string, tlsOn bool) string {
+		r := httptest.NewRequest("GET", target, nil)
+		r.RemoteAddr = "10.0.5.10:1000"
+		if tlsOn {
+			r.TLS = &tls.ConnectionState{HandshakeComplete: true}
+		}
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, r)
+		if w.Code != 200 {
+			t.Fatalf("%s: %d %s", target, w.Code, w.Body)
+		}
+		return w.Body.String()
+	}
+	const machine = "/machines/52-54-00-00-00-01/boot.ipxe"
+	tests := []struct {
+		name          string
+		s             *Server
+		target        string
+		tls           bool
+		want, notWant []string
+	}{
+		{"auto.ipxe over HTTPS", with, "/auto.ipxe", true, []string{"chain --autofree https://10.0.5.1:8443/machines/"}, []string{"http://"}},
+		{"machine script over HTTPS", with, machine, true,
+			[]string{"kernel --name vmlinuz https://10.0.5.1:8443/osie/vmlinuz-x86_64", "initrd --name initrd https://10.0.5.1:8443/osie/initramfs-x86_64",
+				"https://10.0.5.1:8443/events"}, []string{"http://"}},
+		{"auto.ipxe over HTTP", with, "/auto.ipxe", false, []string{"chain --autofree http://10.0.5.1:8080/machines/"}, []string{"https://"}},
+		{"machine script over HTTP", with, machine, false, []string{"kernel --name vmlinuz http://10.0.5.1:8080/osie/"}, []string{"https://"}},
+		{"TLS without an HTTPS configuration", without, machine, true, []string{"kernel --name vmlinuz http://10.0.5.1:8080/osie/"}, []string{"https://"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body := fetch(tt.s, tt.target, tt.tls)
+			for _, w := range tt.want {
+				if !strings.Contains(body, w) {
+					t.Errorf("lacks %q:\n%s", w, body)
+				}
+			}
+			for _, w := range tt.notWant {
+				if strings.Contains(body, w) {
+					t.Errorf("has %q:\n%s", w, body)
+				}
+			}
+		})
+	}
 }

@@ -108,6 +108,7 @@ func ForMachine(c Config, m Machine) string {
 // and adds herd's own:
 //
 //	herd.token=     the worker's credential (bearer token)
+//	herd.ca_sha256= the pin of the CA at grpc_cert_url, when boots knows it
 //	herd.metadata=  herd-metadata's root
 //	herd.mac=       the booting interface's MAC
 //
@@ -125,6 +126,7 @@ func KernelArgs(c Config, m Machine) string {
 	}
 	add("grpc_authority", c.GRPCAuthority)
 	add("grpc_cert_url", c.CertURL)
+	add("herd.ca_sha256", c.CASHA256)
 	add("tinkerbell", c.BaseURL)
 	add("worker_id", m.HardwareID)
 	add("instance_id", m.HardwareID)

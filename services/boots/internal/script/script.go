@@ -51,6 +51,9 @@ type Config struct {
 	// (host:port); CertURL where the worker fetches its CA.
 	GRPCAuthority string
 	CertURL       string
+	// CASHA256 is the pin of the CA the worker must find at CertURL (hex
+	// SHA-256 of its certificate's DER; herd-boots --ca-cert), "" for none.
+	CASHA256 string
 	// MetadataURL is herd-metadata's root, e.g. http://10.0.5.1:50061.
 	MetadataURL string
 	// Registry is the container registry the worker pulls actions from;

@@ -284,18 +284,23 @@ func TestUnknownCaller(t *testing.T) {
 	}
 }
 
-func TestKernelArgsRegistry(t *testing.T) {
+// TestKernelArgsOptional: the registry's credentials and the CA pin are
+// on the kernel line when set, and absent otherwise.
+func TestKernelArgsOptional(t *testing.T) {
+	const pin = "5527e537a2771ec638e8b104b099c791c500685201411fdb09afb23de25c640c"
 	tests := []struct {
-		name, user, pass string
-		want, notWant    []string
+		name, user, pass, pin string
+		want, notWant         []string
 	}{
-		{"no credentials", "", "", []string{"docker_registry=10.0.5.1:5000 syslog_host="}, []string{"registry_username", "registry_password"}},
-		{"htpasswd credentials", "herd", "s3cr:t!", []string{"docker_registry=10.0.5.1:5000 registry_username=herd registry_password=s3cr:t! syslog_host="}, nil},
+		{"no credentials", "", "", "", []string{"docker_registry=10.0.5.1:5000 syslog_host="}, []string{"registry_username", "registry_password"}},
+		{"htpasswd credentials", "herd", "s3cr:t!", "", []string{"docker_registry=10.0.5.1:5000 registry_username=herd registry_password=s3cr:t! syslog_host="}, nil},
+		{"no CA pin", "", "", "", []string{"grpc_cert_url=http://10.0.5.1:42114/cert tinkerbell="}, []string{"herd.ca_sha256"}},
+		{"CA pin", "", "", pin, []string{"grpc_cert_url=http://10.0.5.1:42114/cert herd.ca_sha256=" + pin + " tinkerbell="}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := testCfg
-			c.RegistryUser, c.RegistryPassword = tt.user, tt.pass
+			c.RegistryUser, c.RegistryPassword, c.CASHA256 = tt.user, tt.pass, tt.pin
 			a := KernelArgs(c, osieMachine)
 			for _, w := range tt.want {
 				if !strings.Contains(a, w) {
