@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -296,6 +297,39 @@ func TestPowerThroughIPMI(t *testing.T) {
 	if k := list.GetJobs()[0].GetKind(); k != machine.JobKind_JOB_KIND_POWER {
 		t.Fatalf("newest job is %v", k)
 	}
+	// The CLI: the same jobs, followed to their end; the power column.
+	out := s.MustHerd("", "machine", "power", "status", good)
+	if !strings.Contains(out, "SUCCESS: off") {
+		t.Fatalf("herd machine power status printed:\n%s", out)
+	}
+	out = s.MustHerd("", "hardware", "list")
+	if !hasRow(out, "POWER") || !hasRow(out, good, "off") || !hasRow(out, bad, "unknown") {
+		t.Fatalf("herd hardware list printed:\n%s", out)
+	}
+	out, errOut, code := s.Herd("", "machine", "power", "on", bad)
+	if code != 1 || !strings.Contains(errOut, "ended FAILED") || !strings.Contains(errOut, "authentication failed") {
+		t.Fatalf("herd machine power on with a wrong password: exit %d\n%s%s", code, out, errOut)
+	}
+	if _, errOut, code := s.Herd("", "machine", "power", "sideways", good); code != 2 || !strings.Contains(errOut, "want on, off, cycle, reset or status") {
+		t.Fatalf("a bad power action: exit %d: %s", code, errOut)
+	}
+
+	// workflow create --netboot: the machine is powered on by its BMC
+	// and the workflow's events show the power steps.
+	s.MustHerd(netbootTemplate, "template", "create", "--file", "-")
+	out = s.MustHerd("", "workflow", "create", "-t", "netboot-test", "-r", `{"device_1":"08:00:27:00:00:01"}`, "--netboot")
+	wf := strings.TrimSpace(strings.TrimPrefix(strings.SplitN(out, "\n", 2)[0], "Created Workflow: "))
+	if !strings.Contains(out, "netboot SUCCESS") {
+		t.Fatalf("workflow create --netboot printed:\n%s", out)
+	}
+	ipmisim.WaitFor(t, "the VM to run", func() bool { return sim.QemuPid() != 0 })
+	events := s.MustHerd("", "workflow", "events", wf)
+	for _, step := range []string{"bmc netboot PENDING: queued", "bmc netboot PENDING: taken by bmc-test", "bmc netboot RUNNING", "bmc netboot SUCCESS"} {
+		if !strings.Contains(events, step) {
+			t.Fatalf("the workflow's events lack %q:\n%s", step, events)
+		}
+	}
+
 	// No secret in any job record, and none in the server's log.
 	b, _ := json.Marshal(list)
 	for _, secret := range []string{ipmisim.Password, "not-the-Passw0rd"} {
@@ -303,6 +337,34 @@ func TestPowerThroughIPMI(t *testing.T) {
 			t.Fatalf("the secret %q shows in the jobs or the server log", secret)
 		}
 	}
+}
+
+const netbootTemplate = `version: "0.1"
+name: netboot-test
+tasks:
+  - name: "only"
+    worker: "{{.device_1}}"
+    actions:
+      - name: "hello"
+        image: busybox
+        timeout: 60
+`
+
+// hasRow says whether a table line holds all the cells.
+func hasRow(table string, cells ...string) bool {
+	for _, line := range strings.Split(table, "\n") {
+		f := strings.Fields(line)
+		all := true
+		for _, c := range cells {
+			if !slices.Contains(f, c) {
+				all = false
+			}
+		}
+		if all {
+			return true
+		}
+	}
+	return false
 }
 
 func freeUDPPort(t *testing.T) int {

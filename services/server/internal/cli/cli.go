@@ -157,7 +157,7 @@ FAILED or TIMEOUT.`,
 	pf.Duration("timeout", DefaultTimeout,
 		"time limit for the whole command, 0 for none (workflow watch waits without limit unless this is given)")
 
-	root.AddCommand(a.hardwareCmd(), a.templateCmd(), a.workflowCmd(), a.bmcCmd(), a.importCmd())
+	root.AddCommand(a.hardwareCmd(), a.templateCmd(), a.workflowCmd(), a.machineCmd(), a.bmcCmd(), a.importCmd())
 	return root
 }
 

@@ -139,8 +139,8 @@ JSON, which "hardware push" reads back.`,
 		if a.set.json {
 			return writeHardware(a.stdout, hw, false)
 		}
-		t := hardwareTable(a.stdout)
-		hardwareRows(t, hw)
+		t := hardwareTable(a.stdout, nil)
+		hardwareRows(t, hw, nil)
 		return t.flush()
 	})
 	return cmd
@@ -176,9 +176,13 @@ func (a *app) hardwareListCmd() *cobra.Command {
 				return writeHardware(a.stdout, hw, true)
 			})
 		}
-		t := hardwareTable(a.stdout)
+		power, err := a.powerStates(ctx)
+		if err != nil {
+			return err
+		}
+		t := hardwareTable(a.stdout, power)
 		err = each(stream, func(hw *hardware.Hardware) error {
-			hardwareRows(t, hw)
+			hardwareRows(t, hw, power)
 			return nil
 		})
 		if ferr := t.flush(); err == nil {

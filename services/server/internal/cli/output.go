@@ -102,19 +102,32 @@ func when(ts *timestamppb.Timestamp) string {
 
 // hardwareTable and hardwareRows are the table of hardware records: one
 // row per interface, as tink's `hardware list` prints.
-func hardwareTable(w io.Writer) *table {
+// hardwareTable starts a hardware table; with power (not nil) it has a
+// POWER column: the state herd-server last learned from each machine's
+// BMC ("-": no BMC, "unknown": not learned yet).
+func hardwareTable(w io.Writer, power map[string]string) *table {
+	if power != nil {
+		return newTable(w, "ID", "MAC ADDRESS", "IP ADDRESS", "HOSTNAME", "POWER")
+	}
 	return newTable(w, "ID", "MAC ADDRESS", "IP ADDRESS", "HOSTNAME")
 }
 
-func hardwareRows(t *table, hw *hardware.Hardware) {
+func hardwareRows(t *table, hw *hardware.Hardware, power map[string]string) {
+	pw := ""
+	if power != nil {
+		var ok bool
+		if pw, ok = power[hw.GetId()]; !ok {
+			pw = "-"
+		}
+	}
 	ifaces := hw.GetNetwork().GetInterfaces()
 	if len(ifaces) == 0 {
-		t.row(hw.GetId(), "", "", "")
+		t.row(hw.GetId(), "", "", "", pw)
 		return
 	}
 	for _, iface := range ifaces {
 		d := iface.GetDhcp()
-		t.row(hw.GetId(), d.GetMac(), d.GetIp().GetAddress(), d.GetHostname())
+		t.row(hw.GetId(), d.GetMac(), d.GetIp().GetAddress(), d.GetHostname(), pw)
 	}
 }
 

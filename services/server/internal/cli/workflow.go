@@ -7,10 +7,13 @@ import (
 	"net/netip"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/herd-metal/herd/pkg/spec"
+	"github.com/herd-metal/herd/proto/hardware"
+	"github.com/herd-metal/herd/proto/machine"
 	"github.com/herd-metal/herd/proto/workflow"
 )
 
@@ -66,6 +69,7 @@ func (a *app) workflowCreateCmd() *cobra.Command {
 	var (
 		tmpl, devices string
 		toggle        bool
+		netboot, efi  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "create -t TEMPLATE -r DEVICES",
@@ -79,9 +83,15 @@ toggleAllowNetboot): it sets allow_pxe on their hardware records now and clears
 it when the workflow succeeds (after a failure or timeout it stays on, for a
 retry), noting each change in the workflow's events. --toggle-netboot=false
 leaves allow_pxe to you; without the flag the template's toggle_netboot key
-decides, and without that the server toggles.`,
+decides, and without that the server toggles.
+
+--netboot then starts the workflow without a hand on the power button: for each
+machine, a BMC job (herd machine netboot) sets its next boot to the network and
+power cycles it; the workflow's events show the job's steps. The command waits
+for those jobs and fails if one does not succeed (the workflow stays, waiting).`,
 		Example: `  herd workflow create -t hello-world -r '{"device_1":"08:00:27:00:00:01"}'
-  herd workflow create -t hello-world -r '{"device_1":"08:00:27:00:00:01"}' --toggle-netboot=false`,
+  herd workflow create -t hello-world -r '{"device_1":"08:00:27:00:00:01"}' --toggle-netboot=false
+  herd workflow create -t ubuntu -r '{"device_1":"08:00:27:00:00:01"}' --netboot`,
 		Args: cobra.NoArgs,
 	}
 	cmd.Flags().StringVarP(&tmpl, "template", "t", "", "template id or name (required)")
@@ -90,9 +100,14 @@ decides, and without that the server toggles.`,
 	// from printing a default the template may override.
 	cmd.Flags().BoolVar(&toggle, "toggle-netboot", false,
 		"the server switches the machines' allow_pxe on now and off at SUCCESS; --toggle-netboot=false leaves it alone (unset: the template's toggle_netboot, else on)")
+	cmd.Flags().BoolVar(&netboot, "netboot", false, "start the workflow by the machines' BMCs: next boot from the network, then a power cycle")
+	cmd.Flags().BoolVar(&efi, "efi", false, "with --netboot: boot in UEFI mode, not legacy BIOS")
 	_ = cmd.MarkFlagRequired("template")
 	_ = cmd.MarkFlagRequired("hardware")
 	cmd.RunE = a.action(func(ctx context.Context, cmd *cobra.Command, _ []string) error {
+		if efi && !netboot {
+			return usagef("--efi goes with --netboot")
+		}
 		if tmpl == "" {
 			return usagef("--template is empty")
 		}
@@ -114,12 +129,78 @@ decides, and without that the server toggles.`,
 			return err
 		}
 		if a.set.json {
-			return writeProto(a.stdout, resp, false)
+			err = writeProto(a.stdout, resp, false)
+		} else {
+			_, err = fmt.Fprintf(a.stdout, "Created Workflow: %s\n", resp.GetId())
 		}
-		_, err = fmt.Fprintf(a.stdout, "Created Workflow: %s\n", resp.GetId())
-		return err
+		if err != nil || !netboot {
+			return err
+		}
+		return a.netbootWorkflow(ctx, resp.GetId(), hw, efi)
 	})
 	return cmd
+}
+
+// netbootWorkflow queues a netboot job for each machine of the workflow
+// (found by the MAC or IP its devices name) and follows them all.
+func (a *app) netbootWorkflow(ctx context.Context, wfID, devices string, efi bool) error {
+	var byName map[string]string
+	if err := json.Unmarshal([]byte(devices), &byName); err != nil {
+		return err
+	}
+	hc, err := a.hardwareClient(ctx)
+	if err != nil {
+		return err
+	}
+	mc, err := a.machineClient(ctx)
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(byName))
+	for name := range byName {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	seen := map[string]bool{}
+	var jobs []*machine.Job
+	for _, name := range names {
+		addr := byName[name]
+		var hw *hardware.Hardware
+		if _, err := netip.ParseAddr(addr); err == nil {
+			hw, err = hc.ByIP(ctx, &hardware.GetRequest{Ip: addr})
+		} else {
+			hw, err = hc.ByMAC(ctx, &hardware.GetRequest{Mac: addr})
+		}
+		if err != nil {
+			return fmt.Errorf("workflow %s created, not started: %s (%s): %w", wfID, name, addr, err)
+		}
+		if hw.GetId() == "" {
+			return fmt.Errorf("workflow %s created, not started: %s (%s): no hardware record has that address", wfID, name, addr)
+		}
+		if seen[hw.GetId()] {
+			continue
+		}
+		seen[hw.GetId()] = true
+		j, err := mc.Netboot(ctx, &machine.NetbootRequest{HardwareId: hw.GetId(), Efi: efi, WorkflowId: wfID})
+		if err != nil {
+			return fmt.Errorf("workflow %s created, not started: netboot of %s (hardware %s): %w", wfID, name, hw.GetId(), err)
+		}
+		jobs = append(jobs, j)
+	}
+	var failed []string
+	for _, j := range jobs {
+		end, err := a.followJob(ctx, mc, j.GetId())
+		if err != nil {
+			return err
+		}
+		if end.GetState() != machine.JobState_JOB_STATE_SUCCESS {
+			failed = append(failed, fmt.Sprintf("hardware %s: %s %s", end.GetHardwareId(), jobState(end), end.GetMessage()))
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("workflow %s created, but its netboot failed: %s", wfID, strings.Join(failed, "; "))
+	}
+	return nil
 }
 
 func (a *app) workflowGetCmd() *cobra.Command {
