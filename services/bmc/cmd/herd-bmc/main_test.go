@@ -375,3 +375,68 @@ func freeUDPPort(t *testing.T) int {
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).Port
 }
+
+// TestPowerPoll: herd-server checks every BMC's power by itself, so a
+// change made outside herd (here by ipmitool) reaches the record, the
+// CLI's POWER column and the metric within a poll interval or two; the
+// poll's own jobs do not pile up (one unfinished check per machine).
+func TestPowerPoll(t *testing.T) {
+	sim := ipmisim.Start(t)
+	s := servertest.Start(t, "--bmc-token", bmcToken, "--bmc-poll-interval", "1s", "--bmc-job-timeout", "10s")
+	admin := s.Dial(servertest.AdminToken)
+	mc := machine.NewMachineServiceClient(admin)
+	ctx := context.Background()
+	if _, err := mc.SetBMCCredential(ctx, &machine.SetBMCCredentialRequest{Name: "rack1", Username: ipmisim.User, Password: ipmisim.Password}); err != nil {
+		t.Fatal(err)
+	}
+	const id = "55555555-5555-4555-8555-555555555555"
+	if _, err := hardware.NewHardwareServiceClient(admin).Push(ctx, &hardware.PushRequest{
+		Data: machineRecord(id, "08:00:27:00:00:05", "10.1.0.15", sim.BMC.Host, sim.BMC.Port, "rack1")}); err != nil {
+		t.Fatal(err)
+	}
+	startBMC(t, s)
+	powerIs := func(want string) func() bool {
+		return func() bool {
+			list, err := mc.ListPower(ctx, &machine.ListPowerRequest{})
+			return err == nil && len(list.GetMachines()) == 1 && list.GetMachines()[0].GetState() == want
+		}
+	}
+	ipmisim.WaitFor(t, "the poll to learn the power is off", powerIs("off"))
+	sim.Ipmitool(t, "chassis", "power", "on")
+	ipmisim.WaitFor(t, "the VM to run", func() bool { return sim.QemuPid() != 0 })
+	ipmisim.WaitFor(t, "the poll to learn the power is on", powerIs("on"))
+	if out := s.MustHerd("", "hardware", "list"); !hasRow(out, id, "on") {
+		t.Fatalf("herd hardware list printed:\n%s", out)
+	}
+	code, metrics := s.Rest("GET", "/metrics", "", "")
+	if code != 200 || !strings.Contains(metrics, `herd_machines_power{state="on"} 1`) || !strings.Contains(metrics, `herd_machines_power{state="off"} 0`) {
+		t.Fatalf("/metrics (%d) lacks the power counts:\n%s", code, grepLines(metrics, "herd_machines_power"))
+	}
+	jobs, err := mc.ListJobs(ctx, &machine.ListJobsRequest{HardwareId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unfinished := 0
+	for _, j := range jobs.GetJobs() {
+		if j.GetOrigin() != "poll" || j.GetKind() != machine.JobKind_JOB_KIND_POWER_STATUS {
+			t.Fatalf("a job the poll did not make: %v", j)
+		}
+		if s := j.GetState(); s == machine.JobState_JOB_STATE_PENDING || s == machine.JobState_JOB_STATE_RUNNING {
+			unfinished++
+		}
+	}
+	if unfinished > 1 || len(jobs.GetJobs()) < 2 {
+		t.Fatalf("%d poll jobs, %d unfinished", len(jobs.GetJobs()), unfinished)
+	}
+	t.Logf("%d poll jobs so far", len(jobs.GetJobs()))
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

@@ -262,6 +262,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	}
 
 	reg := observe.NewRegistry()
+	reg.MustRegister(powerCollector{st: st, log: log})
 	ic := api.NewInterceptors(log, reg, authn, transport.Peer)
 	srv, err := transport.New(
 		transport.Config{GRPCAddr: s.grpcAddr, HTTPAddr: s.httpAddr, TLS: tlsConf, CA: caPEM, Limits: s.limits},
@@ -288,28 +289,6 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		eg.Go(func() error { return pollPower(ctx, st, s.bmcPollInterval, log) })
 	}
 	return eg.Wait()
-}
-
-// pollPower queues a power status job for every machine with a BMC each
-// interval (one at a time per machine: a check still unfinished is not
-// doubled), due within the interval, and keeps an hour of finished ones.
-func pollPower(ctx context.Context, st *store.Store, every time.Duration, log *slog.Logger) error {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		n, err := st.QueuePowerPolls(ctx, time.Now().Add(every), time.Now().Add(-time.Hour))
-		switch {
-		case err != nil && ctx.Err() == nil:
-			log.Error("queueing power checks failed", "error", err)
-		case n > 0:
-			log.Debug("power checks queued", "count", n)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
 }
 
 // enforceTimeouts ends workflows whose action or global deadline passed,
