@@ -1,7 +1,8 @@
-// Package auth decides who is calling herd-server. Three kinds of callers:
+// Package auth decides who is calling herd-server. Four kinds of callers:
 // operators with the admin bearer token; herd's own services (boots,
 // metadata) with the service token, which opens reading and watching the
-// hardware and recording boot events; and machines being provisioned with
+// hardware and recording boot events; herd-bmc with the BMC agent's token,
+// which opens taking and reporting BMC jobs; and machines being provisioned with
 // a per-machine worker credential that only opens the worker RPCs for that
 // machine's own workflows, expires, and dies with its hardware record.
 package auth
