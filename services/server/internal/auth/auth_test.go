@@ -14,11 +14,13 @@ import (
 )
 
 const (
-	report = workflowService + "ReportActionStatus"
-	push   = hardwareService + "Push"
-	watch  = hardwareService + "Watch"
-	boot   = workflowService + "RecordBootEvent"
-	hwID   = "0eba0bf8-3772-4b4a-ab9f-6ebe93b90a94"
+	report    = workflowService + "ReportActionStatus"
+	push      = hardwareService + "Push"
+	watch     = hardwareService + "Watch"
+	nextJob   = "/herd.machine.v1.BMCAgentService/NextJob"
+	reportJob = "/herd.machine.v1.BMCAgentService/ReportJob"
+	boot      = workflowService + "RecordBootEvent"
+	hwID      = "0eba0bf8-3772-4b4a-ab9f-6ebe93b90a94"
 )
 
 // gens is a fake store of credential generations that counts lookups.
@@ -54,7 +56,7 @@ func (f feed) Subscribe(string) (<-chan string, func()) { return f.ch, func() {}
 
 func newAuth(t *testing.T, g Generations, n Notifier, now func() time.Time) *Authenticator {
 	t.Helper()
-	a, err := New(Config{AdminToken: "s3cret", ServiceToken: "svc-token", WorkerKey: bytes.Repeat([]byte{7}, 32),
+	a, err := New(Config{AdminToken: "s3cret", ServiceToken: "svc-token", BMCToken: "bmc-token", WorkerKey: bytes.Repeat([]byte{7}, 32),
 		WorkerLifetime: time.Hour, Generations: g, Notifier: n, Channel: "hw", Now: now, Sources: SourcePolicy{Off: true}})
 	if err != nil {
 		t.Fatal(err)
@@ -99,6 +101,12 @@ func TestAuthenticate(t *testing.T) {
 		{"service on boot events", []string{"Bearer svc-token"}, boot, Principal{Service: true}, codes.OK, ""},
 		{"service on push", []string{"Bearer svc-token"}, push, Principal{}, codes.PermissionDenied, ReasonForbidden},
 		{"service on worker rpc", []string{"Bearer svc-token"}, report, Principal{}, codes.PermissionDenied, ReasonForbidden},
+		{"bmc agent takes a job", []string{"Bearer bmc-token"}, nextJob, Principal{BMCAgent: true}, codes.OK, ""},
+		{"bmc agent reports a job", []string{"Bearer bmc-token"}, reportJob, Principal{BMCAgent: true}, codes.OK, ""},
+		{"bmc agent on watch", []string{"Bearer bmc-token"}, watch, Principal{}, codes.PermissionDenied, ReasonForbidden},
+		{"bmc agent asks for a job", []string{"Bearer bmc-token"}, "/herd.machine.v1.MachineService/Power", Principal{}, codes.PermissionDenied, ReasonForbidden},
+		{"service takes a bmc job", []string{"Bearer svc-token"}, nextJob, Principal{}, codes.PermissionDenied, ReasonForbidden},
+		{"worker takes a bmc job", []string{"Bearer " + worker}, nextJob, Principal{}, codes.PermissionDenied, ReasonForbidden},
 		{"worker on worker rpc", []string{"Bearer " + worker}, report, Principal{Worker: hwID}, codes.OK, ""},
 		{"same credential from the same step", []string{"Bearer " + other}, report, Principal{Worker: hwID}, codes.OK, ""},
 		{"worker on admin rpc", []string{"Bearer " + worker}, push, Principal{}, codes.PermissionDenied, ReasonForbidden},
@@ -185,6 +193,8 @@ func TestDisabledAndConfig(t *testing.T) {
 		"empty admin token with auth on": {WorkerKey: key, WorkerLifetime: time.Hour, Generations: g},
 		"short worker key":               {AdminToken: "t", WorkerKey: key[:8], WorkerLifetime: time.Hour, Generations: g},
 		"service token = admin token":    {AdminToken: "t", ServiceToken: "t", WorkerKey: key, WorkerLifetime: time.Hour, Generations: g},
+		"bmc token = admin token":        {AdminToken: "t", BMCToken: "t", WorkerKey: key, WorkerLifetime: time.Hour, Generations: g},
+		"bmc token = service token":      {AdminToken: "t", ServiceToken: "s", BMCToken: "s", WorkerKey: key, WorkerLifetime: time.Hour, Generations: g},
 		"lifetime too short":             {AdminToken: "t", WorkerKey: key, WorkerLifetime: time.Second, Generations: g},
 	} {
 		if _, err := New(c); err == nil {
@@ -206,7 +216,7 @@ func TestPrincipal(t *testing.T) {
 		(Principal{Worker: "x"}).CanActFor("y") || (Principal{}).CanActFor("") || (Principal{Service: true}).CanActFor("x") {
 		t.Fatal("CanActFor decisions wrong")
 	}
-	for p, want := range map[Principal]string{{Admin: true}: "admin", {Service: true}: "service", {Worker: "x"}: "worker:x", {}: "anonymous"} {
+	for p, want := range map[Principal]string{{Admin: true}: "admin", {Service: true}: "service", {BMCAgent: true}: "bmc-agent", {Worker: "x"}: "worker:x", {}: "anonymous"} {
 		if p.Identity() != want {
 			t.Errorf("%+v: identity %q, want %q", p, p.Identity(), want)
 		}
