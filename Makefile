@@ -118,7 +118,7 @@ action-images:
 
 # The images of deploy/'s stack (deploy/images/README.md), built with the
 # engine DOCKER_HOST names, classic builder, no network: herd-server (with
-# the herd CLI), herd-boots and herd-metadata FROM scratch from static
+# the herd CLI), herd-boots, herd-metadata and herd-bmc FROM scratch from static
 # binaries, every time; postgres and registry from Debian's packages
 # (mmdebstrap), kept once built: IMAGE_REBUILD=1 builds them again. IMAGES
 # picks some. Prints each image's size.
@@ -133,7 +133,8 @@ images:
 	@./scripts/deps.sh deploy/images/deps.txt
 	@mkdir -p .tmp/images/bin
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(IMAGE_LDFLAGS)' -o .tmp/images/bin/ \
-		./services/server/cmd/herd-server ./services/server/cmd/herd ./services/boots/cmd/herd-boots ./services/metadata/cmd/herd-metadata
+		./services/server/cmd/herd-server ./services/server/cmd/herd ./services/boots/cmd/herd-boots ./services/metadata/cmd/herd-metadata \
+		./services/bmc/cmd/herd-bmc
 	@IMAGE_REPO='$(IMAGE_REPO)' IMAGE_TAG='$(IMAGE_TAG)' IMAGE_REBUILD='$(IMAGE_REBUILD)' BIN_DIR=$(CURDIR)/.tmp/images/bin \
 		VERSION='$(VERSION)' REVISION='$(REVISION)' IMAGE_SOURCE='$(IMAGE_SOURCE)' WORK_DIR=$(CURDIR)/.tmp/images \
 		./deploy/images/build.sh $(IMAGES)
