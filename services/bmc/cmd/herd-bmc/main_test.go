@@ -20,6 +20,7 @@ import (
 	"github.com/herd-metal/herd/proto/hardware"
 	"github.com/herd-metal/herd/proto/machine"
 	"github.com/herd-metal/herd/services/bmc/internal/ipmisim"
+	"github.com/herd-metal/herd/services/bmc/internal/redfish/redfishtest"
 )
 
 func TestMain(m *testing.M) { os.Exit(servertest.Main(m, true)) }
@@ -429,6 +430,40 @@ func TestPowerPoll(t *testing.T) {
 		t.Fatalf("%d poll jobs, %d unfinished", len(jobs.GetJobs()), unfinished)
 	}
 	t.Logf("%d poll jobs so far", len(jobs.GetJobs()))
+}
+
+// TestNetbootThroughRedfish: the same job path to a Redfish BMC (the
+// fixture: no Redfish emulator is packaged for Debian), UEFI boot asked.
+func TestNetbootThroughRedfish(t *testing.T) {
+	rf := redfishtest.New("admin", "rf-Passw0rd")
+	defer rf.Close()
+	rf.SetPower(false)
+	host, port := rf.HostPort()
+	s := servertest.Start(t, "--bmc-token", bmcToken, "--bmc-poll-interval", "0")
+	admin := s.Dial(servertest.AdminToken)
+	mc := machine.NewMachineServiceClient(admin)
+	ctx := context.Background()
+	if _, err := mc.SetBMCCredential(ctx, &machine.SetBMCCredentialRequest{Name: "rf", Username: "admin", Password: "rf-Passw0rd"}); err != nil {
+		t.Fatal(err)
+	}
+	const id = "66666666-6666-4666-8666-666666666666"
+	hw := machineRecord(id, "08:00:27:00:00:06", "10.1.0.16", host, port, "rf")
+	hw.Bmc.Protocol = "redfish"
+	if _, err := hardware.NewHardwareServiceClient(admin).Push(ctx, &hardware.PushRequest{Data: hw}); err != nil {
+		t.Fatal(err)
+	}
+	startBMC(t, s, "--redfish-scheme", "http")
+	j, err := mc.Netboot(ctx, &machine.NetbootRequest{HardwareId: id, Efi: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	end, states := watchJob(t, mc, j)
+	st := rf.State()
+	if end.GetState() != machine.JobState_JOB_STATE_SUCCESS || st.PowerState != "On" ||
+		st.BootSourceOverrideTarget != "Pxe" || st.BootSourceOverrideMode != "UEFI" || st.OpenSessions != 0 {
+		t.Fatalf("netboot by Redfish: %v %q (states %v), BMC state %+v", end.GetState(), end.GetMessage(), states, st)
+	}
+	t.Logf("redfish netboot: states %v, resets %v", states, st.Resets)
 }
 
 func grepLines(s, sub string) string {
