@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"slices"
@@ -464,6 +465,90 @@ func TestNetbootThroughRedfish(t *testing.T) {
 		t.Fatalf("netboot by Redfish: %v %q (states %v), BMC state %+v", end.GetState(), end.GetMessage(), states, st)
 	}
 	t.Logf("redfish netboot: states %v, resets %v", states, st.Resets)
+}
+
+// TestJobLimits: one job at a time per BMC, and --max-jobs over all. Two
+// BMCs that take packets and never answer make each attempt last the
+// call timeout, so jobs that ran at once would overlap.
+func TestJobLimits(t *testing.T) {
+	s := servertest.Start(t, "--bmc-token", bmcToken, "--bmc-poll-interval", "0", "--bmc-job-timeout", "60s")
+	admin := s.Dial(servertest.AdminToken)
+	mc := machine.NewMachineServiceClient(admin)
+	hc := hardware.NewHardwareServiceClient(admin)
+	ctx := context.Background()
+	if _, err := mc.SetBMCCredential(ctx, &machine.SetBMCCredentialRequest{Name: "rack1", Username: "u", Password: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	bmcOf := map[string]int{} // hardware id -> BMC port
+	for b := range 2 {
+		mute, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer mute.Close()
+		port := mute.LocalAddr().(*net.UDPAddr).Port
+		for m := range 3 {
+			id := fmt.Sprintf("7777777%d-0000-4000-8000-00000000000%d", b, m)
+			hw := machineRecord(id, fmt.Sprintf("08:00:27:00:0%d:0%d", b+1, m+1), fmt.Sprintf("10.1.%d.%d", b+1, m+10), "127.0.0.1", port, "rack1")
+			if _, err := hc.Push(ctx, &hardware.PushRequest{Data: hw}); err != nil {
+				t.Fatal(err)
+			}
+			bmcOf[id] = port
+		}
+	}
+	type span struct{ start, end time.Time }
+	runAll := func(maxJobs string) map[int][]span {
+		t.Helper()
+		stop := startBMC(t, s, "--bmc-call-timeout", "1s", "--attempts", "1", "--max-jobs", maxJobs)
+		defer stop()
+		var jobs []*machine.Job
+		for id := range bmcOf {
+			j, err := mc.Power(ctx, &machine.PowerRequest{HardwareId: id, Action: "status"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			jobs = append(jobs, j)
+		}
+		spans := map[int][]span{}
+		for _, j := range jobs {
+			end, states := watchJob(t, mc, j)
+			if end.GetState() != machine.JobState_JOB_STATE_TIMEOUT || len(end.GetAttempts()) != 1 {
+				t.Fatalf("job %s: %v after %d attempts (states %v): %s", j.GetId(), end.GetState(), len(end.GetAttempts()), states, end.GetMessage())
+			}
+			a := end.GetAttempts()[0]
+			spans[bmcOf[j.GetHardwareId()]] = append(spans[bmcOf[j.GetHardwareId()]], span{a.GetStart().AsTime(), a.GetEnd().AsTime()})
+		}
+		return spans
+	}
+	overlap := func(a, b span) bool { return a.start.Before(b.end) && b.start.Before(a.end) }
+	anyOverlap := func(xs, ys []span, same bool) bool {
+		for i, x := range xs {
+			for j, y := range ys {
+				if (!same || i < j) && overlap(x, y) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+
+	spans := runAll("16")
+	var ports []int
+	for p, ss := range spans {
+		ports = append(ports, p)
+		if anyOverlap(ss, ss, true) {
+			t.Fatalf("jobs of one BMC ran at once: %v", ss)
+		}
+	}
+	if !anyOverlap(spans[ports[0]], spans[ports[1]], false) {
+		t.Fatalf("jobs of two BMCs never ran at once with --max-jobs 16: %v", spans)
+	}
+
+	spans = runAll("1")
+	all := append(spans[ports[0]], spans[ports[1]]...)
+	if anyOverlap(all, all, true) {
+		t.Fatalf("two jobs ran at once with --max-jobs 1: %v", all)
+	}
 }
 
 func grepLines(s, sub string) string {
