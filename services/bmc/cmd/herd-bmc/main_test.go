@@ -46,11 +46,14 @@ func (s *syncBuffer) String() string {
 }
 
 // startBMC runs herd-bmc in process against s until the test ends (or
-// stop is called); it must stop cleanly.
+// stop is called); it must stop cleanly. Its log goes to logs when given.
 func startBMC(t *testing.T, s *servertest.Server, extra ...string) (stop func()) {
+	return startBMCLogging(t, s, &syncBuffer{}, extra...)
+}
+
+func startBMCLogging(t *testing.T, s *servertest.Server, logs *syncBuffer, extra ...string) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncBuffer{}
 	ready := make(chan net.Addr, 1)
 	done := make(chan error, 1)
 	env := map[string]string{"HERD_GRPC_AUTHORITY": s.GRPC, "HERD_TOKEN": bmcToken}
@@ -187,7 +190,8 @@ func TestPowerThroughIPMI(t *testing.T) {
 		t.Fatalf("an untaken job ended %v %q", lostEnd.GetState(), lostEnd.GetMessage())
 	}
 
-	startBMC(t, s, "--bmc-call-timeout", "1s", "--attempts", "3")
+	bmcLog := &syncBuffer{}
+	startBMCLogging(t, s, bmcLog, "--bmc-call-timeout", "1s", "--attempts", "3")
 
 	run := func(req func() (*machine.Job, error)) (*machine.Job, []string) {
 		t.Helper()
@@ -271,6 +275,23 @@ func TestPowerThroughIPMI(t *testing.T) {
 		t.Fatal("a wrong password powered the VM on")
 	}
 
+	// A BMC that hangs does not hold back another machine's job: the
+	// silent BMC's job still runs when the good one has ended.
+	hung, err := mc.Power(ctx, &machine.PowerRequest{HardwareId: silent, Action: "status"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, states = run(func() (*machine.Job, error) {
+		return mc.Power(ctx, &machine.PowerRequest{HardwareId: good, Action: "status"})
+	})
+	wantSuccess(j, states)
+	if h, err := mc.GetJob(ctx, &machine.GetJobRequest{Id: hung.GetId()}); err != nil || h.GetState() != machine.JobState_JOB_STATE_RUNNING {
+		t.Fatalf("the hung BMC's job is %v (%v) when the good one ended: want RUNNING", h.GetState(), err)
+	}
+	if h, _ := watchJob(t, mc, hung); h.GetState() != machine.JobState_JOB_STATE_TIMEOUT {
+		t.Fatalf("the hung BMC's job ended %v", h.GetState())
+	}
+
 	// Refused (nothing listens): three bounded attempts, then FAILED.
 	// Silent (packets taken, never answered): attempts time out, the job
 	// ends TIMEOUT; neither is retried forever.
@@ -293,10 +314,10 @@ func TestPowerThroughIPMI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(list.GetJobs()); n != 5 {
-		t.Fatalf("%d jobs of %s, want 5", n, good)
+	if n := len(list.GetJobs()); n != 6 {
+		t.Fatalf("%d jobs of %s, want 6", n, good)
 	}
-	if k := list.GetJobs()[0].GetKind(); k != machine.JobKind_JOB_KIND_POWER {
+	if k := list.GetJobs()[0].GetKind(); k != machine.JobKind_JOB_KIND_POWER_STATUS {
 		t.Fatalf("newest job is %v", k)
 	}
 	// The CLI: the same jobs, followed to their end; the power column.
@@ -332,11 +353,26 @@ func TestPowerThroughIPMI(t *testing.T) {
 		}
 	}
 
-	// No secret in any job record, and none in the server's log.
-	b, _ := json.Marshal(list)
-	for _, secret := range []string{ipmisim.Password, "not-the-Passw0rd"} {
-		if strings.Contains(string(b), secret) || strings.Contains(s.Stderr.String(), secret) {
-			t.Fatalf("the secret %q shows in the jobs or the server log", secret)
+	// No secret in any job record or power state (gRPC and REST), nor in
+	// the server's or herd-bmc's log.
+	all, err := mc.ListJobs(ctx, &machine.ListJobsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(all)
+	reads := map[string]string{"ListJobs": string(b), "server log": s.Stderr.String(), "herd-bmc log": bmcLog.String()}
+	for _, path := range []string{"/v1/bmc/jobs", "/v1/machines/power", "/v1/bmc/jobs/" + j.GetId(), "/v1/bmc/credentials", "/v1/hardware/" + good} {
+		code, body := s.Rest("GET", path, "", servertest.AdminToken)
+		if code != 200 {
+			t.Fatalf("GET %s: %d %s", path, code, body)
+		}
+		reads["GET "+path] = body
+	}
+	for what, text := range reads {
+		for _, secret := range []string{ipmisim.Password, "not-the-Passw0rd"} {
+			if strings.Contains(text, secret) {
+				t.Fatalf("the secret %q shows in %s", secret, what)
+			}
 		}
 	}
 }
