@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -22,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/herd-metal/herd/pkg/certs"
 	"github.com/herd-metal/herd/pkg/config"
 	"github.com/herd-metal/herd/pkg/connect"
 	"github.com/herd-metal/herd/pkg/inventory"
@@ -57,6 +60,8 @@ type settings struct {
 	conn                                      connect.Flags
 	publicIP                                  string
 	httpAddr, publicURL                       string
+	httpsAddr, tlsCert, tlsKey, ipxeHTTPSURL  string
+	workerCACert                              string
 	httpLimits                                httpd.Limits
 	dhcpMode, dhcpIface, dhcpAddr, pxeAddr    string
 	tftpAddr, syslogAddr                      string
@@ -91,6 +96,14 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	fs.StringVar(&s.publicIP, "public-ip", "", "boots' IPv4 address as machines reach it: DHCP server identifier, TFTP next-server, script URLs (required)")
 	fs.StringVar(&s.httpAddr, "http-addr", ":80", "HTTP listen address: iPXE scripts, /events, /ipxe/, /osie/, /metrics, /healthz, /version")
 	fs.StringVar(&s.publicURL, "http-public-url", "", "boots' HTTP root as machines reach it (default http://PUBLIC-IP[:port of --http-addr])")
+	fs.StringVar(&s.httpsAddr, "https-addr", "off", "HTTPS listen address, serving what --http-addr serves with the same limits (needs --tls-cert and --tls-key), or off")
+	fs.StringVar(&s.tlsCert, "tls-cert", "", "PEM certificate (chain) of --https-addr; the names machines reach boots by must be in it, and iPXE must trust its CA (built with TRUST=)")
+	fs.StringVar(&s.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&s.ipxeHTTPSURL, "ipxe-https-url", "", "boots' HTTPS root as machines reach it, e.g. https://10.0.5.1 (needs --https-addr). "+
+		"Set, it opts in: iPXE that says in DHCP option 175 it has HTTPS gets its script, kernel and initrd over HTTPS; other firmware keeps HTTP. "+
+		"Only for iPXE built to trust the CA of --tls-cert (docs/security.md)")
+	fs.StringVar(&s.workerCACert, "worker-ca-cert", "", "PEM file of the one CA certificate the OSIE's worker must find at --worker-cert-url (herd-server's STATE-DIR/ca.pem): "+
+		"its SHA-256 goes on the kernel line as herd.ca_sha256= and the worker refuses any other CA. Empty: no pin")
 	d := httpd.DefaultLimits
 	fs.DurationVar(&s.httpLimits.ReadHeader, "http-read-header-timeout", d.ReadHeader, "how long an HTTP client has to send a request's headers")
 	fs.DurationVar(&s.httpLimits.Read, "http-read-timeout", d.Read, "how long an HTTP client has to send a whole request, body included")
@@ -187,6 +200,23 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if err := checkRegistry(s.registry, s.registryUser, s.registryPassword); err != nil {
 		return err
 	}
+	if err := checkHTTPS(s.httpsAddr, s.tlsCert, s.tlsKey, s.ipxeHTTPSURL); err != nil {
+		return err
+	}
+	var tlsCfg *tls.Config
+	if s.httpsAddr != "off" {
+		pair, err := tls.LoadX509KeyPair(s.tlsCert, s.tlsKey)
+		if err != nil {
+			return fmt.Errorf("--tls-cert %s, --tls-key %s: %w", s.tlsCert, s.tlsKey, err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	}
+	var caPin string
+	if s.workerCACert != "" {
+		if caPin, err = certs.CAFingerprint(s.workerCACert); err != nil {
+			return fmt.Errorf("--worker-ca-cert: %w", err)
+		}
+	}
 	if s.dhcpAddr != "off" && s.dhcpIface == "" {
 		return errors.New("--dhcp-interface is required: DHCP serves one interface only (or --dhcp-addr off)")
 	}
@@ -205,6 +235,19 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		defURL += ":" + httpPort
 	}
 	baseURL := strings.TrimRight(or(s.publicURL, defURL), "/")
+	// Scripts fetched over HTTPS point at the HTTPS root.
+	var httpsURL string
+	if s.httpsAddr != "off" {
+		_, httpsPort, err := net.SplitHostPort(s.httpsAddr)
+		if err != nil {
+			return fmt.Errorf("--https-addr: %w", err)
+		}
+		defHTTPS := "https://" + public.String()
+		if httpsPort != "443" {
+			defHTTPS += ":" + httpsPort
+		}
+		httpsURL = strings.TrimRight(or(s.ipxeHTTPSURL, defHTTPS), "/")
+	}
 	s.tftpAddr = or(s.tftpAddr, net.JoinHostPort(public.String(), "69"))
 	s.syslogAddr = or(s.syslogAddr, net.JoinHostPort(public.String(), "514"))
 
@@ -238,7 +281,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		}
 	}
 	dcfg := dhcp.Config{Mode: mode, ServerID: public, UserClass: s.userClass, DefaultLease: s.leaseTime, DefaultDomain: s.domain,
-		Boot: dhcp.BootConfig{NextServer: public, HTTPBase: baseURL}, Link: link}
+		Boot: dhcp.BootConfig{NextServer: public, HTTPBase: baseURL, HTTPSBase: strings.TrimRight(s.ipxeHTTPSURL, "/")}, Link: link}
 	// Proxy mode: the addresses machines take from the other DHCP server,
 	// their own addresses for boot events and syslog.
 	var book *leases.Book
@@ -249,11 +292,19 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	notes := bootevents.New(log, reg)
 	hcfg := httpd.Config{
 		Script: script.Config{BaseURL: baseURL, GRPCAuthority: or(s.grpcAuthority, cc.Authority), CertURL: or(s.workerCertURL, cc.CertURL),
+			CASHA256:    caPin,
 			MetadataURL: or(s.metadataURL, "http://"+public.String()+":50061"),
 			Registry:    s.registry, RegistryUser: s.registryUser, RegistryPassword: s.registryPassword,
 			SyslogHost: or(s.syslogHost, public.String()), Console: s.console,
 			OSIEBaseURL: strings.TrimRight(or(s.osieURL, baseURL+"/osie"), "/"), Kernel: s.osieKernel, Initrd: s.osieInitrd},
 		Params: params, RequireIP: s.requireIP, Binaries: bins, OSIEDir: s.osieDir, Notes: notes, WriteTimeout: s.httpLimits.Write,
+	}
+	if httpsURL != "" {
+		// The same scripts with the HTTPS root; an --osie-url given stays
+		// as it is.
+		hcfg.ScriptHTTPS = hcfg.Script
+		hcfg.ScriptHTTPS.BaseURL = httpsURL
+		hcfg.ScriptHTTPS.OSIEBaseURL = strings.TrimRight(or(s.osieURL, httpsURL+"/osie"), "/")
 	}
 	if book != nil {
 		hcfg.Leases = book
@@ -271,24 +322,22 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	g.Go(func() error { return ntp.Run(ctx, inv) })
 	g.Go(func() error { return notes.Run(ctx, workflow.NewWorkflowServiceClient(conn)) })
 
+	// HTTP and HTTPS: the same handler, limits and per-source budget.
+	perSource := httpd.NewSourceLimit(s.httpLimits.PerSource, log, reg)
 	hl, err := net.Listen("tcp", s.httpAddr)
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
 	}
-	hl = httpd.LimitListener(hl, s.httpLimits.PerSource, log, reg)
-	srv := s.httpLimits.Server(h)
-	g.Go(func() error {
-		if err := srv.Serve(hl); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("http: %w", err)
+	serveHTTP(ctx, g, "http", s.httpLimits.Server(h), perSource.Listener(hl, false))
+	if tlsCfg != nil {
+		tl, err := net.Listen("tcp", s.httpsAddr)
+		if err != nil {
+			return fmt.Errorf("https: %w", err)
 		}
-		return nil
-	})
-	g.Go(func() error {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
-	})
+		// HTTP/1.1 only (no h2 in ALPN), as iPXE speaks: downloads' write
+		// deadlines (httpd.Limits.Write) are per connection.
+		serveHTTP(ctx, g, "https", s.httpLimits.Server(h), tls.NewListener(perSource.Listener(tl, true), tlsCfg))
+	}
 	if s.pprofAddr != "off" {
 		pl, err := net.Listen("tcp", s.pprofAddr)
 		if err != nil {
@@ -343,9 +392,51 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		g.Go(func() error { return syslog.Serve(ctx, pc, scfg, inv, log, reg) })
 	}
 	log.Info("herd-boots serving", "version", version.String(), "public_ip", public.String(), "http", s.httpAddr, "base_url", baseURL,
+		"https", s.httpsAddr, "https_url", httpsURL, "ipxe_https", s.ipxeHTTPSURL != "", "ca_sha256", caPin,
 		"dhcp_mode", string(mode), "dhcp_interface", s.dhcpIface, "tftp", s.tftpAddr, "syslog", s.syslogAddr, "ipxe_params", string(params),
 		"registry", s.registry, "registry_user", s.registryUser, "registry_password_set", s.registryPassword != "")
 	return g.Wait()
+}
+
+// serveHTTP serves srv on l in g until ctx ends, then shuts it down.
+func serveHTTP(ctx context.Context, g *errgroup.Group, name string, srv *http.Server, l net.Listener) {
+	g.Go(func() error {
+		if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+}
+
+// checkHTTPS refuses HTTPS settings that could not work: a listener
+// without its certificate and key or the other way round, an iPXE HTTPS
+// root without the listener, or one that is not an https:// URL.
+func checkHTTPS(addr, cert, key, ipxeURL string) error {
+	on := addr != "off" && addr != ""
+	switch {
+	case on && (cert == "" || key == ""):
+		return errors.New("--https-addr needs --tls-cert and --tls-key (HERD_TLS_CERT, HERD_TLS_KEY): the certificate and key it serves")
+	case !on && (cert != "" || key != ""):
+		return errors.New("--tls-cert and --tls-key are for --https-addr (HERD_HTTPS_ADDR), which is off")
+	case !on && ipxeURL != "":
+		return errors.New("--ipxe-https-url needs --https-addr (HERD_HTTPS_ADDR): the listener it names")
+	case ipxeURL == "":
+		return nil
+	}
+	u, err := url.Parse(ipxeURL)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return fmt.Errorf("--ipxe-https-url %q: want https://HOST[:PORT][/PATH], boots' HTTPS root as machines reach it", ipxeURL)
+	}
+	if err := script.CheckKernelValue(ipxeURL); err != nil {
+		return fmt.Errorf("--ipxe-https-url %w", err)
+	}
+	return nil
 }
 
 // leaseBookSize bounds the proxy-mode addresses remembered; DHCP learns

@@ -154,6 +154,13 @@ const (
 
 func newLab(t *testing.T, clientMAC net.HardwareAddr, extra ...string) *lab {
 	t.Helper()
+	return newLabWith(t, clientMAC, func(*servertest.Server) []string { return extra })
+}
+
+// newLabWith is newLab with herd-boots' extra arguments made once
+// herd-server runs (from its state directory, say).
+func newLabWith(t *testing.T, clientMAC net.HardwareAddr, extra func(*servertest.Server) []string) *lab {
+	t.Helper()
 	realtest.Root(t)
 	l := &lab{server: servertest.Start(t)}
 	l.srv = netnstest.New(t, "hbs")
@@ -179,7 +186,7 @@ func newLab(t *testing.T, clientMAC net.HardwareAddr, extra ...string) *lab {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	args := append([]string{"--server", l.server.GRPC, "--cert-url", l.server.HTTP + "/cert", "--token", servertest.AdminToken,
-		"--public-ip", bootsIP, "--dhcp-interface", "hb0", "--http-addr", bootsIP + ":8080", "--log-format", "text", "--log-level", "debug"}, extra...)
+		"--public-ip", bootsIP, "--dhcp-interface", "hb0", "--http-addr", bootsIP + ":8080", "--log-format", "text", "--log-level", "debug"}, extra(l.server)...)
 	cmd := l.srv.Command(ctx, bootsBin, args...)
 	l.log = &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = l.log, l.log
@@ -263,7 +270,8 @@ ip addr add "$ip/$mask" dev "$interface" 2>/dev/null || ip addr add "$ip/24" dev
 
 // udhcpc runs busybox udhcpc as a BIOS PXE client in the client namespace
 // with our script; it returns the recorded variables (nil: no lease).
-func (l *lab) udhcpc(t *testing.T) map[string]string {
+// extra are more udhcpc arguments (-x OPTION:HEX to send options).
+func (l *lab) udhcpc(t *testing.T, extra ...string) map[string]string {
 	t.Helper()
 	bb := realtest.Command(t, "busybox")
 	dir := t.TempDir()
@@ -273,8 +281,8 @@ func (l *lab) udhcpc(t *testing.T) map[string]string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := l.cli.Command(ctx, bb, "udhcpc", "-i", "hc0", "-f", "-q", "-n", "-t", "3", "-T", "1", "-A", "1",
-		"-s", script, "-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:0000")
+	cmd := l.cli.Command(ctx, bb, append([]string{"udhcpc", "-i", "hc0", "-f", "-q", "-n", "-t", "3", "-T", "1", "-A", "1",
+		"-s", script, "-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:0000"}, extra...)...)
 	out, err := cmd.CombinedOutput()
 	b, _ := os.ReadFile(filepath.Join(dir, "udhcpc.out"))
 	if err != nil {

@@ -149,17 +149,35 @@ type writerOnly struct{ io.Writer }
 // a 503 and is closed; it is counted in herd_boots_http_connections_refused_total
 // and logged (throttled: a line per address per 10 s).
 func LimitListener(l net.Listener, max int, log *slog.Logger, reg prometheus.Registerer) net.Listener {
+	return NewSourceLimit(max, log, reg).Listener(l, false)
+}
+
+// NewSourceLimit is a budget of max connections per source address that
+// several listeners share (HTTP and HTTPS: a source holds at most max on
+// all of them together); max <= 0: no budget (nil, whose Listener is the
+// listener itself).
+func NewSourceLimit(max int, log *slog.Logger, reg prometheus.Registerer) *SourceLimit {
 	if max <= 0 {
-		return l
+		return nil
 	}
-	sl := &sourceLimit{Listener: l, max: max, log: log, open: map[netip.Addr]int{},
+	sl := &SourceLimit{max: max, log: log, open: map[netip.Addr]int{},
 		quiet:    newThrottle(unknownLogEvery, unknownLogKeys, unknownLogLines),
 		refusers: make(chan struct{}, maxRefusers),
 		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "herd_boots_http_connections_refused_total",
-			Help: "HTTP connections refused because their source address already held --http-max-conns-per-source."})}
+			Help: "HTTP and HTTPS connections refused because their source address already held --http-max-conns-per-source."})}
 	reg.MustRegister(sl.refused, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herd_boots_http_connections_open",
-		Help: "HTTP connections open."}, sl.total))
+		Help: "HTTP and HTTPS connections open."}, sl.total))
 	return sl
+}
+
+// Listener wraps ln (its raw TCP side) in the budget. tlsNext says that
+// TLS runs on the connections: a refused one is then closed without the
+// plain-text 503, which a TLS client could not read.
+func (l *SourceLimit) Listener(ln net.Listener, tlsNext bool) net.Listener {
+	if l == nil {
+		return ln
+	}
+	return &limitedListener{Listener: ln, lim: l, silent: tlsNext}
 }
 
 // maxRefusers bounds the refused connections being answered at once;
@@ -172,8 +190,8 @@ const refusalBody = "herd-boots: too many connections from this address; retry l
 var refusal = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: " +
 	strconv.Itoa(len(refusalBody)) + "\r\nConnection: close\r\nRetry-After: 5\r\n\r\n" + refusalBody
 
-type sourceLimit struct {
-	net.Listener
+// SourceLimit is the per-source budget its listeners share.
+type SourceLimit struct {
 	max      int
 	log      *slog.Logger
 	quiet    *throttle
@@ -185,7 +203,7 @@ type sourceLimit struct {
 	all  int
 }
 
-func (l *sourceLimit) total() float64 {
+func (l *SourceLimit) total() float64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return float64(l.all)
@@ -198,28 +216,43 @@ func sourceOf(c net.Conn) netip.Addr {
 	return netip.Addr{}
 }
 
-func (l *sourceLimit) Accept() (net.Conn, error) {
+// limitedListener accepts within its SourceLimit.
+type limitedListener struct {
+	net.Listener
+	lim    *SourceLimit
+	silent bool // refuse without the 503 (TLS connections)
+}
+
+func (l *limitedListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
 			return nil, err
 		}
-		src := sourceOf(c)
-		l.mu.Lock()
-		n := l.open[src]
-		if n >= l.max {
-			l.mu.Unlock()
-			l.refuse(c, src)
-			continue
+		if cc, ok := l.lim.admit(c, l.silent); ok {
+			return cc, nil
 		}
-		l.open[src] = n + 1
-		l.all++
-		l.mu.Unlock()
-		return &countedConn{Conn: c, l: l, src: src}, nil
 	}
 }
 
-func (l *sourceLimit) release(src netip.Addr) {
+// admit counts c against its source, or refuses it (false) when the
+// source is at its limit: closed at once when silent, else after a 503.
+func (l *SourceLimit) admit(c net.Conn, silent bool) (net.Conn, bool) {
+	src := sourceOf(c)
+	l.mu.Lock()
+	n := l.open[src]
+	if n >= l.max {
+		l.mu.Unlock()
+		l.refuse(c, src, silent)
+		return nil, false
+	}
+	l.open[src] = n + 1
+	l.all++
+	l.mu.Unlock()
+	return &countedConn{Conn: c, l: l, src: src}, true
+}
+
+func (l *SourceLimit) release(src netip.Addr) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.all--
@@ -229,7 +262,7 @@ func (l *sourceLimit) release(src netip.Addr) {
 }
 
 // refuse answers c with a 503 and closes it, without holding up Accept.
-func (l *sourceLimit) refuse(c net.Conn, src netip.Addr) {
+func (l *SourceLimit) refuse(c net.Conn, src netip.Addr, silent bool) {
 	l.refused.Inc()
 	if ok, held := l.quiet.allow(src.String(), time.Now()); ok {
 		attrs := []any{"remote", c.RemoteAddr().String(), "max", l.max}
@@ -237,6 +270,10 @@ func (l *sourceLimit) refuse(c net.Conn, src netip.Addr) {
 			attrs = append(attrs, "suppressed", held)
 		}
 		l.log.Warn("http: too many connections from one address: refused (--http-max-conns-per-source; behind NAT every machine is one address)", attrs...)
+	}
+	if silent {
+		c.Close()
+		return
 	}
 	select {
 	case l.refusers <- struct{}{}:
@@ -264,7 +301,7 @@ func (l *sourceLimit) refuse(c net.Conn, src netip.Addr) {
 // countedConn gives its source's slot back once, when closed.
 type countedConn struct {
 	net.Conn
-	l    *sourceLimit
+	l    *SourceLimit
 	src  netip.Addr
 	once sync.Once
 }

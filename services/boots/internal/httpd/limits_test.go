@@ -157,3 +157,53 @@ func TestSizeLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestSourceLimitShared: HTTP and HTTPS share one budget per source: a
+// source holding its one connection on the HTTP listener is refused on
+// the TLS one, which closes the connection without the plain-text 503 a
+// TLS client could not read.
+func TestSourceLimitShared(t *testing.T) {
+	lim := NewSourceLimit(1, slog.New(slog.NewTextHandler(io.Discard, nil)), observe.NewRegistry())
+	var addrs []string
+	for _, tlsNext := range []bool{false, true} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := lim.Listener(ln, tlsNext)
+		defer l.Close()
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close() // held until the test ends
+			}
+		}()
+		addrs = append(addrs, ln.Addr().String())
+	}
+	held, err := net.Dial("tcp", addrs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	for deadline := time.Now().Add(10 * time.Second); lim.total() != 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first connection was never accepted")
+		}
+	}
+	c, err := net.Dial("tcp", addrs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b, err := io.ReadAll(c)
+	if err != nil || len(b) != 0 {
+		t.Fatalf("over the shared budget on the TLS listener: read %q, %v; want it closed without a word", b, err)
+	}
+	if lim.total() != 1 {
+		t.Fatalf("open connections %v, want 1", lim.total())
+	}
+}
