@@ -106,7 +106,8 @@ func TestEnvrcShape(t *testing.T) {
 	}
 	for _, want := range []string{"HERD_INTERFACE", "HERD_CIDR", "HERD_HOST_IP", "HERD_DHCP_MODE", "HERD_IPXE_PARAMS",
 		"HERD_DB_USER", "HERD_DB_PASSWORD", "HERD_DB_NAME", "HERD_AUTH_TOKEN", "HERD_REGISTRY_USER", "HERD_REGISTRY_PASSWORD",
-		"HERD_SERVER_IMAGE", "HERD_BOOTS_IMAGE", "HERD_METADATA_IMAGE", "HERD_DB_IMAGE", "HERD_REGISTRY_IMAGE", "HERD_STATE_DIR"} {
+		"HERD_SERVER_IMAGE", "HERD_BOOTS_IMAGE", "HERD_METADATA_IMAGE", "HERD_DB_IMAGE", "HERD_REGISTRY_IMAGE", "HERD_STATE_DIR",
+		"HERD_SERVICE_TOKEN", "HERD_BMC_TOKEN", "HERD_BMC_IMAGE", "HERD_BMC_HTTP_PORT"} {
 		if !strings.Contains(text, "export "+want+"=") {
 			t.Errorf("no export of %s", want)
 		}
@@ -120,16 +121,21 @@ func TestEnvrcSecretsAreFreshEachRun(t *testing.T) {
 	a, _ := envrc(t, nil, "lo")
 	b, _ := envrc(t, nil, "lo")
 	hex48 := regexp.MustCompile(`^[0-9a-f]{48}$`)
-	for _, k := range []string{"HERD_DB_PASSWORD", "HERD_AUTH_TOKEN", "HERD_SERVICE_TOKEN", "HERD_REGISTRY_PASSWORD"} {
+	secrets := []string{"HERD_DB_PASSWORD", "HERD_AUTH_TOKEN", "HERD_SERVICE_TOKEN", "HERD_BMC_TOKEN", "HERD_REGISTRY_PASSWORD"}
+	owner := map[string]string{}
+	for _, k := range secrets {
 		if !hex48.MatchString(a[k]) || !hex48.MatchString(b[k]) {
 			t.Errorf("%s = %q, %q: want 24 random bytes in hex", k, a[k], b[k])
 		}
 		if a[k] == b[k] {
 			t.Errorf("%s is the same in two runs: %s", k, a[k])
 		}
-	}
-	if a["HERD_DB_PASSWORD"] == a["HERD_AUTH_TOKEN"] || a["HERD_SERVICE_TOKEN"] == a["HERD_AUTH_TOKEN"] {
-		t.Error("two secrets share a value")
+		// Each credential opens its own part: the BMC agent's token is
+		// neither the admin's nor boots' and metadata's.
+		if o, ok := owner[a[k]]; ok {
+			t.Errorf("%s and %s share a value", o, k)
+		}
+		owner[a[k]] = k
 	}
 	// The CLI's settings follow from the others once sourced.
 	if a["HERD_TOKEN"] != a["HERD_AUTH_TOKEN"] || a["HERD_GRPC_AUTHORITY"] != a["HERD_HOST_IP"]+":42113" ||
@@ -137,7 +143,7 @@ func TestEnvrcSecretsAreFreshEachRun(t *testing.T) {
 		t.Errorf("CLI settings: token %q authority %q cert %q", a["HERD_TOKEN"], a["HERD_GRPC_AUTHORITY"], a["HERD_CERT_URL"])
 	}
 	// Images pinned to one version.
-	for _, k := range []string{"HERD_SERVER_IMAGE", "HERD_BOOTS_IMAGE", "HERD_METADATA_IMAGE", "HERD_DB_IMAGE", "HERD_REGISTRY_IMAGE"} {
+	for _, k := range []string{"HERD_SERVER_IMAGE", "HERD_BOOTS_IMAGE", "HERD_METADATA_IMAGE", "HERD_BMC_IMAGE", "HERD_DB_IMAGE", "HERD_REGISTRY_IMAGE"} {
 		if !strings.HasSuffix(a[k], ":"+a["HERD_VERSION"]) || a["HERD_VERSION"] == "" {
 			t.Errorf("%s = %q, version %q", k, a[k], a["HERD_VERSION"])
 		}
@@ -330,12 +336,12 @@ func TestComposeFileRules(t *testing.T) {
 	if m := regexp.MustCompile(`\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b`).FindAllString(text, -1); len(slices.DeleteFunc(m, func(s string) bool { return s == "127.0.0.1" })) > 0 {
 		t.Errorf("addresses written into the compose file: %v", m)
 	}
-	for _, port := range []string{"42113", "42114", "50061", "5000", "5432", ":80"} {
+	for _, port := range []string{"42113", "42114", "42115", "50061", "5000", "5432", ":80"} {
 		if strings.Contains(text, port) {
 			t.Errorf("port %s written into the compose file", port)
 		}
 	}
-	long := []string{"db", "herd-server", "herd-boots", "herd-metadata", "registry"}
+	long := []string{"db", "herd-server", "herd-boots", "herd-metadata", "herd-bmc", "registry"}
 	for _, name := range long {
 		s, ok := p.Services[name]
 		if !ok {
@@ -360,6 +366,54 @@ func TestComposeFileRules(t *testing.T) {
 	}
 	if s := p.Services["db"]; s.HealthCheck == nil || len(s.HealthCheck.Test) == 0 {
 		t.Error("db has no healthcheck")
+	}
+	bmc := p.Services["herd-bmc"]
+	if bmc.HealthCheck == nil || !slices.Equal(bmc.HealthCheck.Test, types.HealthCheckTest{"CMD", "/herd-bmc", "healthcheck"}) {
+		t.Errorf("herd-bmc healthcheck: %+v", bmc.HealthCheck)
+	}
+	if bmc.DependsOn["herd-server"].Condition != "service_healthy" {
+		t.Errorf("herd-bmc depends on: %+v", bmc.DependsOn)
+	}
+}
+
+// TestComposeTokens: each service gets the one token it needs; the BMC
+// agent's reaches herd-server (which checks it) and herd-bmc only.
+func TestComposeTokens(t *testing.T) {
+	env := envFor(t)
+	p := loadCompose(t, []string{"docker-compose.yml"}, env, nil)
+	get := func(svc, k string) string {
+		if v := p.Services[svc].Environment[k]; v != nil {
+			return *v
+		}
+		return ""
+	}
+	for _, c := range []struct{ svc, key, want string }{
+		{"herd-server", "HERD_AUTH_TOKEN", "HERD_AUTH_TOKEN"},
+		{"herd-server", "HERD_SERVICE_TOKEN", "HERD_SERVICE_TOKEN"},
+		{"herd-server", "HERD_BMC_TOKEN", "HERD_BMC_TOKEN"},
+		{"herd-boots", "HERD_TOKEN", "HERD_SERVICE_TOKEN"},
+		{"herd-metadata", "HERD_TOKEN", "HERD_SERVICE_TOKEN"},
+		{"herd-bmc", "HERD_TOKEN", "HERD_BMC_TOKEN"},
+	} {
+		if got := get(c.svc, c.key); got == "" || got != env[c.want] {
+			t.Errorf("%s %s = %q, want %s (%q)", c.svc, c.key, got, c.want, env[c.want])
+		}
+	}
+	for name, s := range p.Services {
+		if name == "herd-server" || name == "herd-bmc" {
+			continue
+		}
+		for k, v := range s.Environment {
+			if v != nil && *v == env["HERD_BMC_TOKEN"] {
+				t.Errorf("%s gets the BMC agent's token as %s", name, k)
+			}
+		}
+	}
+	if got, want := get("herd-bmc", "HERD_BMC_HTTP_ADDR"), env["HERD_HOST_IP"]+":42115"; got != want {
+		t.Errorf("herd-bmc HERD_BMC_HTTP_ADDR = %q, want %q", got, want)
+	}
+	if got, want := get("herd-bmc", "HERD_SERVER"), env["HERD_HOST_IP"]+":42113"; got != want {
+		t.Errorf("herd-bmc HERD_SERVER = %q, want %q", got, want)
 	}
 }
 
@@ -392,7 +446,7 @@ func loadCompose(t *testing.T, files []string, env map[string]string, profiles [
 func TestComposeV2Accepts(t *testing.T) {
 	env := envFor(t)
 	p := loadCompose(t, []string{"docker-compose.yml"}, env, []string{"setup", "tools"})
-	if len(p.Services) != 7 {
+	if len(p.Services) != 8 {
 		t.Errorf("services: %v", p.ServiceNames())
 	}
 	if got := p.Services["herd-boots"].Environment["HERD_PUBLIC_IP"]; got == nil || *got != env["HERD_HOST_IP"] {

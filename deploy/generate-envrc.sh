@@ -97,6 +97,8 @@ export HERD_DB_PORT=${HERD_DB_PORT:-5432}
 export HERD_AUTH_TOKEN=$(secret)
 # herd-boots' and herd-metadata's token: read and watch hardware, record boot events, nothing else (secret).
 export HERD_SERVICE_TOKEN=$(secret)
+# herd-bmc's token: take BMC jobs (with the BMC's credential) and report them, nothing else (secret).
+export HERD_BMC_TOKEN=$(secret)
 # The herd CLI's token: the admin token.
 export HERD_TOKEN=\$HERD_AUTH_TOKEN
 
@@ -115,6 +117,8 @@ export HERD_METADATA_PORT=${HERD_METADATA_PORT:-50061}
 export HERD_BOOTS_HTTP_PORT=${HERD_BOOTS_HTTP_PORT:-80}
 # The registry of action images (TLS, htpasswd).
 export HERD_REGISTRY_PORT=${HERD_REGISTRY_PORT:-5000}
+# herd-bmc HTTP: /healthz, /metrics.
+export HERD_BMC_HTTP_PORT=${HERD_BMC_HTTP_PORT:-42115}
 
 # The herd version deployed; every image below is pinned to it.
 export HERD_VERSION=$version
@@ -124,6 +128,8 @@ export HERD_SERVER_IMAGE=${HERD_SERVER_IMAGE:-$repo/herd-server:$version}
 export HERD_BOOTS_IMAGE=${HERD_BOOTS_IMAGE:-$repo/herd-boots:$version}
 # herd-metadata image.
 export HERD_METADATA_IMAGE=${HERD_METADATA_IMAGE:-$repo/herd-metadata:$version}
+# herd-bmc image.
+export HERD_BMC_IMAGE=${HERD_BMC_IMAGE:-$repo/herd-bmc:$version}
 # PostgreSQL image (built from Debian's packages by make images; the official postgres:15 works too).
 export HERD_DB_IMAGE=${HERD_DB_IMAGE:-$repo/postgres:$version}
 # Registry image (built from Debian's packages by make images).

@@ -50,6 +50,7 @@ resolve_settings() {
 	s HERD_DB_PORT "" 5432
 	s HERD_AUTH_TOKEN TINKERBELL_TINK_PASSWORD "$(secret)"
 	s HERD_SERVICE_TOKEN "" "$(secret)"
+	s HERD_BMC_TOKEN "" "$(secret)"
 	s HERD_REGISTRY_USER TINKERBELL_REGISTRY_USERNAME admin
 	s HERD_REGISTRY_PASSWORD TINKERBELL_REGISTRY_PASSWORD "$(secret)"
 	s HERD_GRPC_PORT "" 42113
@@ -57,11 +58,13 @@ resolve_settings() {
 	s HERD_METADATA_PORT "" 50061
 	s HERD_BOOTS_HTTP_PORT "" 80
 	s HERD_REGISTRY_PORT "" 5000
+	s HERD_BMC_HTTP_PORT "" 42115
 	s HERD_SOURCE_DIR "" "$(dirname "$deploy")"
 	s HERD_VERSION "" "$(git -C "$HERD_SOURCE_DIR" describe --tags --always --dirty 2>/dev/null || echo dev)"
 	s HERD_SERVER_IMAGE "" "herd/herd-server:$HERD_VERSION"
 	s HERD_BOOTS_IMAGE "" "herd/herd-boots:$HERD_VERSION"
 	s HERD_METADATA_IMAGE "" "herd/herd-metadata:$HERD_VERSION"
+	s HERD_BMC_IMAGE "" "herd/herd-bmc:$HERD_VERSION"
 	s HERD_DB_IMAGE "" "herd/postgres:$HERD_VERSION"
 	s HERD_REGISTRY_IMAGE "" "herd/registry:$HERD_VERSION"
 	s HERD_STATE_DIR "" "$deploy/state"
@@ -74,7 +77,7 @@ resolve_settings() {
 	if ! [[ "$HERD_CIDR" =~ ^[0-9]{1,2}$ ]] || [ "$HERD_CIDR" -lt 1 ] || [ "$HERD_CIDR" -gt 32 ]; then
 		fail "HERD_CIDR=$HERD_CIDR: want a prefix length, 1 to 32 (24 for a /24)"
 	fi
-	for k in HERD_DB_PORT HERD_GRPC_PORT HERD_HTTP_PORT HERD_METADATA_PORT HERD_BOOTS_HTTP_PORT HERD_REGISTRY_PORT; do
+	for k in HERD_DB_PORT HERD_GRPC_PORT HERD_HTTP_PORT HERD_METADATA_PORT HERD_BOOTS_HTTP_PORT HERD_REGISTRY_PORT HERD_BMC_HTTP_PORT; do
 		if ! [[ "${!k}" =~ ^[0-9]{1,5}$ ]] || [ "${!k}" -lt 1 ] || [ "${!k}" -gt 65535 ]; then
 			fail "$k=${!k}: want a port, 1 to 65535"
 		fi

@@ -3,7 +3,8 @@
 # with the classic builder and no network (`make images` runs it; see
 # README.md beside it):
 #
-#	REPO/herd-server:TAG, REPO/herd-boots:TAG, REPO/herd-metadata:TAG
+#	REPO/herd-server:TAG, REPO/herd-boots:TAG, REPO/herd-metadata:TAG,
+#	REPO/herd-bmc:TAG
 #		FROM scratch, from the static binaries in BIN_DIR; rebuilt every run
 #	REPO/postgres:TAG, REPO/registry:TAG
 #		from Debian's packages: mmdebstrap | docker import makes a root
@@ -16,7 +17,7 @@
 #
 # Then it prints each image's size. Arguments pick images (default all).
 # Settings (make passes them): IMAGE_REPO (herd), IMAGE_TAG, BIN_DIR (the
-# binaries herd-server, herd, herd-boots, herd-metadata), VERSION,
+# binaries herd-server, herd, herd-boots, herd-metadata, herd-bmc), VERSION,
 # REVISION, CREATED, IMAGE_SOURCE (the OCI labels), IMAGE_REBUILD,
 # DEBIAN_SUITE (bookworm), WORK_DIR (the build contexts and logs).
 set -euo pipefail
@@ -34,7 +35,7 @@ suite=${DEBIAN_SUITE:-bookworm}
 work=${WORK_DIR:-$here/../../.tmp/images}
 export DOCKER_BUILDKIT=0
 
-all=(herd-server herd-boots herd-metadata postgres registry)
+all=(herd-server herd-boots herd-metadata herd-bmc postgres registry)
 [ $# -gt 0 ] || set -- "${all[@]}"
 
 fail() {
@@ -200,6 +201,7 @@ for image in "$@"; do
 	herd-server) herd_image herd-server herd-server herd ;;
 	herd-boots) herd_image herd-boots herd-boots ;;
 	herd-metadata) herd_image herd-metadata herd-metadata ;;
+	herd-bmc) herd_image herd-bmc herd-bmc ;;
 	postgres | registry) debian_image "$image" ;;
 	*) fail "unknown image $image (${all[*]})" ;;
 	esac

@@ -140,29 +140,30 @@ func (sb *sandbox) startCompose(ctx context.Context) (clientEnv []string, tag st
 			return nil, "", err
 		}
 	}
-	settings, err := readEnvrc(ctx, envrc, "HERD_AUTH_TOKEN", "HERD_VERSION", "HERD_HOST_IP", "HERD_SERVICE_TOKEN", "HERD_REGISTRY_PASSWORD", "HERD_DB_PASSWORD")
+	settings, err := readEnvrc(ctx, envrc, "HERD_AUTH_TOKEN", "HERD_VERSION", "HERD_HOST_IP", "HERD_SERVICE_TOKEN", "HERD_BMC_TOKEN", "HERD_REGISTRY_PASSWORD", "HERD_DB_PASSWORD")
 	if err != nil {
 		return nil, "", err
 	}
 	sb.addSecret("the admin token", settings["HERD_AUTH_TOKEN"])
 	sb.addSecret("the service token", settings["HERD_SERVICE_TOKEN"])
+	sb.addSecret("the BMC agent's token", settings["HERD_BMC_TOKEN"])
 	sb.addSecret("the registry password", settings["HERD_REGISTRY_PASSWORD"])
 	sb.addSecret("the database password", settings["HERD_DB_PASSWORD"])
 	if settings["HERD_HOST_IP"] != hostIP {
 		return nil, "", fmt.Errorf("generate-envrc.sh %s gave HERD_HOST_IP=%s, want %s", bridge, settings["HERD_HOST_IP"], hostIP)
 	}
-	for _, u := range []string{"http://" + httpAddr + "/healthz", "http://" + metaAddr + "/healthz", "http://" + bootsHTTP + "/healthz"} {
+	for _, u := range []string{"http://" + httpAddr + "/healthz", "http://" + metaAddr + "/healthz", "http://" + bootsHTTP + "/healthz", "http://" + bmcHTTP + "/healthz"} {
 		if err := waitHTTP(ctx, u, nil, 90*time.Second); err != nil {
 			return nil, "", sb.withLog(err, "deploy")
 		}
 	}
-	sb.say("herd-server, herd-metadata and herd-boots answer /healthz")
+	sb.say("herd-server, herd-metadata, herd-boots and herd-bmc answer /healthz")
 	if err := sb.crashServer(ctx, env); err != nil {
 		return nil, "", err
 	}
 	// The live view reads the services' logs from files, as with the
 	// processes: docker logs -f of each container.
-	for i, svc := range []string{"herd-server", "herd-metadata", "herd-boots"} {
+	for i, svc := range []string{"herd-server", "herd-metadata", "herd-boots", "herd-bmc"} {
 		id, err := sb.composeContainer(ctx, env, svc)
 		if err != nil {
 			return nil, "", err
@@ -252,7 +253,7 @@ func parseDockerState(s string) (containerState, error) {
 
 // crashServer kills herd-server's process in its container (SIGKILL, as a
 // crash or the OOM killer would) and checks that the restart policy brings
-// it back healthy while herd-boots and herd-metadata keep running: they
+// it back healthy while herd-boots, herd-metadata and herd-bmc keep running: they
 // reconnect by themselves (the hardware pushed after this reaches them
 // only through their Watch streams, which the provisioning then proves).
 // `docker kill` would not do: Docker counts it as a manual stop, which no
@@ -261,7 +262,7 @@ func (sb *sandbox) crashServer(ctx context.Context, env []string) error {
 	sb.stage("herd-server crashes: SIGKILL of its process; the restart policy must bring it back")
 	ids := map[string]string{}
 	before := map[string]containerState{}
-	for _, svc := range []string{"herd-server", "herd-boots", "herd-metadata"} {
+	for _, svc := range []string{"herd-server", "herd-boots", "herd-metadata", "herd-bmc"} {
 		id, err := sb.composeContainer(ctx, env, svc)
 		if err != nil {
 			return err
@@ -296,7 +297,7 @@ func (sb *sandbox) crashServer(ctx context.Context, env []string) error {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-	for _, svc := range []string{"herd-boots", "herd-metadata"} {
+	for _, svc := range []string{"herd-boots", "herd-metadata", "herd-bmc"} {
 		st, err := dockerState(ctx, env, ids[svc])
 		if err != nil {
 			return err
@@ -305,7 +306,7 @@ func (sb *sandbox) crashServer(ctx context.Context, env []string) error {
 			return fmt.Errorf("%s restarted with herd-server (%+v, was %+v): it must reconnect by itself", svc, st, before[svc])
 		}
 	}
-	sb.say("herd-boots and herd-metadata kept running (same process, no restart): they reconnect by themselves")
+	sb.say("herd-boots, herd-metadata and herd-bmc kept running (same process, no restart): they reconnect by themselves")
 	return nil
 }
 

@@ -29,6 +29,7 @@ const (
 	httpAddr     = hostIP + ":42114"
 	bootsHTTP    = hostIP + ":80"
 	metaAddr     = hostIP + ":50061"
+	bmcHTTP      = hostIP + ":42115" // herd-bmc's /healthz and /metrics
 	pgPort       = "5432"
 	actionsTag   = "sandbox"
 
