@@ -61,7 +61,7 @@ func run(log *slog.Logger, sink *syslogSink, cfg Config, early error) PowerActio
 		log.Error("early setup", "err", early)
 	}
 	log.Info("kernel command line parsed", "server", cfg.Server, "worker_id", cfg.WorkerID,
-		"token_set", cfg.Token != "", "cert_url", cfg.CertURL, "ca_sha256", cfg.CASHA256, "metadata", cfg.MetadataURL,
+		"token_set", cfg.Token != "", "cert_url", cfg.CertURL, "metadata", cfg.MetadataURL,
 		"registry", cfg.Registry, "syslog", cfg.Syslog, "boot_mac", macString(cfg.MAC),
 		"worker", cfg.Worker, "after", string(cfg.After), "modules", strings.Join(cfg.Modules, ","))
 	if len(cfg.Unknown) > 0 {
