@@ -240,3 +240,21 @@ func TestHTTPSSettings(t *testing.T) {
 		})
 	}
 }
+
+func TestDefaultRoot(t *testing.T) {
+	public := net.IPv4(10, 0, 5, 1)
+	for _, tt := range []struct{ scheme, listen, want string }{
+		{"http", ":80", "http://10.0.5.1"},
+		{"http", "10.0.5.1:8080", "http://10.0.5.1:8080"},
+		{"https", ":443", "https://10.0.5.1"},
+		{"https", ":8443", "https://10.0.5.1:8443"},
+		{"https", ":80", "https://10.0.5.1:80"},
+	} {
+		if got, err := defaultRoot(tt.scheme, public, tt.listen); err != nil || got != tt.want {
+			t.Errorf("defaultRoot(%s, %s) = %q, %v; want %q", tt.scheme, tt.listen, got, err, tt.want)
+		}
+	}
+	if _, err := defaultRoot("https", public, "8443"); err == nil {
+		t.Error("a listen address without a port: no error")
+	}
+}

@@ -226,25 +226,17 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		}
 		return v
 	}
-	_, httpPort, err := net.SplitHostPort(s.httpAddr)
+	defURL, err := defaultRoot("http", public, s.httpAddr)
 	if err != nil {
 		return fmt.Errorf("--http-addr: %w", err)
-	}
-	defURL := "http://" + public.String()
-	if httpPort != "80" {
-		defURL += ":" + httpPort
 	}
 	baseURL := strings.TrimRight(or(s.publicURL, defURL), "/")
 	// Scripts fetched over HTTPS point at the HTTPS root.
 	var httpsURL string
 	if s.httpsAddr != "off" {
-		_, httpsPort, err := net.SplitHostPort(s.httpsAddr)
+		defHTTPS, err := defaultRoot("https", public, s.httpsAddr)
 		if err != nil {
 			return fmt.Errorf("--https-addr: %w", err)
-		}
-		defHTTPS := "https://" + public.String()
-		if httpsPort != "443" {
-			defHTTPS += ":" + httpsPort
 		}
 		httpsURL = strings.TrimRight(or(s.ipxeHTTPSURL, defHTTPS), "/")
 	}
@@ -396,6 +388,21 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		"dhcp_mode", string(mode), "dhcp_interface", s.dhcpIface, "tftp", s.tftpAddr, "syslog", s.syslogAddr, "ipxe_params", string(params),
 		"registry", s.registry, "registry_user", s.registryUser, "registry_password_set", s.registryPassword != "")
 	return g.Wait()
+}
+
+// defaultRoot is boots' root URL as machines reach it when no flag names
+// it: scheme://PUBLIC-IP, with the port of listen unless it is the
+// scheme's own.
+func defaultRoot(scheme string, public net.IP, listen string) (string, error) {
+	_, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", err
+	}
+	root := scheme + "://" + public.String()
+	if own := map[string]string{"http": "80", "https": "443"}[scheme]; port != own {
+		root += ":" + port
+	}
+	return root, nil
 }
 
 // serveHTTP serves srv on l in g until ctx ends, then shuts it down.
