@@ -181,6 +181,7 @@ func TestHTTPSSettings(t *testing.T) {
 		wantErr               string
 	}{
 		{"off", "off", "", "", "", ""},
+		{"on without a certificate", ":8443", "", "", "", "--https-addr needs --tls-cert and --tls-key"},
 		{"on", ":8443", "c.pem", "k.pem", "", ""},
 		{"on, iPXE opted in", ":8443", "c.pem", "k.pem", "https://10.0.5.1:8443", ""},
 		{"no key", ":8443", "c.pem", "", "", "--https-addr needs --tls-cert and --tls-key"},

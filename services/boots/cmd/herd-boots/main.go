@@ -200,6 +200,9 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if err := checkRegistry(s.registry, s.registryUser, s.registryPassword); err != nil {
 		return err
 	}
+	if s.httpsAddr == "" {
+		s.httpsAddr = "off"
+	}
 	if err := checkHTTPS(s.httpsAddr, s.tlsCert, s.tlsKey, s.ipxeHTTPSURL); err != nil {
 		return err
 	}
@@ -425,7 +428,7 @@ func serveHTTP(ctx context.Context, g *errgroup.Group, name string, srv *http.Se
 // without its certificate and key or the other way round, an iPXE HTTPS
 // root without the listener, or one that is not an https:// URL.
 func checkHTTPS(addr, cert, key, ipxeURL string) error {
-	on := addr != "off" && addr != ""
+	on := addr != "off"
 	switch {
 	case on && (cert == "" || key == ""):
 		return errors.New("--https-addr needs --tls-cert and --tls-key (HERD_TLS_CERT, HERD_TLS_KEY): the certificate and key it serves")
