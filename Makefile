@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/herd-metal/herd/pkg/version.Version=$(VERSION)
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build test deps vet check-proto proto bench-server bench-metadata bench-dhcp action-images images osie osimage fuzz reliability ipxe sandbox sandbox-down test-e2e clean
+.PHONY: all build test deps vet check-proto proto bench-server bench-bmc bench-metadata bench-dhcp action-images images osie osimage fuzz reliability ipxe sandbox sandbox-down test-e2e clean
 
 all: build
 
@@ -22,7 +22,7 @@ deps:
 vet:
 	@out=$$(gofmt -l $(MODULES)); [ -z "$$out" ] || { echo "not gofmt-formatted:"; echo "$$out"; exit 1; }
 	go vet $(addsuffix /...,$(addprefix ./,$(MODULES)))
-	go vet -tags bench $(BENCH_PKGS)
+	go vet -tags bench $(BENCH_PKGS) ./services/bmc/bench
 	@# Each module must build on its own (GOWORK=off), as the OSIE and OS
 	@# image builds do: go.work hides a go.mod that is not tidy.
 	@for m in $(MODULES); do \
@@ -97,6 +97,11 @@ reliability: deps build
 
 bench-server: deps build
 	go test -tags bench -count=1 -timeout 30m -run TestBenchServer -v ./services/server/bench -args -out $(CURDIR)/docs/benchmarks.md
+
+# BMC jobs end to end: herd-server, herd-bmc and 20 ipmi_sim BMCs; how long
+# a job takes and how many run at once (docs/benchmarks.md).
+bench-bmc: deps
+	go test -tags bench -count=1 -timeout 30m -run TestBenchBMC -v ./services/bmc/bench -args -out $(CURDIR)/docs/benchmarks.md
 
 bench-metadata: deps
 	./scripts/deps.sh services/metadata/bench/deps.txt

@@ -128,8 +128,8 @@ func (s *Store) CreateBMCJob(ctx context.Context, j BMCJob) (BMCJob, error) {
 			}
 		}
 		out, err = scanJob(tx.QueryRowContext(ctx, `
-			INSERT INTO bmc_job (id, hardware_id, kind, action, persistent, efi, origin, workflow_id, deadline)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+			INSERT INTO bmc_job (id, hardware_id, bmc_key, kind, action, persistent, efi, origin, workflow_id, deadline)
+			SELECT $1, $2, bmc_key(data), $3, $4, $5, $6, $7, $8, $9 FROM hardware WHERE id = $2
 			RETURNING `+jobColumns,
 			uuid.NewString(), hwID, j.Kind, j.Action, j.Persistent, j.EFI, j.Origin, wf, j.Deadline))
 		if err != nil {
@@ -187,19 +187,26 @@ func (s *Store) ListBMCJobs(ctx context.Context, hwID string, limit int) ([]BMCJ
 	return out, rows.Err()
 }
 
-// TakeBMCJob hands agent the oldest job nobody took yet, with its
-// machine's record (for the BMC's address) and the name of the BMC
-// credential to open. found is false when no job waits. Jobs whose
-// deadline passed are left to ExpireBMCJobs.
+// TakeBMCJob hands agent the oldest job nobody took yet whose BMC has no
+// other job taken and unfinished (one job per BMC at a time, whichever
+// herd-bmc runs it), with its machine's record (for the BMC's address)
+// and the name of the BMC credential to open. found is false when no job
+// can start. Jobs whose deadline passed are left to ExpireBMCJobs.
+//
+// Two takers in the same instant may each take a job of one idle BMC
+// (neither sees the other's uncommitted take); herd-bmc's own scheduler
+// still runs one per BMC, so only two herd-bmc at once could overlap.
 func (s *Store) TakeBMCJob(ctx context.Context, agent string, now time.Time) (j BMCJob, hw *hardware.Hardware, credential string, found bool, err error) {
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		found = false
 		j, err = scanJob(tx.QueryRowContext(ctx, `
 			UPDATE bmc_job SET taken_at = $2, agent = $1, updated_at = $2
 			WHERE id = (
-				SELECT id FROM bmc_job
-				WHERE state = 'PENDING' AND taken_at IS NULL AND deadline > $2
-				ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+				SELECT j.id FROM bmc_job j
+				WHERE j.state = 'PENDING' AND j.taken_at IS NULL AND j.deadline > $2
+				AND NOT EXISTS (SELECT 1 FROM bmc_job b WHERE b.bmc_key = j.bmc_key
+					AND b.taken_at IS NOT NULL AND b.state IN ('PENDING', 'RUNNING'))
+				ORDER BY j.created_at, j.id LIMIT 1 FOR UPDATE SKIP LOCKED)
 			RETURNING `+jobColumns, agent, now))
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil
@@ -407,8 +414,8 @@ func (s *Store) QueuePowerPolls(ctx context.Context, deadline, keepSince time.Ti
 			return fmt.Errorf("pruning poll jobs: %w", err)
 		}
 		res, err := tx.ExecContext(ctx, `
-			INSERT INTO bmc_job (id, hardware_id, kind, origin, deadline)
-			SELECT gen_random_uuid(), h.id, 'power-status', 'poll', $1 FROM hardware h
+			INSERT INTO bmc_job (id, hardware_id, bmc_key, kind, origin, deadline)
+			SELECT gen_random_uuid(), h.id, bmc_key(h.data), 'power-status', 'poll', $1 FROM hardware h
 			WHERE h.bmc_credential IS NOT NULL AND NOT EXISTS (
 				SELECT 1 FROM bmc_job j WHERE j.hardware_id = h.id
 				AND j.kind = 'power-status' AND j.state IN ('PENDING', 'RUNNING'))`, deadline)

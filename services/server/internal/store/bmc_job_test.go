@@ -128,3 +128,57 @@ func TestBMCJobLife(t *testing.T) {
 		t.Fatalf("jobs of a deleted machine: %d, %v", len(jobs), err)
 	}
 }
+
+// TestTakeOneJobPerBMC: a BMC with a job taken and unfinished gets no
+// other until that one ends, whichever agent asks; other BMCs' jobs are
+// taken meanwhile. Two records naming one BMC, with the port left out
+// and given as the protocol's, are one BMC.
+func TestTakeOneJobPerBMC(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	now := time.Now()
+	if _, err := s.PutBMCCredential(ctx, "rack1", "k1", []byte("sealed")); err != nil {
+		t.Fatal(err)
+	}
+	a1, a2, b := uuid.NewString(), uuid.NewString(), uuid.NewString()
+	mustPush(t, s, withBMC(newHW(a1, iface{mac1, ip1}), "rack1"))
+	hw := withBMC(newHW(a2, iface{mac2, ip2}), "rack1")
+	hw.Bmc.Port = 623
+	mustPush(t, s, hw)
+	hw = withBMC(newHW(b, iface{"08:00:27:00:01:03", "10.9.0.3"}), "rack1")
+	hw.Bmc.Address = "10.9.0.99"
+	mustPush(t, s, hw)
+	job := func(id string) string {
+		j, err := s.CreateBMCJob(ctx, BMCJob{HardwareID: id, Kind: JobPowerStatus, Origin: "operator", Deadline: now.Add(time.Minute)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j.ID
+	}
+	first, second, other := job(a1), job(a2), job(b)
+	take := func(agent string) string {
+		j, _, _, found, err := s.TakeBMCJob(ctx, agent, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !found {
+			return ""
+		}
+		return j.ID
+	}
+	if got := take("x"); got != first {
+		t.Fatalf("took %q, want the oldest %s", got, first)
+	}
+	if got := take("y"); got != other {
+		t.Fatalf("took %q, want %s of the idle BMC, not %s of the busy one", got, other, second)
+	}
+	if got := take("y"); got != "" {
+		t.Fatalf("took %s while its BMC is busy", got)
+	}
+	if _, err := s.ReportBMCJob(ctx, JobReport{ID: first, Agent: "x", State: JobSuccess, Answer: "on"}, now); err != nil {
+		t.Fatal(err)
+	}
+	if got := take("y"); got != second {
+		t.Fatalf("took %q once the BMC was free, want %s", got, second)
+	}
+}
