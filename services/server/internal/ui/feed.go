@@ -274,12 +274,6 @@ func (f *feed) run(ctx context.Context, out sse) error {
 	defer cancel()
 	f.wg.Go(func() { f.watchHardware(ctx) })
 	f.wg.Go(func() { f.listWorkflows(ctx) })
-	if _, err := fmt.Fprintf(out.w, "retry: %d\n\n", retryMillis); err != nil {
-		return err
-	}
-	if err := out.flush(); err != nil {
-		return err
-	}
 	beat := time.NewTicker(heartbeat)
 	defer beat.Stop()
 	hwSynced, listed, synced := false, false, false

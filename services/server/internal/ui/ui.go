@@ -9,6 +9,7 @@ import (
 	"context"
 	"embed"
 	"errors"
+	"fmt"
 	"html/template"
 	"io/fs"
 	"log/slog"
@@ -80,6 +81,8 @@ func New(conn grpc.ClientConnInterface, log *slog.Logger) *Handler {
 	h.mux.HandleFunc("POST "+Prefix+"logout", h.change(h.logout))
 	h.mux.HandleFunc("GET "+Prefix+"{$}", h.page(h.fleetPage))
 	h.mux.HandleFunc("GET "+Prefix+"events", h.events)
+	h.mux.HandleFunc("GET "+Prefix+"machine/{id}", h.page(h.machinePage))
+	h.mux.HandleFunc("GET "+Prefix+"workflow/{id}/events", h.timeline)
 	return h
 }
 
@@ -247,6 +250,27 @@ func (h *Handler) fleetPage(w http.ResponseWriter, _ *http.Request, s session) {
 	h.render(w, http.StatusOK, "fleet.html", fleetView{CSRF: s.csrf})
 }
 
+// streamContext is the context of a live stream's API calls: with the
+// session's token, ended when the client goes or the server shuts down.
+func (h *Handler) streamContext(r *http.Request, s session) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(h.asOperator(r.Context(), s.token))
+	stop := context.AfterFunc(h.closing, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// startSSE answers with an event stream and tells the browser how soon
+// to reconnect one that breaks.
+func startSSE(w http.ResponseWriter) sse {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	out := sse{w: w, rc: http.NewResponseController(w)}
+	_, _ = fmt.Fprintf(w, "retry: %d\n\n", retryMillis)
+	_ = out.flush()
+	return out
+}
+
 // events is the fleet's live stream (server-sent events). Without a
 // session it answers 401, which makes the browser's EventSource give up
 // (the page then goes to the login page).
@@ -256,15 +280,10 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not logged in", http.StatusUnauthorized)
 		return
 	}
-	ctx, cancel := context.WithCancel(h.asOperator(r.Context(), s.token))
+	ctx, cancel := h.streamContext(r, s)
 	defer cancel()
-	stop := context.AfterFunc(h.closing, cancel)
-	defer stop()
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	err := newFeed(h.api).run(ctx, sse{w: w, rc: http.NewResponseController(w)})
+	out := startSSE(w)
+	err := newFeed(h.api).run(ctx, out)
 	switch {
 	case status.Code(err) == codes.Unauthenticated || status.Code(err) == codes.PermissionDenied:
 		// The token no longer opens the API (the server's token changed):

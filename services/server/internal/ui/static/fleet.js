@@ -31,7 +31,12 @@
   function build(d) {
     const tr = document.createElement("tr");
     tr.dataset.id = d.id;
-    cell(tr, "hostname", d.hostname || "—").title = d.id;
+    const host = cell(tr, "hostname", "");
+    const link = document.createElement("a");
+    link.href = "/ui/machine/" + encodeURIComponent(d.id);
+    link.textContent = d.hostname || "—";
+    link.title = d.id;
+    host.appendChild(link);
     cell(tr, "mac", d.macs.join(" "));
     cell(tr, "ip", d.ips.join(" "));
     cell(tr, "netboot netboot-" + d.netboot, d.netboot);
