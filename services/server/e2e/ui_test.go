@@ -179,7 +179,7 @@ func TestUIInABrowser(t *testing.T) {
 
 	// A machine pushed now appears.
 	row := `tr[data-id="` + hw1 + `"]`
-	s.MustHerd(readFile(t, "hardware-1.json"), "hardware", "push")
+	s.MustHerd(strings.Replace(readFile(t, "hardware-1.json"), `"state": ""`, `"state": "", "root_password": "hunter2-ui"`, 1), "hardware", "push")
 	step(t, b, "see the pushed machine", chromedp.WaitVisible(chromedp.CSS(row+`[data-state="NONE"]`)))
 	host := get(t, b, "read the hostname", chromedp.Text(chromedp.CSS(row+" td.hostname")))
 	mac := get(t, b, "read the MAC", chromedp.Text(chromedp.CSS(row+" td.mac")))
@@ -195,18 +195,50 @@ func TestUIInABrowser(t *testing.T) {
 	for _, tc := range []struct {
 		action   string
 		state    workflow.State
-		row      string
 		progress string
 	}{
-		{"wipe", workflow.State_STATE_RUNNING, "RUNNING", "0/2"},
-		{"wipe", workflow.State_STATE_SUCCESS, "RUNNING", "1/2"},
-		{"image", workflow.State_STATE_RUNNING, "RUNNING", "1/2"},
-		{"image", workflow.State_STATE_SUCCESS, "SUCCESS", "2/2"},
+		{"wipe", workflow.State_STATE_RUNNING, "0/2"},
+		{"wipe", workflow.State_STATE_SUCCESS, "1/2"},
 	} {
 		report(t, w, id, "disk", tc.action, tc.state)
 		step(t, b, "see "+tc.action+" "+tc.state.String(),
-			chromedp.WaitVisible(chromedp.CSS(row+`[data-state="`+tc.row+`"][data-progress="`+tc.progress+`"]`)))
+			chromedp.WaitVisible(chromedp.CSS(row+`[data-state="RUNNING"][data-progress="`+tc.progress+`"]`)))
 	}
+
+	// Its machine page (the fleet links it) follows the timeline live to
+	// the end.
+	step(t, b, "open the machine page", chromedp.Click(chromedp.CSS(row+" td.hostname a")),
+		chromedp.WaitVisible(chromedp.CSS(`#live[data-state="live"]`)))
+	timelineRow := func(action, state string) chromedp.Action[chromedp.Void] {
+		return chromedp.WaitVisible(chromedp.CSS(`#timeline tbody tr[data-action="` + action + `"][data-state="` + state + `"]`))
+	}
+	step(t, b, "see the reports so far", timelineRow("disk/wipe", "SUCCESS"))
+	report(t, w, id, "disk", "image", workflow.State_STATE_RUNNING)
+	step(t, b, "see image RUNNING on the timeline", timelineRow("disk/image", "RUNNING"))
+	report(t, w, id, "disk", "image", workflow.State_STATE_SUCCESS)
+	step(t, b, "see the timeline end", chromedp.WaitVisible(chromedp.CSS(`#live[data-state="ended"]`)))
+	timeline := get(t, b, "read the timeline", chromedp.Evaluate[[]string](
+		`Array.from(document.querySelectorAll("#timeline tbody tr")).map(tr => tr.querySelector(".task").textContent + "/" + tr.querySelector(".action").textContent + " " + tr.dataset.state)`))
+	var reported []string
+	for _, e := range timeline {
+		if strings.HasPrefix(e, "disk/") {
+			reported = append(reported, e)
+		}
+	}
+	if want := []string{"disk/wipe RUNNING", "disk/wipe SUCCESS", "disk/image RUNNING", "disk/image SUCCESS"}; strings.Join(reported, ",") != strings.Join(want, ",") {
+		t.Fatalf("timeline %v, want the reports %v", timeline, want)
+	}
+	meta := get(t, b, "read the metadata", chromedp.Text(chromedp.CSS("#metadata")))
+	if strings.Contains(meta, "hunter2-ui") || !strings.Contains(meta, "root_password") || !strings.Contains(meta, "node-1") {
+		t.Fatalf("metadata shown:\n%s\nwant root_password masked, the rest shown", meta)
+	}
+	wfState := get(t, b, "read the workflows", chromedp.Text(chromedp.CSS(`#workflows tr[data-id="`+id+`"] .badge`)))
+	if wfState != "SUCCESS" {
+		t.Fatalf("machine page shows workflow %s as %q, want SUCCESS", id, wfState)
+	}
+
+	step(t, b, "back on the fleet, the workflow done", chromedp.Navigate(s.HTTP+"/ui/"),
+		chromedp.WaitVisible(chromedp.CSS(row+`[data-state="SUCCESS"][data-progress="2/2"]`)))
 
 	// The filters hide what does not match.
 	step(t, b, "filter by text", chromedp.SendKeys(chromedp.CSS("#filter"), "no-such-machine"), chromedp.WaitNotVisible(chromedp.CSS(row)))
