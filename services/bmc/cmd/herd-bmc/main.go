@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc/connectivity"
 
 	"github.com/herd-metal/herd/pkg/config"
 	"github.com/herd-metal/herd/pkg/connect"
@@ -139,7 +140,8 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 
 	reg := observe.NewRegistry()
 	m := newMetrics(reg)
-	src := &serverSource{client: machine.NewBMCAgentServiceClient(conn), agent: s.agent, log: log}
+	src := &serverSource{client: machine.NewBMCAgentServiceClient(conn), agent: s.agent, log: log,
+		connected: func() bool { return conn.GetState() == connectivity.Ready }}
 	drivers := map[driver.Protocol]driver.Driver{
 		driver.IPMI:    &ipmi.Driver{Timeout: s.callTimeout},
 		driver.Redfish: &redfish.Driver{Timeout: s.callTimeout, Scheme: s.redfishScheme, Insecure: !s.redfishVerifyTLS},
@@ -152,7 +154,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		return err
 	}
 	mux := http.NewServeMux()
-	observe.Mount(mux, "herd-bmc", reg, nil)
+	observe.Mount(mux, "herd-bmc", reg, src.health)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 		WriteTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	if ready != nil {

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -595,4 +597,101 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+func TestParse(t *testing.T) {
+	none := func(string) (string, bool) { return "", false }
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--agent", "a/b"}, `--agent "a/b"`},
+		{[]string{"--agent", ""}, `--agent ""`},
+		{[]string{"--max-jobs", "0"}, "--max-jobs 0: want at least 1"},
+		{[]string{"--attempts", "0"}, "--attempts 0: want at least 1"},
+		{[]string{"--bmc-call-timeout", "1ms"}, "--bmc-call-timeout 1ms: want at least 100ms"},
+		{[]string{"--redfish-scheme", "ftp"}, `--redfish-scheme "ftp": want https or http`},
+		{[]string{"extra"}, `unexpected arguments ["extra"]`},
+	} {
+		_, err := parse(c.args, none, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %v, want one saying %q", c.args, err, c.want)
+		}
+	}
+	err := run(context.Background(), []string{"--server", "127.0.0.1:1"}, none, io.Discard, nil)
+	if err == nil || !strings.Contains(err.Error(), "no token") {
+		t.Errorf("no token: %v", err)
+	}
+}
+
+// TestServerAway: a wrong token ends herd-bmc with a clear error; while
+// herd-server is down its /healthz says degraded (200), and it takes
+// jobs again once the server is back.
+func TestServerAway(t *testing.T) {
+	s := servertest.Start(t, "--bmc-token", bmcToken, "--bmc-poll-interval", "0")
+	env := map[string]string{"HERD_GRPC_AUTHORITY": s.GRPC, "HERD_TOKEN": "not-the-bmc-token"}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := run(ctx, []string{"--bmc-http-addr", "127.0.0.1:0", "--cert-url", s.HTTP + "/cert"}, lookup, io.Discard, nil)
+	if err == nil || !strings.Contains(err.Error(), "herd-server refused herd-bmc") || !strings.Contains(err.Error(), "invalid token") {
+		t.Fatalf("a wrong token: %v", err)
+	}
+
+	addr := make(chan net.Addr, 1)
+	logs := &syncBuffer{}
+	env["HERD_TOKEN"] = bmcToken
+	bctx, bcancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(bctx, []string{"--bmc-http-addr", "127.0.0.1:0", "--cert-url", s.HTTP + "/cert", "--log-format", "text"}, lookup, logs, func(a net.Addr) { addr <- a })
+	}()
+	defer func() {
+		bcancel()
+		if err := <-done; err != nil {
+			t.Errorf("herd-bmc: %v\n%s", err, logs)
+		}
+	}()
+	health := "http://" + (<-addr).String() + "/healthz"
+	get := func() (int, string) {
+		res, err := http.Get(health)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	if code, body := get(); code != 200 || !strings.Contains(body, `"ok"`) {
+		t.Fatalf("healthz with herd-server up: %d %s", code, body)
+	}
+	s.Stop()
+	ipmisim.WaitFor(t, "healthz to say degraded", func() bool {
+		code, body := get()
+		return code == 200 && strings.Contains(body, "degraded") && strings.Contains(body, "herd-server unreachable")
+	})
+	s.Restart()
+	ipmisim.WaitFor(t, "healthz to say ok again", func() bool {
+		code, body := get()
+		return code == 200 && strings.Contains(body, `"ok"`)
+	})
+	// It takes jobs again: one for a BMC where nothing listens ends
+	// FAILED, unreachable, by herd-bmc's hand.
+	admin := s.Dial(servertest.AdminToken)
+	mc := machine.NewMachineServiceClient(admin)
+	if _, err := mc.SetBMCCredential(ctx, &machine.SetBMCCredentialRequest{Name: "rack1", Username: "u", Password: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	const id = "88888888-8888-4888-8888-888888888888"
+	if _, err := hardware.NewHardwareServiceClient(admin).Push(ctx, &hardware.PushRequest{
+		Data: machineRecord(id, "08:00:27:00:00:08", "10.1.0.18", "127.0.0.1", freeUDPPort(t), "rack1")}); err != nil {
+		t.Fatal(err)
+	}
+	j, err := mc.Power(ctx, &machine.PowerRequest{HardwareId: id, Action: "status"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if end, states := watchJob(t, mc, j); end.GetState() != machine.JobState_JOB_STATE_FAILED || !strings.Contains(end.GetMessage(), "unreachable") {
+		t.Fatalf("after the restart: %v %q (states %v)", end.GetState(), end.GetMessage(), states)
+	}
 }

@@ -7,12 +7,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/herd-metal/herd/pkg/observe"
 	"github.com/herd-metal/herd/proto/machine"
 	"github.com/herd-metal/herd/services/bmc/internal/driver"
 	"github.com/herd-metal/herd/services/bmc/internal/runner"
@@ -23,8 +25,30 @@ type serverSource struct {
 	client machine.BMCAgentServiceClient
 	agent  string
 	log    *slog.Logger
-	// pause after a failed NextJob (herd-server away); doubles to 5 s.
-	pause time.Duration
+	// connected says whether the connection to herd-server is up now.
+	connected func() bool
+	// lost is why the last NextJob failed (nil: it answered), for /healthz.
+	mu   sync.Mutex
+	lost error
+}
+
+// health is nil while herd-server answers, else degraded with the cause:
+// herd-bmc keeps running and asking, so an orchestrator must not restart
+// it. A NextJob waits up to 20 s at the server, so a connection up again
+// counts as recovered before the next answer comes.
+func (s *serverSource) health(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lost != nil && (s.connected == nil || !s.connected()) {
+		return observe.Degraded(fmt.Errorf("herd-server unreachable: %w", s.lost))
+	}
+	return nil
+}
+
+func (s *serverSource) setLost(err error) {
+	s.mu.Lock()
+	s.lost = err
+	s.mu.Unlock()
 }
 
 // jobWait is how long one NextJob waits at the server for a job.
@@ -43,6 +67,9 @@ func (s *serverSource) Next(ctx context.Context) (runner.Job, error) {
 	pause := 100 * time.Millisecond
 	for {
 		aj, err := s.client.NextJob(ctx, &machine.NextJobRequest{Agent: s.agent, WaitSeconds: int32(jobWait / time.Second)})
+		if ctx.Err() == nil {
+			s.setLost(err)
+		}
 		switch {
 		case ctx.Err() != nil:
 			return runner.Job{}, ctx.Err()
