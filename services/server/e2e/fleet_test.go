@@ -48,13 +48,13 @@ func fleetMachine(i int) *hardware.Hardware {
 	}
 }
 
-// fleetTemplate has one task of fleetActions actions, with timeouts far
-// beyond any test, so only the faults can disturb the workflows.
-func fleetTemplate() string {
+// fleetTemplate has one task of fleetActions actions, each with the given
+// timeout, and the given global timeout (seconds).
+func fleetTemplate(name string, actionTimeout, global int) string {
 	var b strings.Builder
-	b.WriteString("version: \"0.1\"\nname: fleet\nglobal_timeout: 3600\ntasks:\n  - name: provision\n    worker: \"{{.device_1}}\"\n    actions:\n")
+	fmt.Fprintf(&b, "version: \"0.1\"\nname: %s\nglobal_timeout: %d\ntasks:\n  - name: provision\n    worker: \"{{.device_1}}\"\n    actions:\n", name, global)
 	for i := range fleetActions {
-		fmt.Fprintf(&b, "      - name: step-%d\n        image: registry.local/noop:v1\n        timeout: 600\n", i)
+		fmt.Fprintf(&b, "      - name: step-%d\n        image: registry.local/noop:v1\n        timeout: %d\n", i, actionTimeout)
 	}
 	return b.String()
 }
@@ -78,35 +78,57 @@ type fleet struct {
 	refused []error            // calls that failed with a code a worker does not retry
 }
 
-// newFleet pushes n machines and their workflows and connects one worker
+// newFleet pushes n machines and their workflows, with timeouts far beyond
+// any test so only the faults can disturb them, and connects one worker
 // per machine with the machine's own credential.
 func newFleet(t *testing.T, s *servertest.Server, n int, period time.Duration) *fleet {
 	t.Helper()
-	admin := s.Dial(adminToken)
-	servertest.PushHardware(t, hardware.NewHardwareServiceClient(admin), 0, n, fleetMachine)
-	ctx := context.Background()
-	tpl, err := template.NewTemplateServiceClient(admin).CreateTemplate(ctx, &template.WorkflowTemplate{Name: "fleet", Data: fleetTemplate()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wc := workflow.NewWorkflowServiceClient(admin)
-	var g errgroup.Group
-	g.SetLimit(16)
-	for i := range n {
-		g.Go(func() error {
-			_, err := wc.CreateWorkflow(ctx, &workflow.CreateRequest{Template: tpl.GetId(), Hardware: `{"device_1":"` + fleetMAC(i) + `"}`})
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		t.Fatal(err)
-	}
+	pushMachines(t, s, n)
+	createWorkflows(t, s, createTemplate(t, s, "fleet", 600, 3600), 0, n)
 	f := &fleet{s: s, period: period, seen: map[codes.Code]int{}}
 	tokens, ca := s.WorkerTokens(), s.CA()
 	for i := range n {
 		f.workers = append(f.workers, workflow.NewWorkflowServiceClient(s.DialCA(ca, tokens[fleetHW(i)])))
 	}
 	return f
+}
+
+// pushMachines pushes the machines [0, n).
+func pushMachines(t *testing.T, s *servertest.Server, n int) {
+	t.Helper()
+	servertest.PushHardware(t, hardware.NewHardwareServiceClient(s.Dial(adminToken)), 0, n, fleetMachine)
+}
+
+// createTemplate stores fleetTemplate(name, ...) and returns its id.
+func createTemplate(t *testing.T, s *servertest.Server, name string, actionTimeout, global int) string {
+	t.Helper()
+	tpl, err := template.NewTemplateServiceClient(s.Dial(adminToken)).CreateTemplate(context.Background(),
+		&template.WorkflowTemplate{Name: name, Data: fleetTemplate(name, actionTimeout, global)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tpl.GetId()
+}
+
+// createWorkflows creates one workflow of template tplID for each machine
+// in [from, to) and returns their ids, by machine from from.
+func createWorkflows(t *testing.T, s *servertest.Server, tplID string, from, to int) []string {
+	t.Helper()
+	wc := workflow.NewWorkflowServiceClient(s.Dial(adminToken))
+	ids := make([]string, to-from)
+	var g errgroup.Group
+	g.SetLimit(16)
+	for i := from; i < to; i++ {
+		g.Go(func() error {
+			r, err := wc.CreateWorkflow(context.Background(), &workflow.CreateRequest{Template: tplID, Hardware: `{"device_1":"` + fleetMAC(i) + `"}`})
+			ids[i-from] = r.GetId()
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	return ids
 }
 
 // reports is how many reports the whole fleet sends: RUNNING and SUCCESS
@@ -117,7 +139,12 @@ func (f *fleet) reports() int64 { return int64(len(f.workers) * fleetActions * 2
 func (f *fleet) run(ctx context.Context) (wait func() error) {
 	var g errgroup.Group
 	for i := range f.workers {
-		g.Go(func() error { return f.work(ctx, i) })
+		g.Go(func() error {
+			if err := f.work(ctx, i); err != nil {
+				return fmt.Errorf("worker %s: %w", fleetHW(i), err)
+			}
+			return nil
+		})
 	}
 	return g.Wait
 }
@@ -127,66 +154,94 @@ func (f *fleet) run(ctx context.Context) (wait func() error) {
 // random part of it, so the fleet does not move in lockstep).
 func (f *fleet) work(ctx context.Context, i int) error {
 	c, hw := f.workers[i], fleetHW(i)
-	var id string
-	err := f.call(ctx, func(ctx context.Context) error {
-		stream, err := c.GetWorkflowContexts(ctx, &workflow.WorkflowContextRequest{WorkerId: hw})
-		if err != nil {
-			return err
-		}
-		var ids []string
-		for {
-			wc, err := stream.Recv()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				return err
-			}
-			ids = append(ids, wc.GetWorkflowId())
-		}
-		if len(ids) != 1 {
-			return fmt.Errorf("worker %s has the next move in %d workflows, want 1", hw, len(ids))
-		}
-		id = ids[0]
-		return nil
-	})
+	ctxs, err := f.contexts(ctx, c, hw)
 	if err != nil {
-		return fmt.Errorf("worker %s: contexts: %w", hw, err)
-	}
-	var actions []*workflow.WorkflowAction
-	err = f.call(ctx, func(ctx context.Context) error {
-		list, err := c.GetWorkflowActions(ctx, &workflow.WorkflowActionsRequest{WorkflowId: id})
-		actions = list.GetActionList()
 		return err
-	})
+	}
+	if len(ctxs) != 1 {
+		return fmt.Errorf("it has the next move in %d workflows, want 1", len(ctxs))
+	}
+	id := ctxs[0].GetWorkflowId()
+	actions, err := f.actions(ctx, c, id)
 	if err != nil {
-		return fmt.Errorf("worker %s: actions of %s: %w", hw, id, err)
+		return err
 	}
 	next := time.Now().Add(rand.N(f.period))
 	for _, a := range actions {
 		for _, st := range []workflow.State{workflow.State_STATE_RUNNING, workflow.State_STATE_SUCCESS} {
 			time.Sleep(time.Until(next))
 			next = time.Now().Add(f.period)
-			report := &workflow.WorkflowActionStatus{WorkflowId: id, TaskName: a.GetTaskName(), ActionName: a.GetName(),
-				ActionStatus: st, Seconds: 1, Message: "fleet"}
-			send := func(ctx context.Context) error {
-				_, err := c.ReportActionStatus(ctx, report)
+			if err := f.report(ctx, c, id, a, st); err != nil {
 				return err
-			}
-			if err := f.call(ctx, send); err != nil {
-				return fmt.Errorf("worker %s: report %s %s of %s: %w", hw, a.GetName(), engineName(st), id, err)
 			}
 			f.applied.Add(1)
 			// Every resendEvery-th report's answer is taken as lost, and
 			// the report sent again, as a worker does when the reply does
 			// not reach it; the server must accept it and change nothing.
 			if f.sent.Add(1)%resendEvery == 0 {
-				if err := f.call(ctx, send); err != nil {
-					return fmt.Errorf("worker %s: resend of report %s %s of %s: %w", hw, a.GetName(), engineName(st), id, err)
+				if err := f.report(ctx, c, id, a, st); err != nil {
+					return fmt.Errorf("resend: %w", err)
 				}
 				f.resent.Add(1)
 			}
 		}
+	}
+	return nil
+}
+
+// contexts is GetWorkflowContexts for machine hw, read to its end.
+func (f *fleet) contexts(ctx context.Context, c workflow.WorkflowServiceClient, hw string) ([]*workflow.WorkflowContext, error) {
+	var ctxs []*workflow.WorkflowContext
+	err := f.call(ctx, func(ctx context.Context) error {
+		stream, err := c.GetWorkflowContexts(ctx, &workflow.WorkflowContextRequest{WorkerId: hw})
+		if err != nil {
+			return err
+		}
+		ctxs = nil
+		for {
+			wc, err := stream.Recv()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			ctxs = append(ctxs, wc)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("contexts: %w", err)
+	}
+	return ctxs, nil
+}
+
+// actions is GetWorkflowActions of workflow id.
+func (f *fleet) actions(ctx context.Context, c workflow.WorkflowServiceClient, id string) ([]*workflow.WorkflowAction, error) {
+	var actions []*workflow.WorkflowAction
+	err := f.call(ctx, func(ctx context.Context) error {
+		list, err := c.GetWorkflowActions(ctx, &workflow.WorkflowActionsRequest{WorkflowId: id})
+		actions = list.GetActionList()
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("actions of %s: %w", id, err)
+	}
+	if len(actions) != fleetActions {
+		return nil, fmt.Errorf("workflow %s has %d actions, want %d", id, len(actions), fleetActions)
+	}
+	return actions, nil
+}
+
+// report sends one report of action a until it is answered.
+func (f *fleet) report(ctx context.Context, c workflow.WorkflowServiceClient, id string, a *workflow.WorkflowAction, st workflow.State) error {
+	r := &workflow.WorkflowActionStatus{WorkflowId: id, TaskName: a.GetTaskName(), ActionName: a.GetName(),
+		ActionStatus: st, Seconds: 1, Message: "fleet"}
+	err := f.call(ctx, func(ctx context.Context) error {
+		_, err := c.ReportActionStatus(ctx, r)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("report %s %s of %s: %w", a.GetName(), engineName(st), id, err)
 	}
 	return nil
 }
@@ -241,6 +296,88 @@ func tail(log string, n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
+// actionEvents counts the events of one action, by state.
+type actionEvents struct {
+	running, success, timeout, total int
+	messages                         []string // of the TIMEOUT events
+}
+
+// eventCounts reads the events of the fleet's task from the database:
+// for each workflow, per action index.
+func eventCounts(t *testing.T, s *servertest.Server) map[string][]actionEvents {
+	t.Helper()
+	db, err := sql.Open("postgres", s.DBURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query(`SELECT workflow_id, action_index, state, message FROM workflow_event WHERE task_name = 'provision'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	counts := map[string][]actionEvents{}
+	for rows.Next() {
+		var (
+			id, message string
+			index       int
+			state       int32
+		)
+		if err := rows.Scan(&id, &index, &state, &message); err != nil {
+			t.Fatal(err)
+		}
+		if index < 0 || index >= fleetActions {
+			t.Fatalf("workflow %s: an event of action %d", id, index)
+		}
+		if counts[id] == nil {
+			counts[id] = make([]actionEvents, fleetActions)
+		}
+		a := &counts[id][index]
+		a.total++
+		switch workflow.State(state) {
+		case workflow.State_STATE_RUNNING:
+			a.running++
+		case workflow.State_STATE_SUCCESS:
+			a.success++
+		case workflow.State_STATE_TIMEOUT:
+			a.timeout++
+			a.messages = append(a.messages, message)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return counts
+}
+
+// workflowStates reads every workflow's state, by id.
+func workflowStates(t *testing.T, s *servertest.Server) map[string]workflow.State {
+	t.Helper()
+	db, err := sql.Open("postgres", s.DBURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query(`SELECT id, state FROM workflow`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	states := map[string]workflow.State{}
+	for rows.Next() {
+		var id string
+		var st int32
+		if err := rows.Scan(&id, &st); err != nil {
+			t.Fatal(err)
+		}
+		states[id] = workflow.State(st)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return states
+}
+
 // fleetOutcome is what the database holds once the fleet is done.
 type fleetOutcome struct {
 	workflows, succeeded int
@@ -253,42 +390,22 @@ type fleetOutcome struct {
 // lost would leave none, one applied twice two).
 func (f *fleet) outcome(t *testing.T) fleetOutcome {
 	t.Helper()
-	db, err := sql.Open("postgres", f.s.DBURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	var o fleetOutcome
-	if err := db.QueryRow(`SELECT count(*), count(*) FILTER (WHERE state = $1) FROM workflow`,
-		int32(workflow.State_STATE_SUCCESS)).Scan(&o.workflows, &o.succeeded); err != nil {
-		t.Fatal(err)
-	}
-	rows, err := db.Query(`
-		SELECT w.id, a.i,
-			count(e.id) FILTER (WHERE e.state = $1), count(e.id) FILTER (WHERE e.state = $2), count(e.id)
-		FROM workflow w CROSS JOIN generate_series(0, $3 - 1) AS a(i)
-		LEFT JOIN workflow_event e ON e.workflow_id = w.id AND e.action_index = a.i AND e.task_name = 'provision'
-		GROUP BY w.id, a.i ORDER BY w.id, a.i`,
-		int32(workflow.State_STATE_RUNNING), int32(workflow.State_STATE_SUCCESS), fleetActions)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var (
-			id                    string
-			index, run, ok, total int
-		)
-		if err := rows.Scan(&id, &index, &run, &ok, &total); err != nil {
-			t.Fatal(err)
+	states, counts := workflowStates(t, f.s), eventCounts(t, f.s)
+	for id, st := range states {
+		o.workflows++
+		if st == workflow.State_STATE_SUCCESS {
+			o.succeeded++
 		}
-		o.events += total
-		if run != 1 || ok != 1 || total != 2 {
-			o.wrong = append(o.wrong, fmt.Sprintf("workflow %s action %d: %d RUNNING, %d SUCCESS, %d events", id, index, run, ok, total))
+		for index, a := range counts[id] {
+			o.events += a.total
+			if a.running != 1 || a.success != 1 || a.total != 2 {
+				o.wrong = append(o.wrong, fmt.Sprintf("workflow %s action %d: %d RUNNING, %d SUCCESS, %d events", id, index, a.running, a.success, a.total))
+			}
 		}
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
+		if counts[id] == nil {
+			o.wrong = append(o.wrong, fmt.Sprintf("workflow %s: no action events", id))
+		}
 	}
 	return o
 }
