@@ -24,8 +24,13 @@
     return td;
   }
 
+  // Rows go in hostname order, numbers by value (node2 before node10).
+  const collator = new Intl.Collator(undefined, { numeric: true });
   function sortKey(d) {
     return (d.hostname || "\uffff") + " " + d.id;
+  }
+  function before(a, b) {
+    return collator.compare(sortKey(a), sortKey(b)) < 0;
   }
 
   function build(d) {
@@ -92,9 +97,9 @@
   }
 
   // insert puts tr among the rows in hostname order.
-  function insert(tr, key) {
+  function insert(tr, d) {
     for (const other of body.children) {
-      if (sortKey(rows.get(other.dataset.id).data) > key) {
+      if (before(d, rows.get(other.dataset.id).data)) {
         body.insertBefore(tr, other);
         return;
       }
@@ -113,7 +118,7 @@
       old.tr.replaceWith(tr);
     } else {
       if (old) old.tr.remove();
-      insert(tr, sortKey(d));
+      insert(tr, d);
     }
   }
 
@@ -127,7 +132,7 @@
   function synced() {
     for (const id of stale) remove(id);
     stale = new Set();
-    const all = Array.from(rows.values()).sort((a, b) => (sortKey(a.data) < sortKey(b.data) ? -1 : 1));
+    const all = Array.from(rows.values()).sort((a, b) => collator.compare(sortKey(a.data), sortKey(b.data)));
     const frag = document.createDocumentFragment();
     for (const r of all) frag.appendChild(r.tr);
     body.replaceChildren(frag);
