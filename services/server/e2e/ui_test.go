@@ -2,7 +2,11 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"fmt"
+	"image"
+	"image/png"
 	"io"
 	"net/http"
 	"net/url"
@@ -18,6 +22,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/herd-metal/herd/pkg/servertest"
+	"github.com/herd-metal/herd/proto/hardware"
 	"github.com/herd-metal/herd/proto/workflow"
 )
 
@@ -233,7 +238,7 @@ func TestUIInABrowser(t *testing.T) {
 		t.Fatalf("metadata shown:\n%s\nwant root_password masked, the rest shown", meta)
 	}
 	wfState := get(t, b, "read the workflows", chromedp.Text(chromedp.CSS(`#workflows tr[data-id="`+id+`"] .badge`)))
-	if wfState != "SUCCESS" {
+	if !strings.EqualFold(wfState, "SUCCESS") {
 		t.Fatalf("machine page shows workflow %s as %q, want SUCCESS", id, wfState)
 	}
 
@@ -402,4 +407,108 @@ func TestUIRefusesBadInput(t *testing.T) {
 	for lines.Scan() {
 	}
 	res.Body.Close()
+}
+
+const screenshotTemplate = `version: "0.1"
+name: debian-12
+tasks:
+  - name: "provision"
+    worker: "{{.device_1}}"
+    actions:
+      - name: "wipe-disks"
+        image: herd/wipe
+        timeout: 600
+      - name: "stream-image"
+        image: herd/image2disk
+        timeout: 1800
+      - name: "write-netplan"
+        image: herd/writefile
+        timeout: 60
+      - name: "install-grub"
+        image: herd/grub
+        timeout: 300
+      - name: "kexec"
+        image: herd/kexec
+        timeout: 60
+`
+
+// TestUIScreenshots fills a real herd-server with a small fleet in every
+// state and takes the fleet and machine pages at 1280x800: into
+// HERD_UI_SCREENSHOTS when set (make ui-screenshots: docs/ui/), else a
+// temporary directory. It fails unless both pages show what it made.
+func TestUIScreenshots(t *testing.T) {
+	dir := os.Getenv("HERD_UI_SCREENSHOTS")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	s := servertest.Start(t)
+	b := browser(t)
+	hc := hardware.NewHardwareServiceClient(s.Dial(adminToken))
+	const n = 12
+	id := func(i int) string { return fmt.Sprintf("5c0e0000-0000-4000-8000-%012d", i) }
+	mac := func(i int) string { return fmt.Sprintf("52:54:00:1a:00:%02x", i) }
+	servertest.PushHardware(t, hc, 0, n, func(i int) *hardware.Hardware {
+		return &hardware.Hardware{Id: id(i), Metadata: `{"instance":{"hostname":"rack1-node` + fmt.Sprint(i+1) + `","root_password":"s3cret"}}`,
+			Network: &hardware.Hardware_Network{Interfaces: []*hardware.Hardware_Network_Interface{{
+				Dhcp: &hardware.Hardware_DHCP{Mac: mac(i), Hostname: fmt.Sprintf("rack1-node%d", i+1), Arch: "x86_64", Uefi: i%3 != 0,
+					Ip: &hardware.Hardware_DHCP_IP{Address: fmt.Sprintf("10.20.0.%d", 11+i), Netmask: "255.255.255.0", Gateway: "10.20.0.1"}},
+				Netboot: &hardware.Hardware_Netboot{AllowPxe: i < 9, AllowWorkflow: true}}}}}
+	})
+	s.MustHerd(screenshotTemplate, "template", "create")
+	// Machines 0-8 get a workflow each, advanced to a different point;
+	// 9-11 have none.
+	actions := []string{"wipe-disks", "stream-image", "write-netplan", "install-grub", "kexec"}
+	for i := range 9 {
+		wid := s.CreateWorkflow("debian-12", `{"device_1":"`+mac(i)+`"}`)
+		w := workflow.NewWorkflowServiceClient(s.Dial(s.WorkerToken(id(i))))
+		done := []int{5, 5, 5, 3, 2, 1, 0, 4, -1}[i] // actions succeeded; 8: pending
+		say := func(a int, state workflow.State, msg string) {
+			_, err := w.ReportActionStatus(ctx(t), &workflow.WorkflowActionStatus{WorkflowId: wid, TaskName: "provision",
+				ActionName: actions[a], ActionStatus: state, Seconds: int64(3 + 17*a), Message: msg})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		for a := 0; a < done && a < len(actions); a++ {
+			say(a, workflow.State_STATE_RUNNING, "started")
+			say(a, workflow.State_STATE_SUCCESS, "finished")
+		}
+		switch {
+		case i == 7: // one failed
+			say(done, workflow.State_STATE_RUNNING, "started")
+			say(done, workflow.State_STATE_FAILED, "exit status 1: kexec_load failed: Operation not permitted")
+		case done >= 0 && done < len(actions):
+			say(done, workflow.State_STATE_RUNNING, "started")
+		}
+	}
+
+	login(t, b, s, servertest.AdminToken)
+	step(t, b, "see the fleet", chromedp.EmulateViewport(1280, 800), chromedp.WaitVisible(chromedp.CSS(`#live[data-state="live"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-state="FAILED"]`)), chromedp.WaitVisible(chromedp.CSS(`tr[data-state="PENDING"]`)))
+	shoot := func(name string) {
+		t.Helper()
+		png := get(t, b, "screenshot "+name, chromedp.CaptureScreenshot())
+		if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		img, err := pngDecode(png)
+		if err != nil || img.X != 1280 || img.Y != 800 {
+			t.Fatalf("%s: %v (%v), want a 1280x800 PNG", name, img, err)
+		}
+	}
+	shown := get(t, b, "count the rows", chromedp.Evaluate[int](`document.querySelectorAll("#fleet tbody tr").length`))
+	if shown != n {
+		t.Fatalf("fleet shows %d machines, want %d", shown, n)
+	}
+	shoot("fleet.png")
+
+	step(t, b, "open a machine mid-way", chromedp.Navigate(s.HTTP+"/ui/machine/"+id(4)),
+		chromedp.WaitVisible(chromedp.CSS(`#timeline tbody tr[data-action="provision/stream-image"][data-state="RUNNING"]`)))
+	shoot("machine.png")
+}
+
+// pngDecode reads a PNG's size.
+func pngDecode(b []byte) (image.Point, error) {
+	cfg, err := png.DecodeConfig(bytes.NewReader(b))
+	return image.Point{X: cfg.Width, Y: cfg.Height}, err
 }
