@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/herd-metal/herd/pkg/version.Version=$(VERSION)
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build test deps vet check-proto proto bench-server bench-bmc bench-metadata bench-dhcp action-images images osie osimage fuzz reliability ipxe sandbox sandbox-down test-e2e clean
+.PHONY: all build test deps vet check-proto proto bench-server bench-bmc bench-metadata bench-dhcp action-images images osie osimage fuzz reliability ipxe sandbox sandbox-down test-e2e ui-screenshots clean
 
 all: build
 
@@ -69,6 +69,12 @@ test-e2e: deps
 			--down --timeout 10m --build=$$build $$f || { echo "=== test-e2e $$v FAILED"; exit 1; }; \
 		echo "=== test-e2e $$v passed in $$(( $$(date +%s) - start )) s"; build=false; \
 	done
+
+# The web UI's fleet and machine pages at 1280x800 into docs/ui/ (a real
+# herd-server, PostgreSQL and chromium; services/server/e2e TestUIScreenshots).
+ui-screenshots: deps
+	@mkdir -p docs/ui
+	cd services/server && HERD_UI_SCREENSHOTS=$(CURDIR)/docs/ui go test -count=1 -run '^TestUIScreenshots$$' ./e2e/
 
 # A short run of every fuzzer on what comes from outside (packets, requests,
 # files); FUZZTIME=10m for a long one. Seeds live in the tests.
