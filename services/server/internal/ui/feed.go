@@ -224,27 +224,46 @@ func (f *feed) apply(ctx context.Context, c change, synced bool) []string {
 		live := map[string]bool{}
 		for _, w := range c.listed {
 			live[w.GetId()] = true
-			if f.following[w.GetId()] {
-				continue // its follower keeps it current
+			old, known := f.fleet.wf[w.GetId()]
+			if f.following[w.GetId()] || known && sameWorkflow(old.wf, w) {
+				continue // its follower keeps it current, or nothing changed
 			}
-			f.following[w.GetId()] = true
 			changed = append(changed, f.fleet.setWorkflow(w)...)
-			f.wg.Go(func() { f.follow(ctx, w.GetId()) })
 		}
-		for id := range f.following {
+		for id := range f.fleet.wf {
 			if !live[id] {
 				delete(f.following, id)
 				changed = append(changed, f.fleet.deleteWorkflow(id)...)
 			}
 		}
 		return changed
-	case c.wf != nil && f.following[c.wf.GetId()]:
+	case c.wf != nil:
+		if _, known := f.fleet.wf[c.wf.GetId()]; !known {
+			return nil // deleted since
+		}
 		return append(f.fleet.setWorkflow(c.wf), f.fleet.setContext(c.wf.GetId(), c.ctx)...)
 	case c.wfGone != "":
 		delete(f.following, c.wfGone)
 		return f.fleet.deleteWorkflow(c.wfGone)
 	}
 	return nil
+}
+
+// followShown follows the workflow row r shows, once: only workflows a
+// row shows cost calls (their context, their events), not every old one.
+func (f *feed) followShown(ctx context.Context, r Row) {
+	if r.Workflow == nil || f.following[r.Workflow.ID] {
+		return
+	}
+	id := r.Workflow.ID
+	f.following[id] = true
+	f.wg.Go(func() { f.follow(ctx, id) })
+}
+
+// sameWorkflow reports whether a listed workflow is the one already known
+// (same state, not updated since).
+func sameWorkflow(a, b *workflow.Workflow) bool {
+	return a.GetState() == b.GetState() && a.GetUpdatedAt().AsTime().Equal(b.GetUpdatedAt().AsTime())
 }
 
 // sse writes server-sent events.
@@ -319,6 +338,7 @@ func (f *feed) run(ctx context.Context, out sse) error {
 		for id := range pending {
 			var err error
 			if r, ok := f.fleet.row(id); ok {
+				f.followShown(ctx, r)
 				err = out.event("row", r)
 			} else if synced {
 				err = out.event("gone", map[string]string{"id": id})

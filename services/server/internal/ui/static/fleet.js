@@ -84,7 +84,16 @@
     return (!s || tr.dataset.state === s) && (!q || tr._search.includes(q));
   }
 
+  // showCount runs at most once a frame: it walks every row, and a burst
+  // of events must not walk them once each.
+  let countQueued = false;
   function showCount() {
+    if (countQueued) return;
+    countQueued = true;
+    requestAnimationFrame(countNow);
+  }
+  function countNow() {
+    countQueued = false;
     let shown = 0;
     for (const r of rows.values()) if (!r.tr.hidden) shown++;
     count.textContent = shown === rows.size ? rows.size + " machines" : shown + " of " + rows.size + " machines";
