@@ -52,7 +52,8 @@ const (
 // Config says where herd-server is and how to trust and authenticate to it.
 type Config struct {
 	// Authority is the server's gRPC address, host:port (a gRPC target
-	// such as dns:///host:port works too).
+	// such as dns:///host:port works too), or several host:port of
+	// herd-server replicas, comma-separated (see target).
 	Authority string
 	// CertURL is fetched for the PEM CA when CAFile is empty, e.g.
 	// http://127.0.0.1:42114/cert.
@@ -91,8 +92,12 @@ func Dial(ctx context.Context, c Config, opts ...grpc.DialOption) (*grpc.ClientC
 	if c.Token != "" {
 		all = append(all, grpc.WithPerRPCCredentials(Bearer(c.Token)))
 	}
-	all = append(all, opts...)
-	conn, err := grpc.NewClient(c.Authority, all...)
+	tgt, replicaOpts, err := target(c.Authority)
+	if err != nil {
+		return nil, err
+	}
+	all = append(append(all, replicaOpts...), opts...)
+	conn, err := grpc.NewClient(tgt, all...)
 	if err != nil {
 		return nil, fmt.Errorf("herd-server at %s: %w", c.Authority, err)
 	}

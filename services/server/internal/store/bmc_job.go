@@ -402,6 +402,9 @@ func (s *Store) ExpireBMCJobs(ctx context.Context, now time.Time) ([]BMCJob, err
 	return ended, err
 }
 
+// powerPollLock is the advisory lock key of QueuePowerPolls ("herdpoll").
+const powerPollLock int64 = 0x68657264706f6c6c
+
 // QueuePowerPolls adds a status job, ending TIMEOUT at deadline, for every
 // machine with a BMC that has no unfinished status job, and removes the
 // poll's finished jobs older than keepSince (the record keeps the state
@@ -409,6 +412,12 @@ func (s *Store) ExpireBMCJobs(ctx context.Context, now time.Time) ([]BMCJob, err
 func (s *Store) QueuePowerPolls(ctx context.Context, deadline, keepSince time.Time) (int, error) {
 	var n int64
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		// Replicas poll each on their own clock: the lock makes their
+		// rounds take turns, so the second sees the first's jobs and
+		// queues none twice.
+		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", powerPollLock); err != nil {
+			return fmt.Errorf("queueing power polls: %w", err)
+		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM bmc_job WHERE origin = 'poll'
 			AND state IN ('SUCCESS', 'FAILED', 'TIMEOUT') AND updated_at < $1`, keepSince); err != nil {
 			return fmt.Errorf("pruning poll jobs: %w", err)
