@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"image"
 	"image/png"
@@ -11,12 +10,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
@@ -24,106 +20,8 @@ import (
 	"github.com/herd-metal/herd/pkg/servertest"
 	"github.com/herd-metal/herd/proto/hardware"
 	"github.com/herd-metal/herd/proto/workflow"
+	"github.com/herd-metal/herd/services/server/internal/ui/uitest"
 )
-
-// chromium is the browser the UI tests drive: Debian's chromium
-// (services/server/deps.txt). Missing, the test fails under CI=true and
-// is skipped elsewhere.
-func chromium(t *testing.T) string {
-	t.Helper()
-	path, err := exec.LookPath("chromium")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("chromium is missing (apt-get install chromium, or scripts/deps.sh)")
-		}
-		t.Skip("chromium is missing (apt-get install chromium)")
-	}
-	return path
-}
-
-// browser is a headless chromium with its own profile directory, at
-// 1280x800; it is stopped when the test ends, and the test fails if any
-// of its processes outlives it.
-func browser(t *testing.T) context.Context {
-	t.Helper()
-	profile := t.TempDir()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium(t)), chromedp.UserDataDir(profile),
-		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1280, 800))
-	actx, stopAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	bctx, stopBrowser := chromedp.NewContext(actx)
-	if err := chromedp.Do(bctx); err != nil { // starts the browser
-		stopBrowser()
-		stopAlloc()
-		t.Fatalf("starting chromium: %v", err)
-	}
-	t.Cleanup(func() {
-		stopBrowser()
-		stopAlloc() // kills the browser and waits for it
-		if left := processesNaming(profile); len(left) > 0 {
-			t.Errorf("chromium processes left running: %v", left)
-		}
-	})
-	return bctx
-}
-
-// processesNaming are the pids whose command line mentions s.
-func processesNaming(s string) []int {
-	var pids []int
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, d := range dirs {
-		cmdline, err := os.ReadFile(filepath.Join(d, "cmdline"))
-		if err == nil && strings.Contains(string(cmdline), s) {
-			pid, _ := strconv.Atoi(filepath.Base(d))
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
-// step runs browser actions, failing the test after 30 s.
-func step(t *testing.T, b context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
-	t.Helper()
-	get(t, b, what, chromedp.Steps(actions...))
-}
-
-// get runs one browser action and returns its value, failing the test
-// after 30 s.
-func get[T any](t *testing.T, b context.Context, what string, action chromedp.Action[T]) T {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(b, 30*time.Second)
-	defer cancel()
-	v, err := chromedp.Run(ctx, action)
-	if err != nil {
-		page, _ := chromedp.Run(b, chromedp.OuterHTML(chromedp.CSS("body")))
-		t.Fatalf("%s: %v\npage: %s", what, err, page)
-	}
-	return v
-}
-
-// setControl sets the value of the page's control id and tells the page,
-// as typing or picking would.
-func setControl(t *testing.T, b context.Context, id, value string) {
-	t.Helper()
-	get(t, b, "set "+id, chromedp.Evaluate[bool](`(() => { const c = document.getElementById(`+strconv.Quote(id)+`);
-		c.value = `+strconv.Quote(value)+`; return c.dispatchEvent(new Event(c.tagName === "SELECT" ? "change" : "input")); })()`))
-}
-
-// cookies are the browser's cookies for the UI.
-func cookies(t *testing.T, b context.Context, s *servertest.Server) []*network.Cookie {
-	t.Helper()
-	res, err := chromedp.Call(b, network.GetCookies, network.GetCookiesParams{URLs: []string{s.HTTP + "/ui/"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res.Cookies
-}
-
-// login submits token on the login page.
-func login(t *testing.T, b context.Context, s *servertest.Server, token string) {
-	t.Helper()
-	step(t, b, "log in", chromedp.Navigate(s.HTTP+"/ui/login"), chromedp.WaitVisible(chromedp.CSS("#token")),
-		chromedp.SendKeys(chromedp.CSS("#token"), token), chromedp.Submit(chromedp.CSS("#token")))
-}
 
 const uiTemplate = `version: "0.1"
 name: ui-two-steps
@@ -144,35 +42,35 @@ tasks:
 // workflow advance live as a worker reports over gRPC.
 func TestUIInABrowser(t *testing.T) {
 	s := servertest.Start(t)
-	b := browser(t)
+	b := uitest.Browser(t)
 
 	// No cookie, no page.
-	step(t, b, "open the fleet without a session", chromedp.Navigate(s.HTTP+"/ui/"), chromedp.WaitVisible(chromedp.CSS("#token")))
-	loc := get(t, b, "read the location", chromedp.Location())
+	uitest.Step(t, b, "open the fleet without a session", chromedp.Navigate(s.HTTP+"/ui/"), chromedp.WaitVisible(chromedp.CSS("#token")))
+	loc := uitest.Get(t, b, "read the location", chromedp.Location())
 	if !strings.HasSuffix(loc, "/ui/login") {
 		t.Fatalf("without a session /ui/ went to %s, want the login page", loc)
 	}
 
 	// A wrong token, and the service token, are refused at login.
 	for _, token := range []string{"not-the-admin-token", servertest.ServiceToken} {
-		login(t, b, s, token)
-		step(t, b, "see the refusal", chromedp.WaitVisible(chromedp.CSS("#login-error")))
-		msg := get(t, b, "read the refusal", chromedp.Text(chromedp.CSS("#login-error")))
+		uitest.Login(t, b, s.HTTP, token)
+		uitest.Step(t, b, "see the refusal", chromedp.WaitVisible(chromedp.CSS("#login-error")))
+		msg := uitest.Get(t, b, "read the refusal", chromedp.Text(chromedp.CSS("#login-error")))
 		if !strings.Contains(msg, "refused") {
 			t.Fatalf("login with %q said %q, want a refusal", token, msg)
 		}
-		if c := cookies(t, b, s); len(c) != 0 {
+		if c := uitest.Cookies(t, b, s.HTTP); len(c) != 0 {
 			t.Fatalf("a refused login set cookies: %+v", c[0])
 		}
 	}
 
-	login(t, b, s, servertest.AdminToken)
-	step(t, b, "reach the live fleet page", chromedp.WaitVisible(chromedp.CSS(`#live[data-state="live"]`)))
-	loc = get(t, b, "read the location", chromedp.Location())
+	uitest.Login(t, b, s.HTTP, servertest.AdminToken)
+	uitest.Step(t, b, "reach the live fleet page", chromedp.WaitVisible(chromedp.CSS(`#live[data-state="live"]`)))
+	loc = uitest.Get(t, b, "read the location", chromedp.Location())
 	if !strings.HasSuffix(loc, "/ui/") {
 		t.Fatalf("after login at %s, want /ui/", loc)
 	}
-	jar := cookies(t, b, s)
+	jar := uitest.Cookies(t, b, s.HTTP)
 	if len(jar) != 1 {
 		t.Fatalf("%d cookies after login, want the one session cookie", len(jar))
 	}
@@ -185,9 +83,9 @@ func TestUIInABrowser(t *testing.T) {
 	// A machine pushed now appears.
 	row := `tr[data-id="` + hw1 + `"]`
 	s.MustHerd(strings.Replace(readFile(t, "hardware-1.json"), `"state": ""`, `"state": "", "root_password": "hunter2-ui"`, 1), "hardware", "push")
-	step(t, b, "see the pushed machine", chromedp.WaitVisible(chromedp.CSS(row+`[data-state="NONE"]`)))
-	host := get(t, b, "read the hostname", chromedp.Text(chromedp.CSS(row+" td.hostname")))
-	mac := get(t, b, "read the MAC", chromedp.Text(chromedp.CSS(row+" td.mac")))
+	uitest.Step(t, b, "see the pushed machine", chromedp.WaitVisible(chromedp.CSS(row+`[data-state="NONE"]`)))
+	host := uitest.Get(t, b, "read the hostname", chromedp.Text(chromedp.CSS(row+" td.hostname")))
+	mac := uitest.Get(t, b, "read the MAC", chromedp.Text(chromedp.CSS(row+" td.mac")))
 	if host != "node-1" || mac != mac1 {
 		t.Fatalf("row shows %q %q, want node-1 %s", host, mac, mac1)
 	}
@@ -195,7 +93,7 @@ func TestUIInABrowser(t *testing.T) {
 	// Its workflow advances live.
 	s.MustHerd(uiTemplate, "template", "create")
 	id := s.CreateWorkflow("ui-two-steps", `{"device_1":"`+mac1+`"}`)
-	step(t, b, "see the workflow pending", chromedp.WaitVisible(chromedp.CSS(row+`[data-state="PENDING"][data-progress="0/2"]`)))
+	uitest.Step(t, b, "see the workflow pending", chromedp.WaitVisible(chromedp.CSS(row+`[data-state="PENDING"][data-progress="0/2"]`)))
 	w := workflow.NewWorkflowServiceClient(s.Dial(s.WorkerToken(hw1)))
 	for _, tc := range []struct {
 		action   string
@@ -206,23 +104,23 @@ func TestUIInABrowser(t *testing.T) {
 		{"wipe", workflow.State_STATE_SUCCESS, "1/2"},
 	} {
 		report(t, w, id, "disk", tc.action, tc.state)
-		step(t, b, "see "+tc.action+" "+tc.state.String(),
+		uitest.Step(t, b, "see "+tc.action+" "+tc.state.String(),
 			chromedp.WaitVisible(chromedp.CSS(row+`[data-state="RUNNING"][data-progress="`+tc.progress+`"]`)))
 	}
 
 	// Its machine page (the fleet links it) follows the timeline live to
 	// the end.
-	step(t, b, "open the machine page", chromedp.Click(chromedp.CSS(row+" td.hostname a")),
+	uitest.Step(t, b, "open the machine page", chromedp.Click(chromedp.CSS(row+" td.hostname a")),
 		chromedp.WaitVisible(chromedp.CSS(`#live[data-state="live"]`)))
 	timelineRow := func(action, state string) chromedp.Action[chromedp.Void] {
 		return chromedp.WaitVisible(chromedp.CSS(`#timeline tbody tr[data-action="` + action + `"][data-state="` + state + `"]`))
 	}
-	step(t, b, "see the reports so far", timelineRow("disk/wipe", "SUCCESS"))
+	uitest.Step(t, b, "see the reports so far", timelineRow("disk/wipe", "SUCCESS"))
 	report(t, w, id, "disk", "image", workflow.State_STATE_RUNNING)
-	step(t, b, "see image RUNNING on the timeline", timelineRow("disk/image", "RUNNING"))
+	uitest.Step(t, b, "see image RUNNING on the timeline", timelineRow("disk/image", "RUNNING"))
 	report(t, w, id, "disk", "image", workflow.State_STATE_SUCCESS)
-	step(t, b, "see the timeline end", chromedp.WaitVisible(chromedp.CSS(`#live[data-state="ended"]`)))
-	timeline := get(t, b, "read the timeline", chromedp.Evaluate[[]string](
+	uitest.Step(t, b, "see the timeline end", chromedp.WaitVisible(chromedp.CSS(`#live[data-state="ended"]`)))
+	timeline := uitest.Get(t, b, "read the timeline", chromedp.Evaluate[[]string](
 		`Array.from(document.querySelectorAll("#timeline tbody tr")).map(tr => tr.querySelector(".task").textContent + "/" + tr.querySelector(".action").textContent + " " + tr.dataset.state)`))
 	var reported []string
 	for _, e := range timeline {
@@ -233,25 +131,25 @@ func TestUIInABrowser(t *testing.T) {
 	if want := []string{"disk/wipe RUNNING", "disk/wipe SUCCESS", "disk/image RUNNING", "disk/image SUCCESS"}; strings.Join(reported, ",") != strings.Join(want, ",") {
 		t.Fatalf("timeline %v, want the reports %v", timeline, want)
 	}
-	meta := get(t, b, "read the metadata", chromedp.Text(chromedp.CSS("#metadata")))
+	meta := uitest.Get(t, b, "read the metadata", chromedp.Text(chromedp.CSS("#metadata")))
 	if strings.Contains(meta, "hunter2-ui") || !strings.Contains(meta, "root_password") || !strings.Contains(meta, "node-1") {
 		t.Fatalf("metadata shown:\n%s\nwant root_password masked, the rest shown", meta)
 	}
-	wfState := get(t, b, "read the workflows", chromedp.Text(chromedp.CSS(`#workflows tr[data-id="`+id+`"] .badge`)))
+	wfState := uitest.Get(t, b, "read the workflows", chromedp.Text(chromedp.CSS(`#workflows tr[data-id="`+id+`"] .badge`)))
 	if !strings.EqualFold(wfState, "SUCCESS") {
 		t.Fatalf("machine page shows workflow %s as %q, want SUCCESS", id, wfState)
 	}
 
-	step(t, b, "back on the fleet, the workflow done", chromedp.Navigate(s.HTTP+"/ui/"),
+	uitest.Step(t, b, "back on the fleet, the workflow done", chromedp.Navigate(s.HTTP+"/ui/"),
 		chromedp.WaitVisible(chromedp.CSS(row+`[data-state="SUCCESS"][data-progress="2/2"]`)))
 
 	// The filters hide what does not match.
-	step(t, b, "filter by text", chromedp.SendKeys(chromedp.CSS("#filter"), "no-such-machine"), chromedp.WaitNotVisible(chromedp.CSS(row)))
-	setControl(t, b, "filter", "NODE-1")
-	step(t, b, "filter by text, any case", chromedp.WaitVisible(chromedp.CSS(row)))
-	setControl(t, b, "filter", "")
-	setControl(t, b, "state", "FAILED")
-	step(t, b, "filter by state", chromedp.WaitNotVisible(chromedp.CSS(row)))
+	uitest.Step(t, b, "filter by text", chromedp.SendKeys(chromedp.CSS("#filter"), "no-such-machine"), chromedp.WaitNotVisible(chromedp.CSS(row)))
+	uitest.SetControl(t, b, "filter", "NODE-1")
+	uitest.Step(t, b, "filter by text, any case", chromedp.WaitVisible(chromedp.CSS(row)))
+	uitest.SetControl(t, b, "filter", "")
+	uitest.SetControl(t, b, "state", "FAILED")
+	uitest.Step(t, b, "filter by state", chromedp.WaitNotVisible(chromedp.CSS(row)))
 
 	// A change without the session's CSRF token, or from another site, is
 	// refused; the session survives both.
@@ -282,7 +180,7 @@ func TestUIInABrowser(t *testing.T) {
 	}
 
 	// Logging out (the page's own form) ends the session.
-	step(t, b, "log out", chromedp.Click(chromedp.CSS(".logout button")), chromedp.WaitVisible(chromedp.CSS("#token")))
+	uitest.Step(t, b, "log out", chromedp.Click(chromedp.CSS(".logout button")), chromedp.WaitVisible(chromedp.CSS("#token")))
 	req, _ := http.NewRequest(http.MethodGet, s.HTTP+"/ui/events", nil)
 	req.Header.Set("Cookie", sessionCookie)
 	res, err := http.DefaultClient.Do(req)
@@ -442,7 +340,7 @@ func TestUIScreenshots(t *testing.T) {
 		dir = t.TempDir()
 	}
 	s := servertest.Start(t)
-	b := browser(t)
+	b := uitest.Browser(t)
 	hc := hardware.NewHardwareServiceClient(s.Dial(adminToken))
 	const n = 12
 	id := func(i int) string { return fmt.Sprintf("5c0e0000-0000-4000-8000-%012d", i) }
@@ -482,12 +380,12 @@ func TestUIScreenshots(t *testing.T) {
 		}
 	}
 
-	login(t, b, s, servertest.AdminToken)
-	step(t, b, "see the fleet", chromedp.EmulateViewport(1280, 800), chromedp.WaitVisible(chromedp.CSS(`#live[data-state="live"]`)),
+	uitest.Login(t, b, s.HTTP, servertest.AdminToken)
+	uitest.Step(t, b, "see the fleet", chromedp.EmulateViewport(1280, 800), chromedp.WaitVisible(chromedp.CSS(`#live[data-state="live"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-state="FAILED"]`)), chromedp.WaitVisible(chromedp.CSS(`tr[data-state="PENDING"]`)))
 	shoot := func(name string) {
 		t.Helper()
-		png := get(t, b, "screenshot "+name, chromedp.CaptureScreenshot())
+		png := uitest.Get(t, b, "screenshot "+name, chromedp.CaptureScreenshot())
 		if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -496,13 +394,13 @@ func TestUIScreenshots(t *testing.T) {
 			t.Fatalf("%s: %v (%v), want a 1280x800 PNG", name, img, err)
 		}
 	}
-	shown := get(t, b, "count the rows", chromedp.Evaluate[int](`document.querySelectorAll("#fleet tbody tr").length`))
+	shown := uitest.Get(t, b, "count the rows", chromedp.Evaluate[int](`document.querySelectorAll("#fleet tbody tr").length`))
 	if shown != n {
 		t.Fatalf("fleet shows %d machines, want %d", shown, n)
 	}
 	shoot("fleet.png")
 
-	step(t, b, "open a machine mid-way", chromedp.Navigate(s.HTTP+"/ui/machine/"+id(4)),
+	uitest.Step(t, b, "open a machine mid-way", chromedp.Navigate(s.HTTP+"/ui/machine/"+id(4)),
 		chromedp.WaitVisible(chromedp.CSS(`#timeline tbody tr[data-action="provision/stream-image"][data-state="RUNNING"]`)))
 	shoot("machine.png")
 }
