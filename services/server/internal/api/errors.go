@@ -27,7 +27,8 @@ import (
 // Status maps an error from a handler, the store or pkg/spec to the gRPC
 // status a client can act on. Unknown errors become Internal without their
 // text, which may hold SQL or paths; the caller logs the detail. A lost
-// database connection is Unavailable, which clients retry.
+// database connection is Unavailable, a database out of disk space (or
+// memory, connections) ResourceExhausted naming it; clients retry both.
 func Status(err error) (*status.Status, bool) {
 	if err == nil {
 		return nil, false
@@ -49,7 +50,13 @@ func Status(err error) (*status.Status, bool) {
 		return status.New(codes.AlreadyExists, err.Error()), false
 	case errors.Is(err, store.ErrPrecondition):
 		return status.New(codes.FailedPrecondition, err.Error()), false
-	case store.Unavailable(err):
+	}
+	if cause, ok := store.Exhausted(err); ok {
+		// The database's disk (or memory) is full: the operator must act,
+		// the client may retry later (herd-worker retries it with backoff).
+		return status.New(codes.ResourceExhausted, "the database is out of resources ("+cause+"); writes fail until an operator frees them; retry with backoff"), true
+	}
+	if store.Unavailable(err) {
 		// The database restarted or is away: the client retries (the
 		// detail, which may name hosts, stays in the log).
 		return status.New(codes.Unavailable, "the database is unavailable; retry with backoff"), true

@@ -42,6 +42,10 @@ func TestStatus(t *testing.T) {
 		{"connection refused", fmt.Errorf("begin transaction: %w", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}), codes.Unavailable, "retry", true},
 		{"bad connection", fmt.Errorf("reading workflow: %w", driver.ErrBadConn), codes.Unavailable, "retry", true},
 		{"connection closed mid-reply", fmt.Errorf("commit: %w", io.ErrUnexpectedEOF), codes.Unavailable, "retry", true},
+		{"database disk full", fmt.Errorf("saving workflow x status: %w", &pq.Error{Code: "53100", Message: "could not extend file \"base/16384/16390\": No space left on device"}), codes.ResourceExhausted, "disk full", true},
+		{"database out of memory", &pq.Error{Code: "53200", Message: "out of memory"}, codes.ResourceExhausted, "out of memory", true},
+		{"database out of connections", &pq.Error{Code: "53300", Message: "sorry, too many clients already"}, codes.ResourceExhausted, "too many connections", true},
+		{"other insufficient resources", &pq.Error{Code: "53400", Message: "configuration limit exceeded"}, codes.ResourceExhausted, "SQLSTATE 53400", true},
 		{"other SQL error stays internal", &pq.Error{Code: "42P01", Message: "relation does not exist"}, codes.Internal, "internal error", true},
 		{"unknown hides its text", errors.New(`pq: relation "workflow" does not exist`), codes.Internal, "internal error", true},
 	}

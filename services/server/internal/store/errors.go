@@ -51,3 +51,22 @@ func Unavailable(err error) bool {
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
 		errors.As(err, &opErr)
 }
+
+// Exhausted reports whether err says the database ran out of a resource
+// (SQLSTATE class 53: its disk is full, it is out of memory or of
+// connections) and names that resource. Nothing is wrong with the request:
+// it may succeed once an operator frees the resource, so it is worth
+// sending again later; a write refused this way did not commit.
+func Exhausted(err error) (cause string, ok bool) {
+	switch st := sqlState(err); {
+	case st == "53100":
+		return "disk full", true
+	case st == "53200":
+		return "out of memory", true
+	case st == "53300":
+		return "too many connections", true
+	case strings.HasPrefix(st, "53"):
+		return "insufficient resources (SQLSTATE " + st + ")", true
+	}
+	return "", false
+}
