@@ -105,6 +105,18 @@ func credential() (*syscall.Credential, error) {
 // startCluster runs initdb into a new temporary directory and starts the
 // server. On failure nothing is left running and the directory is removed.
 func startCluster(bin binaries) (*cluster, error) {
+	return startClusterWith(bin, nil)
+}
+
+// dataMount puts a cluster's data directory on a file system of its own
+// (DiskCluster): mount is called on the empty data directory before
+// initdb, the WAL then goes to wal/ beside it, and the returned unmount
+// must run once the server has exited.
+type dataMount func(data string, cred *syscall.Credential) (unmount func() error, err error)
+
+// startClusterWith is startCluster with the data directory on mount's
+// file system when mount is not nil; on failure it is unmounted.
+func startClusterWith(bin binaries, mount dataMount) (*cluster, error) {
 	cred, err := credential()
 	if err != nil {
 		return nil, err
@@ -121,14 +133,28 @@ func startCluster(bin binaries) (*cluster, error) {
 	}
 
 	data := filepath.Join(dir, "data")
-	initdb := exec.Command(bin.initdb, "--pgdata", data, "--username", "postgres",
-		"--auth", "trust", "--encoding", "UTF8", "--locale", "C")
+	initdbArgs := []string{"--pgdata", data, "--username", "postgres",
+		"--auth", "trust", "--encoding", "UTF8", "--locale", "C"}
+	unmount := func() error { return nil }
+	if mount != nil {
+		if err := os.Mkdir(data, 0o700); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		if unmount, err = mount(data, cred); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		initdbArgs = append(initdbArgs, "--waldir", filepath.Join(dir, "wal"))
+	}
+	// cleanup leaves nothing behind a failed start.
+	cleanup := func() error { return errors.Join(unmount(), os.RemoveAll(dir)) }
+	initdb := exec.Command(bin.initdb, initdbArgs...)
 	initdb.Dir = dir
 	initdb.Env = serverEnv()
 	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	if out, err := initdb.CombinedOutput(); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("%s: %w\n%s", bin.initdb, err, out)
+		return nil, errors.Join(fmt.Errorf("%s: %w\n%s", bin.initdb, err, out), cleanup())
 	}
 
 	// The free port is found by binding and releasing it, so another process
@@ -144,7 +170,7 @@ func startCluster(bin binaries) (*cluster, error) {
 			break
 		}
 	}
-	os.RemoveAll(dir)
+	errs = append(errs, cleanup())
 	return nil, errors.Join(errs...)
 }
 

@@ -3,11 +3,15 @@ package pgtest
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"net/url"
 	"os"
+	"os/exec"
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/lib/pq"
 )
 
 func TestMain(m *testing.M) { os.Exit(Main(m)) }
@@ -150,4 +154,49 @@ func TestClusterRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestDiskClusterFull: with its data directory's tmpfs filled, the server
+// refuses a write that needs new space with SQLSTATE 53100 (disk_full),
+// goes on answering reads, takes writes again once the space is freed,
+// and the tmpfs is gone after the test.
+func TestDiskClusterFull(t *testing.T) {
+	var mountPoint string
+	t.Run("fill and free", func(t *testing.T) {
+		c, disk := NewDiskCluster(t, 96<<20)
+		mountPoint = disk.dir
+		db := open(t, c.NewDatabase())
+		if _, err := db.Exec("CREATE TABLE t (x text); INSERT INTO t VALUES ('before')"); err != nil {
+			t.Fatal(err)
+		}
+		if n := disk.Fill(); n <= 0 || disk.Available() != 0 {
+			t.Fatalf("filled %d bytes, %d left", n, disk.Available())
+		}
+		// Rows of random-looking text, too large for a page and not
+		// compressible, so each one needs new pages.
+		insert := "INSERT INTO t SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 2000)"
+		_, err := db.Exec(insert)
+		if sqlState(err) != "53100" {
+			t.Fatalf("insert on a full disk: %v, want SQLSTATE 53100 (disk_full)", err)
+		}
+		var n int
+		if err := db.QueryRow("SELECT count(*) FROM t").Scan(&n); err != nil || n != 1 {
+			t.Fatalf("read on a full disk: %d rows, %v", n, err)
+		}
+		disk.Free()
+		if _, err := db.Exec(insert); err != nil {
+			t.Fatalf("insert once the space is back: %v", err)
+		}
+	})
+	if out, err := exec.Command("findmnt", mountPoint).CombinedOutput(); err == nil {
+		t.Errorf("%s is still mounted after the test:\n%s", mountPoint, out)
+	}
+}
+
+func sqlState(err error) string {
+	var pqErr *pq.Error
+	if errors.As(err, &pqErr) {
+		return string(pqErr.Code)
+	}
+	return ""
 }

@@ -28,6 +28,22 @@ type Cluster struct {
 // HERD_TEST_DB_URL does not apply (an external server cannot be restarted).
 func NewCluster(t testing.TB) *Cluster {
 	t.Helper()
+	return newCluster(t, nil)
+}
+
+// newCluster is NewCluster with the data directory on mount's file system
+// when mount is not nil (unmounted once the server has exited).
+func newCluster(t testing.TB, mount dataMount) *Cluster {
+	t.Helper()
+	var unmount func() error
+	if mount != nil {
+		inner := mount
+		mount = func(data string, cred *syscall.Credential) (func() error, error) {
+			u, err := inner(data, cred)
+			unmount = u
+			return u, err
+		}
+	}
 	bin, err := findBinaries()
 	if err == nil {
 		if _, perr := os.Stat(filepath.Join(filepath.Dir(bin.initdb), "pg_ctl")); perr != nil {
@@ -36,7 +52,7 @@ func NewCluster(t testing.TB) *Cluster {
 	}
 	var c *cluster
 	if err == nil {
-		c, err = startCluster(bin)
+		c, err = startClusterWith(bin, mount)
 	}
 	if err != nil {
 		var m *missingError
@@ -49,7 +65,11 @@ func NewCluster(t testing.TB) *Cluster {
 	t.Cleanup(func() {
 		pc.mu.Lock()
 		defer pc.mu.Unlock()
-		if err := pc.c.stop(); err != nil {
+		err := pc.c.stopProcess()
+		if unmount != nil {
+			err = errors.Join(err, unmount())
+		}
+		if err = errors.Join(err, os.RemoveAll(pc.c.dir)); err != nil {
 			t.Errorf("pgtest: %v", err)
 		}
 	})
