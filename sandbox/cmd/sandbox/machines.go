@@ -23,6 +23,16 @@ type machine struct {
 	// the provider's network (bridge br1): the firmware boots from it, the
 	// provider's iPXE script moves to the NIC on herd's network.
 	ProviderMAC, ProviderTap string
+	// BMCIP, when set (--power ipmi), is where the machine's BMC answers
+	// IPMI on the namespace's BMC network.
+	BMCIP string
+}
+
+// withBMCs gives each machine a BMC address (--power ipmi).
+func withBMCs(ms []machine) {
+	for i := range ms {
+		ms[i].BMCIP = bmcIP(ms[i].N)
+	}
 }
 
 // newMachines lays out n VMs. hostname may hold %d (the machine's number);

@@ -50,6 +50,9 @@ type options struct {
 	// stack: how the services start: each a process of the sandbox's
 	// (process), or the operator's deploy path, docker-compose (compose).
 	stack string
+	// power: who switches the VMs on: the sandbox starting QEMU (qemu),
+	// or herd through each VM's BMC, an ipmi_sim (ipmi).
+	power string
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -73,6 +76,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.ovh, "ovh", os.Getenv("OVH") == "1", "the OVH scenario: a provider network first, whose DHCP and iPXE script hand over to herd on the second NIC (env OVH=1)")
 	fs.IntVar(&o.machines, "machines", envInt("MACHINES", 1), fmt.Sprintf("how many VMs to provision at once, 1 to %d (env MACHINES)", maxMachines))
 	fs.StringVar(&o.stack, "stack", envOr("STACK", stackProcess), "how the services start: process (each a process of the sandbox's) or compose (deploy/generate-envrc.sh, setup.sh, docker-compose up -d, against a private dockerd) (env STACK)")
+	fs.StringVar(&o.power, "power", envOr("POWER", powerQEMU), "who switches the VMs on: qemu (the sandbox starts QEMU) or ipmi (each VM behind an ipmi_sim BMC; herd-bmc powers it on for herd workflow create --netboot) (env POWER)")
 	fs.StringVar(&o.netns, "netns", envOr("SANDBOX_NETNS", defaultNetns), "the network namespace everything runs in (env SANDBOX_NETNS)")
 	fs.BoolVar(&o.build, "build", true, "run make build osie osimage first (false: use what bin/ holds); the action images are built into each run's registry either way")
 	fs.BoolVar(&o.downAfter, "down", os.Getenv("SANDBOX_DOWN") == "1", "remove everything when done (env SANDBOX_DOWN=1); default: leave the services up to look at")
@@ -95,6 +99,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if o.stack != stackProcess && o.stack != stackCompose {
 		fmt.Fprintf(stderr, "sandbox: --stack %q: want %s or %s\n", o.stack, stackProcess, stackCompose)
+		return 2
+	}
+	if o.power != powerQEMU && o.power != powerIPMI {
+		fmt.Fprintf(stderr, "sandbox: --power %q: want %s or %s\n", o.power, powerQEMU, powerIPMI)
 		return 2
 	}
 	if !validNetns(o.netns) {
@@ -181,6 +189,8 @@ type sandbox struct {
 	// secrets the services' logs must not hold (checkSecrets).
 	secretsMu sync.Mutex
 	secrets   []secret
+	// bmcPassword is the simulated BMCs' admin password (--power ipmi).
+	bmcPassword string
 }
 
 // netnsFile, in the state directory, names the namespace up made.

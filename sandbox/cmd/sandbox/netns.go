@@ -67,6 +67,17 @@ func netnsCommands(ms []machine) [][]string {
 	if len(ms) > 0 && ms[0].ProviderTap != "" {
 		addBridge(providerBridge, providerIP)
 	}
+	if len(ms) > 0 && ms[0].BMCIP != "" {
+		// The BMC network: herd-bmc's side and the BMCs' side of a veth.
+		cmds = append(cmds,
+			ipn("link", "add", bmcLink, "type", "veth", "peer", "name", bmcPeer),
+			ipn("addr", "add", bmcNetIP+"/24", "dev", bmcLink),
+			ipn("link", "set", bmcLink, "up"),
+			ipn("link", "set", bmcPeer, "up"))
+		for _, m := range ms {
+			cmds = append(cmds, ipn("addr", "add", m.BMCIP+"/24", "dev", bmcPeer))
+		}
+	}
 	for _, m := range ms {
 		addTap(m.Tap, bridge)
 		if m.ProviderTap != "" {

@@ -26,6 +26,10 @@ func hardwareJSON(m machine, allowPXE bool) string {
 			}},
 		},
 	}
+	if m.BMCIP != "" {
+		// herd-bmc reaches it with the stored credential named here.
+		hw["bmc"] = map[string]any{"address": m.BMCIP, "protocol": "ipmi", "port": bmcPort, "credential": bmcCredential}
+	}
 	b, _ := json.MarshalIndent(hw, "", "  ")
 	return string(b) + "\n"
 }
@@ -107,11 +111,11 @@ func finalState(s string) bool { return s == "SUCCESS" || s == "FAILED" || s == 
 // machine's allow_pxe (task and action "netboot") from action reports.
 func netbootNote(e event) bool { return e.Task == "netboot" && e.Action == "netboot" }
 
-// actionEvents are evs without herd-server's netboot notes.
+// actionEvents are evs without herd-server's netboot and BMC notes.
 func actionEvents(evs []event) []event {
 	var out []event
 	for _, e := range evs {
-		if !netbootNote(e) {
+		if !netbootNote(e) && !bmcNote(e) {
 			out = append(out, e)
 		}
 	}

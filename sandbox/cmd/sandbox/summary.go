@@ -104,6 +104,10 @@ func (sb *sandbox) summary(wfID string, p *progress) bool {
 			fmt.Fprintln(w)
 		}
 	}
+	powerOK := true
+	if sb.opts.power == powerIPMI {
+		powerOK = sb.powerSummary(w, p)
+	}
 	fmt.Fprintf(w, "timeline (since power-on)\n")
 	for _, ms := range p.milestones {
 		fmt.Fprintf(w, "  %7s  %s\n", fmtDur(ms.at.Sub(p.powerOn)), ms.name)
@@ -117,7 +121,7 @@ func (sb *sandbox) summary(wfID string, p *progress) bool {
 	} else {
 		fmt.Fprintf(w, "installed  the installed OS printed no herd-installed-os line\n")
 	}
-	ok := p.wfState == "SUCCESS" && okHost && okDisk
+	ok := p.wfState == "SUCCESS" && okHost && okDisk && powerOK
 	fmt.Fprintf(w, "total      power-on to provisioned (installed OS reported): %s\n", fmtDur(provisionedIn(p)))
 	fmt.Fprintf(w, "console    %s\n", f.console)
 	if ok {
@@ -130,6 +134,35 @@ func (sb *sandbox) summary(wfID string, p *progress) bool {
 		fmt.Fprintf(w, "result     NOT PROVISIONED (want workflow SUCCESS, the image on disk, and hostname=%s from the installed OS)\n", m.Hostname)
 	}
 	return ok
+}
+
+// powerSummary prints how herd switched the VM on (--power ipmi): the
+// BMC job's steps from the workflow's events, timed from power-on, and
+// ipmitool's view; it returns whether they show what they must.
+func (sb *sandbox) powerSummary(w io.Writer, p *progress) bool {
+	var steps []event
+	for _, e := range p.events {
+		if bmcNote(e) {
+			steps = append(steps, e)
+		}
+	}
+	fmt.Fprintf(w, "power      by herd through the VM's BMC (ipmi_sim, %s:%d), from the workflow's events (time from power-on)\n", p.m.BMCIP, bmcPort)
+	for _, e := range steps {
+		fmt.Fprintf(w, "  %+7.1fs  %s\n", e.CreatedAt.Sub(p.powerOn).Seconds(), firstLine(e.Message))
+	}
+	fmt.Fprintf(w, "ipmitool   after the netboot: %s; at the end: %s\n", orUnchecked(p.ipmiOn), orUnchecked(p.ipmiOff))
+	if err := powerVerdict(steps, p.ipmiOn, p.ipmiOff); err != nil {
+		fmt.Fprintf(w, "power      %v\n", err)
+		return false
+	}
+	return true
+}
+
+func orUnchecked(s string) string {
+	if s == "" {
+		return "not checked"
+	}
+	return s
 }
 
 // provisionedIn is power-on to the installed OS' report, or -1.

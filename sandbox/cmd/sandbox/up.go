@@ -28,6 +28,9 @@ func (sb *sandbox) up(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	if o.power == powerIPMI {
+		withBMCs(ms)
+	}
 	if netnsExists() || exists(sb.dir) {
 		sb.stage("removing what a previous run left (%s, namespace %s)", sb.dir, nsName)
 		if err := sb.down(); err != nil {
@@ -52,7 +55,7 @@ func (sb *sandbox) up(ctx context.Context) (bool, error) {
 			return false, err
 		}
 	}
-	for _, f := range []string{bin("herd-server"), bin("herd"), bin("herd-boots"), bin("herd-metadata"),
+	for _, f := range []string{bin("herd-server"), bin("herd"), bin("herd-boots"), bin("herd-metadata"), bin("herd-bmc"),
 		bin("osie/vmlinuz"), bin("osie/initramfs.img"), bin("osimage/disk.img.gz"), bin("osimage/disk.img")} {
 		if !exists(f) {
 			return false, fmt.Errorf("%s is missing: run make build osie osimage (or sandbox without --build=false)", f)
@@ -97,12 +100,30 @@ func (sb *sandbox) up(ctx context.Context) (bool, error) {
 		return false, err
 	}
 
-	// 4. The machines, the template and a workflow for each.
+	herd := func(stdin string, args ...string) (string, error) { return sb.herd(ctx, clientEnv, stdin, args...) }
+	if o.power == powerIPMI {
+		// Each VM's BMC, and their credential stored (sealed) in herd.
+		pw, err := randomToken()
+		if err != nil {
+			return false, err
+		}
+		// IPMI passwords hold 16 bytes (20 with IPMI 2.0): 16 hex digits.
+		sb.bmcPassword = pw[:16]
+		sb.addSecret("the BMC password", sb.bmcPassword)
+		if err := sb.startBMCs(ctx, ms, sb.bmcPassword); err != nil {
+			return false, err
+		}
+		if _, err := herd(sb.bmcPassword+"\n", "bmc", "credential", "set", bmcCredential, "--username", bmcUser, "--password-file", "-"); err != nil {
+			return false, err
+		}
+	}
+
+	// 4. The machines, the template and a workflow for each (--power
+	// ipmi: created at power-on, with --netboot).
 	sum, err := fileSHA256(filepath.Join(www, "disk.img.gz"))
 	if err != nil {
 		return false, err
 	}
-	herd := func(stdin string, args ...string) (string, error) { return sb.herd(ctx, clientEnv, stdin, args...) }
 	tplFile := filepath.Join(sb.dir, "template.yaml")
 	if err := os.WriteFile(tplFile, []byte(template("http://"+bootsHTTP+"/osie/disk.img.gz", sum, tag)), 0o644); err != nil {
 		return false, err
@@ -123,11 +144,14 @@ func (sb *sandbox) up(ctx context.Context) (bool, error) {
 		if _, err := herd("", "hardware", "push", "--file", hwFile); err != nil {
 			return false, err
 		}
+		if o.power == powerIPMI {
+			continue
+		}
 		out, err := herd("", "workflow", "create", "-t", "sandbox-install", "-r", fmt.Sprintf(`{"device_1":%q}`, m.MAC))
 		if err != nil {
 			return false, err
 		}
-		wfIDs[i] = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(out), "Created Workflow:"))
+		wfIDs[i] = createdWorkflowID(out)
 	}
 	sb.say("files in %s", sb.dir)
 
@@ -170,17 +194,28 @@ func (sb *sandbox) startProcesses(ctx context.Context, www string) ([]string, er
 	if err != nil {
 		return nil, err
 	}
+	// herd-bmc's token: take BMC jobs and report them, nothing else.
+	bmcToken, err := randomToken()
+	if err != nil {
+		return nil, err
+	}
 	sb.addSecret("the admin token", token)
 	sb.addSecret("the service token", serviceToken)
+	sb.addSecret("the BMC agent's token", bmcToken)
 	serviceTokenFile := filepath.Join(sb.dir, "service-token")
 	if err := os.WriteFile(serviceTokenFile, []byte(serviceToken+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	bmcTokenFile := filepath.Join(sb.dir, "bmc-token")
+	if err := os.WriteFile(bmcTokenFile, []byte(bmcToken+"\n"), 0o600); err != nil {
 		return nil, err
 	}
 	sb.stage("herd-server: gRPC %s, HTTP %s", grpcAddr, httpAddr)
 	srv, err := sb.startProc(spec{name: "herd-server", netns: nsName, order: 20, args: []string{bin("herd-server"),
 		"--db-url", "postgres://postgres@127.0.0.1:" + pgPort + "/postgres?sslmode=disable",
 		"--state-dir", filepath.Join(sb.dir, "server"), "--grpc-addr", grpcAddr, "--http-addr", httpAddr,
-		"--auth-token-file", tokenFile, "--service-token-file", serviceTokenFile, "--tls-hosts", hostIP, "--log-format", "text"}})
+		"--auth-token-file", tokenFile, "--service-token-file", serviceTokenFile, "--bmc-token-file", bmcTokenFile,
+		"--tls-hosts", hostIP, "--log-format", "text"}})
 	if err != nil {
 		return nil, err
 	}
@@ -237,6 +272,21 @@ func (sb *sandbox) startProcesses(ctx context.Context, www string) ([]string, er
 	}
 	if err := waitHTTP(ctx, "http://"+bootsHTTP+"/healthz", boots, 60*time.Second); err != nil {
 		return nil, sb.withLog(err, "herd-boots")
+	}
+	if o.power != powerIPMI {
+		return clientEnv, nil
+	}
+
+	// herd-bmc, where the BMC network is: the namespace.
+	sb.stage("herd-bmc: BMC jobs from herd-server over gRPC, IPMI to the BMCs on %s (%s/24), HTTP %s", bmcLink, bmcNetIP, bmcHTTP)
+	bmc, err := sb.startProc(spec{name: "herd-bmc", netns: nsName, order: 55, env: []string{"HERD_TOKEN=" + bmcToken}, args: []string{bin("herd-bmc"),
+		"--server", grpcAddr, "--cert-url", "http://" + httpAddr + "/cert", "--bmc-http-addr", bmcHTTP, "--agent", "sandbox",
+		"--log-format", "json"}})
+	if err != nil {
+		return nil, err
+	}
+	if err := waitHTTP(ctx, "http://"+bmcHTTP+"/healthz", bmc, 60*time.Second); err != nil {
+		return nil, sb.withLog(err, "herd-bmc")
 	}
 	return clientEnv, nil
 }

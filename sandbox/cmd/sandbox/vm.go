@@ -39,6 +39,9 @@ type progress struct {
 	// unknown is herd-boots' last warning that it did not know the
 	// machine (diagnose.go).
 	unknown *unknownCaller
+	// ipmiOn and ipmiOff are ipmitool's power status after the BMC's
+	// netboot and at the end (--power ipmi).
+	ipmiOn, ipmiOff string
 }
 
 func (p *progress) mark(name string) time.Time {
@@ -96,6 +99,10 @@ func (sb *sandbox) runVMs(ctx context.Context, ms []machine, wfIDs []string, cli
 		return false, fmt.Errorf("qemu-system-x86_64 (Debian package qemu-system-x86; make deps): %w", err)
 	}
 	exps := expectations()
+	if sb.opts.power == powerIPMI {
+		exps = append(exps, expectation{"herd-bmc", "http://" + bmcHTTP + "/metrics",
+			series{"herd_bmc_jobs_total", map[string]string{"kind": "netboot", "state": "SUCCESS"}}, 1, "netboot jobs run on the BMCs"})
+	}
 	before, err := scrape(ctx, exps)
 	if err != nil {
 		return false, err
@@ -122,7 +129,7 @@ func (sb *sandbox) runVMs(ctx context.Context, ms []machine, wfIDs []string, cli
 	var wg sync.WaitGroup
 	for i := range ms {
 		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = sb.runVM(ctx, qemu, ps[i], wfIDs[i], clientEnv) }()
+		go func() { defer wg.Done(); errs[i] = sb.runVM(ctx, qemu, ps[i], &wfIDs[i], clientEnv) }()
 	}
 	wg.Wait()
 	stopFollow()
@@ -152,10 +159,9 @@ func (sb *sandbox) runVMs(ctx context.Context, ms []machine, wfIDs []string, cli
 	return ok, errors.Join(errs...)
 }
 
-// runVM runs one machine from power-on until it powers off after
-// reporting from its installed OS, its workflow fails, or the timeout.
-func (sb *sandbox) runVM(ctx context.Context, qemu string, p *progress, wfID string, clientEnv []string) error {
-	o, m := sb.opts, p.m
+// prepareVMFiles makes machine m's empty disk and, for UEFI, its own
+// copy of OVMF's variables.
+func (sb *sandbox) prepareVMFiles(m machine) error {
 	f := sb.vmFiles(m)
 	if err := os.MkdirAll(filepath.Dir(f.disk), 0o755); err != nil {
 		return err
@@ -163,7 +169,7 @@ func (sb *sandbox) runVM(ctx context.Context, qemu string, p *progress, wfID str
 	if err := os.WriteFile(f.disk, nil, 0o644); err != nil {
 		return err
 	}
-	if err := os.Truncate(f.disk, int64(o.diskMiB)<<20); err != nil {
+	if err := os.Truncate(f.disk, int64(sb.opts.diskMiB)<<20); err != nil {
 		return err
 	}
 	if m.UEFI {
@@ -172,15 +178,79 @@ func (sb *sandbox) runVM(ctx context.Context, qemu string, p *progress, wfID str
 			return fmt.Errorf("OVMF variables (Debian package ovmf; make deps): %w", err)
 		}
 	}
-	sb.stage("%spowering on: qemu-system-x86_64 (TCG, %d MiB, %d CPUs, %s, iPXE ROM on the boot NIC, empty %d MiB disk)",
-		p.label, o.memMiB, o.smp, m.firmware(), o.diskMiB)
+	return nil
+}
+
+// powerOn switches machine p's VM on: QEMU started by the sandbox
+// (--power qemu), or by its BMC when herd's netboot job says so (--power
+// ipmi: the workflow is created there, with --netboot, and *wfID set).
+// done closes when the VM has ended.
+func (sb *sandbox) powerOn(ctx context.Context, qemu string, p *progress, wfID *string, clientEnv []string) (done <-chan struct{}, err error) {
+	o, m := sb.opts, p.m
+	f := sb.vmFiles(m)
+	vmLine := fmt.Sprintf("qemu-system-x86_64 (TCG, %d MiB, %d CPUs, %s, iPXE ROM on the boot NIC, empty %d MiB disk)", o.memMiB, o.smp, m.firmware(), o.diskMiB)
+	if o.power == powerIPMI {
+		sb.stage("%spowering on through the BMC %s:%d: herd workflow create --netboot (herd-bmc sets the next boot to the network and switches the VM on over IPMI; ipmi_sim's chassis_control starts %s)",
+			p.label, m.BMCIP, bmcPort, vmLine)
+		id, err := sb.netbootWorkflow(ctx, m, clientEnv)
+		*wfID = id
+		if err != nil {
+			return nil, err
+		}
+		vm, at, err := sb.waitBMCVM(ctx, m.N, 30*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		p.mu.Lock()
+		p.powerOn = at
+		p.mu.Unlock()
+		on, err := sb.ipmitool(ctx, m, sb.bmcPassword, "chassis", "power", "status")
+		p.mu.Lock()
+		p.ipmiOn = on
+		p.mu.Unlock()
+		sb.vmLine(p, "VM powered on by its BMC; ipmitool chassis power status: %s%s", on, errNote(err))
+		sb.say("console: %s", f.console)
+		return vm.done, nil
+	}
+	if err := sb.prepareVMFiles(m); err != nil {
+		return nil, err
+	}
+	sb.stage("%spowering on: %s", p.label, vmLine)
 	sb.say("console: %s", f.console)
 	p.mu.Lock()
 	p.powerOn = time.Now()
 	p.mu.Unlock()
 	vm, err := sb.startProc(spec{name: fmt.Sprintf("qemu-%d", m.N), netns: nsName, order: 90, args: qemuArgs(qemu, m, f, o.memMiB, o.smp)})
 	if err != nil {
+		return nil, err
+	}
+	return vm.done, nil
+}
+
+func errNote(err error) string {
+	if err != nil {
+		return " (" + err.Error() + ")"
+	}
+	return ""
+}
+
+// runVM runs one machine from power-on until it powers off after
+// reporting from its installed OS, its workflow fails, or the timeout.
+func (sb *sandbox) runVM(ctx context.Context, qemu string, p *progress, wfIDp *string, clientEnv []string) error {
+	o, m := sb.opts, p.m
+	f := sb.vmFiles(m)
+	vmDone, err := sb.powerOn(ctx, qemu, p, wfIDp, clientEnv)
+	if err != nil {
 		return err
+	}
+	wfID := *wfIDp
+	exited := func() bool {
+		select {
+		case <-vmDone:
+			return true
+		default:
+			return false
+		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -203,7 +273,7 @@ func (sb *sandbox) runVM(ctx context.Context, qemu string, p *progress, wfID str
 wait:
 	for {
 		select {
-		case <-vm.done:
+		case <-vmDone:
 			p.mark("VM powered off")
 			sb.vmLine(p, "VM powered off")
 			break wait
@@ -236,13 +306,21 @@ wait:
 			break wait
 		}
 	}
-	if !vm.exited() {
+	if !exited() {
 		pfs, _ := readPidFiles(sb.dir)
 		for _, pf := range pfs {
 			if strings.HasSuffix(pf.path, fmt.Sprintf("-qemu-%d.pid", m.N)) {
 				_ = stopPid(pf, 2*time.Second)
 			}
 		}
+	}
+	if o.power == powerIPMI {
+		// The cross-check: the BMC must see the VM off now.
+		off, err := sb.ipmitool(context.WithoutCancel(ctx), m, sb.bmcPassword, "chassis", "power", "status")
+		p.mu.Lock()
+		p.ipmiOff = off
+		p.mu.Unlock()
+		sb.vmLine(p, "ipmitool chassis power status: %s%s", off, errNote(err))
 	}
 	// Let the watchers read the last lines.
 	time.Sleep(300 * time.Millisecond)
@@ -412,6 +490,11 @@ func (sb *sandbox) followWorkflow(ctx context.Context, wfID string, env []string
 		p.mu.Lock()
 		p.events = append(p.events, e)
 		p.mu.Unlock()
+		if bmcNote(e) {
+			// The power steps (--power ipmi); the summary shows them too.
+			sb.vmLine(p, "power: %s", firstLine(e.Message))
+			continue
+		}
 		line := fmt.Sprintf("workflow: %-18s %-8s", e.Action, e.State)
 		if finalState(e.State) {
 			line += " " + strconv.FormatInt(int64(e.Seconds), 10) + "s"
