@@ -248,7 +248,8 @@ func (f *fleet) report(ctx context.Context, c workflow.WorkflowServiceClient, id
 
 func engineName(st workflow.State) string { return strings.TrimPrefix(st.String(), "STATE_") }
 
-// call runs fn until it succeeds, retrying Unavailable as herd-worker does
+// call runs fn until it succeeds, retrying Unavailable and
+// ResourceExhausted (the database's disk full) as herd-worker does
 // (backoff from 50 ms doubling to 1 s, with jitter); any other failure is
 // a refusal a worker would not retry, kept for the test to report.
 func (f *fleet) call(ctx context.Context, fn func(context.Context) error) error {
@@ -260,11 +261,12 @@ func (f *fleet) call(ctx context.Context, fn func(context.Context) error) error 
 		code := status.Code(err)
 		f.mu.Lock()
 		f.seen[code]++
-		if err != nil && code != codes.Unavailable {
+		retry := code == codes.Unavailable || code == codes.ResourceExhausted
+		if err != nil && !retry {
 			f.refused = append(f.refused, err)
 		}
 		f.mu.Unlock()
-		if code != codes.Unavailable {
+		if !retry {
 			return err
 		}
 		select {
