@@ -249,11 +249,15 @@ func (f *feed) apply(ctx context.Context, c change, synced bool) []string {
 	return nil
 }
 
-// followShown follows the workflow row r shows, once: only workflows a
-// row shows cost calls (their context, their events), not every old one.
+// followShown follows the workflow row r shows, once, unless it has
+// succeeded: only workflows a row shows cost calls (their context, their
+// events), not every old one, nor one whose list entry says all.
 func (f *feed) followShown(ctx context.Context, r Row) {
 	if r.Workflow == nil || f.following[r.Workflow.ID] {
 		return
+	}
+	if fw := f.fleet.wf[r.Workflow.ID]; fw == nil || final(fw.wf.GetState()) && !needsContext(fw) {
+		return // a success: its list entry says all
 	}
 	id := r.Workflow.ID
 	f.following[id] = true

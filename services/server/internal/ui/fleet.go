@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strings"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/herd-metal/herd/proto/hardware"
 	"github.com/herd-metal/herd/proto/workflow"
 )
@@ -45,6 +47,32 @@ type followed struct {
 	wf    *workflow.Workflow
 	ctx   *workflow.WorkflowContext
 	addrs []string
+	// actions counts the rendered template's actions: the total until
+	// the context is known, and all a succeeded workflow needs.
+	actions int64
+}
+
+// countActions counts the actions of a rendered template (0: unreadable).
+func countActions(data string) int64 {
+	var t struct {
+		Tasks []struct {
+			Actions []struct{} `yaml:"actions"`
+		} `yaml:"tasks"`
+	}
+	if yaml.Unmarshal([]byte(data), &t) != nil {
+		return 0
+	}
+	n := 0
+	for _, task := range t.Tasks {
+		n += len(task.Actions)
+	}
+	return int64(n)
+}
+
+// needsContext reports whether the fleet needs a workflow's context to
+// show its progress: not for one that succeeded (every action done).
+func needsContext(fw *followed) bool {
+	return fw.ctx == nil && !(fw.wf.GetState() == workflow.State_STATE_SUCCESS && fw.actions > 0)
 }
 
 func newFleet() *fleet {
@@ -130,11 +158,15 @@ func (f *fleet) machinesOf(addrs []string) []string {
 // the rows that changed.
 func (f *fleet) setWorkflow(w *workflow.Workflow) []string {
 	var c *workflow.WorkflowContext
+	var actions int64
 	if old, ok := f.wf[w.GetId()]; ok {
-		c = old.ctx
+		c, actions = old.ctx, old.actions
+	}
+	if actions == 0 {
+		actions = countActions(w.GetData())
 	}
 	f.deleteWorkflow(w.GetId())
-	fw := &followed{wf: w, ctx: c, addrs: wfAddrs(w)}
+	fw := &followed{wf: w, ctx: c, addrs: wfAddrs(w), actions: actions}
 	f.wf[w.GetId()] = fw
 	for _, a := range fw.addrs {
 		if f.wfsByAddr[a] == nil {
@@ -253,6 +285,12 @@ func (f *fleet) row(id string) (Row, bool) {
 	}
 	if best != nil {
 		done, total := progress(best.ctx)
+		if best.ctx == nil {
+			total = best.actions
+			if best.wf.GetState() == workflow.State_STATE_SUCCESS {
+				done = total
+			}
+		}
 		r.Workflow = &RowWorkflow{ID: best.wf.GetId(), State: stateName(best.wf.GetState()), Done: done, Total: total}
 		if c := best.ctx; c != nil && c.GetCurrentAction() != "" {
 			r.Workflow.Action = c.GetCurrentTask() + "/" + c.GetCurrentAction()

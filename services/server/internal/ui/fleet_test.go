@@ -138,3 +138,48 @@ func TestFleetRows(t *testing.T) {
 		t.Fatalf("bad map changed rows %v", got)
 	}
 }
+
+func TestCountActions(t *testing.T) {
+	for _, tc := range []struct {
+		name, data string
+		want       int64
+	}{
+		{"two tasks", "version: \"0.1\"\nname: x\ntasks:\n  - name: a\n    actions:\n      - name: one\n      - name: two\n  - name: b\n    actions:\n      - name: three\n", 3},
+		{"no tasks", "version: \"0.1\"\nname: x\n", 0},
+		{"not YAML", "tasks: [", 0},
+		{"empty", "", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := countActions(tc.data); got != tc.want {
+				t.Fatalf("countActions = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+// A workflow listed as SUCCESS shows all its actions done without its
+// context; others wait for theirs.
+func TestRowProgressWithoutContext(t *testing.T) {
+	data := "tasks:\n  - name: a\n    actions:\n      - name: one\n      - name: two\n"
+	for _, tc := range []struct {
+		state       workflow.State
+		done, total int64
+		needs       bool
+	}{
+		{workflow.State_STATE_SUCCESS, 2, 2, false},
+		{workflow.State_STATE_PENDING, 0, 2, true},
+		{workflow.State_STATE_FAILED, 0, 2, true},
+	} {
+		t.Run(tc.state.String(), func(t *testing.T) {
+			f := newFleet()
+			f.setHardware(machine("hw1", "node-1", "08:00:27:00:00:01", "10.1.0.11", true))
+			w := wf("w", `{"device_1":"08:00:27:00:00:01"}`, tc.state, 1)
+			w.Data = data
+			f.setWorkflow(w)
+			r, _ := f.row("hw1")
+			if r.Workflow.Done != tc.done || r.Workflow.Total != tc.total || needsContext(f.wf["w"]) != tc.needs {
+				t.Fatalf("%d/%d needs context %v, want %d/%d %v", r.Workflow.Done, r.Workflow.Total, needsContext(f.wf["w"]), tc.done, tc.total, tc.needs)
+			}
+		})
+	}
+}
