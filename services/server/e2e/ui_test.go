@@ -144,12 +144,12 @@ func TestUIInABrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(row+`[data-state="SUCCESS"][data-progress="2/2"]`)))
 
 	// The filters hide what does not match.
-	uitest.Step(t, b, "filter by text", chromedp.SendKeys(chromedp.CSS("#filter"), "no-such-machine"), chromedp.WaitNotVisible(chromedp.CSS(row)))
+	uitest.Step(t, b, "filter by text", chromedp.SendKeys(chromedp.CSS("#filter"), "no-such-machine"), chromedp.WaitNotPresent(chromedp.CSS(row)))
 	uitest.SetControl(t, b, "filter", "NODE-1")
 	uitest.Step(t, b, "filter by text, any case", chromedp.WaitVisible(chromedp.CSS(row)))
 	uitest.SetControl(t, b, "filter", "")
 	uitest.SetControl(t, b, "state", "FAILED")
-	uitest.Step(t, b, "filter by state", chromedp.WaitNotVisible(chromedp.CSS(row)))
+	uitest.Step(t, b, "filter by state", chromedp.WaitNotPresent(chromedp.CSS(row)))
 
 	// A change without the session's CSRF token, or from another site, is
 	// refused; the session survives both.

@@ -1,20 +1,47 @@
 // The fleet page: one row per machine, kept current by the server's
-// event stream (/ui/events). Rows are built with textContent only: every
-// value comes from hardware records, which anyone who can push one
-// controls.
+// event stream (/ui/events). Only the rows in view are in the page (a
+// fleet of 10,000 would take the browser seconds to lay out and to
+// re-lay out on every change); the rest are data. Rows are built with
+// textContent only: every value comes from hardware records, which
+// anyone who can push one controls.
 "use strict";
 
 (function () {
-  const body = document.querySelector("#fleet tbody");
+  const table = document.getElementById("fleet");
+  const body = table.querySelector("tbody");
   const filter = document.getElementById("filter");
   const stateFilter = document.getElementById("state");
   const count = document.getElementById("count");
   const live = document.getElementById("live");
   const empty = document.getElementById("empty");
 
-  const rows = new Map(); // id -> {data, tr}
+  const rowHeight = 32; // px, as style.css sets #fleet rows
+  const overscan = 10; // rows built beyond each edge of the view
+
+  const rows = new Map(); // id -> row data (with .search, .key)
+  let order = []; // every id, in hostname order
+  let view = []; // the ids that pass the filters, in order
   let syncing = true; // a snapshot is arriving
   let stale = new Set(); // ids not yet seen in the snapshot arriving
+
+  // Host names sort by their numbers (node2 before node10).
+  const collator = new Intl.Collator(undefined, { numeric: true });
+  const compare = (a, b) => collator.compare(rows.get(a).key, rows.get(b).key);
+
+  function prepare(d) {
+    const wf = d.workflow;
+    d.state = wf ? wf.state : "NONE";
+    d.key = (d.hostname || "\uffff") + " " + d.id;
+    d.search = [d.hostname, d.id, d.bmc, wf && wf.id, wf && wf.action]
+      .concat(d.macs, d.ips).filter(Boolean).join(" ").toLowerCase();
+    return d;
+  }
+
+  function matches(d) {
+    const q = filter.value.trim().toLowerCase();
+    const s = stateFilter.value;
+    return (!s || d.state === s) && (!q || d.search.includes(q));
+  }
 
   function cell(tr, cls, text) {
     const td = document.createElement("td");
@@ -24,18 +51,12 @@
     return td;
   }
 
-  // Rows go in hostname order, numbers by value (node2 before node10).
-  const collator = new Intl.Collator(undefined, { numeric: true });
-  function sortKey(d) {
-    return (d.hostname || "\uffff") + " " + d.id;
-  }
-  function before(a, b) {
-    return collator.compare(sortKey(a), sortKey(b)) < 0;
-  }
-
   function build(d) {
     const tr = document.createElement("tr");
     tr.dataset.id = d.id;
+    tr.dataset.state = d.state;
+    const wf = d.workflow;
+    tr.dataset.progress = wf && wf.total > 0 ? wf.done + "/" + wf.total : "";
     const host = cell(tr, "hostname", "");
     const link = document.createElement("a");
     link.href = "/ui/machine/" + encodeURIComponent(d.id);
@@ -46,12 +67,9 @@
     cell(tr, "ip", d.ips.join(" "));
     cell(tr, "netboot netboot-" + d.netboot, d.netboot);
     cell(tr, "bmc", d.bmc || "");
-    const wf = d.workflow;
-    const state = wf ? wf.state : "NONE";
-    tr.dataset.state = state;
     const st = cell(tr, "state", "");
     const badge = document.createElement("span");
-    badge.className = "badge state-" + state;
+    badge.className = "badge state-" + d.state;
     badge.textContent = wf ? wf.state.toLowerCase() : "no workflow";
     st.appendChild(badge);
     if (wf && wf.action) {
@@ -61,10 +79,9 @@
       st.appendChild(act);
     }
     const pr = cell(tr, "progress", "");
-    tr.dataset.progress = wf && wf.total > 0 ? wf.done + "/" + wf.total : "";
     if (wf && wf.total > 0) {
       const bar = document.createElement("span");
-      bar.className = "bar state-" + state;
+      bar.className = "bar state-" + d.state;
       const fill = document.createElement("span");
       fill.style.width = Math.round((100 * wf.done) / wf.total) + "%";
       bar.appendChild(fill);
@@ -73,81 +90,80 @@
       txt.textContent = wf.done + "/" + wf.total;
       pr.append(bar, txt);
     }
-    tr._search = [d.hostname, d.id, d.bmc, wf && wf.id, wf && wf.action]
-      .concat(d.macs, d.ips).filter(Boolean).join(" ").toLowerCase();
     return tr;
   }
 
-  function matches(tr) {
-    const q = filter.value.trim().toLowerCase();
-    const s = stateFilter.value;
-    return (!s || tr.dataset.state === s) && (!q || tr._search.includes(q));
+  function spacer(height) {
+    const tr = document.createElement("tr");
+    tr.className = "spacer";
+    const td = document.createElement("td");
+    td.colSpan = 7;
+    td.style.height = height + "px";
+    tr.appendChild(td);
+    return tr;
   }
 
-  // showCount runs at most once a frame: it walks every row, and a burst
-  // of events must not walk them once each.
-  let countQueued = false;
-  function showCount() {
-    if (countQueued) return;
-    countQueued = true;
-    requestAnimationFrame(countNow);
+  // Work is queued and done once a frame: a burst of events costs one
+  // filter pass and one rebuild of the rows in view.
+  let resort = false, refilter = false, queued = false;
+  function schedule(what) {
+    if (what === "sort") resort = true;
+    if (what === "sort" || what === "filter") refilter = true;
+    if (!queued) {
+      queued = true;
+      requestAnimationFrame(render);
+    }
   }
-  function countNow() {
-    countQueued = false;
-    let shown = 0;
-    for (const r of rows.values()) if (!r.tr.hidden) shown++;
-    count.textContent = shown === rows.size ? rows.size + " machines" : shown + " of " + rows.size + " machines";
+
+  function render() {
+    queued = false;
+    if (syncing) return;
+    if (resort) order.sort(compare);
+    if (refilter) view = order.filter((id) => matches(rows.get(id)));
+    resort = refilter = false;
+    // The rows in view: the table's place on the page and the scroll
+    // position say which.
+    const top = table.getBoundingClientRect().top + window.scrollY + table.tHead.offsetHeight;
+    const first = Math.max(0, Math.floor((window.scrollY - top) / rowHeight) - overscan);
+    const last = Math.min(view.length, Math.ceil((window.scrollY + window.innerHeight - top) / rowHeight) + overscan);
+    const frag = document.createDocumentFragment();
+    if (first > 0) frag.appendChild(spacer(first * rowHeight));
+    for (let i = first; i < last; i++) frag.appendChild(build(rows.get(view[i])));
+    if (last < view.length) frag.appendChild(spacer((view.length - last) * rowHeight));
+    body.replaceChildren(frag);
+    count.textContent = view.length === rows.size ? rows.size + " machines" : view.length + " of " + rows.size + " machines";
     empty.hidden = rows.size !== 0;
   }
 
-  function applyFilter() {
-    for (const r of rows.values()) r.tr.hidden = !matches(r.tr);
-    showCount();
-  }
-
-  // insert puts tr among the rows in hostname order.
-  function insert(tr, d) {
-    for (const other of body.children) {
-      if (before(d, rows.get(other.dataset.id).data)) {
-        body.insertBefore(tr, other);
-        return;
-      }
-    }
-    body.appendChild(tr);
-  }
-
   function upsert(d) {
+    prepare(d);
     stale.delete(d.id);
-    const tr = build(d);
-    tr.hidden = !matches(tr);
     const old = rows.get(d.id);
-    rows.set(d.id, { data: d, tr: tr });
-    if (syncing && !old) return; // placed all at once when synced
-    if (old && old.tr.parentNode && sortKey(old.data) === sortKey(d)) {
-      old.tr.replaceWith(tr);
+    rows.set(d.id, d);
+    if (!old) {
+      order.push(d.id);
+      schedule("sort");
+    } else if (old.key !== d.key) {
+      schedule("sort");
+    } else if (matches(old) !== matches(d)) {
+      schedule("filter");
     } else {
-      if (old) old.tr.remove();
-      insert(tr, d);
+      schedule("view");
     }
   }
 
   function remove(id) {
-    const r = rows.get(id);
-    if (!r) return;
-    r.tr.remove();
-    rows.delete(id);
+    if (!rows.delete(id)) return;
+    order = order.filter((x) => x !== id);
+    schedule("filter");
   }
 
   function synced() {
     for (const id of stale) remove(id);
     stale = new Set();
-    const all = Array.from(rows.values()).sort((a, b) => collator.compare(sortKey(a.data), sortKey(b.data)));
-    const frag = document.createDocumentFragment();
-    for (const r of all) frag.appendChild(r.tr);
-    body.replaceChildren(frag);
     syncing = false;
     setLive("live", "live");
-    showCount();
+    schedule("sort");
   }
 
   function setLive(state, text) {
@@ -155,8 +171,10 @@
     live.textContent = text;
   }
 
-  filter.addEventListener("input", applyFilter);
-  stateFilter.addEventListener("change", applyFilter);
+  filter.addEventListener("input", () => schedule("filter"));
+  stateFilter.addEventListener("change", () => schedule("filter"));
+  window.addEventListener("scroll", () => schedule("view"), { passive: true });
+  window.addEventListener("resize", () => schedule("view"));
 
   const es = new EventSource("/ui/events");
   es.addEventListener("open", function () {
@@ -164,14 +182,8 @@
     syncing = true;
     stale = new Set(rows.keys());
   });
-  es.addEventListener("row", (e) => {
-    upsert(JSON.parse(e.data));
-    if (!syncing) showCount();
-  });
-  es.addEventListener("gone", (e) => {
-    remove(JSON.parse(e.data).id);
-    showCount();
-  });
+  es.addEventListener("row", (e) => upsert(JSON.parse(e.data)));
+  es.addEventListener("gone", (e) => remove(JSON.parse(e.data).id));
   es.addEventListener("synced", synced);
   es.addEventListener("error", function () {
     if (es.readyState === EventSource.CLOSED) {
