@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/herd-metal/herd/pkg/version.Version=$(VERSION)
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build test deps vet check-proto proto bench-server bench-bmc bench-metadata bench-dhcp action-images images osie osimage fuzz reliability ipxe sandbox sandbox-down test-e2e ui-screenshots clean
+.PHONY: all build test deps vet check-proto proto bench-server bench-bmc bench-metadata bench-dhcp action-images images osie osimage fuzz reliability ipxe sandbox sandbox-down test-e2e ui-screenshots bench-ui clean
 
 all: build
 
@@ -75,6 +75,11 @@ test-e2e: deps
 ui-screenshots: deps
 	@mkdir -p docs/ui
 	cd services/server && HERD_UI_SCREENSHOTS=$(CURDIR)/docs/ui go test -count=1 -run '^TestUIScreenshots$$' ./e2e/
+
+# The web UI with 10,000 machines in chromium: the fleet page's load time,
+# and how it keeps up while 1,000 workflows report (docs/ui/benchmarks.md).
+bench-ui: deps
+	go test -tags bench -count=1 -timeout 30m -run TestBenchUI -v ./services/server/internal/ui/bench -args -out $(CURDIR)/docs/ui/benchmarks.md
 
 # A short run of every fuzzer on what comes from outside (packets, requests,
 # files); FUZZTIME=10m for a long one. Seeds live in the tests.
