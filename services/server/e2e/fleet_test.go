@@ -6,6 +6,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/x509"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 
 	_ "github.com/lib/pq"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -83,12 +85,19 @@ type fleet struct {
 // per machine with the machine's own credential.
 func newFleet(t *testing.T, s *servertest.Server, n int, period time.Duration) *fleet {
 	t.Helper()
+	return newFleetVia(t, s, n, period, s.DialCA)
+}
+
+// newFleetVia is newFleet with the workers' connections made by dial
+// (e.g. from a network namespace).
+func newFleetVia(t *testing.T, s *servertest.Server, n int, period time.Duration, dial func(ca *x509.CertPool, token string) *grpc.ClientConn) *fleet {
+	t.Helper()
 	pushMachines(t, s, n)
 	createWorkflows(t, s, createTemplate(t, s, "fleet", 600, 3600), 0, n)
 	f := &fleet{s: s, period: period, seen: map[codes.Code]int{}}
 	tokens, ca := s.WorkerTokens(), s.CA()
 	for i := range n {
-		f.workers = append(f.workers, workflow.NewWorkflowServiceClient(s.DialCA(ca, tokens[fleetHW(i)])))
+		f.workers = append(f.workers, workflow.NewWorkflowServiceClient(dial(ca, tokens[fleetHW(i)])))
 	}
 	return f
 }
@@ -248,10 +257,11 @@ func (f *fleet) report(ctx context.Context, c workflow.WorkflowServiceClient, id
 
 func engineName(st workflow.State) string { return strings.TrimPrefix(st.String(), "STATE_") }
 
-// call runs fn until it succeeds, retrying Unavailable and
-// ResourceExhausted (the database's disk full) as herd-worker does
-// (backoff from 50 ms doubling to 1 s, with jitter); any other failure is
-// a refusal a worker would not retry, kept for the test to report.
+// call runs fn until it succeeds, retrying Unavailable, DeadlineExceeded
+// (a call lost on a dead link) and ResourceExhausted (the database's disk
+// full) as herd-worker does (backoff from 50 ms doubling to 1 s, with
+// jitter); any other failure is a refusal a worker would not retry, kept
+// for the test to report.
 func (f *fleet) call(ctx context.Context, fn func(context.Context) error) error {
 	wait := 50 * time.Millisecond
 	for {
@@ -261,7 +271,7 @@ func (f *fleet) call(ctx context.Context, fn func(context.Context) error) error 
 		code := status.Code(err)
 		f.mu.Lock()
 		f.seen[code]++
-		retry := code == codes.Unavailable || code == codes.ResourceExhausted
+		retry := code == codes.Unavailable || code == codes.ResourceExhausted || code == codes.DeadlineExceeded
 		if err != nil && !retry {
 			f.refused = append(f.refused, err)
 		}

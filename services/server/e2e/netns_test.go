@@ -1,0 +1,172 @@
+package e2e
+
+// Network namespaces for the network fault tests: each made here (with
+// 10.x addresses only inside it) and deleted, by its name, when the test
+// ends. They need root and iproute2; under CI=true their absence fails.
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+
+	"golang.org/x/sys/unix"
+	"testing"
+	"time"
+)
+
+// netns is a network namespace of the test's own.
+type netns struct {
+	t    *testing.T
+	name string
+}
+
+// newNetns creates the namespace prefix+random with its loopback up.
+func newNetns(t *testing.T, prefix string) *netns {
+	t.Helper()
+	if _, err := exec.LookPath("ip"); err != nil || os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("network namespaces need root and iproute2 (apt-get install -y iproute2)")
+		}
+		t.Skip("network namespaces need root and iproute2")
+	}
+	tag := make([]byte, 3)
+	_, _ = rand.Read(tag)
+	n := &netns{t: t, name: prefix + hex.EncodeToString(tag)}
+	runIP(t, "netns", "add", n.name)
+	t.Cleanup(func() { runIP(t, "netns", "delete", n.name) })
+	n.ip("link", "set", "lo", "up")
+	return n
+}
+
+func runIP(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// ip runs `ip` inside the namespace.
+func (n *netns) ip(args ...string) {
+	n.t.Helper()
+	runIP(n.t, append([]string{"-n", n.name}, args...)...)
+}
+
+// vethPair joins a and b by a veth pair, ifa (addrA, a 10.x CIDR) in a and
+// ifb (addrB) in b, both up.
+func vethPair(t *testing.T, a *netns, ifa, addrA string, b *netns, ifb, addrB string) {
+	t.Helper()
+	a.ip("link", "add", ifa, "type", "veth", "peer", "name", ifb, "netns", b.name)
+	a.ip("addr", "add", addrA, "dev", ifa)
+	b.ip("addr", "add", addrB, "dev", ifb)
+	a.ip("link", "set", ifa, "up")
+	b.ip("link", "set", ifb, "up")
+}
+
+// do runs f on an OS thread switched into the namespace: the sockets f
+// makes stay in it. The thread is never switched back: it stays locked
+// and so ends with its goroutine.
+func (n *netns) do(f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		ns, err := os.Open("/var/run/netns/" + n.name)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer ns.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- os.NewSyscallError("setns", err)
+			return
+		}
+		errc <- f()
+	}()
+	return <-errc
+}
+
+// dial makes a TCP connection from inside the namespace (a gRPC
+// WithContextDialer).
+func (n *netns) dial(ctx context.Context, addr string) (c net.Conn, err error) {
+	err = n.do(func() error {
+		var e error
+		c, e = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		return e
+	})
+	return c, err
+}
+
+// relay listens on addr inside the namespace and carries each connection
+// to target, dialled from the test's own namespace (herd-server or
+// PostgreSQL on the host's loopback), holding what it carries delay in
+// each direction (0: none). It stops when the test ends.
+func (n *netns) relay(addr, target string, delay time.Duration) {
+	n.t.Helper()
+	var l net.Listener
+	if err := n.do(func() error {
+		var e error
+		l, e = net.Listen("tcp", addr)
+		return e
+	}); err != nil {
+		n.t.Fatalf("relay %s in %s: %v", addr, n.name, err)
+	}
+	n.t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go func() { carry(u, c, delay); u.Close() }()
+				carry(c, u, delay)
+			}()
+		}
+	}()
+}
+
+// carry copies src to dst, each chunk delivered delay after it was read
+// (in order, reading on meanwhile: a link's latency, not its bandwidth).
+func carry(dst io.Writer, src io.Reader, delay time.Duration) {
+	if delay <= 0 {
+		_, _ = io.Copy(dst, src)
+		return
+	}
+	type chunk struct {
+		due time.Time
+		b   []byte
+	}
+	queue := make(chan chunk, 1024)
+	go func() {
+		defer close(queue)
+		for {
+			b := make([]byte, 32<<10)
+			k, err := src.Read(b)
+			if k > 0 {
+				queue <- chunk{time.Now().Add(delay), b[:k]}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for ch := range queue {
+		time.Sleep(time.Until(ch.due))
+		if _, err := dst.Write(ch.b); err != nil {
+			for range queue { // let the reader end
+			}
+			return
+		}
+	}
+}
