@@ -75,9 +75,10 @@ type fleet struct {
 	sent    atomic.Int64 // reports sent (first sends only)
 	resent  atomic.Int64 // reports sent again as after a lost reply
 
-	mu      sync.Mutex
-	seen    map[codes.Code]int // every answer the workers got, by code
-	refused []error            // calls that failed with a code a worker does not retry
+	mu        sync.Mutex
+	seen      map[codes.Code]int // every answer the workers got, by code
+	refused   []error            // calls that failed with a code a worker does not retry
+	latencies []time.Duration    // of each report, from its first send to its answer (retries included)
 }
 
 // newFleet pushes n machines and their workflows, with timeouts far beyond
@@ -245,10 +246,14 @@ func (f *fleet) actions(ctx context.Context, c workflow.WorkflowServiceClient, i
 func (f *fleet) report(ctx context.Context, c workflow.WorkflowServiceClient, id string, a *workflow.WorkflowAction, st workflow.State) error {
 	r := &workflow.WorkflowActionStatus{WorkflowId: id, TaskName: a.GetTaskName(), ActionName: a.GetName(),
 		ActionStatus: st, Seconds: 1, Message: "fleet"}
+	sent := time.Now()
 	err := f.call(ctx, func(ctx context.Context) error {
 		_, err := c.ReportActionStatus(ctx, r)
 		return err
 	})
+	f.mu.Lock()
+	f.latencies = append(f.latencies, time.Since(sent))
+	f.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("report %s %s of %s: %w", a.GetName(), engineName(st), id, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 	"testing"
@@ -101,11 +102,9 @@ func (n *netns) dial(ctx context.Context, addr string) (c net.Conn, err error) {
 	return c, err
 }
 
-// relay listens on addr inside the namespace and carries each connection
-// to target, dialled from the test's own namespace (herd-server or
-// PostgreSQL on the host's loopback), holding what it carries delay in
-// each direction (0: none). It stops when the test ends.
-func (n *netns) relay(addr, target string, delay time.Duration) {
+// listen is a TCP listener on addr inside the namespace, closed when
+// the test ends.
+func (n *netns) listen(addr string) net.Listener {
 	n.t.Helper()
 	var l net.Listener
 	if err := n.do(func() error {
@@ -113,9 +112,23 @@ func (n *netns) relay(addr, target string, delay time.Duration) {
 		l, e = net.Listen("tcp", addr)
 		return e
 	}); err != nil {
-		n.t.Fatalf("relay %s in %s: %v", addr, n.name, err)
+		n.t.Fatalf("listen on %s in %s: %v", addr, n.name, err)
 	}
 	n.t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// latency is a delay a relay adds to one direction of its connections;
+// it may change while they run.
+type latency struct{ d atomic.Int64 }
+
+func (l *latency) set(d time.Duration) { l.d.Store(int64(d)) }
+
+// relay carries each connection accepted on l to target, dialled from the
+// test's own namespace (herd-server or PostgreSQL on the host's loopback),
+// holding what goes towards target by toTarget and what comes back by
+// fromTarget (nil: no delay). It stops when l is closed.
+func relay(l net.Listener, target string, toTarget, fromTarget *latency) {
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -129,17 +142,17 @@ func (n *netns) relay(addr, target string, delay time.Duration) {
 					return
 				}
 				defer u.Close()
-				go func() { carry(u, c, delay); u.Close() }()
-				carry(c, u, delay)
+				go func() { carry(u, c, toTarget); u.Close() }()
+				carry(c, u, fromTarget)
 			}()
 		}
 	}()
 }
 
-// carry copies src to dst, each chunk delivered delay after it was read
-// (in order, reading on meanwhile: a link's latency, not its bandwidth).
-func carry(dst io.Writer, src io.Reader, delay time.Duration) {
-	if delay <= 0 {
+// carry copies src to dst, each chunk delivered lat after it was read (in
+// order, reading on meanwhile: a link's latency, not its bandwidth).
+func carry(dst io.Writer, src io.Reader, lat *latency) {
+	if lat == nil {
 		_, _ = io.Copy(dst, src)
 		return
 	}
@@ -154,7 +167,7 @@ func carry(dst io.Writer, src io.Reader, delay time.Duration) {
 			b := make([]byte, 32<<10)
 			k, err := src.Read(b)
 			if k > 0 {
-				queue <- chunk{time.Now().Add(delay), b[:k]}
+				queue <- chunk{time.Now().Add(time.Duration(lat.d.Load())), b[:k]}
 			}
 			if err != nil {
 				return
@@ -164,7 +177,10 @@ func carry(dst io.Writer, src io.Reader, delay time.Duration) {
 	for ch := range queue {
 		time.Sleep(time.Until(ch.due))
 		if _, err := dst.Write(ch.b); err != nil {
-			for range queue { // let the reader end
+			if c, ok := src.(io.Closer); ok {
+				c.Close() // ends the reader
+			}
+			for range queue {
 			}
 			return
 		}

@@ -45,7 +45,7 @@ func TestReliabilityNetworkLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	relayAddr := net.JoinHostPort(subnet+"1", port)
-	serverSide.relay(relayAddr, s.GRPC, 0)
+	relay(serverSide.listen(relayAddr), s.GRPC, nil, nil)
 
 	f := newFleetVia(t, s, fleetSize(), fleetPeriod(), func(ca *x509.CertPool, token string) *grpc.ClientConn {
 		return dialInNetns(t, workerSide, relayAddr, ca, token)
