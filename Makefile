@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/herd-metal/herd/pkg/version.Version=$(VERSION)
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build test deps vet check-proto proto bench-server bench-bmc bench-metadata bench-dhcp action-images images osie osimage fuzz reliability ipxe sandbox sandbox-down test-e2e ui-screenshots bench-ui clean
+.PHONY: all build test deps vet check-proto proto bench-server bench-bmc bench-metadata bench-dhcp bench-image action-images images osie osimage fuzz reliability ipxe sandbox sandbox-down test-e2e ui-screenshots bench-ui clean
 
 all: build
 
@@ -44,7 +44,7 @@ proto:
 	./proto/generate.sh proto
 
 # The benchmarks' own parsers and tables (their tests other than TestBench*).
-BENCH_PKGS := ./services/server/bench ./services/metadata/bench ./services/boots/bench
+BENCH_PKGS := ./services/server/bench ./services/metadata/bench ./services/boots/bench ./worker/actions/image2disk/bench
 
 test: deps check-proto vet
 	go test $(GO_TEST_FLAGS) $(addsuffix /...,$(addprefix ./,$(MODULES)))
@@ -113,6 +113,12 @@ bench-server: deps build
 # a job takes and how many run at once (docs/benchmarks.md).
 bench-bmc: deps
 	go test -tags bench -count=1 -timeout 30m -run TestBenchBMC -v ./services/bmc/bench -args -out $(CURDIR)/docs/benchmarks.md
+
+# image2disk against `curl | zstd -d | dd oflag=direct` per format, to a
+# loop device over tmpfs (docs/benchmarks.md).
+bench-image: deps
+	./scripts/deps.sh worker/actions/image2disk/bench/deps.txt
+	go test -tags bench -count=1 -timeout 60m -run TestBenchImage -v ./worker/actions/image2disk/bench -args -out $(CURDIR)/docs/benchmarks.md
 
 bench-metadata: deps
 	./scripts/deps.sh services/metadata/bench/deps.txt
