@@ -289,8 +289,9 @@ func (s sse) event(name string, v any) error {
 func (s sse) flush() error { return s.rc.Flush() }
 
 // run streams the fleet to out until ctx ends, the client goes away or
-// an API call fails: first every row and "synced", then each row that
-// changes ("row") or goes ("gone").
+// an API call fails: first every machine's row and "machines", then the
+// rows the workflows change and "synced", then each row that changes
+// ("row") or goes ("gone").
 func (f *feed) run(ctx context.Context, out sse) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer f.wg.Wait()
@@ -299,7 +300,7 @@ func (f *feed) run(ctx context.Context, out sse) error {
 	f.wg.Go(func() { f.listWorkflows(ctx) })
 	beat := time.NewTicker(heartbeat)
 	defer beat.Stop()
-	hwSynced, listed, synced := false, false, false
+	hwSynced, listed, machinesSent, synced := false, false, false, false
 	pending := map[string]bool{}
 	for {
 		select {
@@ -331,20 +332,25 @@ func (f *feed) run(ctx context.Context, out sse) error {
 				}
 			}
 		}
-		if !synced && !(hwSynced && listed) {
+		// The machines go out as soon as the hardware snapshot is in
+		// ("machines"), their workflows when the list is ("synced"): a
+		// large fleet's list takes seconds longer.
+		if !hwSynced {
 			continue
 		}
-		if !synced {
+		first := !machinesSent
+		if first {
 			for id := range f.fleet.hw {
 				pending[id] = true
 			}
+			machinesSent = true
 		}
 		for id := range pending {
 			var err error
 			if r, ok := f.fleet.row(id); ok {
 				f.followShown(ctx, r)
 				err = out.event("row", r)
-			} else if synced {
+			} else if !first {
 				err = out.event("gone", map[string]string{"id": id})
 			}
 			if err != nil {
@@ -352,7 +358,12 @@ func (f *feed) run(ctx context.Context, out sse) error {
 			}
 			delete(pending, id)
 		}
-		if !synced {
+		if first {
+			if err := out.event("machines", struct{}{}); err != nil {
+				return err
+			}
+		}
+		if !synced && listed {
 			synced = true
 			if err := out.event("synced", struct{}{}); err != nil {
 				return err

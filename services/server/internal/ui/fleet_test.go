@@ -2,6 +2,7 @@ package ui
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -181,5 +182,29 @@ func TestRowProgressWithoutContext(t *testing.T) {
 				t.Fatalf("%d/%d needs context %v, want %d/%d %v", r.Workflow.Done, r.Workflow.Total, needsContext(f.wf["w"]), tc.done, tc.total, tc.needs)
 			}
 		})
+	}
+}
+
+// Workflows of one template rendered to as many lines share one count;
+// a rendering with more lines (a loop) is counted on its own.
+func TestActionCountCache(t *testing.T) {
+	one := "tasks:\n  - name: a\n    actions:\n      - name: one\n"
+	two := "tasks:\n  - name: a\n    actions:\n      - name: one\n      - name: two\n"
+	f := newFleet()
+	for i, tc := range []struct {
+		template, data string
+		want           int64
+	}{
+		{"t1", one, 1},
+		{"t1", strings.Replace(one, "one", "uno", 1), 1},
+		{"t1", two, 2},
+		{"t2", two, 2},
+	} {
+		if got := f.actions(&workflow.Workflow{Template: tc.template, Data: tc.data}); got != tc.want {
+			t.Fatalf("workflow %d: %d actions, want %d", i, got, tc.want)
+		}
+	}
+	if len(f.counts) != 3 {
+		t.Fatalf("%d documents counted, want 3 (one per template and line count)", len(f.counts))
 	}
 }

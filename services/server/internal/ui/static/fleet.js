@@ -22,6 +22,7 @@
   let order = []; // every id, in hostname order
   let view = []; // the ids that pass the filters, in order
   let syncing = true; // a snapshot is arriving
+  let machinesKnown = false; // every machine's row has come (workflows may not yet)
   let stale = new Set(); // ids not yet seen in the snapshot arriving
 
   // Host names sort by their numbers (node2 before node10).
@@ -70,7 +71,7 @@
     const st = cell(tr, "state", "");
     const badge = document.createElement("span");
     badge.className = "badge state-" + d.state;
-    badge.textContent = wf ? wf.state.toLowerCase() : "no workflow";
+    badge.textContent = wf ? wf.state.toLowerCase() : syncing ? "…" : "no workflow";
     st.appendChild(badge);
     if (wf && wf.action) {
       const act = document.createElement("span");
@@ -117,7 +118,7 @@
 
   function render() {
     queued = false;
-    if (syncing) return;
+    if (!machinesKnown) return;
     if (resort) order.sort(compare);
     if (refilter) view = order.filter((id) => matches(rows.get(id)));
     resort = refilter = false;
@@ -131,7 +132,8 @@
     for (let i = first; i < last; i++) frag.appendChild(build(rows.get(view[i])));
     if (last < view.length) frag.appendChild(spacer((view.length - last) * rowHeight));
     body.replaceChildren(frag);
-    count.textContent = view.length === rows.size ? rows.size + " machines" : view.length + " of " + rows.size + " machines";
+    count.textContent = (view.length === rows.size ? rows.size + " machines" : view.length + " of " + rows.size + " machines") +
+      (syncing ? ", loading workflows…" : "");
     empty.hidden = rows.size !== 0;
   }
 
@@ -158,9 +160,17 @@
     schedule("filter");
   }
 
+  function machines() {
+    if (stale.size > 0) {
+      for (const id of stale) rows.delete(id);
+      order = order.filter((id) => !stale.has(id));
+      stale = new Set();
+    }
+    machinesKnown = true;
+    schedule("sort");
+  }
+
   function synced() {
-    for (const id of stale) remove(id);
-    stale = new Set();
     syncing = false;
     setLive("live", "live");
     schedule("sort");
@@ -184,6 +194,7 @@
   });
   es.addEventListener("row", (e) => upsert(JSON.parse(e.data)));
   es.addEventListener("gone", (e) => remove(JSON.parse(e.data).id));
+  es.addEventListener("machines", machines);
   es.addEventListener("synced", synced);
   es.addEventListener("error", function () {
     if (es.readyState === EventSource.CLOSED) {
