@@ -234,6 +234,9 @@ func decompressor(r *stageReader) (*decoder, error) {
 		z, err := gzip.NewReader(r)
 		return &decoder{r: z, close: z.Close, format: "gzip"}, decodeError("gzip", err)
 	case bytes.HasPrefix(head, []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}):
+		if head, err := r.peek(xzStreamHeader + 1024); err == nil && xzParallel(head) {
+			return &decoder{r: newXZBlocksReader(r), close: func() error { return nil }, format: "xz"}, nil
+		}
 		x, err := xz.NewReader(r)
 		return &decoder{r: x, close: func() error { return nil }, format: "xz"}, decodeError("xz", err)
 	case bytes.HasPrefix(head, []byte{0x28, 0xb5, 0x2f, 0xfd}):

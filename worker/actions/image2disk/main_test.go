@@ -277,3 +277,67 @@ func TestDiskTooSmall(t *testing.T) {
 		})
 	}
 }
+
+// xzTool compresses raw with Debian's xz and args (-T2 --block-size:
+// blocks with their sizes in their headers, decoded concurrently).
+func xzTool(t *testing.T, raw []byte, args ...string) []byte {
+	t.Helper()
+	if _, err := exec.LookPath("xz"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("xz missing (xz-utils): %v", err)
+		}
+		t.Skipf("xz missing: %v", err)
+	}
+	cmd := exec.Command("xz", append([]string{"-c"}, args...)...)
+	cmd.Stdin = bytes.NewReader(raw)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("xz %v: %v", args, err)
+	}
+	return out
+}
+
+func TestXZBlocks(t *testing.T) {
+	raw := testImage()
+	multi := xzTool(t, raw, "-T2", "--block-size=1MiB")
+	if !xzParallel(multi[:min(len(multi), 2048)]) {
+		t.Fatal("xz -T2 output not taken for concurrent decoding")
+	}
+	if single := xzTool(t, raw, "-T1"); xzParallel(single) {
+		t.Fatal("single-threaded xz output (no sizes in its block header) taken for concurrent decoding")
+	}
+	// Two streams one after the other, with stream padding between.
+	second := xzTool(t, raw[:1<<20+5], "-T2", "--block-size=300KiB", "--check=sha256")
+	twoStreams := append(append(append([]byte{}, multi...), 0, 0, 0, 0), second...)
+	corrupt := bytes.Clone(multi)
+	corrupt[len(corrupt)/3] ^= 0x40
+	for _, tc := range []struct {
+		name      string
+		body      []byte
+		want      []byte
+		wantError string
+	}{
+		{"blocks", multi, raw, ""},
+		{"two streams", twoStreams, append(bytes.Clone(raw), raw[:1<<20+5]...), ""},
+		{"corrupt", corrupt, nil, "decompressing the xz image"},
+		{"truncated", multi[:len(multi)-100], nil, "the xz image ends early"},
+		{"no index", multi[:len(multi)/2], nil, "the xz image ends early"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dest := filepath.Join(t.TempDir(), "disk")
+			out, err := runEnv(t, map[string]string{"IMG_URL": serve(t, tc.body, 0), "DEST_DISK": dest, "COMPRESSED": "true"})
+			if tc.wantError != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantError) {
+					t.Fatalf("err = %v, want %q", err, tc.wantError)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			if got, _ := os.ReadFile(dest); !bytes.Equal(got, tc.want) {
+				t.Errorf("the disk holds %d bytes that differ from the image's %d", len(got), len(tc.want))
+			}
+		})
+	}
+}

@@ -28,8 +28,10 @@ import (
 )
 
 var (
-	out       = flag.String("out", "", "markdown file to write the figures into (its bench-image section)")
-	sizeMiB   = flag.Int64("size", 1024, "raw image size in MiB")
+	out = flag.String("out", "", "markdown file to write the figures into (its bench-image section)")
+	// 256 MiB: xz's compressor takes about 17 CPU seconds per 64 MiB of
+	// this image, which on 2 shared cores is tens of minutes for 1 GiB.
+	sizeMiB   = flag.Int64("size", 256, "raw image size in MiB")
 	runs      = flag.Int("runs", 3, "runs of every format; each run measures every writer, the order reversed every other run")
 	cacheDir  = flag.String("cache", filepath.Join(os.TempDir(), "herd-bench-image"), "directory of the image files, kept between runs (compressing 1 GiB with xz takes minutes)")
 	targetDir = flag.String("target-dir", "/dev/shm", "directory of the file behind the loop device (tmpfs: the disk is not what is measured)")

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,8 +20,9 @@ import (
 // nothing: the Go decoder image2disk uses, in this process, and Debian's
 // tool the baseline uses. It says how much of a gap is the decoder's.
 type decoderRate struct {
-	format        string
-	goDec, debian time.Duration
+	format              string
+	goDec, debian       time.Duration // wall
+	goDecCPU, debianCPU time.Duration // user + system
 }
 
 // goDecoder opens the decoder image2disk uses for the format, with the
@@ -35,6 +37,16 @@ func goDecoder(format string, r io.Reader) (io.Reader, error) {
 	return zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
 }
 
+// selfCPU is the user + system time of this process so far (the HTTP
+// server is idle while the decoders run).
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 func measureDecoders(t *testing.T, im image) []decoderRate {
 	var rates []decoderRate
 	for _, f := range formats {
@@ -43,7 +55,7 @@ func measureDecoders(t *testing.T, im image) []decoderRate {
 		if err != nil {
 			t.Fatal(err)
 		}
-		start := time.Now()
+		start, cpu0 := time.Now(), selfCPU()
 		dec, err := goDecoder(f.name, bufio.NewReaderSize(in, 1<<20))
 		if err == nil {
 			_, err = io.Copy(io.Discard, dec)
@@ -52,13 +64,16 @@ func measureDecoders(t *testing.T, im image) []decoderRate {
 		if err != nil {
 			t.Fatalf("Go %s decoder: %v", f.name, err)
 		}
-		r := decoderRate{format: f.name, goDec: time.Since(start)}
+		r := decoderRate{format: f.name, goDec: time.Since(start), goDecCPU: selfCPU() - cpu0}
 		start = time.Now()
-		if out, err := exec.Command("bash", "-c", f.decompress+" < "+path+" > /dev/null").CombinedOutput(); err != nil {
+		cmd := exec.Command("bash", "-c", f.decompress+" < "+path+" > /dev/null")
+		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("%s: %v %s", f.decompress, err, out)
 		}
 		r.debian = time.Since(start)
-		t.Logf("decoding %s alone: Go %.1f MB/s, %s %.1f MB/s", f.name, mbps(im.size, r.goDec), f.decompress, mbps(im.size, r.debian))
+		r.debianCPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+		t.Logf("decoding %s alone: Go %.1f MB/s (%.2f s CPU), %s %.1f MB/s (%.2f s CPU)", f.name, mbps(im.size, r.goDec), r.goDecCPU.Seconds(),
+			f.decompress, mbps(im.size, r.debian), r.debianCPU.Seconds())
 		rates = append(rates, r)
 	}
 	return rates
