@@ -113,7 +113,7 @@ func report(in reportInput) string {
 		}
 		fmt.Fprintf(&b, "%s %.2f× (DIRECT_IO=false %.2f×)", f.name, wd[f.name], wb[f.name])
 	}
-	b.WriteString(".\n\nEach decoder alone, file to nothing, one run (how much of a gap is the decoder's; CPU seconds hold better than MB/s on a loaded machine):\n\n")
+	b.WriteString(".\n\nEach decoder alone, file to nothing, one run (how much of a gap is the decoder's; CPU seconds hold better than MB/s on a loaded machine; for xz the Go row is one core's decoder, where image2disk runs one per block on up to 4 cores):\n\n")
 	b.WriteString("| format | Go decoder image2disk uses: MB/s, CPU s | Debian's tool: MB/s, CPU s | CPU: Go / Debian |\n| --- | ---: | ---: | ---: |\n")
 	for _, d := range in.decoders {
 		fmt.Fprintf(&b, "| %s | %.0f, %.2f | %.0f, %.2f | %.2f× |\n", d.format, mbps(in.size, d.goDec), d.goDecCPU.Seconds(),
