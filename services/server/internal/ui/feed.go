@@ -31,6 +31,8 @@ const (
 	relistEvery = 3 * time.Second
 	// fetchers bound the calls a feed has in flight for workflow details.
 	fetchers = 8
+	// rowsPerEvent bounds the rows one event carries.
+	rowsPerEvent = 500
 	// retryMillis is how soon the browser reconnects a broken stream.
 	retryMillis = 2000
 )
@@ -291,7 +293,7 @@ func (s sse) flush() error { return s.rc.Flush() }
 // run streams the fleet to out until ctx ends, the client goes away or
 // an API call fails: first every machine's row and "machines", then the
 // rows the workflows change and "synced", then each row that changes
-// ("row") or goes ("gone").
+// ("rows", a JSON array) or goes ("gone").
 func (f *feed) run(ctx context.Context, out sse) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer f.wg.Wait()
@@ -345,11 +347,16 @@ func (f *feed) run(ctx context.Context, out sse) error {
 			}
 			machinesSent = true
 		}
+		// Rows go in batches: one event per rowsPerEvent, not one per row,
+		// so a browser parses a large fleet in a few hundred messages.
+		var batch []Row
 		for id := range pending {
 			var err error
 			if r, ok := f.fleet.row(id); ok {
 				f.followShown(ctx, r)
-				err = out.event("row", r)
+				if batch = append(batch, r); len(batch) == rowsPerEvent {
+					err, batch = out.event("rows", batch), nil
+				}
 			} else if !first {
 				err = out.event("gone", map[string]string{"id": id})
 			}
@@ -357,6 +364,11 @@ func (f *feed) run(ctx context.Context, out sse) error {
 				return err
 			}
 			delete(pending, id)
+		}
+		if len(batch) > 0 {
+			if err := out.event("rows", batch); err != nil {
+				return err
+			}
 		}
 		if first {
 			if err := out.event("machines", struct{}{}); err != nil {

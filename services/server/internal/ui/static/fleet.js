@@ -192,7 +192,7 @@
     syncing = true;
     stale = new Set(rows.keys());
   });
-  es.addEventListener("row", (e) => upsert(JSON.parse(e.data)));
+  es.addEventListener("rows", (e) => JSON.parse(e.data).forEach(upsert));
   es.addEventListener("gone", (e) => remove(JSON.parse(e.data).id));
   es.addEventListener("machines", machines);
   es.addEventListener("synced", synced);
