@@ -10,6 +10,11 @@ CACHE=${1:?usage: $0 CACHE}
 say() { printf 'kernel: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 mkdir -p "$CACHE"
+# One build at a time in a cache: the OSIE's and the OS image's tests run
+# side by side, and two extractions of one package into one directory
+# remove each other's files (rm -rf below). The lock ends with the script.
+exec 9>"$CACHE/.lock"
+flock 9
 
 if [ -z "${KERNEL_DEB:-}" ]; then
 	# A fresh machine may have no package lists yet.
