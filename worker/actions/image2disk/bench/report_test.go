@@ -69,6 +69,7 @@ type reportInput struct {
 	im           image
 	target       string
 	runs, cpus   int
+	passes       int
 	measurements []measurement
 	decoders     []decoderRate
 }
@@ -79,7 +80,7 @@ func report(in reportInput) string {
 	var b strings.Builder
 	mib := func(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 	fmt.Fprintf(&b, "## image2disk (`make bench-image`)\n\n")
-	fmt.Fprintf(&b, "Measured %s on %d CPUs shared with other work, so each run measures every writer side by side and the order is reversed every other run. ", time.Now().UTC().Format("2006-01-02"), in.cpus)
+	fmt.Fprintf(&b, "Measured %s on %d CPUs shared with other work, so each run measures every writer side by side: %d passes, the writers taking turns, the order reversed every other pass; a run's rate is its passes' bytes over their time. ", time.Now().UTC().Format("2006-01-02"), in.cpus, in.passes)
 	fmt.Fprintf(&b, "The raw image is %s (%s); its files: ", mib(in.size), segmentLayout)
 	for i, f := range formats {
 		if i > 0 {
@@ -90,7 +91,7 @@ func report(in reportInput) string {
 	fmt.Fprintf(&b, ", served by Go's net/http file server on loopback. Target: %s.\n\n", in.target)
 	b.WriteString("- baseline: `curl -sSf URL | gzip -d | dd of=TARGET bs=4M oflag=direct` (`xz -d`, `zstd -d` for the others): three processes, each on its own core.\n")
 	b.WriteString("- image2disk: the static binary as the action image ships it, `COMPRESSED=true`, `CHECKSUM=sha256:` of the file (checked in the same pass); O_DIRECT (the default), and `DIRECT_IO=false` (page cache, fsync at the end).\n")
-	b.WriteString("- MB/s: of the raw image (10^6 bytes) over the wall time from process start to exit; CPU: user + system seconds of the writer's processes.\n\n")
+	b.WriteString("- MB/s: of the raw image (10^6 bytes) over the wall time from process start to exit; CPU: user + system seconds of the writer's processes over the run's passes.\n\n")
 	b.WriteString("| format | run | baseline MB/s | image2disk MB/s | ratio | DIRECT_IO=false MB/s | ratio | CPU s: baseline / image2disk / DIRECT_IO=false |\n")
 	b.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	rs := rows(in.measurements)
