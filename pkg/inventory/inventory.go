@@ -12,26 +12,74 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/herd-metal/herd/pkg/observe"
 	"github.com/herd-metal/herd/pkg/spec"
 	"github.com/herd-metal/herd/proto/hardware"
 )
 
-// Machine is one hardware record as the inventory holds it.
+// Machine is one hardware record as the inventory holds it. The record
+// itself is kept in its wire form, a fraction of the decoded proto's
+// memory (100,000 records and more): Hardware decodes it, so paths that
+// run per packet or per request read ID and Derived instead.
 type Machine struct {
-	// Hardware is shared between lookups: read it, never change it.
-	Hardware *hardware.Hardware
+	// ID is the record's hardware id.
+	ID string
 	// WorkerToken is the machine's worker credential (see pkg/workertoken).
 	WorkerToken string
 	// Derived is what the inventory's derive function made of the record.
 	Derived any
+	// record is the record's wire form; nil when Derived is RecordFree.
+	record []byte
+	// keys are the record's index keys, packed (see packKeys).
+	keys string
 	// gen is the inventory's derive generation Derived was computed in.
 	gen uint64
+}
+
+// RecordFree is implemented by a derived value that holds everything its
+// service reads of a watch event: the inventory then keeps no copy of the
+// record, only its id and index keys (Machine.Hardware returns nil, and
+// WorkerToken is empty), and Rederive passes the machine by (it has no
+// record to derive from again).
+type RecordFree interface{ RecordFree() }
+
+// NewMachine is a Machine holding hw, as the inventory makes them (for
+// tests' own lookups).
+func NewMachine(hw *hardware.Hardware, workerToken string, derived any) Machine {
+	return *newMachine(hw, workerToken, derived, 0)
+}
+
+func newMachine(hw *hardware.Hardware, workerToken string, derived any, gen uint64) *Machine {
+	m := &Machine{ID: hw.GetId(), WorkerToken: workerToken, Derived: derived, keys: packKeys(hw), gen: gen}
+	if _, free := derived.(RecordFree); free {
+		m.WorkerToken = ""
+	} else {
+		// Marshal cannot fail on a message that came off the wire or
+		// was built in Go; an empty record is the safe fallback.
+		m.record, _ = proto.Marshal(hw)
+	}
+	return m
+}
+
+// Hardware decodes the record: a new copy on each call, which the caller
+// may keep or change. It is nil when the derived value is RecordFree.
+func (m Machine) Hardware() *hardware.Hardware {
+	if _, free := m.Derived.(RecordFree); free {
+		return nil
+	}
+	hw := &hardware.Hardware{}
+	if err := proto.Unmarshal(m.record, hw); err != nil {
+		// Not possible for bytes proto.Marshal wrote; keep the id.
+		return &hardware.Hardware{Id: m.ID}
+	}
+	return hw
 }
 
 // Inventory indexes machines by id, MAC and IP.
@@ -156,16 +204,27 @@ func (i *Inventory) ByID(id string) (Machine, bool) {
 	return *m, true
 }
 
-// Each calls f with every machine (in no order) until f returns false. f
-// runs under the inventory's read lock: it must not call the inventory.
+// Each calls f with every machine (in no order) until f returns false. It
+// calls f outside the inventory's lock (f may decode every record, which
+// must not hold up lookups), with the machines as they were when Each
+// began.
 func (i *Inventory) Each(f func(Machine) bool) {
-	i.mu.RLock()
-	defer i.mu.RUnlock()
-	for _, m := range i.byID {
+	for _, m := range i.all() {
 		if !f(*m) {
 			return
 		}
 	}
+}
+
+// all lists the machines.
+func (i *Inventory) all() []*Machine {
+	i.mu.RLock()
+	defer i.mu.RUnlock()
+	out := make([]*Machine, 0, len(i.byID))
+	for _, m := range i.byID {
+		out = append(out, m)
+	}
+	return out
 }
 
 // Rederive runs the derive function again for every machine whose record
@@ -179,22 +238,35 @@ func (i *Inventory) Rederive(match func(*hardware.Hardware) bool) int {
 		return 0
 	}
 	i.mu.Lock()
-	defer i.mu.Unlock()
 	i.gen++
-	var again []*Machine
-	for _, m := range i.byID {
-		if match(m.Hardware) {
-			again = append(again, m)
+	gen := i.gen
+	i.mu.Unlock()
+	// Records are decoded, matched and derived outside the lock, so
+	// lookups go on meanwhile.
+	n := 0
+	for _, m := range i.all() {
+		if m.record == nil {
+			continue // RecordFree: nothing to derive from
 		}
-	}
-	for _, m := range again {
+		hw := m.Hardware()
+		if !match(hw) {
+			continue
+		}
+		n++
 		// Lookups copy a *Machine after unlocking: replace it, never
 		// write into one.
-		nm := &Machine{Hardware: m.Hardware, WorkerToken: m.WorkerToken, Derived: i.derive(m.Hardware), gen: i.gen}
-		i.removeLocked(m.Hardware.GetId())
-		i.addLocked(nm)
+		nm := *m
+		nm.Derived, nm.gen = i.derive(hw), gen
+		i.mu.Lock()
+		// A version put meanwhile was derived after the gen bump, or
+		// again as it went in (freshLocked): it stays.
+		if i.byID[m.ID] == m {
+			i.removeLocked(m.ID)
+			i.addLocked(&nm)
+		}
+		i.mu.Unlock()
 	}
-	return len(again)
+	return n
 }
 
 // Len is the number of machines.
@@ -291,10 +363,14 @@ func (i *Inventory) watch(ctx context.Context, w Watcher) (synced bool, err erro
 			} else {
 				i.log.Info("inventory synced", "machines", i.Len())
 			}
+			// Decoding the snapshot left garbage the size of the fleet's
+			// records: hand it back to the OS once, rather than keep
+			// the peak. After linkUp: the index is already served.
+			debug.FreeOSMemory()
 		case hardware.WatchEvent_TYPE_ADDED, hardware.WatchEvent_TYPE_UPDATED:
 			m := i.machine(ev)
 			if !synced {
-				snapshot[m.Hardware.GetId()] = m
+				snapshot[m.ID] = m
 			} else {
 				i.put(m)
 			}
@@ -311,46 +387,81 @@ func (i *Inventory) watch(ctx context.Context, w Watcher) (synced bool, err erro
 }
 
 func (i *Inventory) machine(ev *hardware.WatchEvent) *Machine {
-	m := &Machine{Hardware: ev.GetHardware(), WorkerToken: ev.GetWorkerToken()}
+	hw := ev.GetHardware()
+	var derived any
+	var gen uint64
 	if i.derive != nil {
 		i.mu.RLock()
-		m.gen = i.gen
+		gen = i.gen
 		i.mu.RUnlock()
-		m.Derived = i.derive(m.Hardware)
+		derived = i.derive(hw)
 	}
-	return m
+	return newMachine(hw, ev.GetWorkerToken(), derived, gen)
 }
 
 // freshLocked derives m again, under mu, when a Rederive ran since it was
 // derived: what derive read may have changed meanwhile.
 func (i *Inventory) freshLocked(m *Machine) {
-	if i.derive != nil && m.gen != i.gen {
-		m.Derived = i.derive(m.Hardware)
+	if i.derive != nil && m.gen != i.gen && m.record != nil {
+		m.Derived = i.derive(m.Hardware())
 		m.gen = i.gen
 	}
 }
 
-// keys are a machine's index keys.
-func keys(hw *hardware.Hardware) (macs []string, ips []netip.Addr) {
+// Kinds of packed index keys.
+const (
+	keyMAC byte = 'm'
+	keyIP  byte = 'i'
+)
+
+// packKeys packs a record's index keys in one string: each is a kind
+// byte, a length byte and the key's bytes (a MAC's address bytes, an IP's
+// binary form, zone included). The MAC keys of the byMAC index are
+// substrings of it, so they take no memory of their own.
+func packKeys(hw *hardware.Hardware) string {
 	ms, is := spec.HardwareAddresses(hw)
+	var b []byte
 	for _, s := range ms {
-		if mac, err := net.ParseMAC(s); err == nil {
-			macs = append(macs, string(mac))
+		if mac, err := net.ParseMAC(s); err == nil && len(mac) <= 255 {
+			b = append(append(b, keyMAC, byte(len(mac))), mac...)
 		}
 	}
 	for _, s := range is {
 		if ip, err := netip.ParseAddr(s); err == nil {
-			ips = append(ips, ip.Unmap())
+			if bin, err := ip.Unmap().MarshalBinary(); err == nil && len(bin) <= 255 {
+				b = append(append(b, keyIP, byte(len(bin))), bin...)
+			}
 		}
 	}
-	return macs, ips
+	return string(b)
+}
+
+// eachKey calls mac or ip with every key packKeys packed.
+func eachKey(keys string, mac func(string), ip func(netip.Addr)) {
+	for len(keys) >= 2 {
+		kind, n := keys[0], int(keys[1])
+		if len(keys) < 2+n {
+			return // not written by packKeys
+		}
+		k := keys[2 : 2+n]
+		keys = keys[2+n:]
+		switch kind {
+		case keyMAC:
+			mac(k)
+		case keyIP:
+			var a netip.Addr
+			if a.UnmarshalBinary([]byte(k)) == nil {
+				ip(a)
+			}
+		}
+	}
 }
 
 func (i *Inventory) put(m *Machine) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	i.freshLocked(m)
-	i.removeLocked(m.Hardware.GetId())
+	i.removeLocked(m.ID)
 	i.addLocked(m)
 }
 
@@ -363,23 +474,17 @@ func (i *Inventory) remove(id string) {
 func (i *Inventory) replace(all map[string]*Machine) {
 	byID, byMAC, byIP := make(map[string]*Machine, len(all)), make(map[string]*Machine, len(all)), make(map[netip.Addr]*Machine, len(all))
 	i.mu.Lock()
-	defer i.mu.Unlock()
 	i.byID, i.byMAC, i.byIP = byID, byMAC, byIP
 	for _, m := range all {
 		i.freshLocked(m)
 		i.addLocked(m)
 	}
+	i.mu.Unlock()
 }
 
 func (i *Inventory) addLocked(m *Machine) {
-	i.byID[m.Hardware.GetId()] = m
-	macs, ips := keys(m.Hardware)
-	for _, k := range macs {
-		i.byMAC[k] = m
-	}
-	for _, ip := range ips {
-		i.byIP[ip] = m
-	}
+	i.byID[m.ID] = m
+	eachKey(m.keys, func(mac string) { i.byMAC[mac] = m }, func(ip netip.Addr) { i.byIP[ip] = m })
 }
 
 func (i *Inventory) removeLocked(id string) {
@@ -388,15 +493,13 @@ func (i *Inventory) removeLocked(id string) {
 		return
 	}
 	delete(i.byID, id)
-	macs, ips := keys(old.Hardware)
-	for _, k := range macs {
-		if i.byMAC[k] == old {
-			delete(i.byMAC, k)
+	eachKey(old.keys, func(mac string) {
+		if i.byMAC[mac] == old {
+			delete(i.byMAC, mac)
 		}
-	}
-	for _, ip := range ips {
+	}, func(ip netip.Addr) {
 		if i.byIP[ip] == old {
 			delete(i.byIP, ip)
 		}
-	}
+	})
 }

@@ -69,10 +69,10 @@ func TestInventoryFollowsTheServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, ok := inv.ByMAC(mac("08:00:27:00:00:01"))
-	if !ok || m.Hardware.GetId() != id1 || m.Derived != "derived:"+id1 || m.WorkerToken != s.WorkerToken(id1) {
+	if !ok || m.ID != id1 || m.Derived != "derived:"+id1 || m.WorkerToken != s.WorkerToken(id1) {
 		t.Fatalf("ByMAC: %+v %v", m, ok)
 	}
-	if m, ok := inv.ByIP(netip.MustParseAddr("10.1.0.12")); !ok || m.Hardware.GetId() != id2 {
+	if m, ok := inv.ByIP(netip.MustParseAddr("10.1.0.12")); !ok || m.ID != id2 {
 		t.Fatalf("ByIP: %+v %v", m, ok)
 	}
 	if _, ok := inv.ByIP(netip.MustParseAddr("::ffff:10.1.0.12")); !ok {
@@ -177,7 +177,7 @@ func TestRederive(t *testing.T) {
 	}
 
 	var ids []string
-	inv.Each(func(m Machine) bool { ids = append(ids, m.Hardware.GetId()); return true })
+	inv.Each(func(m Machine) bool { ids = append(ids, m.ID); return true })
 	if len(ids) != 2 {
 		t.Errorf("Each saw %v", ids)
 	}

@@ -23,7 +23,7 @@ func BenchmarkHandle(b *testing.B) {
 	for i := range macs {
 		macs[i] = net.HardwareAddr{0x02, 0, 0, byte(i >> 16), byte(i >> 8), byte(i)}
 		m := machine(fmt.Sprintf("hw-%d", i), macs[i], fmt.Sprintf("10.0.%d.%d", i/250, i%250+1), true)
-		m.Derived = Prepare(m.Hardware) // as herd-boots' inventory does
+		m.Derived = Prepare(m.Hardware()) // as herd-boots' inventory does
 		ms[macs[i].String()] = m
 	}
 	h := NewHandler(Config{Mode: Reservation, ServerID: serverIP, Boot: bootCfg, UserClass: "herd", DefaultLease: time.Hour},
@@ -41,7 +41,7 @@ func BenchmarkHandle(b *testing.B) {
 			}
 			if kind == "request" {
 				l, _ := ms.ByMAC(mac)
-				ip := net.ParseIP(l.Hardware.GetNetwork().GetInterfaces()[0].GetDhcp().GetIp().GetAddress())
+				ip := net.ParseIP(l.Hardware().GetNetwork().GetInterfaces()[0].GetDhcp().GetIp().GetAddress())
 				d.UpdateOption(dhcpv4.OptMessageType(dhcpv4.MessageTypeRequest))
 				d.UpdateOption(dhcpv4.OptRequestedIPAddress(ip))
 				d.UpdateOption(dhcpv4.OptServerIdentifier(serverIP))

@@ -163,12 +163,12 @@ func (f fakeMachines) ByMAC(mac net.HardwareAddr) (inventory.Machine, bool) {
 }
 
 func machine(id string, mac net.HardwareAddr, ip string, allow bool) inventory.Machine {
-	return inventory.Machine{Hardware: &hardware.Hardware{Id: id, Network: &hardware.Hardware_Network{Interfaces: []*hardware.Hardware_Network_Interface{{
+	return inventory.NewMachine(&hardware.Hardware{Id: id, Network: &hardware.Hardware_Network{Interfaces: []*hardware.Hardware_Network_Interface{{
 		Dhcp: &hardware.Hardware_DHCP{Mac: mac.String(), Hostname: "node1.lab.example", LeaseTime: 3600,
 			NameServers: []string{"10.0.5.53"}, TimeServers: []string{"10.0.5.123"},
 			Ip: &hardware.Hardware_DHCP_IP{Address: ip, Netmask: "255.255.255.0", Gateway: "10.0.5.254"}},
 		Netboot: &hardware.Hardware_Netboot{AllowPxe: allow},
-	}}}}}
+	}}}}, "", nil)
 }
 
 func testHandler(mode Mode) *Handler {

@@ -300,7 +300,7 @@ func (h *Handler) decide(dst []byte, req *dhcpv4.DHCPv4, peer netip.AddrPort, on
 	}
 	p, _ := m.Derived.(*Prepared)
 	if p == nil { // an inventory without boots' derive function
-		p = prepare(m.Hardware, nil)
+		p = prepare(m.Hardware(), nil)
 	}
 	iface, ok := p.iface(mac)
 	if !ok {
@@ -311,7 +311,7 @@ func (h *Handler) decide(dst []byte, req *dhcpv4.DHCPv4, peer netip.AddrPort, on
 	var lease *Lease
 	if h.cfg.Mode == Reservation {
 		if iface.leaseErr != nil {
-			h.log.Warn("hardware record cannot be leased", "mac", mac.String(), "hardware_id", m.Hardware.GetId(), "err", iface.leaseErr)
+			h.log.Warn("hardware record cannot be leased", "mac", mac.String(), "hardware_id", m.ID, "err", iface.leaseErr)
 			return nil, 0, outBadRecord
 		}
 		var l Lease
@@ -326,7 +326,7 @@ func (h *Handler) decide(dst []byte, req *dhcpv4.DHCPv4, peer netip.AddrPort, on
 				want = req.ClientIPAddr
 			}
 			if want != nil && !want.IsUnspecified() && !want.Equal(l.IP) {
-				h.log.Info("client asks for an address not reserved for it: NAK", "mac", mac.String(), "hardware_id", m.Hardware.GetId(),
+				h.log.Info("client asks for an address not reserved for it: NAK", "mac", mac.String(), "hardware_id", m.ID,
 					"xid", req.TransactionID.String(), "requested", want.String(), "reserved", l.IP.String())
 				return AppendReply(dst, req, dhcpv4.MessageTypeNak, h.cfg.ServerID, nil, Boot{}, c), dhcpv4.MessageTypeNak, outNak
 			}
@@ -355,7 +355,7 @@ func (h *Handler) decide(dst []byte, req *dhcpv4.DHCPv4, peer netip.AddrPort, on
 		if lease != nil && (mt != dhcpv4.MessageTypeAck || reqType != dhcpv4.MessageTypeInform) {
 			ip = lease.IP
 		}
-		h.log.Log(context.Background(), level, "dhcp reply", "mac", mac.String(), "hardware_id", m.Hardware.GetId(), "xid", req.TransactionID.String(),
+		h.log.Log(context.Background(), level, "dhcp reply", "mac", mac.String(), "hardware_id", m.ID, "xid", req.TransactionID.String(),
 			"type", reqType.String(), "reply", mt.String(), "ip", ip.String(), "boot_file", boot.File, "decision", boot.Reason)
 	}
 	return out, mt, o

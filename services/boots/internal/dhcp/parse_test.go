@@ -133,7 +133,7 @@ func referenceReply(t *testing.T, req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, ser
 }
 
 func TestAppendReplyMatchesInsomniacslk(t *testing.T) {
-	l, err := LeaseFrom(machine("hw-1", macBIOS, "10.0.5.10", true).Hardware.GetNetwork().GetInterfaces()[0], time.Hour, "lab")
+	l, err := LeaseFrom(machine("hw-1", macBIOS, "10.0.5.10", true).Hardware().GetNetwork().GetInterfaces()[0], time.Hour, "lab")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func TestAppendReplyMatchesInsomniacslk(t *testing.T) {
 // A lease from a prepared record (packed servers) writes the same reply as
 // one from LeaseFrom.
 func TestPreparedLeaseMatchesLeaseFrom(t *testing.T) {
-	hw := machine("hw-1", macBIOS, "10.0.5.10", true).Hardware
+	hw := machine("hw-1", macBIOS, "10.0.5.10", true).Hardware()
 	hw.Network.Interfaces[0].Dhcp.NameServers = []string{"10.0.5.53", "10.0.5.54", "bogus"}
 	hw.Network.Interfaces[0].Dhcp.Hostname = "plain"
 	hw.Network.Interfaces[0].Dhcp.LeaseTime = 0

@@ -67,14 +67,16 @@ func TestTimeServersByName(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			m := machine("hw-1", macBIOS, "10.0.5.10", true)
-			m.Hardware.Network.Interfaces[0].Dhcp.TimeServers = tc.servers
+			rec := machine("hw-1", macBIOS, "10.0.5.10", true).Hardware()
+			rec.Network.Interfaces[0].Dhcp.TimeServers = tc.servers
 			f := &fakeNames{addrs: names}
+			var derived any
 			if tc.noCache {
-				m.Derived = Prepare(m.Hardware)
+				derived = Prepare(rec)
 			} else {
-				m.Derived = Preparer{Names: f}.Prepare(m.Hardware)
+				derived = Preparer{Names: f}.Prepare(rec)
 			}
+			m := inventory.NewMachine(rec, "", derived)
 			h := NewHandler(Config{Mode: Reservation, ServerID: serverIP, Boot: bootCfg, UserClass: "herd", DefaultLease: time.Hour},
 				fakeMachines{macBIOS.String(): m}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 			offer, _ := roundTrip(t, h, mustParse(t, goldenPXEDiscover(t)), false)

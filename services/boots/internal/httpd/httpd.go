@@ -193,15 +193,16 @@ func ParseMAC(s string) (net.HardwareAddr, error) {
 func Identify(ms Machines, macStr string, ip netip.Addr, requireIP bool) (m inventory.Machine, i *hardware.Hardware_Network_Interface, why string) {
 	mac, macErr := ParseMAC(macStr)
 	if m, ok := ms.ByIP(ip); ip.IsValid() && ok {
+		rec := m.Hardware()
 		if macErr == nil {
-			if i, ok := hw.Interface(m.Hardware, mac); ok {
+			if i, ok := hw.Interface(rec, mac); ok {
 				return m, i, ""
 			}
 			if _, known := ms.ByMAC(mac); known {
 				return inventory.Machine{}, nil, script.ReasonOtherMachine
 			}
 		}
-		if i, ok := hw.InterfaceByIP(m.Hardware, ip); ok {
+		if i, ok := hw.InterfaceByIP(rec, ip); ok {
 			return m, i, ""
 		}
 		return inventory.Machine{}, nil, script.ReasonNoInterface
@@ -216,7 +217,7 @@ func Identify(ms Machines, macStr string, ip netip.Addr, requireIP bool) (m inve
 	if !ok {
 		return inventory.Machine{}, nil, script.ReasonUnknownMAC
 	}
-	if i, ok := hw.Interface(m.Hardware, mac); ok {
+	if i, ok := hw.Interface(m.Hardware(), mac); ok {
 		return m, i, ""
 	}
 	return inventory.Machine{}, nil, script.ReasonNoInterface
@@ -224,7 +225,7 @@ func Identify(ms Machines, macStr string, ip netip.Addr, requireIP bool) (m inve
 
 // MachineView turns an inventory entry into the script package's Machine.
 func MachineView(m inventory.Machine, i *hardware.Hardware_Network_Interface, global script.Params) script.Machine {
-	set := hw.BootSettings(m.Hardware)
+	set := hw.BootSettings(m.Hardware())
 	p, err := script.ParseParams(set.IPXEParams)
 	if err != nil || set.IPXEParams == "" {
 		p = global
@@ -232,7 +233,7 @@ func MachineView(m inventory.Machine, i *hardware.Hardware_Network_Interface, gl
 	nb := i.GetNetboot()
 	mac, _ := net.ParseMAC(i.GetDhcp().GetMac())
 	return script.Machine{
-		HardwareID: m.Hardware.GetId(), MAC: strings.ReplaceAll(mac.String(), ":", "-"), Arch: i.GetDhcp().GetArch(),
+		HardwareID: m.ID, MAC: strings.ReplaceAll(mac.String(), ":", "-"), Arch: i.GetDhcp().GetArch(),
 		WorkerToken: m.WorkerToken, AllowPXE: nb.GetAllowPxe(), AllowWorkflow: nb.GetAllowWorkflow(),
 		IPXEURL: nb.GetIpxe().GetUrl(), IPXEContents: nb.GetIpxe().GetContents(),
 		OSIEBaseURL: nb.GetOsie().GetBaseUrl(), Kernel: nb.GetOsie().GetKernel(), Initrd: nb.GetOsie().GetInitrd(),
@@ -328,8 +329,8 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.events[name].Inc()
-	s.log.Info("boot event", "event", name, "mac", i.GetDhcp().GetMac(), "hardware_id", m.Hardware.GetId(), "method", r.Method, "remote", r.RemoteAddr)
-	s.note(m.Hardware.GetId(), strings.ReplaceAll(name, "_", " "))
+	s.log.Info("boot event", "event", name, "mac", i.GetDhcp().GetMac(), "hardware_id", m.ID, "method", r.Method, "remote", r.RemoteAddr)
+	s.note(m.ID, strings.ReplaceAll(name, "_", " "))
 	writeScript(w, "#!ipxe\n")
 }
 

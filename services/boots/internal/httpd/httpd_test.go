@@ -27,7 +27,7 @@ type fakeMachines []inventory.Machine
 
 func (f fakeMachines) ByMAC(mac net.HardwareAddr) (inventory.Machine, bool) {
 	for _, m := range f {
-		for _, i := range m.Hardware.GetNetwork().GetInterfaces() {
+		for _, i := range m.Hardware().GetNetwork().GetInterfaces() {
 			if i.GetDhcp().GetMac() == mac.String() {
 				return m, true
 			}
@@ -38,7 +38,7 @@ func (f fakeMachines) ByMAC(mac net.HardwareAddr) (inventory.Machine, bool) {
 
 func (f fakeMachines) ByIP(ip netip.Addr) (inventory.Machine, bool) {
 	for _, m := range f {
-		for _, i := range m.Hardware.GetNetwork().GetInterfaces() {
+		for _, i := range m.Hardware().GetNetwork().GetInterfaces() {
 			if i.GetDhcp().GetIp().GetAddress() == ip.String() {
 				return m, true
 			}
@@ -48,11 +48,11 @@ func (f fakeMachines) ByIP(ip netip.Addr) (inventory.Machine, bool) {
 }
 
 func mk(id, mac, ip, metadata string, allow bool) inventory.Machine {
-	return inventory.Machine{WorkerToken: id + ".tok", Hardware: &hardware.Hardware{Id: id, Metadata: metadata,
+	return inventory.NewMachine(&hardware.Hardware{Id: id, Metadata: metadata,
 		Network: &hardware.Hardware_Network{Interfaces: []*hardware.Hardware_Network_Interface{{
 			Dhcp:    &hardware.Hardware_DHCP{Mac: mac, Ip: &hardware.Hardware_DHCP_IP{Address: ip}},
 			Netboot: &hardware.Hardware_Netboot{AllowPxe: allow, AllowWorkflow: true},
-		}}}}}
+		}}}}, id+".tok", nil)
 }
 
 // The OVH machine: net0 public (not in the inventory), net1 on herd's
@@ -219,8 +219,8 @@ func FuzzMachineRoute(f *testing.F) {
 		}
 		m, _, why := Identify(machines, mac, a, false)
 		if why == "" {
-			if own, isOwn := machines.ByIP(a); isOwn && own.Hardware.GetId() != m.Hardware.GetId() {
-				t.Fatalf("caller %s got machine %s", ip, m.Hardware.GetId())
+			if own, isOwn := machines.ByIP(a); isOwn && own.ID != m.ID {
+				t.Fatalf("caller %s got machine %s", ip, m.ID)
 			}
 		}
 		// Events: only from the machine's own address.
@@ -228,9 +228,9 @@ func FuzzMachineRoute(f *testing.F) {
 		m, _, why = IdentifyOwn(machines, leases, mac, a)
 		if why == "" {
 			own, isOwn := machines.ByIP(a)
-			learned := a == netip.MustParseAddr("10.0.9.150") && m.Hardware.GetId() == "hw-1"
-			if !(isOwn && own.Hardware.GetId() == m.Hardware.GetId()) && !learned {
-				t.Fatalf("event from %s naming %q taken as machine %s", ip, mac, m.Hardware.GetId())
+			learned := a == netip.MustParseAddr("10.0.9.150") && m.ID == "hw-1"
+			if !(isOwn && own.ID == m.ID) && !learned {
+				t.Fatalf("event from %s naming %q taken as machine %s", ip, mac, m.ID)
 			}
 		}
 	})

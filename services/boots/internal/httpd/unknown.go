@@ -47,7 +47,7 @@ func (s *Server) unknownCaller(r *http.Request, route, macStr, why string) scrip
 			continue
 		}
 		if m, ok := s.machines.ByMAC(n.mac); ok {
-			u.KnownIface, u.KnownMAC, knownID = n.name, n.mac.String(), m.Hardware.GetId()
+			u.KnownIface, u.KnownMAC, knownID = n.name, n.mac.String(), m.ID
 			break
 		}
 	}

@@ -225,19 +225,19 @@ func sender(ms Machines, leases Leases, ip netip.Addr) (hwID, mac string, ok boo
 		return "", "", false
 	}
 	if m, ok := ms.ByIP(ip); ok {
-		for _, i := range m.Hardware.GetNetwork().GetInterfaces() {
+		for _, i := range m.Hardware().GetNetwork().GetInterfaces() {
 			if i.GetDhcp().GetIp().GetAddress() == ip.String() {
 				mac = i.GetDhcp().GetMac()
 			}
 		}
-		return m.Hardware.GetId(), mac, true
+		return m.ID, mac, true
 	}
 	if leases == nil {
 		return "", "", false
 	}
 	if hw, ok := leases.MAC(ip); ok {
 		if m, ok := ms.ByMAC(hw); ok {
-			return m.Hardware.GetId(), hw.String(), true
+			return m.ID, hw.String(), true
 		}
 	}
 	return "", "", false

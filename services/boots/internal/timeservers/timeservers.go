@@ -176,10 +176,10 @@ const maxIDs = 5
 func usersOf(inv Inventory) users {
 	u := users{ids: map[string][]string{}, n: map[string]int{}}
 	inv.Each(func(m inventory.Machine) bool {
-		for _, k := range Names(m.Hardware) {
+		for _, k := range Names(m.Hardware()) {
 			u.n[k]++
 			if len(u.ids[k]) < maxIDs {
-				u.ids[k] = append(u.ids[k], m.Hardware.GetId())
+				u.ids[k] = append(u.ids[k], m.ID)
 			}
 		}
 		return true

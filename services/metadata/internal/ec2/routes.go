@@ -1,6 +1,7 @@
 package ec2
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"sort"
 	"strconv"
@@ -265,24 +266,38 @@ func (t *Tree) shape(mask uint64) *shape {
 }
 
 // Prepared is everything herd-metadata answers one machine, computed when
-// its record changes: its values in one buffer, sliced by offsets, and
-// the listings of its shape.
+// its record changes: the metadata document and its values in one buffer,
+// sliced by offsets, and the listings of its shape.
 type Prepared struct {
 	// ID is the hardware id, for logs.
 	ID string
 	// Addresses are the machine's addresses from its metadata document
 	// (see Addresses).
 	Addresses []netip.Addr
-	// buf holds every value: segment i is buf[off[i]:off[i+1]].
-	buf   string
-	off   []uint32
-	keys  int
-	shape *shape
-	// doc is the whole metadata document (the record's own string).
-	doc string
+	// buf is the segments' spans (start and end, 4 bytes each, little
+	// endian), then the whole metadata document, then the values the
+	// document does not spell as they are answered: most segments point
+	// into the document. One allocation per machine.
+	buf    string
+	docLen uint32
+	keys   int
+	shape  *shape
 }
 
-func (p *Prepared) seg(i int) string { return p.buf[p.off[i]:p.off[i+1]] }
+// spanAt reads the offset stored at buf[at:at+4].
+func (p *Prepared) spanAt(at int) int {
+	b := p.buf[at : at+4]
+	return int(uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24)
+}
+
+// RecordFree tells the inventory (pkg/inventory) that a Prepared holds
+// everything herd-metadata answers: it keeps no copy of the record.
+func (*Prepared) RecordFree() {}
+
+func (p *Prepared) seg(i int) string { return p.buf[p.spanAt(8*i):p.spanAt(8*i+4)] }
+
+// spansLen is the length of the spans at the start of buf.
+func (p *Prepared) spansLen() int { return 8 * (segFirstKey + p.keys) }
 
 var root = Response{Body: strings.Join(Versions, "\n"), ContentType: TextPlain, Label: LabelRoot, Dir: true}
 
@@ -372,13 +387,14 @@ func (p *Prepared) Root() Response { return root }
 
 // Metadata is the whole instance metadata document, JSON.
 func (p *Prepared) Metadata() Response {
-	return Response{Body: p.doc, ContentType: AppJSON, Label: LabelMetadataJSON}
+	start := p.spansLen()
+	return Response{Body: p.buf[start : start+int(p.docLen)], ContentType: AppJSON, Label: LabelMetadataJSON}
 }
 
 // Prepare computes every answer for hw. It is the inventory's derive hook:
 // it runs once per record change, never per request. The Prepared keeps
-// hw's id and metadata strings (shared, not copied: the inventory holds
-// the record as long as it holds the Prepared).
+// hw's id (shared, not copied) and a copy of its metadata document; the
+// inventory keeps no other copy of the record (RecordFree).
 func (t *Tree) Prepare(hw *hardware.Hardware) *Prepared {
 	in, addrs := parse(hw)
 	p := &Prepared{ID: hw.GetId(), Addresses: addrs}
@@ -401,25 +417,35 @@ func (t *Tree) Prepare(hw *hardware.Hardware) *Prepared {
 	segs = append(segs, in.SSHKeys...)
 	p.keys = len(in.SSHKeys)
 
-	size := 0
-	for _, s := range segs {
-		size += len(s)
+	doc := strings.TrimSpace(hw.GetMetadata())
+	if doc == "" {
+		doc = "{}"
 	}
-	var b strings.Builder
-	b.Grow(size)
-	p.off = make([]uint32, 0, len(segs)+1)
-	p.off = append(p.off, 0)
-	for _, s := range segs {
-		b.WriteString(s)
-		p.off = append(p.off, uint32(b.Len()))
+	// Most values are spelled in the document as they are answered
+	// (ids, names, keys): those point into it, which halves a machine's
+	// memory; the others follow it in the buffer.
+	spans := 8 * len(segs) // == p.spansLen()
+	at := make([]int, len(segs))
+	size := spans + len(doc)
+	for i, s := range segs {
+		if at[i] = strings.Index(doc, s); at[i] >= 0 {
+			at[i] += spans
+		} else {
+			size += len(s)
+		}
 	}
-	p.buf = b.String()
+	b := make([]byte, spans, size)
+	b = append(b, doc...)
+	for i, s := range segs {
+		if at[i] < 0 {
+			at[i] = len(b)
+			b = append(b, s...)
+		}
+		binary.LittleEndian.PutUint32(b[8*i:], uint32(at[i]))
+		binary.LittleEndian.PutUint32(b[8*i+4:], uint32(at[i]+len(s)))
+	}
+	p.buf, p.docLen = string(b), uint32(len(doc))
 	p.shape = t.shape(p.present())
-
-	p.doc = strings.TrimSpace(hw.GetMetadata())
-	if p.doc == "" {
-		p.doc = "{}"
-	}
 	return p
 }
 

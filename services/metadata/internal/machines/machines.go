@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/herd-metal/herd/pkg/inventory"
+	"github.com/herd-metal/herd/pkg/spec"
 	"github.com/herd-metal/herd/proto/hardware"
 	"github.com/herd-metal/herd/services/metadata/internal/ec2"
 )
@@ -44,14 +45,35 @@ func (x *Index) SetInventory(inv Inventory) { x.inv = inv }
 // record (see ec2.Tree.Prepare) and notes its metadata addresses.
 func (x *Index) Derive(hw *hardware.Hardware) any {
 	p := x.tree.Prepare(hw)
+	var own []netip.Addr
 	if len(p.Addresses) > 0 {
-		x.mu.Lock()
-		for _, a := range p.Addresses {
+		own = interfaceAddrs(hw)
+	}
+	x.mu.Lock()
+	for _, a := range p.Addresses {
+		// An address of the record's own interfaces is found in the
+		// inventory's index first: an entry for it would never answer
+		// (and takes memory on every machine of a fleet that lists its
+		// interface address in its document too).
+		if !slices.Contains(own, a) {
 			x.extra[a] = hw.GetId()
 		}
-		x.mu.Unlock()
 	}
+	x.mu.Unlock()
 	return p
+}
+
+// interfaceAddrs are the addresses the inventory indexes hw by (as
+// pkg/inventory reads them).
+func interfaceAddrs(hw *hardware.Hardware) []netip.Addr {
+	_, ips := spec.HardwareAddresses(hw)
+	var out []netip.Addr
+	for _, s := range ips {
+		if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out
 }
 
 // Lookup returns the answers of the machine with address ip. An address

@@ -26,9 +26,9 @@ func (f *fakeInventory) put(x *Index, id, ifaceIP, docIP string) {
 		Network: &hardware.Hardware_Network{Interfaces: []*hardware.Hardware_Network_Interface{{
 			Dhcp: &hardware.Hardware_DHCP{Ip: &hardware.Hardware_DHCP_IP{Address: ifaceIP}},
 		}}}}
-	m := inventory.Machine{Hardware: hw, Derived: x.Derive(hw)}
+	m := inventory.NewMachine(hw, "", x.Derive(hw))
 	for a, old := range f.byIP {
-		if old.Hardware.GetId() == id {
+		if old.ID == id {
 			delete(f.byIP, a)
 		}
 	}
@@ -84,4 +84,14 @@ func TestLookup(t *testing.T) {
 	}
 	tests = tests[1:]
 	check()
+
+	// c's document lists c's own interface address: found through the
+	// inventory's index, with no entry of the index's own.
+	inv.put(x, "c", "10.0.0.3", "10.0.0.3")
+	if _, held := x.extra[netip.MustParseAddr("10.0.0.3")]; held {
+		t.Error("an interface address listed in the document got an entry of its own")
+	}
+	if p, ok := x.Lookup(netip.MustParseAddr("10.0.0.3")); !ok || p.ID != "c" {
+		t.Errorf("Lookup(10.0.0.3) = %v, %v; want c", p, ok)
+	}
 }
