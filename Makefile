@@ -22,7 +22,7 @@ deps:
 vet:
 	@out=$$(gofmt -l $(MODULES)); [ -z "$$out" ] || { echo "not gofmt-formatted:"; echo "$$out"; exit 1; }
 	go vet $(addsuffix /...,$(addprefix ./,$(MODULES)))
-	go vet -tags bench $(BENCH_PKGS) ./services/bmc/bench
+	go vet -tags bench $(BENCH_PKGS) ./services/bmc/bench ./services/server/internal/ui/bench
 	@# Each module must build on its own (GOWORK=off), as the OSIE and OS
 	@# image builds do: go.work hides a go.mod that is not tidy.
 	@for m in $(MODULES); do \
@@ -58,12 +58,14 @@ test: deps check-proto vet
 # succeeded, the disk holds the image, the installed OS reported its host
 # name and the services' metrics moved. compose deploys the services the
 # operator's way (deploy/: generate-envrc.sh, setup.sh, docker-compose up)
-# and also checks a herd-server crash and docker-compose down. E2E_VARIANTS
-# picks some.
-E2E_VARIANTS ?= default uefi ovh compose
+# and also checks a herd-server crash and docker-compose down. Each powers
+# its VM on through herd and the VM's BMC (ipmi_sim; --power ipmi, the
+# default); qemu is the sandbox starting QEMU itself (--power qemu).
+# E2E_VARIANTS picks some.
+E2E_VARIANTS ?= default uefi ovh compose qemu
 test-e2e: deps
 	@build=true; for v in $(E2E_VARIANTS); do \
-		case $$v in default) f=;; uefi) f=--uefi;; ovh) f=--ovh;; compose) f=--stack=compose;; *) echo "test-e2e: unknown variant $$v (default, uefi, ovh, compose)"; exit 2;; esac; \
+		case $$v in default) f=;; uefi) f=--uefi;; ovh) f=--ovh;; compose) f=--stack=compose;; ipmi) f=--power=ipmi;; qemu) f=--power=qemu;; *) echo "test-e2e: unknown variant $$v (default, uefi, ovh, compose, ipmi, qemu)"; exit 2;; esac; \
 		echo "=== test-e2e $$v"; start=$$(date +%s); \
 		go run ./sandbox/cmd/sandbox up --repo $(CURDIR) --dir $(CURDIR)/.tmp/sandbox-e2e --netns herd-e2e \
 			--down --timeout 10m --build=$$build $$f || { echo "=== test-e2e $$v FAILED"; exit 1; }; \
@@ -79,7 +81,7 @@ ui-screenshots: deps
 # The web UI with 10,000 machines in chromium: the fleet page's load time,
 # and how it keeps up while 1,000 workflows report (docs/ui/benchmarks.md).
 bench-ui: deps
-	go test -tags bench -count=1 -timeout 30m -run TestBenchUI -v ./services/server/internal/ui/bench -args -out $(CURDIR)/docs/ui/benchmarks.md
+	go test -tags bench -count=1 -timeout 30m -run TestBenchUI -v ./services/server/internal/ui/bench -args -out $(CURDIR)/docs/benchmarks.md
 
 # A short run of every fuzzer on what comes from outside (packets, requests,
 # files); FUZZTIME=10m for a long one. Seeds live in the tests.
@@ -188,7 +190,8 @@ osimage:
 SANDBOX_DIR ?= /tmp/herd-sandbox
 # Variants: UEFI=1 (OVMF), OVH=1 (provider network and iPXE script
 # first), MACHINES=N (N VMs at once), STACK=compose (the services deployed
-# with deploy/'s generate-envrc.sh, setup.sh and docker-compose).
+# with deploy/'s generate-envrc.sh, setup.sh and docker-compose),
+# POWER=qemu (the sandbox starts the VMs, not herd through their BMCs).
 sandbox: deps
 	go run ./sandbox/cmd/sandbox up --repo $(CURDIR) --dir $(SANDBOX_DIR) \
 		--uefi=$(if $(filter 1,$(UEFI)),true,false) --ovh=$(if $(filter 1,$(OVH)),true,false) --machines=$(or $(MACHINES),1) \
