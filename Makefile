@@ -79,7 +79,7 @@ ui-screenshots: deps
 	cd services/server && HERD_UI_SCREENSHOTS=$(CURDIR)/docs/ui go test -count=1 -run '^TestUIScreenshots$$' ./e2e/
 
 # The web UI with 10,000 machines in chromium: the fleet page's load time,
-# and how it keeps up while 1,000 workflows report (docs/ui/benchmarks.md).
+# and how it keeps up while 1,000 workflows report (docs/benchmarks.md).
 bench-ui: deps
 	go test -tags bench -count=1 -timeout 30m -run TestBenchUI -v ./services/server/internal/ui/bench -args -out $(CURDIR)/docs/benchmarks.md
 
