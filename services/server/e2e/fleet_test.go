@@ -75,10 +75,18 @@ type fleet struct {
 	sent    atomic.Int64 // reports sent (first sends only)
 	resent  atomic.Int64 // reports sent again as after a lost reply
 
-	mu        sync.Mutex
-	seen      map[codes.Code]int // every answer the workers got, by code
-	refused   []error            // calls that failed with a code a worker does not retry
-	latencies []time.Duration    // of each report, from its first send to its answer (retries included)
+	mu         sync.Mutex
+	seen       map[codes.Code]int // every answer the workers got, by code
+	refused    []error            // calls that failed with a code a worker does not retry
+	latencies  []reportLatency    // of each report
+	answeredAt [][]time.Time      // by worker: when each of its reports was answered
+}
+
+// reportLatency is when a report was answered and how long after its
+// first send (retries included).
+type reportLatency struct {
+	answered time.Time
+	took     time.Duration
 }
 
 // newFleet pushes n machines and their workflows, with timeouts far beyond
@@ -95,7 +103,7 @@ func newFleetVia(t *testing.T, s *servertest.Server, n int, period time.Duration
 	t.Helper()
 	pushMachines(t, s, n)
 	createWorkflows(t, s, createTemplate(t, s, "fleet", 600, 3600), 0, n)
-	f := &fleet{s: s, period: period, seen: map[codes.Code]int{}}
+	f := &fleet{s: s, period: period, seen: map[codes.Code]int{}, answeredAt: make([][]time.Time, n)}
 	tokens, ca := s.WorkerTokens(), s.CA()
 	for i := range n {
 		f.workers = append(f.workers, workflow.NewWorkflowServiceClient(dial(ca, tokens[fleetHW(i)])))
@@ -184,6 +192,9 @@ func (f *fleet) work(ctx context.Context, i int) error {
 			if err := f.report(ctx, c, id, a, st); err != nil {
 				return err
 			}
+			f.mu.Lock()
+			f.answeredAt[i] = append(f.answeredAt[i], time.Now())
+			f.mu.Unlock()
 			f.applied.Add(1)
 			// Every resendEvery-th report's answer is taken as lost, and
 			// the report sent again, as a worker does when the reply does
@@ -252,7 +263,7 @@ func (f *fleet) report(ctx context.Context, c workflow.WorkflowServiceClient, id
 		return err
 	})
 	f.mu.Lock()
-	f.latencies = append(f.latencies, time.Since(sent))
+	f.latencies = append(f.latencies, reportLatency{answered: time.Now(), took: time.Since(sent)})
 	f.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("report %s %s of %s: %w", a.GetName(), engineName(st), id, err)
@@ -500,4 +511,21 @@ func (f *fleet) seenCodes() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return codeCounts(f.seen)
+}
+
+// allAnsweredAfter is how long after since every worker that had reports
+// left then had one answered: the fault's end for the slowest worker.
+func (f *fleet) allAnsweredAfter(since time.Time) time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var slowest time.Duration
+	for _, times := range f.answeredAt {
+		for _, at := range times {
+			if at.After(since) {
+				slowest = max(slowest, at.Sub(since))
+				break
+			}
+		}
+	}
+	return slowest
 }

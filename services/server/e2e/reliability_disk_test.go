@@ -112,7 +112,7 @@ func TestReliabilityDiskFull(t *testing.T) {
 	fg := figures[0]
 	reliability.Record(t, reliability.Row{
 		Case: "PostgreSQL's disk full",
-		Done: fmt.Sprintf("PostgreSQL's data directory on a 160 MiB tmpfs (WAL beside it), filled to the last byte (%d MiB filler file) at 1/2 of the reports for %v, then the filler deleted; meanwhile %d simulated workers report (one report per %v each, Unavailable and ResourceExhausted retried with backoff as herd-worker does), an admin pushes 96 KiB hardware records, and hardware ByID/All, GetWorkflow and a real herd-metadata are read every 100 ms",
+		Done: fmt.Sprintf("PostgreSQL's data directory on a 160 MiB tmpfs (WAL beside it), filled to the last byte (%d MiB filler file) at 1/2 of the reports for %v, then the filler deleted; meanwhile %d simulated workers report (one report per %v each, Unavailable and ResourceExhausted retried with backoff as herd-worker does), an admin pushes 96 KiB hardware records, and hardware ByID/All, GetWorkflow and a real herd-metadata are read, in rounds 100 ms apart",
 			filled>>20, full, len(f.workers), f.period),
 		Volume: fmt.Sprintf("%d workflows × %d actions, %d reports (%d resent); %d pushes while full (%d refused ResourceExhausted \"disk full\", %d accepted), %d reads; %d action events recorded, %d workflows SUCCESS, in %v",
 			len(f.workers), fleetActions, f.reports(), f.resent.Load(), p.accepted+p.exhausted, p.exhausted, p.accepted, p.reads, o.events, o.succeeded, took.Round(100*time.Millisecond)),

@@ -63,10 +63,24 @@ func TestReliabilitySlowDatabase(t *testing.T) {
 	defer db.Close()
 	baseline := mustGoroutines(t, s)
 	toDB.set(slowDBDelay)
+	slowFrom := time.Now()
 	samples := sampleServer(t, s, db, 250*time.Millisecond)
+	// The database is slow for a window of the run (the short form's
+	// whole run; at full size the fleet would take many minutes at the
+	// slow pace), then fast again so that the fleet finishes and is
+	// counted.
+	var (
+		once      sync.Once
+		peak      serverPeak
+		slowUntil time.Time
+	)
+	endSlow := func() {
+		once.Do(func() { peak, slowUntil = samples.stop(), time.Now(); toDB.set(0) })
+	}
+	timer := time.AfterFunc(time.Duration(reliability.Size(60, 120))*time.Second, endSlow)
 	_, o, lost, took := runWithFaults(t, f, nil)
-	peak := samples.stop()
-	toDB.set(0)
+	timer.Stop()
+	endSlow()
 	after := mustGoroutines(t, s)
 
 	if peak.conns > serverDBConns {
@@ -82,20 +96,29 @@ func TestReliabilitySlowDatabase(t *testing.T) {
 		t.Errorf("herd-server ran %d goroutines (%d before the run), more than %d for %d workers", peak.goroutines, baseline, bound, workers)
 	}
 	f.mu.Lock()
-	lat := slices.Clone(f.latencies)
+	var lat []time.Duration
+	for _, l := range f.latencies {
+		if l.answered.After(slowFrom) && !l.answered.After(slowUntil) {
+			lat = append(lat, l.took)
+		}
+	}
 	f.mu.Unlock()
 	slices.Sort(lat)
 	reports := len(lat)
+	if reports == 0 {
+		t.Fatalf("no report was answered in the %v the database was slow", slowUntil.Sub(slowFrom))
+	}
+	slowFor := slowUntil.Sub(slowFrom)
 	reliability.Record(t, reliability.Row{
 		Case: "Slow database (50 ms added to each round trip to PostgreSQL)",
-		Done: fmt.Sprintf("herd-server's connections to PostgreSQL through a relay holding what it sends %v (no netem in this kernel); %d simulated workers, each reporting as soon as its previous report is answered and 100 ms have passed; herd-server's go_goroutines and pg_stat_activity sampled every 250 ms",
-			slowDBDelay, workers),
+		Done: fmt.Sprintf("herd-server's connections to PostgreSQL through a relay holding what it sends %v (no netem in this kernel) for the first %v of the run (or all of it), then none so the fleet finishes; %d simulated workers, each reporting as soon as its previous report is answered and 100 ms have passed; herd-server's go_goroutines and pg_stat_activity sampled every 250 ms",
+			slowDBDelay, time.Duration(reliability.Size(60, 120))*time.Second, workers),
 		Volume: fmt.Sprintf("%d workflows × %d actions, %d reports (%d resent); %d action events recorded, %d workflows SUCCESS, in %v",
 			workers, fleetActions, f.reports(), f.resent.Load(), o.events, o.succeeded, took.Round(100*time.Millisecond)),
 		Lost: lost,
-		Notes: fmt.Sprintf("report latency p50 %v, p99 %v, max %v (first send to answer, retries included); throughput %.0f reports/s (resends included); herd-server's goroutines %d before, at most %d during, %d after; its PostgreSQL connections at most %d (pool %d + listener); answers the workers got: %s (-race build)",
-			percentile(lat, 50).Round(time.Millisecond), percentile(lat, 99).Round(time.Millisecond), lat[reports-1].Round(time.Millisecond),
-			float64(reports)/took.Seconds(), baseline, peak.goroutines, after, peak.conns, serverDBConns-1, f.seenCodes()),
+		Notes: fmt.Sprintf("while the database was slow (%v): %d reports answered, latency p50 %v, p99 %v, max %v (first send to answer, retries included); throughput %.0f reports/s (resends included); herd-server's goroutines %d before, at most %d during, %d after; its PostgreSQL connections at most %d (pool %d + listener); answers the workers got: %s (-race build)",
+			slowFor.Round(100*time.Millisecond), reports, percentile(lat, 50).Round(time.Millisecond), percentile(lat, 99).Round(time.Millisecond), lat[reports-1].Round(time.Millisecond),
+			float64(reports)/slowFor.Seconds(), baseline, peak.goroutines, after, peak.conns, serverDBConns-1, f.seenCodes()),
 	})
 }
 
