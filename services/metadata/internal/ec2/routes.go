@@ -434,17 +434,30 @@ func (t *Tree) Prepare(hw *hardware.Hardware) *Prepared {
 			size += len(s)
 		}
 	}
-	b := make([]byte, spans, size)
-	b = append(b, doc...)
+	end := spans + len(doc)
 	for i, s := range segs {
 		if at[i] < 0 {
-			at[i] = len(b)
-			b = append(b, s...)
+			at[i] = end
+			end += len(s)
 		}
-		binary.LittleEndian.PutUint32(b[8*i:], uint32(at[i]))
-		binary.LittleEndian.PutUint32(b[8*i+4:], uint32(at[i]+len(s)))
 	}
-	p.buf, p.docLen = string(b), uint32(len(doc))
+	// A Builder, not string([]byte): no copy, so no garbage of the
+	// buffer's size class left between the machines' buffers.
+	var b strings.Builder
+	b.Grow(size)
+	var span [8]byte
+	for i, s := range segs {
+		binary.LittleEndian.PutUint32(span[:4], uint32(at[i]))
+		binary.LittleEndian.PutUint32(span[4:], uint32(at[i]+len(s)))
+		b.Write(span[:])
+	}
+	b.WriteString(doc)
+	for i, s := range segs {
+		if at[i] >= spans+len(doc) {
+			b.WriteString(s)
+		}
+	}
+	p.buf, p.docLen = b.String(), uint32(len(doc))
 	p.shape = t.shape(p.present())
 	return p
 }
