@@ -76,7 +76,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.ovh, "ovh", os.Getenv("OVH") == "1", "the OVH scenario: a provider network first, whose DHCP and iPXE script hand over to herd on the second NIC (env OVH=1)")
 	fs.IntVar(&o.machines, "machines", envInt("MACHINES", 1), fmt.Sprintf("how many VMs to provision at once, 1 to %d (env MACHINES)", maxMachines))
 	fs.StringVar(&o.stack, "stack", envOr("STACK", stackProcess), "how the services start: process (each a process of the sandbox's) or compose (deploy/generate-envrc.sh, setup.sh, docker-compose up -d, against a private dockerd) (env STACK)")
-	fs.StringVar(&o.power, "power", envOr("POWER", powerQEMU), "who switches the VMs on: qemu (the sandbox starts QEMU) or ipmi (each VM behind an ipmi_sim BMC; herd-bmc powers it on for herd workflow create --netboot) (env POWER)")
+	fs.StringVar(&o.power, "power", envOr("POWER", powerIPMI), "who switches the VMs on: ipmi (each VM behind an ipmi_sim BMC; herd-bmc powers it on for herd workflow create --netboot) or qemu (the sandbox starts QEMU itself) (env POWER)")
 	fs.StringVar(&o.netns, "netns", envOr("SANDBOX_NETNS", defaultNetns), "the network namespace everything runs in (env SANDBOX_NETNS)")
 	fs.BoolVar(&o.build, "build", true, "run make build osie osimage first (false: use what bin/ holds); the action images are built into each run's registry either way")
 	fs.BoolVar(&o.downAfter, "down", os.Getenv("SANDBOX_DOWN") == "1", "remove everything when done (env SANDBOX_DOWN=1); default: leave the services up to look at")
