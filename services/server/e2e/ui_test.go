@@ -116,8 +116,24 @@ func TestUIInABrowser(t *testing.T) {
 		return chromedp.WaitVisible(chromedp.CSS(`#timeline tbody tr[data-action="` + action + `"][data-state="` + state + `"]`))
 	}
 	uitest.Step(t, b, "see the reports so far", timelineRow("disk/wipe", "SUCCESS"))
+	// The action's output, sent before its next report, shows once that
+	// report comes: as text, markup and all.
+	const hostileLine = `<img id="injected" src=x onerror="document.title='owned'"> writing /dev/sda`
+	if _, err := w.ReportActionLogs(ctx(t), &workflow.ActionLogs{WorkflowId: id, TaskName: "disk", ActionName: "image", BatchId: "ui-1",
+		Lines: []*workflow.LogLine{{Stream: "stdout", Text: "image: 512 MiB written"}, {Stream: "stderr", Text: hostileLine}}}); err != nil {
+		t.Fatal(err)
+	}
 	report(t, w, id, "disk", "image", workflow.State_STATE_RUNNING)
 	uitest.Step(t, b, "see image RUNNING on the timeline", timelineRow("disk/image", "RUNNING"))
+	logSel := `#logs details[data-action="disk/image"] pre`
+	uitest.Step(t, b, "see the action's logs", chromedp.WaitVisible(chromedp.CSS(logSel)))
+	logText := uitest.Get(t, b, "read the action's logs", chromedp.Text(chromedp.CSS(logSel)))
+	if !strings.Contains(logText, "stdout: image: 512 MiB written") || !strings.Contains(logText, "stderr: "+hostileLine) {
+		t.Fatalf("action logs shown:\n%s\nwant both lines, the markup as text", logText)
+	}
+	if n := uitest.Get(t, b, "look for injected markup", chromedp.Evaluate[int](`document.querySelectorAll("#injected").length`)); n != 0 {
+		t.Fatalf("a log line became %d elements on the page", n)
+	}
 	report(t, w, id, "disk", "image", workflow.State_STATE_SUCCESS)
 	uitest.Step(t, b, "see the timeline end", chromedp.WaitVisible(chromedp.CSS(`#live[data-state="ended"]`)))
 	timeline := uitest.Get(t, b, "read the timeline", chromedp.Evaluate[[]string](
@@ -225,6 +241,9 @@ func uiDo(t *testing.T, method, u, cookie, origin string, form url.Values) *http
 	return res
 }
 
+// probeWorkflow is a workflow id no test makes.
+const probeWorkflow = "00000000-0000-4000-8000-000000000000"
+
 // TestUIRefusesBadInput sends the UI what a browser would not: bad and
 // hostile logins, forged cookies, unknown paths; then checks that a live
 // stream ends when the server stops (and the server stops cleanly).
@@ -240,6 +259,7 @@ func TestUIRefusesBadInput(t *testing.T) {
 		{"fleet without a session", "GET", "", "", "", nil, http.StatusSeeOther, ""},
 		{"fleet with a forged cookie", "GET", "", "herd_session=forged", "", nil, http.StatusSeeOther, ""},
 		{"stream without a session", "GET", "events", "", "", nil, http.StatusUnauthorized, "not logged in"},
+		{"logs without a session", "GET", "workflow/" + probeWorkflow + "/logs", "", "", nil, http.StatusUnauthorized, "not logged in"},
 		{"logout without a session", "POST", "logout", "", "", url.Values{}, http.StatusUnauthorized, "not logged in"},
 		{"empty token", "POST", "login", "", "", url.Values{"token": {""}}, http.StatusBadRequest, "enter the admin token"},
 		{"token with a space", "POST", "login", "", "", url.Values{"token": {"two words"}}, http.StatusBadRequest, "character"},
@@ -285,6 +305,17 @@ func TestUIRefusesBadInput(t *testing.T) {
 		t.Fatalf("session cookie %+v", c)
 	}
 	cookie := c.Name + "=" + c.Value
+
+	// The logs route refuses an id that is not one, and says when the API
+	// knows no such workflow.
+	for path, want := range map[string]int{"workflow/not-a-uuid/logs": http.StatusBadRequest, "workflow/" + probeWorkflow + "/logs": http.StatusNotFound} {
+		res := uiDo(t, "GET", ui+path, cookie, "", nil)
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != want {
+			t.Fatalf("%s: %d %q, want %d", path, res.StatusCode, b, want)
+		}
+	}
 
 	// A live stream: the snapshot ends with "synced", and the stream ends
 	// when the server stops.

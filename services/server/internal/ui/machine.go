@@ -158,21 +158,26 @@ type errorView struct{ Message string }
 // apiError answers a failed API call: the API's refusal mapped to the
 // page's status, its message shown.
 func (h *Handler) apiError(w http.ResponseWriter, r *http.Request, what string, err error) {
-	code := http.StatusBadGateway
-	switch status.Code(err) {
-	case codes.NotFound:
-		code = http.StatusNotFound
-	case codes.InvalidArgument:
-		code = http.StatusBadRequest
-	case codes.Unauthenticated, codes.PermissionDenied:
-		code = http.StatusForbidden
-	case codes.Unavailable:
-		code = http.StatusServiceUnavailable
-	}
+	code := httpStatus(err)
 	if code >= 500 {
 		h.log.Warn("ui: API call failed", "what", what, "peer", r.RemoteAddr, "error", err)
 	}
 	h.render(w, code, "error.html", errorView{Message: fmt.Sprintf("%s: %s", what, status.Convert(err).Message())})
+}
+
+// httpStatus is the status a page or script gets for the API's refusal.
+func httpStatus(err error) int {
+	switch status.Code(err) {
+	case codes.NotFound:
+		return http.StatusNotFound
+	case codes.InvalidArgument, codes.FailedPrecondition:
+		return http.StatusBadRequest
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return http.StatusForbidden
+	case codes.Unavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusBadGateway
 }
 
 // timelineEvent is one workflow event as the machine page lists it.

@@ -83,6 +83,7 @@ func New(conn grpc.ClientConnInterface, log *slog.Logger) *Handler {
 	h.mux.HandleFunc("GET "+Prefix+"events", h.events)
 	h.mux.HandleFunc("GET "+Prefix+"machine/{id}", h.page(h.machinePage))
 	h.mux.HandleFunc("GET "+Prefix+"workflow/{id}/events", h.timeline)
+	h.mux.HandleFunc("GET "+Prefix+"workflow/{id}/logs", h.read(h.workflowLogs))
 	return h
 }
 
@@ -139,6 +140,19 @@ func (h *Handler) page(fn func(http.ResponseWriter, *http.Request, session)) htt
 		_, s, ok := h.current(r)
 		if !ok {
 			http.Redirect(w, r, Prefix+"login", http.StatusSeeOther)
+			return
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		fn(w, r, s)
+	}
+}
+
+// read serves data to a logged-in browser's script; any other gets 401.
+func (h *Handler) read(fn func(http.ResponseWriter, *http.Request, session)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		_, s, ok := h.current(r)
+		if !ok {
+			http.Error(w, "not logged in", http.StatusUnauthorized)
 			return
 		}
 		w.Header().Set("Cache-Control", "no-store")

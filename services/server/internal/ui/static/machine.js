@@ -19,7 +19,51 @@
     body.replaceChildren(); // each connection replays every event
     setLive("live", "live");
   });
+  // The action logs: the API stores lines, it does not stream them, so
+  // the page asks again after each of the workflow's events (once per
+  // burst) and at its end.
+  const logs = document.getElementById("logs");
+  const logsError = document.getElementById("logs-error");
+  let logsTimer = null;
+  function showLogs(list) {
+    if (list.length === 0) {
+      return;
+    }
+    const out = [];
+    for (const a of list) {
+      const d = document.createElement("details");
+      d.open = true;
+      d.dataset.action = a.task + "/" + a.action;
+      const sum = document.createElement("summary");
+      sum.textContent = a.task + "/" + a.action + " · " + a.lines.length + " lines" + (a.omitted ? " (" + a.omitted + " earlier ones not shown)" : "");
+      const pre = document.createElement("pre");
+      // Text, never markup: the output is the machine's.
+      pre.textContent = a.lines.map((l) => l.time + " " + l.stream + ": " + l.text).join("\n");
+      d.append(sum, pre);
+      out.push(d);
+    }
+    logs.replaceChildren(...out);
+  }
+  function loadLogs() {
+    logsTimer = null;
+    fetch("/ui/workflow/" + encodeURIComponent(logs.dataset.workflow) + "/logs", { credentials: "same-origin" })
+      .then((res) => (res.ok ? res.json() : res.text().then((t) => Promise.reject(new Error(t)))))
+      .then(function (list) {
+        logsError.hidden = true;
+        showLogs(list);
+      })
+      .catch(function (err) {
+        logsError.textContent = "cannot show the logs: " + err.message;
+        logsError.hidden = false;
+      });
+  }
+  function refreshLogs() {
+    if (logsTimer === null) {
+      logsTimer = setTimeout(loadLogs, 300);
+    }
+  }
   es.addEventListener("ev", function (e) {
+    refreshLogs();
     const ev = JSON.parse(e.data);
     const tr = document.createElement("tr");
     tr.dataset.state = ev.state;
@@ -57,6 +101,7 @@
       badge.textContent = state;
     }
     end("ended", "workflow ended");
+    refreshLogs();
   });
   es.addEventListener("fail", (e) => end("reconnecting", JSON.parse(e.data).message));
   es.addEventListener("error", function () {
