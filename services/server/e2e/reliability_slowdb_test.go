@@ -66,7 +66,9 @@ func TestReliabilitySlowDatabase(t *testing.T) {
 	baseline := mustGoroutines(t, s)
 	toDB.set(slowDBDelay)
 	slowFrom := time.Now()
-	samples := sampleServer(t, s, db, 250*time.Millisecond)
+	// Sampling ends with the last report, before the test reads the
+	// outcome over connections of its own.
+	samples := sampleServer(t, s, db, 250*time.Millisecond, func() bool { return f.applied.Load() >= f.reports() })
 	// The database is slow for a window of the run (the short form's
 	// whole run; at full size the fleet would take many minutes at the
 	// slow pace), then fast again so that the fleet finishes and is
@@ -163,8 +165,8 @@ type sampler struct {
 }
 
 // sampleServer samples herd-server's goroutines and its connections to
-// db's database every period until stop.
-func sampleServer(t *testing.T, s *servertest.Server, db *sql.DB, period time.Duration) sampler {
+// db's database every period until stop or done.
+func sampleServer(t *testing.T, s *servertest.Server, db *sql.DB, period time.Duration, done func() bool) sampler {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var (
@@ -175,7 +177,7 @@ func sampleServer(t *testing.T, s *servertest.Server, db *sql.DB, period time.Du
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for ctx.Err() == nil {
+		for ctx.Err() == nil && !done() {
 			g, err := goroutines(s)
 			if err != nil {
 				t.Errorf("sampling herd-server: %v", err)
