@@ -19,7 +19,9 @@ import (
 
 	"github.com/herd-metal/herd/pkg/servertest"
 	"github.com/herd-metal/herd/proto/hardware"
+	"github.com/herd-metal/herd/proto/machine"
 	"github.com/herd-metal/herd/proto/workflow"
+	"github.com/herd-metal/herd/services/server/internal/keyring"
 	"github.com/herd-metal/herd/services/server/internal/ui/uitest"
 )
 
@@ -260,6 +262,9 @@ func TestUIRefusesBadInput(t *testing.T) {
 		{"fleet with a forged cookie", "GET", "", "herd_session=forged", "", nil, http.StatusSeeOther, ""},
 		{"stream without a session", "GET", "events", "", "", nil, http.StatusUnauthorized, "not logged in"},
 		{"logs without a session", "GET", "workflow/" + probeWorkflow + "/logs", "", "", nil, http.StatusUnauthorized, "not logged in"},
+		{"power states without a session", "GET", "power", "", "", nil, http.StatusUnauthorized, "not logged in"},
+		{"job stream without a session", "GET", "job/" + probeWorkflow + "/events", "", "", nil, http.StatusUnauthorized, "not logged in"},
+		{"power without a session", "POST", "machine/" + hw1 + "/bmc", "", "", url.Values{"action": {"on"}}, http.StatusUnauthorized, "not logged in"},
 		{"logout without a session", "POST", "logout", "", "", url.Values{}, http.StatusUnauthorized, "not logged in"},
 		{"empty token", "POST", "login", "", "", url.Values{"token": {""}}, http.StatusBadRequest, "enter the admin token"},
 		{"token with a space", "POST", "login", "", "", url.Values{"token": {"two words"}}, http.StatusBadRequest, "character"},
@@ -440,4 +445,90 @@ func TestUIScreenshots(t *testing.T) {
 func pngDecode(b []byte) (image.Point, error) {
 	cfg, err := png.DecodeConfig(bytes.NewReader(b))
 	return image.Point{X: cfg.Width, Y: cfg.Height}, err
+}
+
+// TestUIPower shows the BMC power state on the fleet and machine pages,
+// queues power and netboot jobs from the machine page's buttons and
+// follows them (no herd-bmc runs: they stay PENDING), shows the API's
+// refusal for a machine without a BMC, and refuses a forged change.
+func TestUIPower(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "bmc.key")
+	line, err := keyring.NewLine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, []byte(line+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := servertest.Start(t, "--bmc-key-file", keyFile)
+	s.MustHerd("s3cret\n", "bmc", "credential", "set", "rack1", "--username", "admin", "--password-file", "-")
+	s.MustHerd(hardwareWithBMC(t, "rack1"), "hardware", "push")
+	s.MustHerd(readFile(t, "hardware-2.json"), "hardware", "push")
+	b := uitest.Browser(t)
+	uitest.Login(t, b, s.HTTP, servertest.AdminToken)
+
+	uitest.Step(t, b, "see the power states on the fleet", chromedp.WaitVisible(chromedp.CSS(`#live[data-state="live"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-id="`+hw1+`"][data-power="unknown"] td.bmc .power`)),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-id="`+hw2+`"][data-power="-"]`)))
+
+	jobs := func() []*machine.Job {
+		list, err := machine.NewMachineServiceClient(s.Dial(adminToken)).ListJobs(ctx(t), &machine.ListJobsRequest{HardwareId: hw1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mine []*machine.Job
+		for _, j := range list.GetJobs() {
+			if j.GetOrigin() == "operator" {
+				mine = append(mine, j)
+			}
+		}
+		return mine
+	}
+	uitest.Step(t, b, "open the machine with a BMC", chromedp.Navigate(s.HTTP+"/ui/machine/"+hw1),
+		chromedp.WaitVisible(chromedp.CSS(`#power[data-state=""]`)))
+	for _, tc := range []struct{ button, what string }{{"on", "power on"}, {"netboot", "netboot"}} {
+		uitest.Step(t, b, "press "+tc.button, chromedp.Click(chromedp.CSS(`#bmc-actions button[data-action="`+tc.button+`"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`#job[data-what="`+tc.what+`"][data-state="PENDING"]`)))
+		what := uitest.Get(t, b, "read the job", chromedp.Text(chromedp.CSS("#job-what")))
+		id := uitest.Get(t, b, "read the job id", chromedp.Text(chromedp.CSS("#job-id")))
+		queued := jobs()
+		if what != tc.what || len(queued) == 0 || queued[0].GetId() != id {
+			t.Fatalf("after %s the page shows job %s %q; the API has %v", tc.button, id, what, queued)
+		}
+	}
+
+	uitest.Step(t, b, "open the machine without a BMC", chromedp.Navigate(s.HTTP+"/ui/machine/"+hw2),
+		chromedp.WaitVisible(chromedp.CSS(`#power[data-state="-"]`)),
+		chromedp.Click(chromedp.CSS(`#bmc-actions button[data-action="off"]`)), chromedp.WaitVisible(chromedp.CSS("#bmc-error")))
+	refusal := uitest.Get(t, b, "read the refusal", chromedp.Text(chromedp.CSS("#bmc-error")))
+	if !strings.Contains(refusal, "has no BMC") {
+		t.Fatalf("power off of a machine without a BMC says %q, want the API's refusal", refusal)
+	}
+
+	// Forged changes: no or a wrong CSRF token, another origin, an action
+	// the buttons do not have; none queues a job.
+	c := uitest.Cookies(t, b, s.HTTP)[0]
+	cookie := c.Name + "=" + c.Value
+	before := len(jobs())
+	csrf := uitest.Get(t, b, "read the CSRF token", chromedp.Evaluate[string](`document.getElementById("bmc-actions").dataset.csrf`))
+	for _, tc := range []struct {
+		name   string
+		form   url.Values
+		origin string
+		code   int
+	}{
+		{"no CSRF token", url.Values{"action": {"on"}}, "", http.StatusForbidden},
+		{"wrong CSRF token", url.Values{"action": {"on"}, "csrf": {"forged"}}, "", http.StatusForbidden},
+		{"another origin", url.Values{"action": {"on"}, "csrf": {csrf}}, "http://attacker.example", http.StatusForbidden},
+		{"unknown action", url.Values{"action": {"reset"}, "csrf": {csrf}}, "", http.StatusBadRequest},
+	} {
+		res := uiDo(t, "POST", s.HTTP+"/ui/machine/"+hw1+"/bmc", cookie, tc.origin, tc.form)
+		res.Body.Close()
+		if res.StatusCode != tc.code {
+			t.Fatalf("power with %s: %d, want %d", tc.name, res.StatusCode, tc.code)
+		}
+	}
+	if after := len(jobs()); after != before {
+		t.Fatalf("forged requests queued %d jobs", after-before)
+	}
 }

@@ -70,6 +70,8 @@ type machineView struct {
 	Version    int64
 	Interfaces []*hardware.Hardware_Network_Interface
 	BMC        *hardware.Hardware_BMC
+	// Power is the state last seen: on, off, "" unknown, noBMC.
+	Power string
 	Metadata   string
 	Workflows  []workflowView
 	// Current is the workflow whose timeline the page follows ("" none).
@@ -103,8 +105,13 @@ func (h *Handler) machinePage(w http.ResponseWriter, r *http.Request, s session)
 		h.apiError(w, r, "workflows of machine "+id, err)
 		return
 	}
+	power, err := h.powerStates(r, s)
+	if err != nil {
+		h.apiError(w, r, "power of machine "+id, err)
+		return
+	}
 	v := machineView{CSRF: s.csrf, ID: id, Version: hw.GetVersion(), Interfaces: hw.GetNetwork().GetInterfaces(),
-		BMC: hw.GetBmc(), Metadata: maskSecrets(hw.GetMetadata())}
+		BMC: hw.GetBmc(), Power: powerState(power, id), Metadata: maskSecrets(hw.GetMetadata())}
 	for _, i := range v.Interfaces {
 		if v.Hostname == "" {
 			v.Hostname = i.GetDhcp().GetHostname()

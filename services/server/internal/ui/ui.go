@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/herd-metal/herd/proto/hardware"
+	machinev1 "github.com/herd-metal/herd/proto/machine"
 	"github.com/herd-metal/herd/proto/workflow"
 )
 
@@ -48,8 +49,9 @@ const (
 
 // apiClients are the API services the UI reads through.
 type apiClients struct {
-	hw hardware.HardwareServiceClient
-	wf workflow.WorkflowServiceClient
+	hw  hardware.HardwareServiceClient
+	wf  workflow.WorkflowServiceClient
+	bmc machinev1.MachineServiceClient
 }
 
 // Handler serves the UI.
@@ -69,7 +71,8 @@ type Handler struct {
 func New(conn grpc.ClientConnInterface, log *slog.Logger) *Handler {
 	closing, closeFn := context.WithCancel(context.Background())
 	h := &Handler{
-		api:      apiClients{hw: hardware.NewHardwareServiceClient(conn), wf: workflow.NewWorkflowServiceClient(conn)},
+		api: apiClients{hw: hardware.NewHardwareServiceClient(conn), wf: workflow.NewWorkflowServiceClient(conn),
+			bmc: machinev1.NewMachineServiceClient(conn)},
 		sessions: newSessions(maxSessions, idleTimeout, sessionLifetime, time.Now),
 		pages:    template.Must(template.ParseFS(assets, "pages/*.html")),
 		log:      log, mux: http.NewServeMux(), closing: closing, close: closeFn,
@@ -84,6 +87,9 @@ func New(conn grpc.ClientConnInterface, log *slog.Logger) *Handler {
 	h.mux.HandleFunc("GET "+Prefix+"machine/{id}", h.page(h.machinePage))
 	h.mux.HandleFunc("GET "+Prefix+"workflow/{id}/events", h.timeline)
 	h.mux.HandleFunc("GET "+Prefix+"workflow/{id}/logs", h.read(h.workflowLogs))
+	h.mux.HandleFunc("GET "+Prefix+"power", h.read(h.power))
+	h.mux.HandleFunc("POST "+Prefix+"machine/{id}/bmc", h.change(h.bmcAction))
+	h.mux.HandleFunc("GET "+Prefix+"job/{id}/events", h.jobEvents)
 	return h
 }
 

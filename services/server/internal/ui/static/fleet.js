@@ -19,6 +19,7 @@
   const overscan = 10; // rows built beyond each edge of the view
 
   const rows = new Map(); // id -> row data (with .search, .key)
+  const power = new Map(); // id -> power state ("" unknown) of the machines with a BMC
   let order = []; // every id, in hostname order
   let view = []; // the ids that pass the filters, in order
   let syncing = true; // a snapshot is arriving
@@ -67,7 +68,15 @@
     cell(tr, "mac", d.macs.join(" "));
     cell(tr, "ip", d.ips.join(" "));
     cell(tr, "netboot netboot-" + d.netboot, d.netboot);
-    cell(tr, "bmc", d.bmc || "");
+    const bmc = cell(tr, "bmc", d.bmc || "");
+    const pw = power.has(d.id) ? power.get(d.id) || "unknown" : "-";
+    tr.dataset.power = pw;
+    if (d.bmc || pw !== "-") {
+      const p = document.createElement("span");
+      p.className = "power power-" + pw;
+      p.textContent = pw;
+      bmc.appendChild(p);
+    }
     const st = cell(tr, "state", "");
     const badge = document.createElement("span");
     badge.className = "badge state-" + d.state;
@@ -185,6 +194,21 @@
   stateFilter.addEventListener("change", () => schedule("filter"));
   window.addEventListener("scroll", () => schedule("view"), { passive: true });
   window.addEventListener("resize", () => schedule("view"));
+
+  // Power states: herd-server polls the BMCs; the page asks for the
+  // whole list (one call, not one a machine) now and every 15 s.
+  function loadPower() {
+    fetch("/ui/power", { credentials: "same-origin" })
+      .then((res) => (res.ok ? res.json() : Promise.reject(new Error(res.status))))
+      .then(function (states) {
+        power.clear();
+        for (const [id, st] of Object.entries(states)) power.set(id, st);
+        schedule("view");
+      })
+      .catch(() => {}); // the next round tries again; the rows stay as they were
+  }
+  loadPower();
+  setInterval(loadPower, 15000);
 
   const es = new EventSource("/ui/events");
   es.addEventListener("open", function () {
