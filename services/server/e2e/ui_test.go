@@ -16,6 +16,7 @@ import (
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/herd-metal/herd/pkg/servertest"
 	"github.com/herd-metal/herd/proto/hardware"
@@ -530,5 +531,131 @@ func TestUIPower(t *testing.T) {
 	}
 	if after := len(jobs()); after != before {
 		t.Fatalf("forged requests queued %d jobs", after-before)
+	}
+}
+
+// TestUIChanges makes the UI's changes in the browser and checks them
+// with the API and the CLI: netboot off and on again (the record
+// otherwise unchanged), a workflow created from the templates page (in
+// `herd workflow list`), a finished workflow deleted; the API's refusal
+// shown; forged changes refused on every route.
+func TestUIChanges(t *testing.T) {
+	s := servertest.Start(t)
+	s.MustHerd(readFile(t, "hardware-1.json"), "hardware", "push")
+	s.MustHerd(uiTemplate, "template", "create")
+	hc := hardware.NewHardwareServiceClient(s.Dial(adminToken))
+	record := func() *hardware.Hardware {
+		hw, err := hc.ByID(ctx(t), &hardware.GetRequest{Id: hw1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hw
+	}
+	before := record()
+	b := uitest.Browser(t)
+	uitest.Login(t, b, s.HTTP, servertest.AdminToken)
+	uitest.Step(t, b, "reach the fleet", chromedp.WaitVisible(chromedp.CSS(`#live[data-state="live"]`)))
+
+	// Netboot off, then on: only allow_pxe changes, and back.
+	machinePage := s.HTTP + "/ui/machine/" + hw1
+	uitest.Step(t, b, "switch netboot off", chromedp.Navigate(machinePage), chromedp.Click(chromedp.CSS("#netboot-off")),
+		chromedp.WaitVisible(chromedp.CSS(`#interfaces td.netboot-off`)))
+	off := record()
+	if off.GetNetwork().GetInterfaces()[0].GetNetboot().GetAllowPxe() {
+		t.Fatal("netboot still allowed after the UI switched it off")
+	}
+	uitest.Step(t, b, "switch netboot on", chromedp.Click(chromedp.CSS("#netboot-on")), chromedp.WaitVisible(chromedp.CSS(`#interfaces td.netboot-on`)))
+	on := record()
+	on.Version, before.Version = 0, 0
+	if !proto.Equal(on, before) {
+		t.Fatalf("after off and on the record is\n%v\nwant as it was\n%v", on, before)
+	}
+
+	// A workflow from the templates page.
+	uitest.Step(t, b, "open the templates", chromedp.Click(chromedp.CSS(`header nav a[href="/ui/templates"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#templates")), chromedp.Click(chromedp.CSS(`#templates td.name a`)),
+		chromedp.WaitVisible(chromedp.CSS("#template-data")))
+	yaml := uitest.Get(t, b, "read the YAML", chromedp.Text(chromedp.CSS("#template-data")))
+	if !strings.Contains(yaml, "name: ui-two-steps") || !strings.Contains(yaml, `worker: "{{.device_1}}"`) {
+		t.Fatalf("template shown:\n%s", yaml)
+	}
+	uitest.Step(t, b, "create a workflow", chromedp.SetValue(chromedp.CSS("#create-mac"), mac1), chromedp.Click(chromedp.CSS(`#create-workflow button`)),
+		chromedp.WaitVisible(chromedp.CSS("#created")))
+	id := uitest.Get(t, b, "read the new workflow", chromedp.Text(chromedp.CSS("#created a")))
+	if list := s.MustHerd("", "workflow", "list"); !strings.Contains(list, id) {
+		t.Fatalf("workflow %q created in the UI is not in herd workflow list:\n%s", id, list)
+	}
+
+	// It is not finished: no delete button; finished, one that works.
+	uitest.Step(t, b, "see it on the machine page", chromedp.Navigate(machinePage), chromedp.WaitVisible(chromedp.CSS(`#workflows tr[data-id="`+id+`"]`)))
+	if n := uitest.Get(t, b, "count delete buttons", chromedp.Evaluate[int](`document.querySelectorAll("#workflows form.delete").length`)); n != 0 {
+		t.Fatalf("a pending workflow offers %d delete buttons", n)
+	}
+	w := workflow.NewWorkflowServiceClient(s.Dial(s.WorkerToken(hw1)))
+	for _, a := range []string{"wipe", "image"} {
+		report(t, w, id, "disk", a, workflow.State_STATE_RUNNING)
+		report(t, w, id, "disk", a, workflow.State_STATE_SUCCESS)
+	}
+	uitest.Step(t, b, "delete it", chromedp.Reload(), chromedp.Click(chromedp.CSS(`#workflows tr[data-id="`+id+`"] form.delete button`)),
+		chromedp.WaitNotPresent(chromedp.CSS(`#workflows tr[data-id="`+id+`"]`)))
+	if list := s.MustHerd("", "workflow", "list"); strings.Contains(list, id) {
+		t.Fatalf("deleted workflow %s still in herd workflow list:\n%s", id, list)
+	}
+
+	// The API's refusal is shown; forged changes are refused.
+	c := uitest.Cookies(t, b, s.HTTP)[0]
+	cookie := c.Name + "=" + c.Value
+	csrf := uitest.Get(t, b, "read the CSRF token", chromedp.Evaluate[string](`document.querySelector("#netboot-form input[name=csrf]").value`))
+	var templateID string
+	for _, f := range strings.FieldsFunc(s.MustHerd("", "template", "list", "-o", "json"), func(r rune) bool { return r == '"' }) {
+		if len(f) == 36 && strings.Count(f, "-") == 4 {
+			templateID = f
+			break
+		}
+	}
+	if templateID == "" {
+		t.Fatal("no template id in herd template list -o json")
+	}
+	// The workflow's end switched netboot off (the server's toggle): the
+	// record's version tells whether a forged change went through.
+	version := record().GetVersion()
+	for _, tc := range []struct {
+		name, path string
+		form       url.Values
+		code       int
+		mention    string
+	}{
+		{"create for a machine no record has", "template/" + templateID + "/workflow", url.Values{"mac": {"02:00:00:00:00:99"}, "csrf": {csrf}}, 0, ""},
+		{"create with a bad MAC", "template/" + templateID + "/workflow", url.Values{"mac": {"<script>"}, "csrf": {csrf}}, http.StatusBadRequest, "MAC"},
+		{"netboot neither on nor off", "machine/" + hw1 + "/netboot", url.Values{"netboot": {"maybe"}, "csrf": {csrf}}, http.StatusBadRequest, "on or off"},
+		{"delete an unknown workflow", "workflow/" + probeWorkflow + "/delete", url.Values{"machine": {hw1}, "csrf": {csrf}}, http.StatusNotFound, probeWorkflow},
+		{"create, wrong CSRF token", "template/" + templateID + "/workflow", url.Values{"mac": {mac1}, "csrf": {"forged"}}, http.StatusForbidden, "CSRF"},
+		{"netboot, wrong CSRF token", "machine/" + hw1 + "/netboot", url.Values{"netboot": {"off"}, "csrf": {"forged"}}, http.StatusForbidden, "CSRF"},
+		{"delete, wrong CSRF token", "workflow/" + probeWorkflow + "/delete", url.Values{"machine": {hw1}, "csrf": {"forged"}}, http.StatusForbidden, "CSRF"},
+	} {
+		res := uiDo(t, "POST", s.HTTP+"/ui/"+tc.path, cookie, "", tc.form)
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if tc.code == 0 {
+			// Whatever the API says of it, the page says it and no
+			// workflow is made.
+			if res.StatusCode < 400 || !strings.Contains(string(body), "create a workflow:") {
+				t.Fatalf("%s: %d %s, want the API's refusal", tc.name, res.StatusCode, body)
+			}
+			continue
+		}
+		if res.StatusCode != tc.code || !strings.Contains(string(body), tc.mention) {
+			t.Fatalf("%s: %d %s, want %d mentioning %q", tc.name, res.StatusCode, body, tc.code, tc.mention)
+		}
+	}
+	if v := record().GetVersion(); v != version {
+		t.Fatalf("the record went from version %d to %d: a refused netboot change went through", version, v)
+	}
+	live, err := workflow.NewWorkflowServiceClient(s.Dial(adminToken)).ListWorkflows(ctx(t), &workflow.Empty{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wf, err := live.Recv(); err != io.EOF {
+		t.Fatalf("after the one workflow was deleted, a refused create left %v (%v)", wf, err)
 	}
 }

@@ -82,6 +82,8 @@ type workflowView struct {
 	ID, Template, State string
 	Created, Updated    string
 	Current             bool
+	// Finished: in a final state, so the page offers to delete it.
+	Finished bool
 }
 
 func stamp(t interface{ AsTime() time.Time }) string {
@@ -119,7 +121,8 @@ func (h *Handler) machinePage(w http.ResponseWriter, r *http.Request, s session)
 	}
 	for i, wf := range wfs {
 		v.Workflows = append(v.Workflows, workflowView{ID: wf.GetId(), Template: wf.GetTemplate(), State: stateName(wf.GetState()),
-			Created: stamp(wf.GetCreatedAt()), Updated: stamp(wf.GetUpdatedAt()), Current: i == 0})
+			Created: stamp(wf.GetCreatedAt()), Updated: stamp(wf.GetUpdatedAt()), Current: i == 0,
+			Finished: final(wf.GetState())})
 	}
 	if len(wfs) > 0 {
 		v.Current = wfs[0].GetId()

@@ -25,6 +25,7 @@ import (
 
 	"github.com/herd-metal/herd/proto/hardware"
 	machinev1 "github.com/herd-metal/herd/proto/machine"
+	templatev1 "github.com/herd-metal/herd/proto/template"
 	"github.com/herd-metal/herd/proto/workflow"
 )
 
@@ -52,6 +53,7 @@ type apiClients struct {
 	hw  hardware.HardwareServiceClient
 	wf  workflow.WorkflowServiceClient
 	bmc machinev1.MachineServiceClient
+	tpl templatev1.TemplateServiceClient
 }
 
 // Handler serves the UI.
@@ -72,7 +74,7 @@ func New(conn grpc.ClientConnInterface, log *slog.Logger) *Handler {
 	closing, closeFn := context.WithCancel(context.Background())
 	h := &Handler{
 		api: apiClients{hw: hardware.NewHardwareServiceClient(conn), wf: workflow.NewWorkflowServiceClient(conn),
-			bmc: machinev1.NewMachineServiceClient(conn)},
+			bmc: machinev1.NewMachineServiceClient(conn), tpl: templatev1.NewTemplateServiceClient(conn)},
 		sessions: newSessions(maxSessions, idleTimeout, sessionLifetime, time.Now),
 		pages:    template.Must(template.ParseFS(assets, "pages/*.html")),
 		log:      log, mux: http.NewServeMux(), closing: closing, close: closeFn,
@@ -90,6 +92,11 @@ func New(conn grpc.ClientConnInterface, log *slog.Logger) *Handler {
 	h.mux.HandleFunc("GET "+Prefix+"power", h.read(h.power))
 	h.mux.HandleFunc("POST "+Prefix+"machine/{id}/bmc", h.change(h.bmcAction))
 	h.mux.HandleFunc("GET "+Prefix+"job/{id}/events", h.jobEvents)
+	h.mux.HandleFunc("POST "+Prefix+"machine/{id}/netboot", h.change(h.setNetboot))
+	h.mux.HandleFunc("POST "+Prefix+"workflow/{id}/delete", h.change(h.deleteWorkflow))
+	h.mux.HandleFunc("GET "+Prefix+"templates", h.page(h.templatesPage))
+	h.mux.HandleFunc("GET "+Prefix+"template/{id}", h.page(h.templatePage))
+	h.mux.HandleFunc("POST "+Prefix+"template/{id}/workflow", h.change(h.createWorkflow))
 	return h
 }
 
