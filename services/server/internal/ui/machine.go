@@ -71,9 +71,9 @@ type machineView struct {
 	Interfaces []*hardware.Hardware_Network_Interface
 	BMC        *hardware.Hardware_BMC
 	// Power is the state last seen: on, off, "" unknown, noBMC.
-	Power string
-	Metadata   string
-	Workflows  []workflowView
+	Power     string
+	Metadata  string
+	Workflows []workflowView
 	// Current is the workflow whose timeline the page follows ("" none).
 	Current string
 }
@@ -201,18 +201,28 @@ type timelineEvent struct {
 	Worker  string `json:"worker,omitempty"`
 }
 
+// streamOf is the session and the path's id of a live stream's request,
+// or false once it has answered the refusal (no session, not a UUID).
+func (h *Handler) streamOf(w http.ResponseWriter, r *http.Request, what string) (string, session, bool) {
+	_, s, ok := h.current(r)
+	if !ok {
+		http.Error(w, "not logged in", http.StatusUnauthorized)
+		return "", session{}, false
+	}
+	id := r.PathValue("id")
+	if _, err := uuid.Parse(id); err != nil {
+		http.Error(w, "the "+what+" id is not a UUID", http.StatusBadRequest)
+		return "", session{}, false
+	}
+	return id, s, true
+}
+
 // timeline streams a workflow's events (server-sent events "ev"), those
 // so far and then each new one, and "end" once the workflow has ended:
 // WatchWorkflowEvents, with the session's token.
 func (h *Handler) timeline(w http.ResponseWriter, r *http.Request) {
-	_, s, ok := h.current(r)
+	id, s, ok := h.streamOf(w, r, "workflow")
 	if !ok {
-		http.Error(w, "not logged in", http.StatusUnauthorized)
-		return
-	}
-	id := r.PathValue("id")
-	if _, err := uuid.Parse(id); err != nil {
-		http.Error(w, "the workflow id is not a UUID", http.StatusBadRequest)
 		return
 	}
 	ctx, cancel := h.streamContext(r, s)

@@ -120,14 +120,8 @@ func (h *Handler) bmcAction(w http.ResponseWriter, r *http.Request, _ string, s 
 // jobEvents streams a BMC job (server-sent events "job"), now and after
 // each change, until its final state: WatchJob with the session's token.
 func (h *Handler) jobEvents(w http.ResponseWriter, r *http.Request) {
-	_, s, ok := h.current(r)
+	id, s, ok := h.streamOf(w, r, "job")
 	if !ok {
-		http.Error(w, "not logged in", http.StatusUnauthorized)
-		return
-	}
-	id := r.PathValue("id")
-	if _, err := uuid.Parse(id); err != nil {
-		http.Error(w, "the job id is not a UUID", http.StatusBadRequest)
 		return
 	}
 	ctx, cancel := h.streamContext(r, s)
