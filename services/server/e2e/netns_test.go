@@ -69,24 +69,41 @@ func vethPair(t *testing.T, a *netns, ifa, addrA string, b *netns, ifb, addrB st
 	b.ip("link", "set", ifb, "up")
 }
 
-// do runs f on an OS thread switched into the namespace: the sockets f
-// makes stay in it. The thread is never switched back: it stays locked
-// and so ends with its goroutine.
+// do runs f on an OS thread switched into the namespace (the sockets f
+// makes stay in it), then switches the thread back. The thread must not
+// end: a process started from it with a parent-death signal (pgtest's
+// PostgreSQL) would get that signal; only if switching back fails is it
+// left locked, and so discarded.
 func (n *netns) do(f func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
+		self, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer self.Close()
 		ns, err := os.Open("/var/run/netns/" + n.name)
 		if err != nil {
+			runtime.UnlockOSThread()
 			errc <- err
 			return
 		}
 		defer ns.Close()
 		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- os.NewSyscallError("setns", err)
 			return
 		}
-		errc <- f()
+		ferr := f()
+		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- os.NewSyscallError("setns back", err)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
 	}()
 	return <-errc
 }
