@@ -19,20 +19,32 @@ var bmcDefaultPort = map[string]int32{BMCIPMI: 623, BMCRedfish: 443}
 
 var bmcKeys = []string{"address", "protocol", "port", "credential"}
 
-// credentialName is what a BMC credential may be called: a name that is
-// safe in a URL path, a log line and a file name.
-var credentialName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+// bmcName is what a BMC credential or a herd-bmc instance may be called:
+// a name that is safe in a URL path, a log line and a file name.
+var bmcName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // CredentialNameProblem says what is wrong with a BMC credential name
 // ("" : nothing).
 func CredentialNameProblem(s string) string {
-	if credentialName.MatchString(s) {
+	if bmcName.MatchString(s) {
 		return ""
 	}
 	if s == "" {
 		return "is empty: name the BMC credential (herd bmc credential set NAME)"
 	}
 	return fmt.Sprintf("%s is not a credential name: 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit", quote(s))
+}
+
+// AgentNameProblem says what is wrong with the name a herd-bmc instance
+// takes jobs under (herd-bmc --agent; "" : nothing).
+func AgentNameProblem(s string) string {
+	if bmcName.MatchString(s) {
+		return ""
+	}
+	if s == "" {
+		return "missing: name the herd-bmc instance (herd-bmc --agent)"
+	}
+	return fmt.Sprintf("%s is not an agent name: 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit", quote(s))
 }
 
 // BMCPort is the port a BMC answers on: the record's, or its protocol's.

@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"regexp"
 	"syscall"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"github.com/herd-metal/herd/pkg/connect"
 	"github.com/herd-metal/herd/pkg/logging"
 	"github.com/herd-metal/herd/pkg/observe"
+	"github.com/herd-metal/herd/pkg/spec"
 	"github.com/herd-metal/herd/pkg/version"
 	"github.com/herd-metal/herd/proto/machine"
 	"github.com/herd-metal/herd/services/bmc/internal/driver"
@@ -61,8 +61,6 @@ type settings struct {
 	healthcheck         bool
 }
 
-var agentName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
-
 func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) (settings, error) {
 	var s settings
 	fs := flag.NewFlagSet("herd-bmc", flag.ContinueOnError)
@@ -93,8 +91,8 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 		s.healthcheck = true
 	case fs.NArg() > 0:
 		return s, fmt.Errorf("unexpected arguments %q", fs.Args())
-	case !agentName.MatchString(s.agent):
-		return s, fmt.Errorf("--agent %q: 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit", s.agent)
+	case spec.AgentNameProblem(s.agent) != "":
+		return s, fmt.Errorf("--agent %q: %s", s.agent, spec.AgentNameProblem(s.agent))
 	case s.global < 1:
 		return s, fmt.Errorf("--max-jobs %d: want at least 1", s.global)
 	case s.attempts < 1:

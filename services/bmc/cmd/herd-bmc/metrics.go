@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -36,46 +35,33 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 
 // observe wraps src so every job taken and report sent is counted.
 func (m *metrics) observe(src runner.Source) runner.Source {
-	return &observedSource{Source: src, m: m, kinds: map[string]runner.Kind{}}
+	return &observedSource{Source: src, m: m}
 }
 
 type observedSource struct {
 	runner.Source
 	m *metrics
-	// kinds remembers each job's kind between Next and its final report
-	// (the Result does not carry it); the runner bounds how many are held.
-	kinds map[string]runner.Kind
-	mu    sync.Mutex
 }
 
 func (o *observedSource) Next(ctx context.Context) (runner.Job, error) {
 	j, err := o.Source.Next(ctx)
 	if err == nil {
 		o.m.taken.Inc()
-		o.mu.Lock()
-		o.kinds[j.ID] = j.Kind
-		o.mu.Unlock()
 	}
 	return j, err
 }
 
 func (o *observedSource) Report(ctx context.Context, r runner.Result) error {
-	o.mu.Lock()
-	kind := string(o.kinds[r.JobID])
-	if r.State != runner.StateRunning {
-		delete(o.kinds, r.JobID)
-	}
-	o.mu.Unlock()
-	if r.State == runner.StateRunning {
+	kind := string(r.Kind)
+	switch {
+	case r.State == runner.StateRunning:
 		o.m.attempts.WithLabelValues(kind).Inc()
-	} else {
+	case len(r.Attempts) > 0:
 		o.m.ended.WithLabelValues(kind, string(r.State)).Inc()
-		if len(r.Attempts) > 0 {
-			a := r.Attempts[len(r.Attempts)-1]
-			o.m.seconds.WithLabelValues(kind).Observe(a.End.Sub(r.Attempts[0].Start).Seconds())
-		} else {
-			o.m.seconds.WithLabelValues(kind).Observe(0)
-		}
+		o.m.seconds.WithLabelValues(kind).Observe(r.Attempts[len(r.Attempts)-1].End.Sub(r.Attempts[0].Start).Seconds())
+	default:
+		o.m.ended.WithLabelValues(kind, string(r.State)).Inc()
+		o.m.seconds.WithLabelValues(kind).Observe(0)
 	}
 	return o.Source.Report(ctx, r)
 }

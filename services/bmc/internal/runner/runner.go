@@ -69,6 +69,7 @@ type Attempt struct {
 type Result struct {
 	JobID    string
 	Machine  string
+	Kind     Kind
 	State    State
 	Attempts []Attempt
 	// Answer is the BMC's answer on success: the power state for a
@@ -184,21 +185,15 @@ func (r *Runner) Run(ctx context.Context) error {
 			}()
 		}
 	}
-	running := 0
 	var err error
 loop:
 	for {
 		select {
 		case j := <-incoming:
-			next := s.add(j)
-			running += len(next)
-			start(next)
+			start(s.add(j))
 		case k := <-finished:
-			running--
 			<-held
-			next := s.done(k)
-			running += len(next)
-			start(next)
+			start(s.done(k))
 		case err = <-srcErr:
 			break loop
 		}
@@ -223,7 +218,7 @@ func (r *Runner) runJob(parent context.Context, j Job) {
 	timeout := time.Until(deadline).Round(time.Millisecond)
 	ctx, cancel := context.WithDeadline(parent, deadline)
 	defer cancel()
-	res := Result{JobID: j.ID, Machine: j.Machine}
+	res := Result{JobID: j.ID, Machine: j.Machine, Kind: j.Kind}
 	log := r.log.With("job", j.ID, "hardware_id", j.Machine, "bmc", j.BMC.String(), "kind", j.Kind)
 
 	report := func() {

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"time"
 	"unicode/utf8"
 
@@ -47,22 +46,16 @@ func NewBMCAgent(s AgentStore, opener Opener, n Notifier, log *slog.Logger) *BMC
 
 // The bounds of what herd-bmc sends.
 const (
-	defaultJobWait     = 20 * time.Second
-	maxJobWait         = 60 * time.Second
-	maxReportAttempts  = 32
-	maxReportText      = 2048
-	maxReportAnswer    = 64
-	maxAgentNameLength = 63
+	defaultJobWait    = 20 * time.Second
+	maxJobWait        = 60 * time.Second
+	maxReportAttempts = 32
+	maxReportText     = 2048
+	maxReportAnswer   = 64
 )
 
-var agentName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-
 func checkAgent(name string) error {
-	switch {
-	case name == "":
-		return invalid("agent", "missing: name the herd-bmc instance")
-	case len(name) > maxAgentNameLength || !agentName.MatchString(name):
-		return invalid("agent", fmt.Sprintf("%q is not an agent name: 1 to %d letters, digits, '.', '_' or '-'", clip(name), maxAgentNameLength))
+	if msg := spec.AgentNameProblem(name); msg != "" {
+		return invalid("agent", msg)
 	}
 	return nil
 }

@@ -42,6 +42,19 @@ func (f *jobFollow) register(cmd *cobra.Command) {
 	cmd.Annotations = map[string]string{waitsForever: "true"}
 }
 
+// ask queues a job by call and prints or follows it (queued).
+func (a *app) ask(ctx context.Context, f jobFollow, call func(machine.MachineServiceClient) (*machine.Job, error)) error {
+	c, err := a.machineClient(ctx)
+	if err != nil {
+		return err
+	}
+	j, err := call(c)
+	if err != nil {
+		return err
+	}
+	return a.queued(ctx, c, j, f)
+}
+
 // queued prints or follows a new job; a job that did not succeed is the
 // command's failure.
 func (a *app) queued(ctx context.Context, c machine.MachineServiceClient, j *machine.Job, f jobFollow) error {
@@ -161,15 +174,9 @@ the BMC whether it is on or off.`,
 	}
 	f.register(cmd)
 	cmd.RunE = a.action(func(ctx context.Context, _ *cobra.Command, args []string) error {
-		c, err := a.machineClient(ctx)
-		if err != nil {
-			return err
-		}
-		j, err := c.Power(ctx, &machine.PowerRequest{HardwareId: args[1], Action: args[0]})
-		if err != nil {
-			return err
-		}
-		return a.queued(ctx, c, j, f)
+		return a.ask(ctx, f, func(c machine.MachineServiceClient) (*machine.Job, error) {
+			return c.Power(ctx, &machine.PowerRequest{HardwareId: args[1], Action: args[0]})
+		})
 	})
 	return cmd
 }
@@ -202,15 +209,9 @@ unless --persistent; a legacy BIOS boot, unless --efi.`,
 	cmd.Flags().BoolVar(&efi, "efi", false, "boot in UEFI mode, not legacy BIOS")
 	f.register(cmd)
 	cmd.RunE = a.action(func(ctx context.Context, _ *cobra.Command, args []string) error {
-		c, err := a.machineClient(ctx)
-		if err != nil {
-			return err
-		}
-		j, err := c.SetBootDevice(ctx, &machine.BootDeviceRequest{HardwareId: args[0], Device: args[1], Persistent: persistent, Efi: efi})
-		if err != nil {
-			return err
-		}
-		return a.queued(ctx, c, j, f)
+		return a.ask(ctx, f, func(c machine.MachineServiceClient) (*machine.Job, error) {
+			return c.SetBootDevice(ctx, &machine.BootDeviceRequest{HardwareId: args[0], Device: args[1], Persistent: persistent, Efi: efi})
+		})
 	})
 	return cmd
 }
@@ -231,15 +232,9 @@ provisioning when a workflow waits for it.`,
 	cmd.Flags().BoolVar(&efi, "efi", false, "boot in UEFI mode, not legacy BIOS")
 	f.register(cmd)
 	cmd.RunE = a.action(func(ctx context.Context, _ *cobra.Command, args []string) error {
-		c, err := a.machineClient(ctx)
-		if err != nil {
-			return err
-		}
-		j, err := c.Netboot(ctx, &machine.NetbootRequest{HardwareId: args[0], Efi: efi})
-		if err != nil {
-			return err
-		}
-		return a.queued(ctx, c, j, f)
+		return a.ask(ctx, f, func(c machine.MachineServiceClient) (*machine.Job, error) {
+			return c.Netboot(ctx, &machine.NetbootRequest{HardwareId: args[0], Efi: efi})
+		})
 	})
 	return cmd
 }
