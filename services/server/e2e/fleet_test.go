@@ -442,7 +442,10 @@ func (f *fleet) outcome(t *testing.T) fleetOutcome {
 // part was taken away and when it was back.
 type fault struct {
 	name string
-	do   func() (away, back time.Time)
+	// at is the share of the reports applied before the fault starts;
+	// zero spaces the faults evenly through the run.
+	at float64
+	do func() (away, back time.Time)
 }
 
 // faultFigures is what one fault cost the fleet.
@@ -467,7 +470,11 @@ func runWithFaults(t *testing.T, f *fleet, faults []fault) (figures []faultFigur
 	workDone := make(chan struct{})
 	go func() { workErr = wait(); close(workDone) }()
 	for k, fl := range faults {
-		f.waitApplied(t, f.reports()*int64(k+1)/int64(len(faults)+1), 5*time.Minute)
+		due := f.reports() * int64(k+1) / int64(len(faults)+1)
+		if fl.at > 0 {
+			due = int64(float64(f.reports()) * fl.at)
+		}
+		f.waitApplied(t, due, 5*time.Minute)
 		away, back := fl.do()
 		before := f.applied.Load()
 		if before >= f.reports() {

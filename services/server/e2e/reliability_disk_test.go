@@ -53,16 +53,29 @@ func TestReliabilityDiskFull(t *testing.T) {
 		t.Fatalf("herd-metadata before the disk filled: hostname %q, want %q", got, wantHostname)
 	}
 
-	f := newFleet(t, s, fleetSize(), fleetPeriod())
+	// Slower than the other faults' fleets: the reports left once the disk
+	// is full must outlast the pages PostgreSQL had already added to its
+	// tables, which take rows without asking the file system.
+	f := newFleet(t, s, fleetSize(), 2*fleetPeriod())
 	workflowID := firstWorkflow(t, wc)
 	p := &diskProbe{admin: admin, wc: wc, md: md, workflowID: workflowID, seen: map[codes.Code]int{}}
 	var filled int64
 	var freed time.Time
-	fill := fault{name: "disk full", do: func() (time.Time, time.Time) {
+	workersRefused := func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.seen[codes.ResourceExhausted] > 0
+	}
+	fill := fault{name: "disk full", at: 0.25, do: func() (time.Time, time.Time) {
 		away := time.Now()
 		filled = disk.Fill()
-		for end := time.Now().Add(full); time.Now().Before(end); {
+		// Full for at least `full`, and until a worker's report has been
+		// refused (bounded: the checks below say so if none was). Each
+		// round tops the filler up again, taking back whatever PostgreSQL
+		// freed meanwhile (a checkpoint's recycled files).
+		for end, limit := time.Now().Add(full), time.Now().Add(time.Minute); time.Now().Before(end) || (!workersRefused() && time.Now().Before(limit)); {
 			p.round(t)
+			filled += disk.Fill()
 			time.Sleep(100 * time.Millisecond)
 		}
 		disk.Free()
@@ -112,7 +125,7 @@ func TestReliabilityDiskFull(t *testing.T) {
 	fg := figures[0]
 	reliability.Record(t, reliability.Row{
 		Case: "PostgreSQL's disk full",
-		Done: fmt.Sprintf("PostgreSQL's data directory on a 160 MiB tmpfs (WAL beside it), filled to the last byte (%d MiB filler file) at 1/2 of the reports for %v, then the filler deleted; meanwhile %d simulated workers report (one report per %v each, Unavailable and ResourceExhausted retried with backoff as herd-worker does), an admin pushes 96 KiB hardware records, and hardware ByID/All, GetWorkflow and a real herd-metadata are read, in rounds 100 ms apart",
+		Done: fmt.Sprintf("PostgreSQL's data directory on a 160 MiB tmpfs (WAL beside it), filled to the last byte (%d MiB filler file, topped up every round) at 1/4 of the reports for %v and until a worker's report was refused, then the filler deleted; meanwhile %d simulated workers report (one report per %v each, Unavailable and ResourceExhausted retried with backoff as herd-worker does), an admin pushes 96 KiB hardware records, and hardware ByID/All, GetWorkflow and a real herd-metadata are read, in rounds 100 ms apart",
 			filled>>20, full, len(f.workers), f.period),
 		Volume: fmt.Sprintf("%d workflows × %d actions, %d reports (%d resent); %d pushes while full (%d refused ResourceExhausted \"disk full\", %d accepted), %d reads; %d action events recorded, %d workflows SUCCESS, in %v",
 			len(f.workers), fleetActions, f.reports(), f.resent.Load(), p.accepted+p.exhausted, p.exhausted, p.accepted, p.reads, o.events, o.succeeded, took.Round(100*time.Millisecond)),
