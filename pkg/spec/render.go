@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"text/template"
 	"text/template/parse"
@@ -33,14 +34,26 @@ const (
 func newTextTemplate(raw string) (*template.Template, error) {
 	t, err := template.New("template").Option("missingkey=error").Parse(raw)
 	if err != nil {
-		msg := strings.TrimPrefix(err.Error(), "template: template:")
-		return nil, &FieldError{Field: "template", Problem: "is not a valid Go template: line " + msg}
+		return nil, &FieldError{Field: "template", Problem: goTemplateSyntax(err)}
 	}
 	w := &loopCheck{tpl: t, raw: raw}
 	if msg := w.walk(t.Tree.Root, 1, []string{t.Name()}); msg != "" {
 		return nil, &FieldError{Field: "template", Problem: msg}
 	}
 	return t, nil
+}
+
+// goTemplateSyntax words a text/template parse error as the other
+// problems are: "template: template:6: bad character" becomes "is not a
+// valid Go template: bad character (line 6)".
+func goTemplateSyntax(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "template: template:")
+	if n, after, ok := strings.Cut(msg, ": "); ok {
+		if l, err := strconv.Atoi(n); err == nil {
+			return atLine("is not a valid Go template: "+after, l)
+		}
+	}
+	return "is not a valid Go template: " + msg
 }
 
 // loopCheck walks a parsed template refusing recursive {{template}} calls
@@ -72,7 +85,7 @@ func (c *loopCheck) walk(n parse.Node, factor int64, stack []string) string {
 		if cmds := n.Pipe.Cmds; len(cmds) == 1 && len(cmds[0].Args) == 1 {
 			if num, ok := cmds[0].Args[0].(*parse.NumberNode); ok && num.IsInt && num.Int64 > 1 {
 				if num.Int64 > maxLiteralLoops || factor*num.Int64 > maxLiteralLoops {
-					return fmt.Sprintf("line %d: {{range %s}} (nested) loops more than %d times", c.line(n), num.Text, maxLiteralLoops)
+					return atLine(fmt.Sprintf("{{range %s}} (nested) loops more than %d times", num.Text, maxLiteralLoops), c.line(n))
 				}
 				inner = factor * num.Int64
 			}
@@ -80,7 +93,7 @@ func (c *loopCheck) walk(n parse.Node, factor int64, stack []string) string {
 		return c.branch(&n.BranchNode, inner, factor, stack)
 	case *parse.TemplateNode:
 		if slices.Contains(stack, n.Name) {
-			return fmt.Sprintf("line %d: template %q calls itself", c.line(n), n.Name)
+			return atLine(fmt.Sprintf("template %q calls itself", n.Name), c.line(n))
 		}
 		if c.calls++; c.calls > maxTemplateCalls {
 			return fmt.Sprintf("makes more than %d {{template}} calls", maxTemplateCalls)
