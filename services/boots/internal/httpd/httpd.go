@@ -130,7 +130,7 @@ func New(cfg Config, machines Machines, log *slog.Logger, reg *prometheus.Regist
 		if err != nil {
 			return nil, err
 		}
-		s.mux.Handle("GET /osie/", download(http.StripPrefix("/osie/", http.FileServerFS(root.FS())), cfg.WriteTimeout))
+		s.mux.Handle("GET /osie/", download(osieFiles{root}, cfg.WriteTimeout))
 	}
 	return s, nil
 }
@@ -347,11 +347,6 @@ func (s *Server) binary(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		http.NotFound(w, r)
-		return
-	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	http.ServeContent(w, r, st.Name(), st.ModTime(), f)
+	serveFile(w, r, f)
 }

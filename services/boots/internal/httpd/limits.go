@@ -306,6 +306,15 @@ type countedConn struct {
 	once sync.Once
 }
 
+// ReadFrom keeps the connection's own ReadFrom (sendfile from a file):
+// net/http hands a response body to it only when the connection has one.
+func (c *countedConn) ReadFrom(src io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(src)
+	}
+	return io.Copy(writerOnly{c.Conn}, src)
+}
+
 func (c *countedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() { c.l.release(c.src) })
