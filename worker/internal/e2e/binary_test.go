@@ -32,13 +32,7 @@ tasks:
         image: `+prog+`
         command: [sleep, 1h]
 `)
-	_, here, _, _ := runtime.Caller(0)
-	bin := filepath.Join(t.TempDir(), "herd-worker")
-	build := exec.Command("go", "build", "-race", "-o", bin, "./cmd/herd-worker")
-	build.Dir = filepath.Join(filepath.Dir(here), "..", "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildWorker(t)
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "HERD_SERVER="+e.s.GRPC, "HERD_CERT_URL="+e.s.HTTP+"/cert", "HERD_TOKEN="+e.s.WorkerToken(hw1),
 		"HERD_ID="+hw1, "HERD_DOCKER_HOST="+e.d.Host, "HERD_PULL=missing", "HERD_PRIVILEGED=false", "HERD_DATA_DIR="+t.TempDir(),
@@ -113,4 +107,18 @@ tasks:
 		t.Errorf("events %q, messages %q", trail, msgs)
 	}
 	e.noContainers(t)
+}
+
+// buildWorker builds the herd-worker binary (-race) into the test's
+// temporary directory and returns its path.
+func buildWorker(t *testing.T) string {
+	t.Helper()
+	_, here, _, _ := runtime.Caller(0)
+	bin := filepath.Join(t.TempDir(), "herd-worker")
+	build := exec.Command("go", "build", "-race", "-o", bin, "./cmd/herd-worker")
+	build.Dir = filepath.Join(filepath.Dir(here), "..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
 }

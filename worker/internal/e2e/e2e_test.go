@@ -58,13 +58,19 @@ var importOnce sync.Once
 
 func setup(t *testing.T) *env {
 	t.Helper()
+	return setupWith(t)
+}
+
+// setupWith is setup with extra herd-server flags.
+func setupWith(t *testing.T, serverFlags ...string) *env {
+	t.Helper()
 	d := dockertest.Get(t)
 	var err error
 	importOnce.Do(func() { err = d.ImportTestProg(context.Background(), prog) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := servertest.Start(t)
+	s := servertest.Start(t, serverFlags...)
 	s.MustHerd(hardwareJSON(hw1, mac1, "10.1.0.11"), "hardware", "push")
 	s.MustHerd(hardwareJSON(hw2, mac2, "10.1.0.12"), "hardware", "push")
 	return &env{s: s, d: d, runs: t.TempDir(), admin: workflow.NewWorkflowServiceClient(s.Dial(servertest.AdminToken)), logBuf: &servertest.Buffer{}}

@@ -16,7 +16,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: testprog echo|exit|sleep|env|pid|data-set|data-get|append ...")
+		fmt.Fprintln(os.Stderr, "usage: testprog echo|exit|sleep|tick|env|pid|data-set|data-get|append ...")
 		os.Exit(2)
 	}
 	args := os.Args[2:]
@@ -39,6 +39,15 @@ func main() {
 		case s := <-sig:
 			fmt.Println("got", s)
 			os.Exit(143)
+		}
+	case "tick": // tick N INTERVAL: prints "tick 1" ... "tick N", INTERVAL apart
+		n, _ := strconv.Atoi(args[0])
+		d, _ := time.ParseDuration(args[1])
+		for i := 1; i <= n; i++ {
+			if i > 1 {
+				time.Sleep(d)
+			}
+			fmt.Println("tick", i)
 		}
 	case "env": // env NAME...: prints NAME=value of each
 		for _, n := range args {
