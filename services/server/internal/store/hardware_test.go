@@ -35,7 +35,7 @@ func newHW(id string, ifs ...iface) *hardware.Hardware {
 	return hw
 }
 
-func mustPush(t *testing.T, s *Store, hw *hardware.Hardware) *hardware.Hardware {
+func mustPush(t testing.TB, s *Store, hw *hardware.Hardware) *hardware.Hardware {
 	t.Helper()
 	got, err := s.PushHardware(context.Background(), hw)
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // newStore opens a migrated store on a fresh database.
-func newStore(t *testing.T) (*Store, string) {
+func newStore(t testing.TB) (*Store, string) {
 	t.Helper()
 	url := pgtest.NewDatabase(t)
 	s := openStore(t, url)
@@ -22,7 +22,7 @@ func newStore(t *testing.T) (*Store, string) {
 	return s, url
 }
 
-func openStore(t *testing.T, url string) *Store {
+func openStore(t testing.TB, url string) *Store {
 	t.Helper()
 	s, err := Open(context.Background(), url, Options{Logger: testLogger(t)})
 	if err != nil {
@@ -32,7 +32,7 @@ func openStore(t *testing.T, url string) *Store {
 	return s
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 

@@ -319,37 +319,50 @@ type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
-func (w *wfRow) proto() *workflow.Workflow {
-	p := &workflow.Workflow{
-		Id:        w.id,
-		Template:  w.templateID,
-		Hardware:  w.hardwareMap,
-		State:     w.status.State,
-		CreatedAt: timestamppb.New(w.createdAt),
-		UpdatedAt: timestamppb.New(w.updatedAt),
-		Data:      w.rendered,
+// viewColumns are what a workflow's API view needs: not the actions,
+// whose decoding cost ListWorkflows more than the query (10,000
+// workflows: 330 ms with them).
+const viewColumns = `id, template_id, hardware_map, rendered, state, toggle_netboot, created_at, updated_at, deleted_at`
 
-		ToggleNetboot: w.toggle,
+// scanView reads viewColumns into the workflow the API returns.
+func scanView(sc scanner) (*workflow.Workflow, error) {
+	var (
+		p                    workflow.Workflow
+		state                int32
+		createdAt, updatedAt time.Time
+		deletedAt            sql.NullTime
+	)
+	if err := sc.Scan(&p.Id, &p.Template, &p.Hardware, &p.Data, &state, &p.ToggleNetboot, &createdAt, &updatedAt, &deletedAt); err != nil {
+		return nil, err
 	}
-	if w.deletedAt.Valid {
-		p.DeletedAt = timestamppb.New(w.deletedAt.Time)
+	p.State = workflow.State(state)
+	p.CreatedAt, p.UpdatedAt = timestamppb.New(createdAt), timestamppb.New(updatedAt)
+	if deletedAt.Valid {
+		p.DeletedAt = timestamppb.New(deletedAt.Time)
 	}
-	return p
+	return &p, nil
 }
 
 // GetWorkflow returns a workflow, deleted or not (DeletedAt says which).
 // State is the workflow's state as the engine sees it, Data the rendered
 // template, Hardware the hardware map as given at creation.
 func (s *Store) GetWorkflow(ctx context.Context, id string) (*workflow.Workflow, error) {
-	w, err := getWorkflow(ctx, s.db, id, "")
+	id, err := parseID("workflow", id)
 	if err != nil {
 		return nil, err
 	}
-	return w.proto(), nil
+	w, err := scanView(s.db.QueryRowContext(ctx, `SELECT `+viewColumns+` FROM workflow WHERE id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("workflow %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading workflow %s: %w", id, err)
+	}
+	return w, nil
 }
 
 // workflowPage is how many workflows ListWorkflows reads per query.
-const workflowPage = 100
+const workflowPage = 500
 
 // ListWorkflows calls fn for every workflow not deleted, oldest first, and
 // stops at fn's first error, which it returns. Workflows are read a page at
@@ -362,7 +375,7 @@ func (s *Store) ListWorkflows(ctx context.Context, fn func(*workflow.Workflow) e
 			return err
 		}
 		for _, w := range page {
-			if err := fn(w.proto()); err != nil {
+			if err := fn(w); err != nil {
 				return err
 			}
 		}
@@ -370,21 +383,21 @@ func (s *Store) ListWorkflows(ctx context.Context, fn func(*workflow.Workflow) e
 			return nil
 		}
 		last := page[len(page)-1]
-		afterTime, afterID = last.createdAt, last.id
+		afterTime, afterID = last.GetCreatedAt().AsTime(), last.GetId()
 	}
 }
 
-func (s *Store) workflowPage(ctx context.Context, afterTime time.Time, afterID string) ([]*wfRow, error) {
+func (s *Store) workflowPage(ctx context.Context, afterTime time.Time, afterID string) ([]*workflow.Workflow, error) {
 	rows, err := s.db.QueryContext(ctx, `
-		SELECT `+wfColumns+` FROM workflow
+		SELECT `+viewColumns+` FROM workflow
 		WHERE deleted_at IS NULL AND (created_at, id) > ($1, $2::uuid)
 		ORDER BY created_at, id LIMIT $3`, afterTime, afterID, workflowPage)
 	if err != nil {
 		return nil, fmt.Errorf("list workflows: %w", err)
 	}
-	var page []*wfRow
+	var page []*workflow.Workflow
 	for rows.Next() {
-		w, err := scanWorkflow(rows)
+		w, err := scanView(rows)
 		if err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("list workflows: %w", err)

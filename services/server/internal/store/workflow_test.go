@@ -58,7 +58,7 @@ type fleet struct {
 	tpl      string // template id
 }
 
-func newFleet(t *testing.T, global int) *fleet {
+func newFleet(t testing.TB, global int) *fleet {
 	t.Helper()
 	s, url := newStore(t)
 	f := &fleet{s: s, url: url, hw1: uuid.NewString(), hw2: uuid.NewString()}
