@@ -1,13 +1,13 @@
-// Package tftp serves the iPXE binaries to PXE ROMs over TFTP (read only,
-// blksize and tsize negotiated by github.com/pin/tftp/v3), from one flat
-// directory. The same Dir backs the HTTP /ipxe/ route for HTTP boot.
+// Package tftp serves the iPXE binaries to PXE ROMs over TFTP (RFC 1350,
+// read only, octet mode) with blksize (RFC 2348), tsize (RFC 2349) and
+// windowsize (RFC 7440) negotiated, from one flat directory. The same Dir
+// backs the HTTP /ipxe/ route for HTTP boot.
 package tftp
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -15,8 +15,9 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 
-	"github.com/pin/tftp/v3"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -83,6 +84,12 @@ type Server struct {
 	log       *slog.Logger
 	transfers *prometheus.CounterVec
 	bytes     prometheus.Counter
+
+	// Limits; New sets the defaults, tests may lower them.
+	limits       limits
+	timeout      time.Duration
+	retries      int
+	maxTransfers int
 }
 
 // New returns a server for dir; reg may be nil.
@@ -92,6 +99,13 @@ func New(dir *Dir, log *slog.Logger, reg prometheus.Registerer) *Server {
 			Help: "TFTP read requests by outcome (ok, refused, failed)."}, []string{"outcome"}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "herd_boots_tftp_bytes_total",
 			Help: "Bytes sent over TFTP."}),
+		// A window of 64 blocks or 128 KiB at most: what a default Linux
+		// socket receive buffer (208 KiB) holds without drops.
+		limits:  limits{blksize: maxBlksize, windowsize: 64, windowBytes: 128 << 10},
+		timeout: time.Second, retries: 5,
+		// Each transfer holds a socket and one block: a flood of requests
+		// is answered "busy" past this many.
+		maxTransfers: 1024,
 	}
 	if reg != nil {
 		reg.MustRegister(s.transfers, s.bytes)
@@ -99,52 +113,123 @@ func New(dir *Dir, log *slog.Logger, reg prometheus.Registerer) *Server {
 	return s
 }
 
-func (s *Server) read(name string, rf io.ReaderFrom) error {
-	peer := ""
-	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
-		a := ot.RemoteAddr()
-		peer = a.String()
+// Serve serves read requests on conn until ctx ends, then waits for the
+// transfers under way to stop. Writes are refused.
+func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
+	uc, ok := conn.(*net.UDPConn)
+	if !ok {
+		return fmt.Errorf("tftp: %T is not a UDP socket", conn)
 	}
-	f, size, err := s.dir.Open(name)
-	if err != nil {
-		s.transfers.WithLabelValues("refused").Inc()
-		s.log.Info("tftp: refused", "file", name, "peer", peer)
-		return err
+	pktinfo := enablePacketInfo(uc)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { uc.SetReadDeadline(time.Now()) })
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	slots := make(chan struct{}, s.maxTransfers)
+	buf := make([]byte, 2048) // RFC 2347 keeps requests within 512 bytes
+	oob := make([]byte, 128)
+	for {
+		n, oobn, _, peer, err := uc.ReadMsgUDP(buf, oob)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("tftp: %w", err)
+		}
+		var local net.IP
+		ifindex := 0
+		if pktinfo {
+			local, ifindex, _ = packetInfo(oob[:oobn])
+		} else if la, ok := uc.LocalAddr().(*net.UDPAddr); ok {
+			local = la.IP
+		}
+		if local.Equal(net.IPv4bcast) || local.IsUnspecified() {
+			local = nil // a broadcast request is answered from the default address
+		}
+		switch opcode(buf[:n]) {
+		case opRRQ:
+		case opWRQ:
+			uc.WriteToUDP(errorPacket(errCodeAccess, "read-only server: write requests are refused"), peer)
+			s.transfers.WithLabelValues("refused").Inc()
+			continue
+		default:
+			continue // stray packets on the request port are not ours to answer
+		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			uc.WriteToUDP(errorPacket(errCodeUndefined, "server busy: too many transfers, retry later"), peer)
+			s.transfers.WithLabelValues("refused").Inc()
+			continue
+		}
+		pkt := append([]byte(nil), buf[:n]...)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			s.serveRequest(ctx, pkt, local, ifindex, peer)
+		}()
 	}
-	defer f.Close()
-	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
-		ot.SetSize(size) // tsize (RFC 2349)
-	}
-	n, err := rf.ReadFrom(f)
-	s.bytes.Add(float64(n))
-	if err != nil {
-		s.transfers.WithLabelValues("failed").Inc()
-		s.log.Warn("tftp: transfer failed", "file", name, "peer", peer, "bytes", n, "err", err)
-		return err
-	}
-	s.transfers.WithLabelValues("ok").Inc()
-	s.log.Info("tftp: sent", "file", name, "peer", peer, "bytes", n)
-	return nil
 }
 
-// Serve serves read requests on conn until ctx ends. Writes are refused.
-func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
-	srv := tftp.NewServer(s.read, nil)
-	done := make(chan struct{})
-	go func() {
-		select {
-		case <-ctx.Done():
-			srv.Shutdown()
-		case <-done:
-		}
-	}()
-	err := srv.Serve(conn)
-	close(done)
-	if ctx.Err() != nil {
-		return nil
-	}
+// serveRequest answers one read request from a new socket (the transfer's
+// TID) bound to the address the request was sent to.
+func (s *Server) serveRequest(ctx context.Context, pkt []byte, local net.IP, ifindex int, peer *net.UDPAddr) {
+	conn, err := net.DialUDP("udp4", &net.UDPAddr{IP: local}, peer)
 	if err != nil {
-		return fmt.Errorf("tftp: %w", err)
+		s.transfers.WithLabelValues("failed").Inc()
+		s.log.Warn("tftp: no socket for transfer", "peer", peer.String(), "err", err)
+		return
 	}
-	return nil
+	defer conn.Close()
+	refuse := func(code uint16, name string, err error) {
+		conn.Write(errorPacket(code, err.Error()))
+		s.transfers.WithLabelValues("refused").Inc()
+		s.log.Info("tftp: refused", "file", name, "peer", peer.String(), "err", err)
+	}
+	req, err := parseRequest(pkt)
+	if err != nil {
+		refuse(errCodeIllegal, "", err)
+		return
+	}
+	if req.mode != "octet" {
+		refuse(errCodeIllegal, req.filename, fmt.Errorf("mode %q not served: boot files are binary, ask octet", req.mode))
+		return
+	}
+	f, size, err := s.dir.Open(req.filename)
+	if err != nil {
+		refuse(errCodeNotFound, req.filename, err)
+		return
+	}
+	defer f.Close()
+	lim := s.limits
+	if ifindex > 0 {
+		if intf, err := net.InterfaceByIndex(ifindex); err == nil && intf.MTU > 28 {
+			lim.blksize = min(lim.blksize, intf.MTU-28) // IPv4 + UDP headers: no fragments
+		}
+	}
+	g, err := negotiate(req.options, size, lim)
+	if err != nil {
+		refuse(errCodeOptionsRefused, req.filename, err)
+		return
+	}
+	t := transfer{conn: conn, file: f, size: size, grant: g, timeout: s.timeout, retries: s.retries}
+	n, err := t.run(ctx)
+	s.bytes.Add(float64(n))
+	if err != nil {
+		if !errors.Is(err, errPeer) && ctx.Err() == nil {
+			conn.Write(errorPacket(errCodeUndefined, err.Error()))
+		}
+		s.transfers.WithLabelValues("failed").Inc()
+		s.log.Warn("tftp: transfer failed", "file", req.filename, "peer", peer.String(), "bytes", n, "err", err)
+		return
+	}
+	s.transfers.WithLabelValues("ok").Inc()
+	s.log.Info("tftp: sent", "file", req.filename, "peer", peer.String(), "bytes", n, "blksize", g.blksize, "windowsize", g.windowsize)
 }
