@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/herd-metal/herd/pkg/version.Version=$(VERSION)
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build test deps vet check-proto proto bench-server bench-bmc bench-metadata bench-dhcp bench-files bench-image action-images images osie osimage fuzz reliability ipxe sandbox sandbox-down test-e2e ui-screenshots bench-ui clean
+.PHONY: all build test deps vet check-proto proto bench-server bench-bmc bench-metadata bench-dhcp bench-files bench-tftp bench-image action-images images osie osimage fuzz reliability ipxe sandbox sandbox-down test-e2e ui-screenshots bench-ui clean
 
 all: build
 
@@ -172,6 +172,12 @@ bench-dhcp: deps
 bench-files: deps
 	./scripts/deps.sh services/boots/bench/deps.txt
 	go test -tags bench -count=1 -timeout 60m -run TestBenchFiles -v ./services/boots/bench -args -out $(CURDIR)/docs/benchmarks.md
+
+# herd-boots' TFTP against tftpd-hpa (Debian's iPXE binaries, same clients,
+# loopback), 1, 50 and 200 clients, three rounds (docs/benchmarks.md).
+bench-tftp: deps
+	./scripts/deps.sh services/boots/bench/deps.txt
+	go test -tags bench -count=1 -timeout 40m -run TestBenchTFTP -v ./services/boots/bench -args -out $(CURDIR)/docs/benchmarks.md
 
 # The iPXE binaries herd-boots serves (--ipxe-dir), from Debian's ipxe
 # package, in one directory: bin/ipxe.
