@@ -90,6 +90,7 @@ type Server struct {
 	timeout      time.Duration
 	retries      int
 	maxTransfers int
+	cache        fileCache
 }
 
 // New returns a server for dir; reg may be nil.
@@ -106,6 +107,8 @@ func New(dir *Dir, log *slog.Logger, reg prometheus.Registerer) *Server {
 		// Each transfer holds a socket and one block: a flood of requests
 		// is answered "busy" past this many.
 		maxTransfers: 1024,
+		// iPXE binaries are 0.1 to 1 MiB.
+		cache: fileCache{maxFile: 16 << 20, maxTotal: 64 << 20},
 	}
 	if reg != nil {
 		reg.MustRegister(s.transfers, s.bytes)
@@ -219,7 +222,7 @@ func (s *Server) serveRequest(ctx context.Context, pkt []byte, local net.IP, ifi
 		refuse(errCodeOptionsRefused, req.filename, err)
 		return
 	}
-	t := transfer{conn: conn, file: f, size: size, grant: g, timeout: s.timeout, retries: s.retries}
+	t := transfer{conn: conn, file: s.cache.reader(f), size: size, grant: g, timeout: s.timeout, retries: s.retries}
 	n, err := t.run(ctx)
 	s.bytes.Add(float64(n))
 	if err != nil {

@@ -300,3 +300,32 @@ func TestATFTPWindowsize(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheFollowsChanges replaces a served file, with another size and
+// then with the same size: each read gets what is on disk.
+func TestCacheFollowsChanges(t *testing.T) {
+	addr, dir, files := serve(t)
+	server, _ := net.ResolveUDPAddr("udp4", addr)
+	path := filepath.Join(dir, "undionly.kpxe")
+	get := func() []byte {
+		var b bytes.Buffer
+		if _, err := (Client{Blksize: 1468}).Get(context.Background(), server, "undionly.kpxe", &b); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}
+	if !bytes.Equal(get(), files["undionly.kpxe"]) {
+		t.Fatal("first read differs")
+	}
+	for i, next := range [][]byte{bytes.Repeat([]byte("a"), 5000), bytes.Repeat([]byte("b"), 5000)} {
+		if err := os.WriteFile(path, next, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// A later modification time, as a real replacement has.
+		mod := time.Now().Add(time.Duration(i+1) * time.Second)
+		os.Chtimes(path, mod, mod)
+		if got := get(); !bytes.Equal(got, next) {
+			t.Errorf("after change %d: got %q…, want %q…", i+1, got[:min(len(got), 8)], next[:8])
+		}
+	}
+}

@@ -20,6 +20,8 @@ type transfer struct {
 	grant   grant
 	timeout time.Duration // per retransmission
 	retries int           // retransmissions of one packet before giving up
+
+	deadline time.Time // the socket's read deadline, as last set
 }
 
 // errPeer is a transfer ended by the peer's ERROR packet.
@@ -75,8 +77,15 @@ func (t *transfer) exchange(ctx context.Context, buf []byte, send func() error, 
 		if err := send(); err != nil {
 			return 0, err
 		}
-		if err := t.conn.SetReadDeadline(time.Now().Add(t.timeout)); err != nil {
-			return 0, err
+		// The deadline moves only when it is an eighth of the timeout
+		// late: resetting the runtime's timer for every block costs more
+		// than the block's syscalls, and a retransmission 1/8 early is
+		// harmless.
+		if d := time.Now().Add(t.timeout); d.Sub(t.deadline) > t.timeout/8 {
+			if err := t.conn.SetReadDeadline(d); err != nil {
+				return 0, err
+			}
+			t.deadline = d
 		}
 		for {
 			n, err := t.conn.Read(buf)
