@@ -64,19 +64,7 @@ func TestBusy(t *testing.T) {
 		<-done
 	}()
 	ask := func() string {
-		c, err := net.ListenUDP("udp4", nil) // unconnected: the OACK comes from the transfer's own port
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		c.WriteToUDP([]byte("\x00\x01ipxe.efi\x00octet\x00blksize\x001468\x00"), pc.LocalAddr().(*net.UDPAddr))
-		c.SetReadDeadline(time.Now().Add(3 * time.Second))
-		buf := make([]byte, 2048)
-		n, _, err := c.ReadFromUDP(buf)
-		if err != nil {
-			return err.Error()
-		}
-		return string(buf[:n])
+		return rawAsk(rawSocket(t), pc.LocalAddr().(*net.UDPAddr), "\x00\x01ipxe.efi\x00octet\x00blksize\x001468\x00")
 	}
 	if got := ask(); got != "\x00\x06blksize\x001468\x00" {
 		t.Fatalf("first request: %q, want an OACK", got)

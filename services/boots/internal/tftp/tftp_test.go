@@ -235,21 +235,8 @@ func TestBlockRollover(t *testing.T) {
 func TestHostileRequests(t *testing.T) {
 	addr, _, files := serve(t)
 	server, _ := net.ResolveUDPAddr("udp4", addr)
-	conn, err := net.ListenUDP("udp4", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ask := func(pkt string) string {
-		conn.WriteToUDP([]byte(pkt), server)
-		conn.SetReadDeadline(time.Now().Add(3 * time.Second))
-		buf := make([]byte, 70000)
-		n, _, err := conn.ReadFromUDP(buf)
-		if err != nil {
-			return err.Error()
-		}
-		return string(buf[:n])
-	}
+	conn := rawSocket(t)
+	ask := func(pkt string) string { return rawAsk(conn, server, pkt) }
 	rrq := func(name, mode string, opts ...string) string {
 		return "\x00\x01" + name + "\x00" + mode + "\x00" + strings.Join(append(opts, ""), "\x00")
 	}
@@ -328,4 +315,28 @@ func TestCacheFollowsChanges(t *testing.T) {
 			t.Errorf("after change %d: got %q…, want %q…", i+1, got[:min(len(got), 8)], next[:8])
 		}
 	}
+}
+
+// rawSocket is an unconnected client socket: replies come from each
+// transfer's own port.
+func rawSocket(t *testing.T) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// rawAsk sends pkt to server and returns the first reply (or the error).
+func rawAsk(c *net.UDPConn, server *net.UDPAddr, pkt string) string {
+	c.WriteToUDP([]byte(pkt), server)
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 70000)
+	n, _, err := c.ReadFromUDP(buf)
+	if err != nil {
+		return err.Error()
+	}
+	return string(buf[:n])
 }
