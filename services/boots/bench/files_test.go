@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -249,6 +250,7 @@ type fileRun struct {
 	elapsed   time.Duration
 	times     []time.Duration // per download, sorted
 	cpu       time.Duration   // the server's user + system CPU time over the run
+	clientCPU time.Duration   // the benchmark process's (the clients')
 }
 
 func (r fileRun) mbps() float64 {
@@ -362,6 +364,15 @@ func groupCPU(t *testing.T, pid int) time.Duration {
 	return total
 }
 
+// selfCPU is this process's user + system CPU time so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // fileServer is one server under test.
 type fileServer struct {
 	name, base string // base: URL of the directory holding the files
@@ -371,11 +382,12 @@ type fileServer struct {
 func (s fileServer) run(t *testing.T, f benchFile, clients int) fileRun {
 	t.Helper()
 	n := downloadsFor(f.size, *filesMin, clients)
-	cpu0 := groupCPU(t, s.p.cmd.Process.Pid)
+	cpu0, client0 := groupCPU(t, s.p.cmd.Process.Pid), selfCPU()
 	elapsed, times := download(t, s.base+f.name, f.size, clients, n)
-	r := fileRun{server: s.name, file: f, clients: clients, downloads: n, elapsed: elapsed, times: times, cpu: groupCPU(t, s.p.cmd.Process.Pid) - cpu0}
-	t.Logf("%s %s ×%d: %d downloads in %v, %.0f MB/s, p50 %v p99 %v, CPU %v", s.name, f.name, clients, n, elapsed.Round(time.Millisecond), r.mbps(),
-		percentile(times, 50).Round(time.Microsecond), percentile(times, 99).Round(time.Microsecond), r.cpu)
+	r := fileRun{server: s.name, file: f, clients: clients, downloads: n, elapsed: elapsed, times: times,
+		cpu: groupCPU(t, s.p.cmd.Process.Pid) - cpu0, clientCPU: selfCPU() - client0}
+	t.Logf("%s %s ×%d: %d downloads in %v, %.0f MB/s, p50 %v p99 %v, CPU %v, clients' CPU %v", s.name, f.name, clients, n, elapsed.Round(time.Millisecond), r.mbps(),
+		percentile(times, 50).Round(time.Microsecond), percentile(times, 99).Round(time.Microsecond), r.cpu, r.clientCPU)
 	return r
 }
 
@@ -458,11 +470,11 @@ func TestBenchFiles(t *testing.T) {
 		"The files are read once from each server before the rounds (page cache warm). "+
 		"%d rounds; in each, every file and client count runs on both servers back to back, herd-boots first in odd rounds, nginx first in even ones. "+
 		"MB/s = bytes downloaded / the run's wall time (10^6 bytes); p50/p99 of the time per download, from the request to its body's last byte; "+
-		"CPU = the server's user + system time over the run (nginx: master and workers). "+
+		"CPU = the server's user + system time over the run (nginx: master and workers), clients = the Go client process's. "+
 		"**The client shares the machine's 2 CPUs with the server** (and other engineers' work), so a figure is the pair's, and the ratio within a round is what counts. "+
 		"Target: herd-boots ≥ 0.95× nginx in every round at 200 clients.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), runtime.Version(), strings.TrimSpace(string(nginxVersion)), maxClients+8, *filesMin>>20, *filesRounds)
-	sb.WriteString("| file | clients | round | downloads | herd-boots MB/s | nginx MB/s | herd / nginx | herd-boots p50 / p99 | nginx p50 / p99 | herd-boots CPU | nginx CPU |\n")
+	sb.WriteString("| file | clients | round | downloads | herd-boots MB/s | nginx MB/s | herd / nginx | herd-boots p50 / p99 | nginx p50 / p99 | CPU herd-boots / its clients | CPU nginx / its clients |\n")
 	sb.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	var worst []string
 	for _, c := range clientCounts {
@@ -474,9 +486,9 @@ func TestBenchFiles(t *testing.T) {
 				if i == 0 || ratio < low {
 					low = ratio
 				}
-				fmt.Fprintf(&sb, "| %s (%d MiB) | %d | %d | %d | %.0f | %.0f | %.2f× | %s / %s | %s / %s | %.2f s | %.2f s |\n", f.name, f.size>>20, c, i+1, h.downloads,
+				fmt.Fprintf(&sb, "| %s (%d MiB) | %d | %d | %d | %.0f | %.0f | %.2f× | %s / %s | %s / %s | %.1f / %.1f s | %.1f / %.1f s |\n", f.name, f.size>>20, c, i+1, h.downloads,
 					h.mbps(), n.mbps(), ratio, msStr(percentile(h.times, 50)), msStr(percentile(h.times, 99)), msStr(percentile(n.times, 50)), msStr(percentile(n.times, 99)),
-					h.cpu.Seconds(), n.cpu.Seconds())
+					h.cpu.Seconds(), h.clientCPU.Seconds(), n.cpu.Seconds(), n.clientCPU.Seconds())
 			}
 			worst = append(worst, fmt.Sprintf("%s ×%d: %.2f×", f.name, c, low))
 		}

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/herd-metal/herd/pkg/observe"
 )
 
@@ -259,5 +261,54 @@ func TestETag(t *testing.T) {
 	}
 	if etag(100, t0, 7) != base || !strings.HasPrefix(base, `"`) || !strings.HasSuffix(base, `"`) {
 		t.Errorf("etag %s: want the same strong tag for the same file", base)
+	}
+}
+
+// TestDownloadTuning: after a download over plain TCP, the server's side
+// of the connection bounds its unsent bytes (TCP_NOTSENT_LOWAT) and is no
+// longer corked (a corked keep-alive connection would hold the next
+// response's last bytes back).
+func TestDownloadTuning(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "f"), make([]byte, 1<<20), 0o644)
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	conns := make(chan net.Conn, 1)
+	srv := DefaultLimits.Server(download(http.StripPrefix("/x", osieFiles{root}), time.Second))
+	srv.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateIdle {
+			select {
+			case conns <- c:
+			default:
+			}
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(LimitListener(ln, 4, slog.New(slog.NewTextHandler(io.Discard, nil)), observe.NewRegistry()))
+	defer srv.Close()
+	res, err := http.Get("http://" + ln.Addr().String() + "/x/osie/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || n != 1<<20 {
+		t.Fatalf("download: %s, %d bytes", res.Status, n)
+	}
+	c := (<-conns).(*countedConn).Conn.(*net.TCPConn)
+	rc, _ := c.SyscallConn()
+	var lowat, corked int
+	rc.Control(func(fd uintptr) {
+		lowat, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT)
+		corked, _ = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK)
+	})
+	if lowat != notsentLowat || corked != 0 {
+		t.Fatalf("after the download: TCP_NOTSENT_LOWAT %d, TCP_CORK %d; want %d, 0", lowat, corked, notsentLowat)
 	}
 }
