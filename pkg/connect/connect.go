@@ -34,7 +34,8 @@ import (
 // herd-metadata, whose in-memory inventory follows its Watch): the
 // connection is retried every quarter second at most, where gRPC's default
 // pace grows to two minutes. Only a handful of such clients exist per
-// server, so the attempts cost nothing; machines' workers keep the default.
+// server, so the attempts cost nothing; herd-worker sets a pace of its own
+// (at most 5 s apart, worker/cmd/herd-worker).
 var QuickReconnect = grpc.WithConnectParams(grpc.ConnectParams{
 	Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 250 * time.Millisecond},
 	MinConnectTimeout: 5 * time.Second,

@@ -21,6 +21,8 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/herd-metal/herd/pkg/config"
 	"github.com/herd-metal/herd/pkg/connect"
@@ -55,6 +57,8 @@ type settings struct {
 	privileged, power              bool
 	dataDir, dockerHost            string
 	poll, stopGrace, dockerWait    time.Duration
+	callTimeout                    time.Duration
+	keepaliveTime, keepaliveWait   time.Duration
 	maxDataBytes                   int
 	logLevel, logFormat            string
 	metricsAddr                    string
@@ -103,6 +107,12 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	fs.StringVar(&s.dockerHost, "docker-host", "unix:///var/run/docker.sock", "Docker engine address")
 	fs.DurationVar(&s.dockerWait, "docker-wait", time.Minute, "how long to wait at start for the Docker engine to answer")
 	fs.DurationVar(&s.poll, "poll-interval", 5*time.Second, "pause between two asks for work")
+	fs.DurationVar(&s.callTimeout, "call-timeout", 15*time.Second, "longest one call to herd-server may take before it is given up and sent again with backoff "+
+		"(a call sent into a dead link would otherwise wait for TCP to give up, minutes)")
+	fs.DurationVar(&s.keepaliveTime, "keepalive-time", 30*time.Second, "ping herd-server after this long without hearing from it, and drop the connection for a new one "+
+		"when the ping is not answered within --keepalive-timeout; at least 10s, and not below herd-server's --grpc-keepalive-min-time (default 30s), "+
+		"or the server closes the connection (too_many_pings)")
+	fs.DurationVar(&s.keepaliveWait, "keepalive-timeout", 5*time.Second, "how long a keepalive ping, or data sent, may wait for herd-server's answer before the connection is dropped")
 	fs.DurationVar(&s.stopGrace, "stop-grace", 10*time.Second, "time a stopped action container gets before it is killed")
 	fs.IntVar(&s.maxDataBytes, "max-data-bytes", 1<<20, "largest workflow data an action may leave in /workflow/data")
 	fs.StringVar(&s.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -128,6 +138,9 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 		return s, errors.New("no herd-server address: set --server or HERD_SERVER")
 	case s.id == "":
 		return s, errors.New("no worker id: set --id or HERD_ID to this machine's hardware id")
+	}
+	if err := checkTimes(s); err != nil {
+		return s, err
 	}
 	if s.caSHA256 != "" {
 		pin, err := connect.ParsePin(s.caSHA256)
@@ -156,7 +169,8 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	var conn *grpc.ClientConn
 	err = retry(ctx, log, "fetching herd-server's CA", func() error {
 		var err error
-		conn, err = connect.Dial(ctx, connect.Config{Authority: s.server, CertURL: s.certURL, CAFile: s.caFile, Token: s.token, CASHA256: s.caSHA256})
+		conn, err = connect.Dial(ctx, connect.Config{Authority: s.server, CertURL: s.certURL, CAFile: s.caFile, Token: s.token, CASHA256: s.caSHA256},
+			dialOptions(s)...)
 		return err
 	})
 	if ctx.Err() != nil {
@@ -182,7 +196,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		log.Error("the Docker engine does not answer; actions will fail until it does", "error", err)
 	}
 	reg := observe.NewRegistry()
-	w, err := runner.New(runner.Config{WorkerID: s.id, DataDir: s.dataDir, MaxDataBytes: s.maxDataBytes, Poll: s.poll,
+	w, err := runner.New(runner.Config{WorkerID: s.id, DataDir: s.dataDir, MaxDataBytes: s.maxDataBytes, Poll: s.poll, CallTimeout: s.callTimeout,
 		StopGrace: s.stopGrace, Privileged: s.privileged, Power: power(s.power)},
 		runner.NewClient(workflow.NewWorkflowServiceClient(conn)), rt, log, runner.NewMetrics(reg))
 	if err != nil {
@@ -216,6 +230,42 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	err = g.Wait()
 	log.Info("stopped")
 	return err
+}
+
+// dialOptions make the connection to herd-server find out that a link
+// went dead and come back soon after it does: keepalive pings (grpc-go
+// also sets TCP_USER_TIMEOUT to the keepalive timeout, so data left
+// unacknowledged that long drops the connection too), new connections
+// tried at least every 5 s (gRPC's default pace grows to two minutes),
+// and calls made while there is no connection wait for the next one
+// (within --call-timeout) instead of failing at once and sleeping the
+// worker's whole backoff.
+func dialOptions(s settings) []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: s.keepaliveTime, Timeout: s.keepaliveWait, PermitWithoutStream: true}),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: time.Second, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
+			MinConnectTimeout: 20 * time.Second,
+		}),
+		grpc.WithDefaultCallOptions(grpc.WaitForReady(true)),
+	}
+}
+
+// minKeepaliveTime is grpc-go's floor for a client's keepalive time: a
+// smaller one would be raised to it silently.
+const minKeepaliveTime = 10 * time.Second
+
+// checkTimes refuses call and keepalive times the worker cannot use.
+func checkTimes(s settings) error {
+	switch {
+	case s.callTimeout <= 0:
+		return fmt.Errorf("--call-timeout (HERD_CALL_TIMEOUT) %v: want a positive duration", s.callTimeout)
+	case s.keepaliveTime < minKeepaliveTime:
+		return fmt.Errorf("--keepalive-time (HERD_KEEPALIVE_TIME) %v: want at least %v (gRPC's floor; herd-server's default --grpc-keepalive-min-time is 30s)", s.keepaliveTime, minKeepaliveTime)
+	case s.keepaliveWait <= 0:
+		return fmt.Errorf("--keepalive-timeout (HERD_KEEPALIVE_TIMEOUT) %v: want a positive duration", s.keepaliveWait)
+	}
+	return nil
 }
 
 // retry calls fn until it succeeds or ctx ends, pausing 1s, 2s, ... 30s.

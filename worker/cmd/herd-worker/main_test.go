@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
 func env(m map[string]string) func(string) (string, bool) {
@@ -43,6 +44,18 @@ func TestParse(t *testing.T) {
 		{"CA pin", []string{"--server", "a:1", "--id", "x"}, map[string]string{"HERD_CA_SHA256": strings.ToUpper(pin)},
 			func(s settings) bool { return s.caSHA256 == pin }, ""},
 		{"bad CA pin", []string{"--server", "a:1", "--id", "x", "--ca-sha256", "abc"}, nil, nil, "--ca-sha256 (HERD_CA_SHA256): CA pin \"abc\": want the 64 hex digits"},
+		{"default call and keepalive times", []string{"--server", "a:1", "--id", "x"}, nil,
+			func(s settings) bool {
+				return s.callTimeout == 15*time.Second && s.keepaliveTime == 30*time.Second && s.keepaliveWait == 5*time.Second
+			}, ""},
+		{"call and keepalive times", nil, map[string]string{"HERD_SERVER": "a:1", "HERD_ID": "x", "HERD_CALL_TIMEOUT": "4s",
+			"HERD_KEEPALIVE_TIME": "1m", "HERD_KEEPALIVE_TIMEOUT": "2s"},
+			func(s settings) bool {
+				return s.callTimeout == 4*time.Second && s.keepaliveTime == time.Minute && s.keepaliveWait == 2*time.Second
+			}, ""},
+		{"keepalive below gRPC's floor", []string{"--server", "a:1", "--id", "x", "--keepalive-time", "5s"}, nil, nil, "--keepalive-time (HERD_KEEPALIVE_TIME) 5s: want at least 10s"},
+		{"no keepalive timeout", []string{"--server", "a:1", "--id", "x", "--keepalive-timeout", "0s"}, nil, nil, "--keepalive-timeout (HERD_KEEPALIVE_TIMEOUT) 0s: want a positive"},
+		{"no call timeout", []string{"--server", "a:1", "--id", "x", "--call-timeout", "-1s"}, nil, nil, "--call-timeout (HERD_CALL_TIMEOUT) -1s: want a positive"},
 		{"no server", []string{"--id", "x"}, nil, nil, "no herd-server address"},
 		{"no id", []string{"--server", "a:1"}, nil, nil, "no worker id"},
 		{"stray argument", []string{"--server", "a:1", "--id", "x", "run"}, nil, nil, "unexpected arguments"},

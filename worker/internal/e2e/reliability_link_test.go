@@ -105,6 +105,8 @@ tasks:
 	}
 	if t.Failed() {
 		t.Logf("herd-worker's log:\n%s", w.log.String())
+	} else {
+		t.Logf("link down at %s, up at %s; herd-worker's warnings:\n%s", linkUp.Add(-outage).Format(time.StampMilli), linkUp.Format(time.StampMilli), w.warnings())
 	}
 	retries := strings.Count(w.log.String(), `"msg":"herd-server call failed; retrying"`)
 	reliability.Record(t, reliability.Row{
@@ -122,6 +124,17 @@ tasks:
 type workerProc struct {
 	cmd *exec.Cmd
 	log *servertest.Buffer
+}
+
+// warnings are the lines of the worker's log at WARN or above.
+func (w *workerProc) warnings() string {
+	var b strings.Builder
+	for _, l := range strings.Split(w.log.String(), "\n") {
+		if strings.Contains(l, `"level":"WARN"`) || strings.Contains(l, `"level":"ERROR"`) {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
 }
 
 // startWorkerIn runs the herd-worker binary for machine 1 inside network

@@ -154,7 +154,7 @@ func (w *Worker) watch(ctx context.Context, log *slog.Logger, wfID string, index
 				return
 			case <-t.C:
 			}
-			cctx, ccancel := context.WithTimeout(actx, w.cfg.WatchEvery)
+			cctx, ccancel := context.WithTimeout(actx, min(w.cfg.WatchEvery, w.cfg.CallTimeout))
 			list, err := w.server.ContextList(cctx, w.cfg.WorkerID)
 			ccancel()
 			if err != nil {

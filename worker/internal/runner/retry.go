@@ -31,7 +31,7 @@ func Retryable(err error) bool {
 func (w *Worker) retry(ctx context.Context, what string, fn func(context.Context) error) error {
 	b := w.backoff()
 	for attempt := 1; ; attempt++ {
-		err := fn(ctx)
+		err := w.attempt(ctx, fn)
 		if err == nil {
 			return nil
 		}
@@ -48,6 +48,14 @@ func (w *Worker) retry(ctx context.Context, what string, fn func(context.Context
 			return fmt.Errorf("%s: gave up after %d attempts: %w", what, attempt, err)
 		}
 	}
+}
+
+// attempt makes one call to herd-server, given at most CallTimeout (or
+// ctx's earlier deadline).
+func (w *Worker) attempt(ctx context.Context, fn func(context.Context) error) error {
+	cctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
+	defer cancel()
+	return fn(cctx)
 }
 
 type backoff struct {

@@ -84,6 +84,10 @@ type Config struct {
 	// RetryMin and RetryMax bound the backoff between attempts of a call
 	// the server could not answer.
 	RetryMin, RetryMax time.Duration
+	// CallTimeout bounds each attempt of a call to herd-server: a call
+	// sent into a dead link ends DeadlineExceeded and is retried with the
+	// backoff, instead of waiting for TCP to give up. 0: 15s.
+	CallTimeout time.Duration
 	// StopGrace is how long a container gets between SIGTERM and SIGKILL.
 	StopGrace time.Duration
 	// FinalReportWithin bounds the attempts to deliver the last report
@@ -126,6 +130,9 @@ func (c *Config) defaults() {
 	}
 	if c.RetryMax < c.RetryMin {
 		c.RetryMax = max(30*time.Second, c.RetryMin)
+	}
+	if c.CallTimeout <= 0 {
+		c.CallTimeout = 15 * time.Second
 	}
 	if c.StopGrace <= 0 {
 		c.StopGrace = 10 * time.Second
@@ -201,7 +208,12 @@ func (w *Worker) Run(ctx context.Context) error {
 // many actions it ran. A workflow that cannot go on (the server refused a
 // report) is logged and left; the error is about asking for work.
 func (w *Worker) RunOnce(ctx context.Context) (int, error) {
-	wctxs, err := w.server.Contexts(ctx, w.cfg.WorkerID)
+	var wctxs []*workflow.WorkflowContext
+	err := w.attempt(ctx, func(ctx context.Context) error {
+		var err error
+		wctxs, err = w.server.Contexts(ctx, w.cfg.WorkerID)
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("workflow contexts of worker %s: %w", w.cfg.WorkerID, err)
 	}

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/status"
+
 	"github.com/herd-metal/herd/proto/workflow"
 )
 
@@ -381,6 +383,89 @@ func TestRunRetriesWhileServerAway(t *testing.T) {
 	if got := s.trail(); !slices.Equal(got[:2], []string{"a:RUNNING", "a:SUCCESS"}) || calls < 4 {
 		t.Errorf("reports %q after %d asks", got, calls)
 	}
+}
+
+// TestCallsHungOnADeadLinkAreSentAgain: each first call of a kind gets no
+// answer (sent into a dead link); the worker gives it up at CallTimeout and
+// sends it again with backoff, so the workflow goes on.
+func TestCallsHungOnADeadLinkAreSentAgain(t *testing.T) {
+	s := &deadLink{fakeServer: &fakeServer{actions: []*workflow.WorkflowAction{act("a", "ok")}}, hung: map[string]int{}}
+	s.contexts = []*workflow.WorkflowContext{pending()}
+	r := newFakeRuntime(map[string]script{"ok": exit(0)})
+	w := newWorker(t, s, r)
+	w.cfg.Poll, w.cfg.CallTimeout = time.Millisecond, 20*time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil && len(s.trail()) < 2 {
+			time.Sleep(time.Millisecond)
+		}
+		s.mu.Lock()
+		s.contexts = nil // the workflow ended
+		s.mu.Unlock()
+		cancel()
+	}()
+	if err := w.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.trail(); len(got) < 2 || !slices.Equal(got[:2], []string{"a:RUNNING", "a:SUCCESS"}) {
+		t.Errorf("reports %q", got)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, call := range []string{"contexts", "actions", "data", "report"} {
+		if s.hung[call] != 1 {
+			t.Errorf("%s: %d calls hung, want 1 (then answered)", call, s.hung[call])
+		}
+	}
+}
+
+// deadLink answers no first call of each kind: it waits for the caller's
+// deadline, as a call sent into a link that went down does.
+type deadLink struct {
+	*fakeServer
+	hung map[string]int
+}
+
+func (d *deadLink) hang(ctx context.Context, call string) bool {
+	d.mu.Lock()
+	first := d.hung[call] == 0
+	if first {
+		d.hung[call]++
+	}
+	d.mu.Unlock()
+	if first {
+		<-ctx.Done()
+	}
+	return first
+}
+
+func (d *deadLink) Contexts(ctx context.Context, id string) ([]*workflow.WorkflowContext, error) {
+	if d.hang(ctx, "contexts") {
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	return d.fakeServer.Contexts(ctx, id)
+}
+
+func (d *deadLink) Actions(ctx context.Context, id string) ([]*workflow.WorkflowAction, error) {
+	if d.hang(ctx, "actions") {
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	return d.fakeServer.Actions(ctx, id)
+}
+
+func (d *deadLink) Data(ctx context.Context, id string) ([]byte, error) {
+	if d.hang(ctx, "data") {
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	return d.fakeServer.Data(ctx, id)
+}
+
+func (d *deadLink) Report(ctx context.Context, r *workflow.WorkflowActionStatus) error {
+	if d.hang(ctx, "report") {
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	return d.fakeServer.Report(ctx, r)
 }
 
 type flakyContexts struct {
