@@ -44,23 +44,8 @@ func TestReliabilityWorkerLinkLoss(t *testing.T) {
 	relayAddr := net.JoinHostPort(sub+"1", port)
 	forward(listenIn(t, serverNS, relayAddr), e.s.GRPC)
 
-	id := e.workflow(t, "linkloss", fmt.Sprintf(`version: "0.1"
-name: linkloss
-tasks:
-  - name: t
-    worker: "{{.device_1}}"
-    actions:
-      - name: before
-        image: %[1]s
-        command: [echo, before the outage]
-      - name: ticking
-        image: %[1]s
-        command: [tick, "%[2]d", %[3]s]
-      - name: after
-        image: %[1]s
-        command: [echo, after the outage]
-`, prog, ticks, tickEvery))
-	w := startWorkerIn(t, e, workerNS, relayAddr)
+	id := e.workflow(t, "linkloss", tickingTemplate("linkloss", ticks, tickEvery))
+	w := startWorkerIn(t, e, buildWorker(t), workerNS, relayAddr)
 
 	// The link goes down once the ticking action's output is flowing.
 	waitFor(t, 2*time.Minute, w, "the ticking action's output to reach herd-server", func() bool {
@@ -84,20 +69,15 @@ tasks:
 	took := time.Since(linkUp)
 
 	trail, msgs := e.events(t, id)
-	want := []string{"before:RUNNING", "before:SUCCESS", "ticking:RUNNING", "ticking:SUCCESS", "after:RUNNING", "after:SUCCESS"}
-	if !equal(trail, want) {
+	if !equal(trail, tickingTrail) {
 		lost++
-		t.Errorf("events %q\nwant   %q\nmessages %q", trail, want, msgs)
+		t.Errorf("events %q\nwant   %q\nmessages %q", trail, tickingTrail, msgs)
 	}
 	if st := e.state(t, id); st != workflow.State_STATE_SUCCESS {
 		lost++
 		t.Errorf("workflow %v", st)
 	}
-	wantLines := []string{"before stdout before the outage"}
-	for i := 1; i <= ticks; i++ {
-		wantLines = append(wantLines, fmt.Sprintf("ticking stdout tick %d", i))
-	}
-	wantLines = append(wantLines, "after stdout after the outage")
+	wantLines := tickingLines(ticks)
 	lines := e.logs(t, id)
 	if missing, twice := compareLines(lines, wantLines); missing+twice > 0 {
 		lost += missing + twice
@@ -120,10 +100,46 @@ tasks:
 	})
 }
 
+// tickingTemplate is a workflow of three actions: "before" and "after"
+// print a line each, "ticking" between them prints "tick 1" ... "tick N",
+// every apart.
+func tickingTemplate(name string, n int, every time.Duration) string {
+	return fmt.Sprintf(`version: "0.1"
+name: %[1]s
+tasks:
+  - name: t
+    worker: "{{.device_1}}"
+    actions:
+      - name: before
+        image: %[2]s
+        command: [echo, before the fault]
+      - name: ticking
+        image: %[2]s
+        command: [tick, "%[3]d", %[4]s]
+      - name: after
+        image: %[2]s
+        command: [echo, after the fault]
+`, name, prog, n, every)
+}
+
+// tickingLines are the output lines of tickingTemplate's actions as
+// env.logs gives them.
+func tickingLines(n int) []string {
+	lines := []string{"before stdout before the fault"}
+	for i := 1; i <= n; i++ {
+		lines = append(lines, fmt.Sprintf("ticking stdout tick %d", i))
+	}
+	return append(lines, "after stdout after the fault")
+}
+
+// tickingTrail is the events of tickingTemplate's workflow done once.
+var tickingTrail = []string{"before:RUNNING", "before:SUCCESS", "ticking:RUNNING", "ticking:SUCCESS", "after:RUNNING", "after:SUCCESS"}
+
 // workerProc is a herd-worker process the test started.
 type workerProc struct {
-	cmd *exec.Cmd
-	log *servertest.Buffer
+	cmd  *exec.Cmd
+	log  *servertest.Buffer
+	done chan struct{} // closed once it has exited
 }
 
 // warnings are the lines of the worker's log at WARN or above.
@@ -137,11 +153,12 @@ func (w *workerProc) warnings() string {
 	return b.String()
 }
 
-// startWorkerIn runs the herd-worker binary for machine 1 inside network
-// namespace ns (nsenter execs it: the pid is the worker's), dialling
-// herd-server at addr with the server's CA from a file. It is stopped
-// (SIGTERM, then SIGKILL) when the test ends.
-func startWorkerIn(t *testing.T, e *env, ns, addr string) *workerProc {
+// startWorkerIn runs the herd-worker binary bin (buildWorker) for machine
+// 1 inside network namespace ns (nsenter execs it: the pid is the
+// worker's; "": the test's own), dialling herd-server at addr with the
+// server's CA from a file. It is stopped (SIGTERM, then SIGKILL) when the
+// test ends.
+func startWorkerIn(t *testing.T, e *env, bin, ns, addr string) *workerProc {
 	t.Helper()
 	res, err := http.Get(e.s.HTTP + "/cert")
 	if err != nil {
@@ -156,28 +173,34 @@ func startWorkerIn(t *testing.T, e *env, ns, addr string) *workerProc {
 	if err := os.WriteFile(caFile, pem, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	bin := buildWorker(t)
-	cmd := exec.Command("nsenter", "--net=/run/netns/"+ns, "--", bin)
+	cmd := exec.Command(bin)
+	if ns != "" {
+		cmd = exec.Command("nsenter", "--net=/run/netns/"+ns, "--", bin)
+	}
 	cmd.Env = append(os.Environ(), "HERD_SERVER="+addr, "HERD_CA_FILE="+caFile, "HERD_TOKEN="+e.s.WorkerToken(hw1),
 		"HERD_ID="+hw1, "HERD_DOCKER_HOST="+e.d.Host, "HERD_PULL=missing", "HERD_PRIVILEGED=false", "HERD_DATA_DIR="+t.TempDir(),
 		"HERD_METRICS_ADDR=127.0.0.1:0", "HERD_POLL_INTERVAL=200ms", "HERD_STOP_GRACE=3s", "HERD_LOG_LEVEL=debug")
-	w := &workerProc{cmd: cmd, log: &servertest.Buffer{}}
+	w := &workerProc{cmd: cmd, log: &servertest.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = w.log, w.log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
+	go func() { _ = cmd.Wait(); close(w.done) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-done:
+		case <-w.done:
 		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
+			w.kill()
 		}
 	})
 	return w
+}
+
+// kill ends the worker with SIGKILL, as a crash would, and waits for it.
+func (w *workerProc) kill() {
+	_ = w.cmd.Process.Kill()
+	<-w.done
 }
 
 // waitFor polls cond every 50 ms until it holds, failing the test after
