@@ -366,20 +366,7 @@ func TestRunRetriesWhileServerAway(t *testing.T) {
 	r := newFakeRuntime(map[string]script{"ok": exit(0)})
 	w := newWorker(t, s, r)
 	w.cfg.Poll = time.Millisecond
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	go func() {
-		for ctx.Err() == nil && len(s.trail()) < 2 {
-			time.Sleep(time.Millisecond)
-		}
-		s.mu.Lock()
-		s.contexts = nil // the workflow ended
-		s.mu.Unlock()
-		cancel()
-	}()
-	if err := w.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
+	runUntilReported(t, w, s.fakeServer)
 	if got := s.trail(); !slices.Equal(got[:2], []string{"a:RUNNING", "a:SUCCESS"}) || calls < 4 {
 		t.Errorf("reports %q after %d asks", got, calls)
 	}
@@ -394,20 +381,7 @@ func TestCallsHungOnADeadLinkAreSentAgain(t *testing.T) {
 	r := newFakeRuntime(map[string]script{"ok": exit(0)})
 	w := newWorker(t, s, r)
 	w.cfg.Poll, w.cfg.CallTimeout = time.Millisecond, 20*time.Millisecond
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	go func() {
-		for ctx.Err() == nil && len(s.trail()) < 2 {
-			time.Sleep(time.Millisecond)
-		}
-		s.mu.Lock()
-		s.contexts = nil // the workflow ended
-		s.mu.Unlock()
-		cancel()
-	}()
-	if err := w.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
+	runUntilReported(t, w, s.fakeServer)
 	if got := s.trail(); len(got) < 2 || !slices.Equal(got[:2], []string{"a:RUNNING", "a:SUCCESS"}) {
 		t.Errorf("reports %q", got)
 	}
@@ -466,6 +440,26 @@ func (d *deadLink) Report(ctx context.Context, r *workflow.WorkflowActionStatus)
 		return status.FromContextError(ctx.Err()).Err()
 	}
 	return d.fakeServer.Report(ctx, r)
+}
+
+// runUntilReported runs w until s holds two reports (or 5 s passed),
+// then ends the workflow and stops w.
+func runUntilReported(t *testing.T, w *Worker, s *fakeServer) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil && len(s.trail()) < 2 {
+			time.Sleep(time.Millisecond)
+		}
+		s.mu.Lock()
+		s.contexts = nil // the workflow ended
+		s.mu.Unlock()
+		cancel()
+	}()
+	if err := w.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
 
 type flakyContexts struct {
