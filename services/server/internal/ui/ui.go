@@ -97,6 +97,10 @@ func New(conn grpc.ClientConnInterface, log *slog.Logger) *Handler {
 	h.mux.HandleFunc("GET "+Prefix+"templates", h.page(h.templatesPage))
 	h.mux.HandleFunc("GET "+Prefix+"template/{id}", h.page(h.templatePage))
 	h.mux.HandleFunc("POST "+Prefix+"template/{id}/workflow", h.change(h.createWorkflow))
+	h.mux.HandleFunc("GET "+Prefix+"templates/new", h.page(h.newTemplatePage))
+	h.mux.HandleFunc("GET "+Prefix+"template/{id}/edit", h.page(h.editTemplatePage))
+	h.mux.HandleFunc("POST "+Prefix+"templates", limitBody(maxTemplateForm, h.change(h.saveTemplate)))
+	h.mux.HandleFunc("POST "+Prefix+"template/{id}", limitBody(maxTemplateForm, h.change(h.saveTemplate)))
 	return h
 }
 
