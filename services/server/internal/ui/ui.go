@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -60,6 +61,7 @@ type apiClients struct {
 type Handler struct {
 	api      apiClients
 	sessions *sessions
+	logins   *loginLimiter
 	pages    *template.Template
 	log      *slog.Logger
 	mux      *http.ServeMux
@@ -76,6 +78,7 @@ func New(conn grpc.ClientConnInterface, log *slog.Logger) *Handler {
 		api: apiClients{hw: hardware.NewHardwareServiceClient(conn), wf: workflow.NewWorkflowServiceClient(conn),
 			bmc: machinev1.NewMachineServiceClient(conn), tpl: templatev1.NewTemplateServiceClient(conn)},
 		sessions: newSessions(maxSessions, idleTimeout, sessionLifetime, time.Now),
+		logins:   newLoginLimiter(loginBurst, loginEvery, maxLoginSources, time.Now),
 		pages:    template.Must(template.ParseFS(assets, "pages/*.html")),
 		log:      log, mux: http.NewServeMux(), closing: closing, close: closeFn,
 	}
@@ -236,6 +239,14 @@ func validToken(t string) error {
 const probeID = "00000000-0000-0000-0000-000000000000"
 
 func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
+	source := loginSource(r.RemoteAddr)
+	if ok, wait := h.logins.admit(source); !ok {
+		secs := int((wait + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		h.log.Warn("ui: login refused: too many wrong tokens", "peer", r.RemoteAddr, "retry_after_s", secs)
+		h.render(w, http.StatusTooManyRequests, "login.html", loginView{Error: fmt.Sprintf("refused: too many wrong tokens from your address; try again in %d s", secs)})
+		return
+	}
 	token := strings.TrimSpace(r.PostFormValue("token"))
 	if err := validToken(token); err != nil {
 		h.render(w, http.StatusBadRequest, "login.html", loginView{Error: err.Error()})
@@ -248,6 +259,9 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	switch status.Code(err) {
 	case codes.OK, codes.NotFound:
 	case codes.Unauthenticated, codes.PermissionDenied:
+		// Only a token the API refused counts: a malformed one was never
+		// checked, so it teaches nothing.
+		h.logins.charge(source)
 		h.log.Warn("ui: login refused", "peer", r.RemoteAddr, "reason", status.Convert(err).Message())
 		h.render(w, http.StatusUnauthorized, "login.html", loginView{Error: "refused: that is not the admin token"})
 		return
