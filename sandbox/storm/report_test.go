@@ -1,0 +1,97 @@
+//go:build bench
+
+package storm
+
+import (
+	"fmt"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// writeReport is the bench-storm section.
+func writeReport(files [3]served, lim linkLimit, rounds []round, pids map[string]int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "## bench-storm\n\n`make bench-storm`, %s, %d CPUs, Go %s. "+
+		"A boot storm through the whole path: N simulated machines, goroutines of one Go process each with its own MAC and its own address "+
+		"(10.30.0.0/17, on hc0 of a network namespace, behind a relay router 10.30.255.253), are switched on at once and each walks: "+
+		"DHCP DORA relayed (giaddr %s, one UDP socket on port 67 for all, iPXE's options: the user class iPXE gets the auto.ipxe URL as boot file) "+
+		"to herd-boots in reservation mode in a second namespace (%s on hb0, one veth between the two) → GET auto.ipxe → the machine script it chains to, "+
+		"its ${...} expanded as iPXE does → the kernel and initramfs named in the script's kernel and initrd lines, and its 2 boot events → "+
+		"the worker's GetWorkflowContexts, GetWorkflowActions and ReportActionStatus (RUNNING, SUCCESS) for the %d actions of its workflow, "+
+		"over gRPC/TLS with the herd.token credential from the script's kernel line; the third action downloads the OS image named in its IMG_URL "+
+		"from herd-boots' HTTP before reporting SUCCESS → cloud-init's EC2 crawl of herd-metadata (%s, in the services' namespace: "+
+		"every meta-data/ listing and leaf of 2009-04-04, then user-data), whose meta-data/hostname must be the machine's own. "+
+		"Every HTTP connection of a machine leaves from its own address, so herd-boots and herd-metadata identify it as they would a real one. "+
+		"herd-server (and its throwaway PostgreSQL) run on the host's loopback; the worker calls reach it there directly from the test process "+
+		"(servertest trusts 127.0.0.1 as a NAT gateway, so the credential's address binding is not exercised here), and boots' and metadata's Watch "+
+		"streams through a TCP forwarder into their namespace. herd-boots and herd-metadata: this commit, `go build`, --log-level warn; herd-server --log-level info"+
+		". Files served from herd-boots' /osie/: %s. "+
+		"Each size is a round of new machines (new records and workflows pushed first) against the same running services; the services' CPU "+
+		"(utime + stime of /proc/PID/stat) and the peak RSS (VmHWM, since the service started) are read before and after the storm. "+
+		"**All of it shares the machine's %d CPUs**: the simulated machines (the test process: TLS, HTTP clients, the copy of every byte) "+
+		"take CPU from the services, so the figures are the whole lab's. Bytes are counted as the machines read them; MB = 10^6 bytes. "+
+		"Errors fail the benchmark; none here.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), runtime.Version(), relayIP, serverIP, nActions, metadataIP,
+		describeFiles(files), runtime.NumCPU())
+	b.WriteString("The link's limit in the same run, a plain TCP copy (zeros written as fast as the socket takes them, from machine addresses to a sink in the services' namespace, over the same veth):")
+	for i := range lim.streams {
+		fmt.Fprintf(&b, " %d connection(s) %.0f MB/s (%.1f Gbit/s);", lim.streams[i], lim.rate[i]/1e6, lim.rate[i]*8/1e9)
+	}
+	b.WriteString("\n\n| machines | errors | time to the last machine | machines provisioned per minute | herd-boots served | herd-boots MB/s over the storm | of the TCP copy's best | herd-metadata served | DHCP resends | hardware + workflows pushed |\n")
+	b.WriteString("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	best := slices.Max(lim.rate)
+	for _, r := range rounds {
+		rate := float64(r.boots) / r.wall.Seconds()
+		fmt.Fprintf(&b, "| %d | %d | %.1f s | **%.0f** | %.2f GB | **%.0f** | %.0f %% | %.0f kB | %d | %d in %.1f s |\n", r.n, len(r.errs), r.wall.Seconds(),
+			float64(r.n)/r.wall.Minutes(), float64(r.boots)/1e9, rate/1e6, 100*rate/best, float64(r.metadata)/1e3, r.retries, r.n, r.pushed.Seconds())
+	}
+	b.WriteString("\nPer step, p50 / p99 over the machines (ms; a step's clock starts when the previous one ended; the image and report steps sum their calls):\n\n| step |")
+	for _, r := range rounds {
+		fmt.Fprintf(&b, " N = %d |", r.n)
+	}
+	b.WriteString("\n| --- |" + strings.Repeat(" ---: |", len(rounds)) + "\n")
+	for step := range nSteps {
+		fmt.Fprintf(&b, "| %s |", stepNames[step])
+		for _, r := range rounds {
+			ds := make([]time.Duration, 0, len(r.results))
+			for _, res := range r.results {
+				ds = append(ds, res.steps[step])
+			}
+			fmt.Fprintf(&b, " %.0f / %.0f |", ms(percentile(ds, 0.5)), ms(percentile(ds, 0.99)))
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\nCPU time of each process over the storm (user + system; in parentheses: average CPUs busy over the storm) and its peak RSS after it:\n\n| process |")
+	for _, r := range rounds {
+		fmt.Fprintf(&b, " N = %d |", r.n)
+	}
+	b.WriteString("\n| --- |" + strings.Repeat(" ---: |", len(rounds)) + "\n")
+	names := make([]string, 0, len(pids))
+	for name := range pids {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		fmt.Fprintf(&b, "| %s |", name)
+		for _, r := range rounds {
+			u := r.usage[name]
+			cpu := u[1].cpu - u[0].cpu
+			fmt.Fprintf(&b, " %.1f s (%.2f), %.0f MiB |", cpu.Seconds(), cpu.Seconds()/r.wall.Seconds(), u[1].hwm/(1<<20))
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\nNot covered yet (issue 18): TFTP of the iPXE binary for a share of the machines, N = 5,000, nginx serving the same files to the same clients, herd-server replicas, the worker credential's address binding (calls from the machines' own addresses).\n")
+	return b.String()
+}
+
+func describeFiles(files [3]served) string {
+	parts := make([]string, len(files))
+	for i, f := range files {
+		parts[i] = fmt.Sprintf("%s %s, %d bytes", f.name, f.what, f.size)
+	}
+	return strings.Join(parts, "; ")
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
