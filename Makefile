@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/herd-metal/herd/pkg/version.Version=$(VERSION)
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build test deps vet check-proto proto bench-server bench-bmc bench-metadata bench-dhcp bench-files bench-tftp bench-image action-images images osie osimage fuzz reliability ipxe sandbox sandbox-down test-e2e ui-screenshots bench-ui clean
+.PHONY: all build test deps vet check-proto proto bench-server bench-bmc bench-metadata bench-dhcp bench-files bench-tftp bench-storm bench-image action-images images osie osimage fuzz reliability ipxe sandbox sandbox-down test-e2e ui-screenshots bench-ui clean
 
 all: build
 
@@ -44,7 +44,7 @@ proto:
 	./proto/generate.sh proto
 
 # The benchmarks' own parsers and tables (their tests other than TestBench*).
-BENCH_PKGS := ./services/server/bench ./services/metadata/bench ./services/boots/bench ./worker/actions/image2disk/bench
+BENCH_PKGS := ./services/server/bench ./services/metadata/bench ./services/boots/bench ./worker/actions/image2disk/bench ./sandbox/storm
 
 test: deps check-proto vet
 	go test $(GO_TEST_FLAGS) $(addsuffix /...,$(addprefix ./,$(MODULES)))
@@ -178,6 +178,12 @@ bench-files: deps
 bench-tftp: deps
 	./scripts/deps.sh services/boots/bench/deps.txt
 	go test -tags bench -count=1 -timeout 40m -run TestBenchTFTP -v ./services/boots/bench -args -out $(CURDIR)/docs/benchmarks.md
+
+# A boot storm of STORM_MACHINES simulated machines through DHCP, iPXE
+# scripts, OSIE files, the worker RPCs and metadata (docs/benchmarks.md).
+STORM_MACHINES ?= 100,1000
+bench-storm: deps
+	go test -tags bench -count=1 -timeout 60m -run TestBenchStorm -v ./sandbox/storm -args -machines $(STORM_MACHINES) -out $(CURDIR)/docs/benchmarks.md
 
 # The iPXE binaries herd-boots serves (--ipxe-dir), from Debian's ipxe
 # package, in one directory: bin/ipxe.
