@@ -134,7 +134,9 @@ func TestBenchStorm(t *testing.T) {
 	metadata := startProc(t, "herd-metadata", srv.command(metadataBin, "--metadata-addr", metadataIP, "--server", s.GRPC,
 		"--cert-url", s.HTTP+"/cert", "--token", servertest.ServiceToken, "--log-format", "json", "--log-level", *logLevel))
 	probe := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return cli.dialFrom(ctx, net.ParseIP(relayIP), addr) }}}
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return cli.dialFrom(ctx, net.ParseIP(relayIP), addr)
+		}}}
 	waitHealthy(t, probe, boots, "http://"+bootsHTTP+"/healthz")
 	waitHealthy(t, probe, metadata, "http://"+metadataIP+"/healthz")
 	serverProc, err := serverPid(s.StateDir)
@@ -482,4 +484,3 @@ func tcpLimit(t *testing.T, srv, cli *netNS) linkLimit {
 	}
 	return lim
 }
-
