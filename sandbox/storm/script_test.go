@@ -107,7 +107,8 @@ func parseScript(s string) (script, error) {
 	return sc, nil
 }
 
-// maxCrawl bounds the metadata walk: a listing is outside input.
+// maxCrawl bounds the entries of the metadata walk: a listing is outside
+// input, and one that names itself forever must not walk forever.
 const maxCrawl = 200
 
 // crawl walks the EC2 tree under root (".../2009-04-04/") as cloud-init's
@@ -117,6 +118,7 @@ const maxCrawl = 200
 func crawl(ctx context.Context, get func(url string, allow404 bool) ([]byte, error), root string) (map[string]string, error) {
 	out := map[string]string{}
 	dirs := []string{"meta-data/"}
+	seen := 0
 	for len(dirs) > 0 {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -131,7 +133,7 @@ func crawl(ctx context.Context, get func(url string, allow404 bool) ([]byte, err
 			if e == "" {
 				continue
 			}
-			if len(out)+len(dirs) >= maxCrawl {
+			if seen++; seen > maxCrawl {
 				return nil, fmt.Errorf("more than %d entries under %s", maxCrawl, root)
 			}
 			if k, _, ok := strings.Cut(e, "="); ok {
