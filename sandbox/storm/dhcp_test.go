@@ -25,7 +25,6 @@ type relay struct {
 
 	mu      sync.Mutex
 	waiting map[dhcpv4.TransactionID]chan *dhcpv4.DHCPv4
-	strays  int // replies no machine waited for
 }
 
 func newRelay(ns *netNS, giaddr, server string) (*relay, error) {
@@ -57,11 +56,9 @@ func (r *relay) read() {
 		if err != nil {
 			continue
 		}
+		// A reply no machine waits for (late, after a resend) is dropped.
 		r.mu.Lock()
 		ch, ok := r.waiting[m.TransactionID]
-		if !ok {
-			r.strays++
-		}
 		r.mu.Unlock()
 		if ok {
 			select {

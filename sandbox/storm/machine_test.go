@@ -60,6 +60,7 @@ type machineResult struct {
 	steps      [nSteps]time.Duration
 	workflowID string
 	err        error
+	failedAt   int // the step err stopped it at
 }
 
 // run walks machine m through the whole path.
@@ -67,11 +68,13 @@ func (w *walk) run(ctx context.Context, m machine) (res machineResult) {
 	start := time.Now()
 	lap := func(step int) { res.steps[step] = time.Since(start) - sum(res.steps[:step]) }
 	fail := func(step int, err error) machineResult {
-		res.err = fmt.Errorf("machine %d (%s, %s), %s: %w", m.i, m.mac, m.ip, stepNames[step], err)
+		res.err, res.failedAt = fmt.Errorf("machine %d (%s, %s), %s: %w", m.i, m.mac, m.ip, stepNames[step], err), step
 		return res
 	}
 	// Each machine's HTTP connections leave from its own address.
-	hc := &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{
+	// No bound on a whole download (a storm may make it slow), only on a
+	// stall, as a firmware's or image2disk's reader gives up (fetch).
+	hc := &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: stallTimeout,
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return w.ns.dialFrom(ctx, m.ip, addr) },
 	}}
 	defer hc.CloseIdleConnections()
@@ -207,38 +210,63 @@ func sum(ds []time.Duration) (s time.Duration) {
 
 // fetch GETs url: the body (discarded and only counted when discard),
 // and an error for any status but 200 (and 404 when allow404).
+// A request that receives nothing for stallTimeout fails (the services'
+// own write timeout is 60 s too).
+const stallTimeout = 60 * time.Second
+
 func fetch(ctx context.Context, hc *http.Client, url string, counter *atomic.Int64, allow404, discard bool) ([]byte, int, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stalled := fmt.Errorf("nothing received for %s", stallTimeout)
+	watchdog := time.AfterFunc(stallTimeout, func() { cancel(stalled) })
+	defer watchdog.Stop()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, 0, err
 	}
 	res, err := hc.Do(req)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, errors.Join(err, context.Cause(ctx))
 	}
 	defer res.Body.Close()
-	var body []byte
-	var n int64
+	body := &progress{r: res.Body, watchdog: watchdog}
+	var data []byte
 	if discard {
-		n, err = io.Copy(io.Discard, res.Body)
+		_, err = io.Copy(io.Discard, body)
 	} else {
-		body, err = io.ReadAll(io.LimitReader(res.Body, 1<<20))
-		n = int64(len(body))
+		data, err = io.ReadAll(io.LimitReader(body, 1<<20))
 	}
+	n := body.n
 	counter.Add(n)
 	if err != nil {
-		return nil, res.StatusCode, fmt.Errorf("GET %s: body after %d bytes: %w", url, n, err)
+		return nil, res.StatusCode, fmt.Errorf("GET %s: body after %d bytes: %w", url, n, errors.Join(err, context.Cause(ctx)))
 	}
 	switch {
 	case res.StatusCode == http.StatusOK:
 	case res.StatusCode == http.StatusNotFound && allow404:
 	default:
-		return nil, res.StatusCode, fmt.Errorf("GET %s: %s: %.200s", url, res.Status, body)
+		return nil, res.StatusCode, fmt.Errorf("GET %s: %s: %.200s", url, res.Status, data)
 	}
 	if discard && res.ContentLength >= 0 && n != res.ContentLength {
 		return nil, res.StatusCode, fmt.Errorf("GET %s: %d bytes, Content-Length %d", url, n, res.ContentLength)
 	}
-	return body, res.StatusCode, nil
+	return data, res.StatusCode, nil
+}
+
+// progress counts what is read and pushes the stall watchdog back.
+type progress struct {
+	r        io.Reader
+	watchdog *time.Timer
+	n        int64
+}
+
+func (p *progress) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.n += int64(n)
+		p.watchdog.Reset(stallTimeout)
+	}
+	return n, err
 }
 
 // workflowOf is the worker's start: the machine's one workflow and its actions.

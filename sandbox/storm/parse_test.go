@@ -185,3 +185,19 @@ func TestParseStatusKB(t *testing.T) {
 		t.Errorf("absent VmSwap %v", got)
 	}
 }
+
+func TestParseCause(t *testing.T) {
+	for msg, want := range map[string]string{
+		"GET http://b/osie/os.img: body after 5 bytes: context canceled\nnothing received for 1m0s": "stalled (nothing received for 60 s)",
+		"GET http://b/osie/os.img: body after 31815165 bytes: unexpected EOF":                       "connection closed by the service mid-answer",
+		"read tcp 10.30.0.1:5->10.30.255.254:8080: read: connection reset by peer":                  "connection closed by the service mid-answer",
+		"GET http://b/x: body after 7 bytes: context deadline exceeded":                             "deadline exceeded",
+		"rpc error: code = Unavailable desc = connection error":                                     "gRPC error",
+		"GET http://b/auto.ipxe: 503 Service Unavailable: busy":                                     "HTTP 5xx",
+		"ACK gave 10.30.0.9, the reservation is 10.30.0.8":                                          "other",
+	} {
+		if got := cause(errors.New(msg)); got != want {
+			t.Errorf("cause(%q) = %q, want %q", msg, got, want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ package storm
 
 import (
 	"fmt"
+	"maps"
 	"runtime"
 	"slices"
 	"strings"
@@ -11,9 +12,10 @@ import (
 )
 
 // writeReport is the bench-storm section.
-func writeReport(files [3]served, lim linkLimit, rounds []round, pids map[string]int) string {
+// limits are the TCP copy's before the first storm and after the last.
+func writeReport(files [3]served, limits [2]linkLimit, rounds []round, pids map[string]int) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "## bench-storm\n\n`make bench-storm`, %s, %d CPUs, Go %s. "+
+	fmt.Fprintf(&b, "## bench-storm\n\n`make bench-storm STORM_MACHINES=%s`, %s, %d CPUs, Go %s. "+
 		"A boot storm through the whole path: N simulated machines, goroutines of one Go process each with its own MAC and its own address "+
 		"(10.30.0.0/17, on hc0 of a network namespace, behind a relay router 10.30.255.253), are switched on at once and each walks: "+
 		"DHCP DORA relayed (giaddr %s, one UDP socket on port 67 for all, iPXE's options: the user class iPXE gets the auto.ipxe URL as boot file) "+
@@ -33,19 +35,34 @@ func writeReport(files [3]served, lim linkLimit, rounds []round, pids map[string
 		"**All of it shares the machine's %d CPUs**: the simulated machines (the test process: TLS, HTTP clients, the copy of every byte) "+
 		"take CPU from the services, so the figures are the whole lab's. Bytes are counted as the machines read them; MB = 10^6 bytes. "+
 		"Errors fail the benchmark; none here.\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), runtime.Version(), relayIP, serverIP, nActions, metadataIP,
+		*sizes, time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), runtime.Version(), relayIP, serverIP, nActions, metadataIP,
 		describeFiles(files), runtime.NumCPU())
-	b.WriteString("The link's limit in the same run, a plain TCP copy (zeros written as fast as the socket takes them, from machine addresses to a sink in the services' namespace, over the same veth):")
-	for i := range lim.streams {
-		fmt.Fprintf(&b, " %d connection(s) %.0f MB/s (%.1f Gbit/s);", lim.streams[i], lim.rate[i]/1e6, lim.rate[i]*8/1e9)
+	b.WriteString("The link's limit in the same run, a plain TCP copy over the same veth and route, sent as herd-boots sends (the OS image file again and again with sendfile, " +
+		"from the services' namespace to a machine address whose reader reads into 1 MiB buffers), with nothing else running:")
+	var best float64
+	for k, lim := range limits {
+		b.WriteString([]string{" before the storms", "; after them"}[k])
+		for i := range lim.streams {
+			fmt.Fprintf(&b, ", %d connection(s) %.0f MB/s (%.1f Gbit/s)", lim.streams[i], lim.rate[i]/1e6, lim.rate[i]*8/1e9)
+			best = max(best, lim.rate[i])
+		}
 	}
-	b.WriteString("\n\n| machines | errors | time to the last machine | machines provisioned per minute | herd-boots served | herd-boots MB/s over the storm | of the TCP copy's best | herd-metadata served | DHCP resends | hardware + workflows pushed |\n")
+	fmt.Fprintf(&b, ". On %d shared CPUs this copy is bound by the CPU (of the sender, the receiver and whatever else runs), not by the veth, so it moves from run to run.", runtime.NumCPU())
+	b.WriteString("\n\n| machines | errors | time to the last machine | machines provisioned per minute | herd-boots served | herd-boots MB/s over the storm | of the TCP copy's best rate | herd-metadata served | DHCP resends | hardware + workflows pushed |\n")
 	b.WriteString("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
-	best := slices.Max(lim.rate)
 	for _, r := range rounds {
 		rate := float64(r.boots) / r.wall.Seconds()
 		fmt.Fprintf(&b, "| %d | %d | %.1f s | **%.0f** | %.2f GB | **%.0f** | %.0f %% | %.0f kB | %d | %d in %.1f s |\n", r.n, len(r.errs), r.wall.Seconds(),
 			float64(r.n)/r.wall.Minutes(), float64(r.boots)/1e9, rate/1e6, 100*rate/best, float64(r.metadata)/1e3, r.retries, r.n, r.pushed.Seconds())
+	}
+	for _, r := range rounds {
+		whats := slices.Sorted(maps.Keys(r.failed))
+		for _, what := range whats {
+			fmt.Fprintf(&b, "\nN = %d: **%d machines failed at %s**.", r.n, r.failed[what], what)
+		}
+		if len(whats) > 0 {
+			b.WriteString("\n")
+		}
 	}
 	b.WriteString("\nPer step, p50 / p99 over the machines (ms, of the machines without an error; a step's clock starts when the previous one ended; the image and report steps sum their calls):\n\n| step |")
 	for _, r := range rounds {

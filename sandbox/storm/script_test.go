@@ -167,3 +167,21 @@ func percentile(ds []time.Duration, q float64) time.Duration {
 	k := int(q*float64(len(ds))+0.999999) - 1
 	return ds[min(max(k, 0), len(ds)-1)]
 }
+
+// cause is the class of a machine's error, for the error table.
+func cause(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "nothing received for"):
+		return "stalled (nothing received for 60 s)"
+	case strings.Contains(msg, "unexpected EOF"), strings.Contains(msg, "connection reset"):
+		return "connection closed by the service mid-answer"
+	case strings.Contains(msg, "deadline exceeded"):
+		return "deadline exceeded"
+	case strings.Contains(msg, "rpc error"):
+		return "gRPC error"
+	case strings.Contains(msg, "GET ") && strings.Contains(msg, ": 5"):
+		return "HTTP 5xx"
+	}
+	return "other"
+}

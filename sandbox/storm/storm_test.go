@@ -81,6 +81,7 @@ type round struct {
 	retries  int64 // DHCP resends
 	usage    map[string][2]usage
 	pushed   time.Duration
+	failed   map[string]int // machines failed, by step and cause
 }
 
 func TestBenchStorm(t *testing.T) {
@@ -158,11 +159,12 @@ func TestBenchStorm(t *testing.T) {
 	}
 	defer rel.close()
 
-	limit := tcpLimit(t, srv, cli)
+	copyFile := filepath.Join(osieDir, files[2].name)
+	limits := [2]linkLimit{tcpLimit(t, srv, cli, copyFile)}
 	var rounds []round
 	from := 0
 	for _, n := range ns {
-		r := round{n: n, usage: map[string][2]usage{}}
+		r := round{n: n, usage: map[string][2]usage{}, failed: map[string]int{}}
 		r.pushed = servertest.PushHardware(t, hc, from, from+n, record)
 		createWorkflows(t, wc, tpl.GetId(), from, from+n)
 		waitInventory(t, probe, cli, from+n, from, n)
@@ -191,10 +193,14 @@ func TestBenchStorm(t *testing.T) {
 		for _, res := range r.results {
 			if res.err != nil {
 				r.errs = append(r.errs, res.err)
+				r.failed[stepNames[res.failedAt]+": "+cause(res.err)]++
 			}
 		}
 		r.errs = append(r.errs, checkWorkflows(wc, r.results)...)
 		t.Logf("N=%d: %d machines in %.1f s, %d errors", n, n, r.wall.Seconds(), len(r.errs))
+		for what, count := range r.failed {
+			t.Logf("N=%d: %d machines failed at %s", n, count, what)
+		}
 		for i, err := range r.errs {
 			if i == 20 {
 				t.Errorf("… and %d more errors", len(r.errs)-20)
@@ -210,7 +216,14 @@ func TestBenchStorm(t *testing.T) {
 			t.Errorf("%s exited during the storm: %v\n%.4000s", name, p.err, p.logs)
 		}
 	}
-	report := writeReport(files, limit, rounds, pids)
+	limits[1] = tcpLimit(t, srv, cli, copyFile)
+	for _, r := range rounds {
+		if len(r.errs) > 0 {
+			t.Logf("herd-boots' log (its last 8 kB):\n%s", tail(boots.logs.String(), 8<<10))
+			break
+		}
+	}
+	report := writeReport(files, limits, rounds, pids)
 	t.Log("\n" + report)
 	if t.Failed() {
 		t.Fatal("machines failed: the figures are not written")
@@ -431,11 +444,14 @@ type linkLimit struct {
 	rate    []float64 // bytes/s
 }
 
-// tcpLimit copies zeros from the machines' namespace to a sink in the
-// services' namespace, over 1, 8 and 64 connections.
-func tcpLimit(t *testing.T, srv, cli *netNS) linkLimit {
+// tcpLimit is the link's limit the way herd-boots sends: the OS image
+// file sent with sendfile (io.Copy from an *os.File to a TCP connection)
+// from the services' namespace to a machine address, over 1, 8 and 64
+// connections at once, the receiver reading into 1 MiB buffers.
+func tcpLimit(t *testing.T, srv, cli *netNS, file string) linkLimit {
 	t.Helper()
-	l, err := srv.listen("tcp", serverIP+":9099")
+	sink := machineIP(0) + ":9099"
+	l, err := cli.listen("tcp", sink)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -446,34 +462,44 @@ func tcpLimit(t *testing.T, srv, cli *netNS) linkLimit {
 			if err != nil {
 				return
 			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 1<<20)
+				for {
+					if _, err := c.Read(buf); err != nil {
+						return
+					}
+				}
+			}()
 		}
 	}()
 	var lim linkLimit
-	buf := make([]byte, 256<<10)
 	for _, streams := range []int{1, 8, 64} {
-		var total int64
-		var mu sync.Mutex
+		var total atomic.Int64
 		var g errgroup.Group
 		start := time.Now()
-		for k := range streams {
+		for range streams {
 			g.Go(func() error {
-				c, err := cli.dialFrom(context.Background(), net.ParseIP(machineIP(k)), serverIP+":9099")
+				f, err := os.Open(file)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				c, err := srv.dialFrom(context.Background(), net.ParseIP(serverIP), sink)
 				if err != nil {
 					return err
 				}
 				defer c.Close()
-				var n int64
 				for time.Since(start) < *copySecs {
-					m, err := c.Write(buf)
-					n += int64(m)
+					if _, err := f.Seek(0, io.SeekStart); err != nil {
+						return err
+					}
+					n, err := io.Copy(c, f)
+					total.Add(n)
 					if err != nil {
 						return err
 					}
 				}
-				mu.Lock()
-				total += n
-				mu.Unlock()
 				return nil
 			})
 		}
@@ -481,7 +507,9 @@ func tcpLimit(t *testing.T, srv, cli *netNS) linkLimit {
 			t.Fatalf("TCP copy: %v", err)
 		}
 		lim.streams = append(lim.streams, streams)
-		lim.rate = append(lim.rate, float64(total)/time.Since(start).Seconds())
+		lim.rate = append(lim.rate, float64(total.Load())/time.Since(start).Seconds())
 	}
 	return lim
 }
+
+func tail(s string, n int) string { return s[max(0, len(s)-n):] }
