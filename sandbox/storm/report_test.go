@@ -38,7 +38,7 @@ func writeReport(files [3]served, limits [2]linkLimit, rounds []round, pids map[
 		*sizes, time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), runtime.Version(), relayIP, serverIP, nActions, metadataIP,
 		describeFiles(files), runtime.NumCPU())
 	b.WriteString("The link's limit in the same run, a plain TCP copy over the same veth and route, sent as herd-boots sends (the OS image file again and again with sendfile, " +
-		"from the services' namespace to a machine address whose reader reads into 1 MiB buffers), with nothing else running:")
+		"from the services' namespace to a machine address whose reader reads into 1 MiB buffers), while no storm runs:")
 	var best float64
 	for k, lim := range limits {
 		b.WriteString([]string{" before the storms", "; after them"}[k])
