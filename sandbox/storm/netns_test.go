@@ -137,22 +137,28 @@ func (n *netNS) forward(addr, target string) {
 		n.t.Fatalf("forward %s in %s: %v", addr, n.name, err)
 	}
 	n.t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				u, err := net.Dial("tcp", target)
-				if err != nil {
-					return
-				}
-				defer u.Close()
-				go io.Copy(u, c)
-				io.Copy(c, u)
-			}()
+	go serve(l, func(c net.Conn) {
+		u, err := net.Dial("tcp", target)
+		if err != nil {
+			return
 		}
-	}()
+		defer u.Close()
+		go io.Copy(u, c)
+		io.Copy(c, u)
+	})
+}
+
+// serve runs handle for each connection l accepts, each in a goroutine
+// that closes it afterwards, until l is closed.
+func serve(l net.Listener, handle func(net.Conn)) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			handle(c)
+		}()
+	}
 }

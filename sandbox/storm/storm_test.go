@@ -456,23 +456,14 @@ func tcpLimit(t *testing.T, srv, cli *netNS, file string) linkLimit {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	go func() {
+	go serve(l, func(c net.Conn) {
+		buf := make([]byte, 1<<20)
 		for {
-			c, err := l.Accept()
-			if err != nil {
+			if _, err := c.Read(buf); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 1<<20)
-				for {
-					if _, err := c.Read(buf); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
+	})
 	var lim linkLimit
 	for _, streams := range []int{1, 8, 64} {
 		var total atomic.Int64
