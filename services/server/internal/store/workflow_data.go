@@ -64,8 +64,10 @@ func (s *Store) workflowData(ctx context.Context, id string, version int32, colu
 
 // UpdateWorkflowData stores a new version of a workflow's data with its
 // metadata (both JSON; empty metadata is {}), drops versions beyond the
-// history bound, and returns the new version number. Not JSON, or larger
-// than the size limit -> ErrInvalid; a deleted workflow -> ErrPrecondition.
+// history bound, and returns the new version number. Data and metadata
+// equal to the latest version's store nothing and return that version.
+// Not JSON, or larger than the size limit -> ErrInvalid; a deleted
+// workflow -> ErrPrecondition.
 func (s *Store) UpdateWorkflowData(ctx context.Context, id string, metadata, data []byte) (int32, error) {
 	if len(metadata) == 0 {
 		metadata = []byte("{}")
@@ -81,7 +83,10 @@ func (s *Store) UpdateWorkflowData(ctx context.Context, id string, metadata, dat
 			return 0, fmt.Errorf("workflow %s: %s is not JSON: %w", id, p.what, ErrInvalid)
 		}
 	}
-	var version int32
+	var (
+		version int32
+		resent  bool
+	)
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		w, err := getWorkflow(ctx, tx, id, "FOR UPDATE")
 		if err != nil {
@@ -91,17 +96,27 @@ func (s *Store) UpdateWorkflowData(ctx context.Context, id string, metadata, dat
 		if w.deletedAt.Valid {
 			return fmt.Errorf("workflow %s was deleted: %w", id, ErrPrecondition)
 		}
-		if err := tx.QueryRowContext(ctx,
-			`SELECT coalesce(max(version), 0) + 1 FROM workflow_data WHERE workflow_id = $1`, id).Scan(&version); err != nil {
-			return fmt.Errorf("workflow %s data version: %w", id, err)
+		// A worker resends its update when the answer is lost (link down,
+		// server restarted); the resend must not add a version, so data and
+		// metadata equal to the latest version's (as jsonb, the way they are
+		// stored) are that version. Tinkerbell v0.6 added one every time.
+		// The workflow row's lock keeps this check and the insert together.
+		var latest int32
+		resent = false // a retried transaction asks again
+		err = tx.QueryRowContext(ctx, `SELECT version, data = $2::jsonb AND metadata = $3::jsonb FROM workflow_data
+			WHERE workflow_id = $1 ORDER BY version DESC LIMIT 1`, id, string(data), string(metadata)).Scan(&latest, &resent)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return dataRefused(id, "reading the latest data version", err)
 		}
+		if resent {
+			version = latest
+			return nil
+		}
+		version = latest + 1
 		if _, err := tx.ExecContext(ctx,
 			`INSERT INTO workflow_data (workflow_id, version, data, metadata) VALUES ($1, $2, $3, $4)`,
 			id, version, string(data), string(metadata)); err != nil {
-			if strings.HasPrefix(sqlState(err), "22") { // data exception: JSON PostgreSQL refuses (e.g. \u0000)
-				return fmt.Errorf("workflow %s: data or metadata refused by the database: %w: %w", id, ErrInvalid, err)
-			}
-			return fmt.Errorf("workflow %s: storing data: %w", id, err)
+			return dataRefused(id, "storing data", err)
 		}
 		if keep := s.opts.MaxDataVersions; keep > 0 {
 			if _, err := tx.ExecContext(ctx,
@@ -114,6 +129,17 @@ func (s *Store) UpdateWorkflowData(ctx context.Context, id string, metadata, dat
 	if err != nil {
 		return 0, err
 	}
-	s.announce.workflow(id)
+	if !resent {
+		s.announce.workflow(id)
+	}
 	return version, nil
+}
+
+// dataRefused wraps an error of a statement given the data and metadata:
+// ErrInvalid if PostgreSQL refused them as JSON.
+func dataRefused(id, doing string, err error) error {
+	if strings.HasPrefix(sqlState(err), "22") { // data exception: JSON PostgreSQL refuses (e.g. \u0000)
+		return fmt.Errorf("workflow %s: data or metadata refused by the database: %w: %w", id, ErrInvalid, err)
+	}
+	return fmt.Errorf("workflow %s: %s: %w", id, doing, err)
 }
