@@ -13,8 +13,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/herd-metal/herd/pkg/observe"
 )
@@ -206,4 +209,76 @@ func TestSourceLimitShared(t *testing.T) {
 	if lim.total() != 1 {
 		t.Fatalf("open connections %v, want 1", lim.total())
 	}
+}
+
+// TestDownloadPacedByClient: a download's write timeout bounds each
+// chunk, not the whole: a client reading slowly but steadily keeps its
+// download for several times the timeout, and one that stops reading is
+// cut once the timeout passes. herd-boots' way: one --http-write-timeout
+// for the server and for the download's chunks, behind the per-source
+// listener, the client's receive buffer small so that the server waits on
+// its pace.
+func TestDownloadPacedByClient(t *testing.T) {
+	const timeout = time.Second
+	size := 16 * downloadChunk // 4 MiB: ~3.3 s at the steady pace below
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "initramfs"), make([]byte, size), 0o644)
+	s := newServerWith(t, observe.NewRegistry(), func(c *Config) { c.OSIEDir, c.WriteTimeout = dir, timeout })
+	lim := DefaultLimits
+	lim.Write = timeout
+	srv := lim.Server(s)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(LimitListener(ln, lim.PerSource, slog.New(slog.NewTextHandler(io.Discard, nil)), observe.NewRegistry()))
+	t.Cleanup(func() { srv.Close() })
+
+	// download reads the file at 64 KiB every pause, after stallFor
+	// without reading once the headers are in; it returns the body bytes
+	// read and the error that ended the body.
+	download := func(t *testing.T, pause, stallFor time.Duration) (int64, error) {
+		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			return rc.Control(func(fd uintptr) { _ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 16<<10) })
+		}}
+		c, err := d.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(time.Minute))
+		io.WriteString(c, "GET /osie/initramfs HTTP/1.1\r\nHost: boots\r\n\r\n")
+		res, err := http.ReadResponse(bufio.NewReaderSize(c, 64<<10), &http.Request{Method: "GET"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.StatusCode != 200 || res.ContentLength != int64(size) {
+			t.Fatalf("%s, Content-Length %d", res.Status, res.ContentLength)
+		}
+		time.Sleep(stallFor)
+		var n int64
+		for {
+			k, err := io.CopyN(io.Discard, res.Body, 64<<10)
+			n += k
+			if err == io.EOF {
+				return n, nil
+			}
+			if err != nil {
+				return n, err
+			}
+			time.Sleep(pause)
+		}
+	}
+	t.Run("steady", func(t *testing.T) {
+		t.Parallel()
+		if n, err := download(t, 50*time.Millisecond, 0); n != int64(size) || err != nil {
+			t.Fatalf("a steady reader got %d of %d bytes: %v", n, size, err)
+		}
+	})
+	t.Run("stalled", func(t *testing.T) {
+		t.Parallel()
+		if n, err := download(t, 0, 4*timeout); n == int64(size) || err == nil {
+			t.Fatalf("a reader that stopped for 4× the write timeout got %d of %d bytes (%v): want it cut", n, size, err)
+		}
+	})
 }
