@@ -70,9 +70,11 @@ type WorkflowServiceClient interface {
 	// herd addition. WatchWorkflowEvents streams the events recorded so far,
 	// then each new one, and ends once the workflow is in a final state.
 	WatchWorkflowEvents(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WorkflowActionStatus], error)
-	// herd addition. RecordBootEvent adds a note on a machine's way to the
-	// OSIE ("ipxe script served", "kernel fetched") to the events of its
-	// active workflow, as task and action "boot". boots calls it.
+	// herd addition. RecordBootEvent adds a note on a machine's way to
+	// provisioned ("dhcp offer ...", "ipxe script served", "kernel fetched",
+	// "metadata read ...") to the events of its active workflow, or else of
+	// the one that ended less than an hour ago (once per message after the
+	// end), as task and action "boot". boots and metadata call it.
 	RecordBootEvent(ctx context.Context, in *BootEvent, opts ...grpc.CallOption) (*BootEventResponse, error)
 	// herd addition. ReportActionLogs stores output lines of an action's
 	// container, so they outlive it. A worker sends them while the action
@@ -342,9 +344,11 @@ type WorkflowServiceServer interface {
 	// herd addition. WatchWorkflowEvents streams the events recorded so far,
 	// then each new one, and ends once the workflow is in a final state.
 	WatchWorkflowEvents(*GetRequest, grpc.ServerStreamingServer[WorkflowActionStatus]) error
-	// herd addition. RecordBootEvent adds a note on a machine's way to the
-	// OSIE ("ipxe script served", "kernel fetched") to the events of its
-	// active workflow, as task and action "boot". boots calls it.
+	// herd addition. RecordBootEvent adds a note on a machine's way to
+	// provisioned ("dhcp offer ...", "ipxe script served", "kernel fetched",
+	// "metadata read ...") to the events of its active workflow, or else of
+	// the one that ended less than an hour ago (once per message after the
+	// end), as task and action "boot". boots and metadata call it.
 	RecordBootEvent(context.Context, *BootEvent) (*BootEventResponse, error)
 	// herd addition. ReportActionLogs stores output lines of an action's
 	// container, so they outlive it. A worker sends them while the action

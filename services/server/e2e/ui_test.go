@@ -150,6 +150,23 @@ func TestUIInABrowser(t *testing.T) {
 	if want := []string{"disk/wipe RUNNING", "disk/wipe SUCCESS", "disk/image RUNNING", "disk/image SUCCESS"}; strings.Join(reported, ",") != strings.Join(want, ",") {
 		t.Fatalf("timeline %v, want the reports %v", timeline, want)
 	}
+	// The machine's first boot into its OS comes after the end: its note
+	// (as herd-metadata sends it) still shows, live.
+	uitest.Step(t, b, "see the page follow after the end", chromedp.WaitVisible(chromedp.CSS(`#live[data-state="ended"]`)))
+	if live := uitest.Get(t, b, "read the live badge", chromedp.Text(chromedp.CSS("#live"))); !strings.Contains(live, "following") {
+		t.Fatalf("after the end the page says %q, want it following the first boot", live)
+	}
+	const readNote = "metadata read by cloud-init (first: meta-data/instance-id)"
+	noted, err := workflow.NewWorkflowServiceClient(s.Dial(servertest.ServiceToken)).RecordBootEvent(ctx(t),
+		&workflow.BootEvent{HardwareId: hw1, Message: readNote})
+	if err != nil || noted.GetWorkflowId() != id {
+		t.Fatalf("note after the end: on %q (%v), want workflow %s", noted.GetWorkflowId(), err, id)
+	}
+	uitest.Step(t, b, "see the note after the end", chromedp.WaitVisible(chromedp.CSS(`#timeline tbody tr[data-action="boot/boot"]:last-child`)))
+	noteText := uitest.Get(t, b, "read the note after the end", chromedp.Text(chromedp.CSS(`#timeline tbody tr:last-child td.message`)))
+	if noteText != readNote {
+		t.Fatalf("last timeline row says %q, want %q", noteText, readNote)
+	}
 	meta := uitest.Get(t, b, "read the metadata", chromedp.Text(chromedp.CSS("#metadata")))
 	if strings.Contains(meta, "hunter2-ui") || !strings.Contains(meta, "root_password") || !strings.Contains(meta, "node-1") {
 		t.Fatalf("metadata shown:\n%s\nwant root_password masked, the rest shown", meta)

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/herd-metal/herd/pkg/bootnotes"
 	"github.com/herd-metal/herd/pkg/certs"
 	"github.com/herd-metal/herd/pkg/config"
 	"github.com/herd-metal/herd/pkg/connect"
@@ -33,7 +34,6 @@ import (
 	"github.com/herd-metal/herd/pkg/version"
 	"github.com/herd-metal/herd/proto/hardware"
 	"github.com/herd-metal/herd/proto/workflow"
-	"github.com/herd-metal/herd/services/boots/internal/bootevents"
 	"github.com/herd-metal/herd/services/boots/internal/dhcp"
 	"github.com/herd-metal/herd/services/boots/internal/httpd"
 	"github.com/herd-metal/herd/services/boots/internal/leases"
@@ -277,6 +277,8 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	}
 	dcfg := dhcp.Config{Mode: mode, ServerID: public, UserClass: s.userClass, DefaultLease: s.leaseTime, DefaultDomain: s.domain,
 		Boot: dhcp.BootConfig{NextServer: public, HTTPBase: baseURL, HTTPSBase: strings.TrimRight(s.ipxeHTTPSURL, "/")}, Link: link}
+	notes := bootnotes.New("boots", log, reg)
+	dcfg.Notes = notes
 	// Proxy mode: the addresses machines take from the other DHCP server,
 	// their own addresses for boot events and syslog.
 	var book *leases.Book
@@ -284,7 +286,6 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		book = leases.New(leaseBookSize, s.leaseTime)
 		dcfg.Leases = book
 	}
-	notes := bootevents.New(log, reg)
 	hcfg := httpd.Config{
 		Script: script.Config{BaseURL: baseURL, GRPCAuthority: or(s.grpcAuthority, cc.Authority), CertURL: or(s.workerCertURL, cc.CertURL),
 			CASHA256:    caPin,

@@ -307,6 +307,9 @@ func TestRealDHCPClients(t *testing.T) {
 	l.push(t, hwKnown, known, "10.77.0.10", true, "")
 	l.waitMachines(t, 1)
 
+	// A workflow waits for the machine: its timeline notes each step.
+	l.server.MustHerd("version: \"0.1\"\nname: boot-note\ntasks:\n  - name: t\n    worker: \"{{.device_1}}\"\n    actions:\n      - name: a\n        image: noop\n", "template", "create")
+	wf := l.server.CreateWorkflow("boot-note", `{"device_1":"`+known.String()+`"}`)
 	vars := l.udhcpc(t)
 	want := map[string]string{"ip": "10.77.0.10", "subnet": "255.255.255.0", "router": bootsIP, "dns": "10.77.0.53",
 		"ntpsrv": "10.77.0.123", "hostname": "node1", "domain": "lab.example", "lease": "600", "serverid": bootsIP,
@@ -320,8 +323,6 @@ func TestRealDHCPClients(t *testing.T) {
 	// With a workflow waiting and the address configured, the machine gets
 	// its own script, with its worker credential, over HTTP from the client
 	// namespace, and the workflow's events note it.
-	l.server.MustHerd("version: \"0.1\"\nname: boot-note\ntasks:\n  - name: t\n    worker: \"{{.device_1}}\"\n    actions:\n      - name: a\n        image: noop\n", "template", "create")
-	wf := l.server.CreateWorkflow("boot-note", `{"device_1":"`+known.String()+`"}`)
 	c := l.cli.HTTPClient()
 	res, err := c.Get(bootsURL + "/machines/52-54-00-aa-00-01/boot.ipxe")
 	if err != nil {
@@ -341,11 +342,12 @@ func TestRealDHCPClients(t *testing.T) {
 		t.Errorf("herd-boots logged the registry password")
 	}
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if strings.Contains(l.server.MustHerd("", "workflow", "events", wf), "ipxe script served") {
+		events := l.server.MustHerd("", "workflow", "events", wf)
+		if strings.Contains(events, "ipxe script served") && strings.Contains(events, "dhcp offer 10.77.0.10: tftp undionly.kpxe") {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no boot note on workflow %s after the script was served", wf)
+			t.Fatalf("workflow %s lacks the DHCP offer's or the script's note:\n%s", wf, events)
 		}
 	}
 	res, err = c.Get(bootsURL + "/auto.ipxe")

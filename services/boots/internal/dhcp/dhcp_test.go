@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"slices"
 	"testing"
 	"time"
 
@@ -556,5 +557,51 @@ func TestProxyLearnsLeases(t *testing.T) {
 	roundTrip(t, hr, req(macNoPXE, "10.0.5.11"), false)
 	if len(book) != 1 {
 		t.Fatalf("reservation mode learned: %v", book)
+	}
+}
+
+type takenNotes []string
+
+func (n *takenNotes) Record(hwID, message string) { *n = append(*n, hwID+": "+message) }
+
+// TestOfferNotes: an offer with a boot file is noted once for the
+// machine's timeline (not its ACK); lease-only offers, unknown MACs and
+// proxy silence are not.
+func TestOfferNotes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mode Mode
+		send func(h *Handler)
+		want []string
+	}{
+		{"reservation DORA", Reservation, func(h *Handler) {
+			offer, _ := roundTrip(t, h, mustParse(t, goldenPXEDiscover(t)), false)
+			req, err := dhcpv4.NewRequestFromOffer(offer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			roundTrip(t, h, req, false)
+		}, []string{"hw-1: dhcp offer 10.0.5.10: tftp undionly.kpxe"}},
+		{"iPXE asks for its script", Reservation, func(h *Handler) {
+			roundTrip(t, h, packet(t, macBIOS, arch(iana.INTEL_X86PC), rawUserClass("iPXE")), false)
+		}, []string{"hw-1: dhcp offer 10.0.5.10: ipxe script"}},
+		{"netboot not allowed", Reservation, func(h *Handler) {
+			roundTrip(t, h, packet(t, macNoPXE, arch(iana.INTEL_X86PC)), false)
+		}, nil},
+		{"not a netboot client", Reservation, func(h *Handler) { roundTrip(t, h, packet(t, macBIOS), false) }, nil},
+		{"unknown MAC", Reservation, func(h *Handler) { roundTrip(t, h, packet(t, macOther, arch(iana.INTEL_X86PC)), false) }, nil},
+		{"proxy offer", Proxy, func(h *Handler) {
+			roundTrip(t, h, packet(t, macBIOS, vendor("PXEClient:Arch:00007:UNDI:003016"), arch(iana.EFI_X86_64)), false)
+		}, []string{"hw-1: dhcp offer (proxy): tftp ipxe.efi"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := testHandler(tc.mode)
+			var got takenNotes
+			h.cfg.Notes = &got
+			tc.send(h)
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("notes %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

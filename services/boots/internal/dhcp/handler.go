@@ -38,6 +38,15 @@ type Config struct {
 	// address or ciaddr), so that the HTTP and syslog sides can tell the
 	// machine's own address.
 	Leases LeaseBook
+	// Notes, when set, takes a note for the machine's workflow timeline
+	// each time boots offers it a boot file.
+	Notes Notes
+}
+
+// Notes takes notes on a machine's way to its OSIE (pkg/bootnotes); Record
+// never blocks.
+type Notes interface {
+	Record(hwID, message string)
 }
 
 // LeaseBook takes the addresses proxy mode sees known machines take.
@@ -350,6 +359,10 @@ func (h *Handler) decide(dst []byte, req *dhcpv4.DHCPv4, peer netip.AddrPort, on
 	if boot.File == "" {
 		level = slog.LevelDebug
 	}
+	if h.cfg.Notes != nil && boot.File != "" && mt == dhcpv4.MessageTypeOffer {
+		// One note per netboot DORA, on its offer: the ACK repeats it.
+		h.cfg.Notes.Record(m.ID, offerNote(lease, boot))
+	}
 	if h.log.Enabled(context.Background(), level) {
 		ip := net.IPv4zero
 		if lease != nil && (mt != dhcpv4.MessageTypeAck || reqType != dhcpv4.MessageTypeInform) {
@@ -359,6 +372,16 @@ func (h *Handler) decide(dst []byte, req *dhcpv4.DHCPv4, peer netip.AddrPort, on
 			"type", reqType.String(), "reply", mt.String(), "ip", ip.String(), "boot_file", boot.File, "decision", boot.Reason)
 	}
 	return out, mt, o
+}
+
+// offerNote is the timeline's note of an offer with a boot file: the
+// address (none in proxy mode: the other server leases) and what boots
+// told the client to load.
+func offerNote(lease *Lease, boot Boot) string {
+	if lease == nil {
+		return "dhcp offer (proxy): " + boot.Reason
+	}
+	return "dhcp offer " + lease.IP.String() + ": " + boot.Reason
 }
 
 // learn notes the address a known MAC asks the other server for (proxy

@@ -12,6 +12,7 @@ import (
 
 	"github.com/herd-metal/herd/pkg/servertest"
 	"github.com/herd-metal/herd/proto/hardware"
+	"github.com/herd-metal/herd/proto/workflow"
 )
 
 // crawl is cloud-init's own EC2 crawl (Debian's cloud-init package), as
@@ -57,6 +58,9 @@ func TestCloudInitCrawl(t *testing.T) {
 	push(t, hw, m1)
 	push(t, hw, record(2, "node-2", `, "userdata": "#cloud-config\nhostname: node-2\n"`))
 	base := startMetadata(t, s, "127.0.0.1:0")
+	// Machine 1 has been provisioned: its workflow ended a moment ago, and
+	// cloud-init's crawls are its installed OS's first boot.
+	wf := provisioned(t, s, m1)
 
 	for _, version := range []string{"latest", "2009-04-04"} {
 		t.Run(version, func(t *testing.T) {
@@ -98,4 +102,36 @@ func TestCloudInitCrawl(t *testing.T) {
 			}
 		})
 	}
+
+	// The ended workflow's timeline notes the reading once for both
+	// crawls.
+	const note = "metadata read by cloud-init (first: "
+	var events string
+	eventually(t, 20*time.Second, "the metadata read noted on workflow "+wf, func() bool {
+		events = s.MustHerd("", "workflow", "events", wf)
+		return strings.Contains(events, note)
+	})
+	time.Sleep(time.Second) // a second note would have been sent by now
+	if n := strings.Count(s.MustHerd("", "workflow", "events", wf), note); n != 1 {
+		t.Fatalf("%d metadata read notes on the workflow, want 1:\n%s", n, events)
+	}
+}
+
+// provisioned runs a one-action workflow for hw to SUCCESS, as its worker
+// would, and returns its id.
+func provisioned(t *testing.T, s *servertest.Server, hw *hardware.Hardware) string {
+	t.Helper()
+	s.MustHerd("version: \"0.1\"\nname: provision\ntasks:\n  - name: os\n    worker: \"{{.device_1}}\"\n    actions:\n      - name: write\n        image: noop\n", "template", "create")
+	wf := s.CreateWorkflow("provision", `{"device_1":"`+hw.GetNetwork().GetInterfaces()[0].GetDhcp().GetMac()+`"}`)
+	w := workflow.NewWorkflowServiceClient(s.Dial(s.WorkerToken(hw.GetId())))
+	for _, st := range []workflow.State{workflow.State_STATE_RUNNING, workflow.State_STATE_SUCCESS} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := w.ReportActionStatus(ctx, &workflow.WorkflowActionStatus{WorkflowId: wf, WorkerId: hw.GetId(),
+			TaskName: "os", ActionName: "write", ActionStatus: st})
+		cancel()
+		if err != nil {
+			t.Fatalf("report %s: %v", st, err)
+		}
+	}
+	return wf
 }

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/herd-metal/herd/pkg/bootnotes"
 	"github.com/herd-metal/herd/pkg/config"
 	"github.com/herd-metal/herd/pkg/connect"
 	"github.com/herd-metal/herd/pkg/inventory"
@@ -26,6 +27,7 @@ import (
 	"github.com/herd-metal/herd/pkg/observe"
 	"github.com/herd-metal/herd/pkg/version"
 	"github.com/herd-metal/herd/proto/hardware"
+	"github.com/herd-metal/herd/proto/workflow"
 	"github.com/herd-metal/herd/services/metadata/internal/clientip"
 	"github.com/herd-metal/herd/services/metadata/internal/httpapi"
 	"github.com/herd-metal/herd/services/metadata/internal/machines"
@@ -125,7 +127,11 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	index.SetInventory(inv)
 
 	reg := observe.NewRegistry()
+	// A machine reading its metadata is noted on its workflow's timeline
+	// (the installed OS's first crawl, after the workflow's end).
+	notes := bootnotes.New("metadata", log, reg)
 	h := httpapi.New(httpapi.Config{
+		Notes:    notes,
 		Lookup:   index.Lookup,
 		Trusted:  trusted,
 		Registry: reg,
@@ -145,6 +151,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return inv.Run(ctx, hardware.NewHardwareServiceClient(conn)) })
+	eg.Go(func() error { return notes.Run(ctx, workflow.NewWorkflowServiceClient(conn)) })
 	eg.Go(func() error {
 		if inv.WaitSynced(ctx) == nil {
 			// Loading the snapshot parsed every record's JSON: hand that

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/herd-metal/herd/proto/hardware"
 )
@@ -282,6 +283,18 @@ type Prepared struct {
 	docLen uint32
 	keys   int
 	shape  *shape
+	// noted is when the machine's reading was last noted on its
+	// workflow's timeline (unix seconds; see NoteDue).
+	noted atomic.Int64
+}
+
+// NoteDue says whether a read at now (unix seconds) is to be noted on the
+// machine's timeline: the first of each period, so that a crawl of many
+// paths, or many crawls, make one note. Lock-free: it is on every
+// answer's path.
+func (p *Prepared) NoteDue(now, period int64) bool {
+	last := p.noted.Load()
+	return now-last >= period && p.noted.CompareAndSwap(last, now)
 }
 
 // spanAt reads the offset stored at buf[at:at+4].

@@ -79,7 +79,20 @@ type Config struct {
 	// Healthy backs /healthz (nil: always healthy).
 	Healthy func(context.Context) error
 	Log     *slog.Logger
+	// Notes, when set, takes a note for a machine's workflow timeline
+	// when it reads its metadata (at most one per NotePeriod).
+	Notes Notes
 }
+
+// Notes takes notes on a machine's way to provisioned (pkg/bootnotes);
+// Record never blocks.
+type Notes interface {
+	Record(hwID, message string)
+}
+
+// NotePeriod is how often at most a machine's reading is noted: a boot's
+// crawl makes one note, not one per path.
+const NotePeriod = 10 * time.Minute
 
 // Route labels of the requests that reach no machine's data.
 const (
@@ -97,6 +110,7 @@ type routeMetrics struct {
 type Handler struct {
 	lookup   Lookup
 	trusted  []netip.Prefix
+	notes    Notes
 	log      *slog.Logger
 	ops      fasthttp.RequestHandler
 	routes   map[string]*routeMetrics
@@ -124,7 +138,7 @@ var versionPaths = func() []string {
 
 // New returns the handler; it registers its metrics on c.Registry.
 func New(c Config) *Handler {
-	h := &Handler{lookup: c.Lookup, trusted: c.Trusted, log: c.Log, routes: map[string]*routeMetrics{}}
+	h := &Handler{lookup: c.Lookup, trusted: c.Trusted, log: c.Log, notes: c.Notes, routes: map[string]*routeMetrics{}}
 	h.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "herd_metadata_requests_total",
 		Help: "Metadata requests by route (a fixed set of labels) and HTTP status code.",
@@ -202,7 +216,24 @@ func (h *Handler) serve(ctx *fasthttp.RequestCtx) (label string, code int) {
 		return labelUnmatched, fasthttp.StatusNotFound
 	}
 	write(ctx, fasthttp.StatusOK, resp.ContentType, resp.Body)
+	if h.notes != nil && p.NoteDue(time.Now().Unix(), int64(NotePeriod/time.Second)) {
+		h.notes.Record(p.ID, readNote(resp.Label, ctx.UserAgent()))
+	}
 	return resp.Label, fasthttp.StatusOK
+}
+
+// cloudInitAgent starts the User-Agent cloud-init sends.
+var cloudInitAgent = []byte("Cloud-Init/")
+
+// readNote is the timeline's note of a machine reading its metadata: the
+// first path's route label (a fixed set) and whether cloud-init asked;
+// nothing else of the request, which the machine wrote.
+func readNote(label string, userAgent []byte) string {
+	by := ""
+	if bytes.HasPrefix(userAgent, cloudInitAgent) {
+		by = " by cloud-init"
+	}
+	return "metadata read" + by + " (first: " + label + ")"
 }
 
 // client is the caller's address (see clientip.Client). X-Forwarded-For

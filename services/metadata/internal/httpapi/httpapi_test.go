@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -438,5 +440,55 @@ func TestServeShutdown(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
 		c.Close()
 		t.Error("still accepting after shutdown")
+	}
+}
+
+type takenNotes struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (n *takenNotes) Record(hwID, message string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.got = append(n.got, hwID+": "+message)
+}
+
+// TestReadNotes: a machine's first answered read is noted for its
+// timeline, once a period however many paths it reads; unknown callers
+// and unanswered paths make no note.
+func TestReadNotes(t *testing.T) {
+	h, _ := fixture(t)
+	notes := &takenNotes{}
+	h.notes = notes
+	read := func(from, target, agent string) {
+		var req fasthttp.Request
+		req.SetRequestURI(target)
+		req.Header.SetUserAgent(agent)
+		var ctx fasthttp.RequestCtx
+		ctx.Init(&req, &net.TCPAddr{IP: net.ParseIP(from), Port: 40000}, nil)
+		h.Serve(&ctx)
+	}
+	read("10.1.0.99", "/2009-04-04/meta-data/instance-id", "Cloud-Init/24.1") // no such machine
+	read("10.1.0.11", "/nope", "Cloud-Init/24.1")                             // 404
+	read("10.1.0.11", "/2009-04-04/meta-data/instance-id", "Cloud-Init/24.1")
+	read("10.1.0.11", "/2009-04-04/meta-data/hostname", "Cloud-Init/24.1")
+	read("10.1.0.11", "/2009-04-04/user-data", "curl/8")
+	read("10.1.0.12", "/metadata", "curl/8")
+	want := []string{"m1: metadata read by cloud-init (first: meta-data/instance-id)", "m2: metadata read (first: metadata)"}
+	if !slices.Equal(notes.got, want) {
+		t.Fatalf("notes %q, want %q", notes.got, want)
+	}
+}
+
+func TestNoteDue(t *testing.T) {
+	var p ec2.Prepared
+	for _, step := range []struct {
+		now  int64
+		want bool
+	}{{1000, true}, {1000, false}, {1599, false}, {1600, true}, {1601, false}, {2200, true}} {
+		if got := p.NoteDue(step.now, 600); got != step.want {
+			t.Fatalf("NoteDue(%d) = %v, want %v", step.now, got, step.want)
+		}
 	}
 }

@@ -2,7 +2,11 @@ package store
 
 import (
 	"context"
+	"slices"
 	"testing"
+	"time"
+
+	"github.com/herd-metal/herd/proto/workflow"
 )
 
 func TestRecordBootEvent(t *testing.T) {
@@ -42,4 +46,51 @@ func TestRecordBootEvent(t *testing.T) {
 	}
 	_, err = f.s.RecordBootEvent(ctx, "not-an-id", "x")
 	wantErr(t, err, ErrInvalid)
+}
+
+// TestBootNotesAfterEnd: a machine's notes go on its finished workflow for
+// NotesAfterEnd after the end, each message once; a live workflow takes
+// them first; past the window nothing is recorded.
+func TestBootNotesAfterEnd(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFleet(t, 0)
+	done := f.create(t)
+	f.runAll(t, done)
+	note := func(msg, want string) {
+		t.Helper()
+		if id, err := f.s.RecordBootEvent(ctx, f.hw1, msg); err != nil || id != want {
+			t.Fatalf("note %q: recorded on %q (%v), want %q", msg, id, err, want)
+		}
+	}
+	note("metadata read by cloud-init (first: meta-data/instance-id)", done)
+	note("metadata read by cloud-init (first: meta-data/instance-id)", "") // once per message after the end
+	note("dhcp offer 10.0.5.10: ipxe script", done)
+	_, evs := events(t, f.s, done, 0)
+	var boot []string
+	for _, ev := range evs {
+		if ev.GetTaskName() == "boot" {
+			boot = append(boot, ev.GetMessage())
+		}
+	}
+	if want := []string{"metadata read by cloud-init (first: meta-data/instance-id)", "dhcp offer 10.0.5.10: ipxe script"}; !slices.Equal(boot, want) {
+		t.Fatalf("boot notes on the finished workflow %q, want %q", boot, want)
+	}
+	if wf, err := f.s.GetWorkflow(ctx, done); err != nil || wf.GetState() != workflow.State_STATE_SUCCESS {
+		t.Fatalf("after the notes the finished workflow is %v (%v)", wf.GetState(), err)
+	}
+
+	// A new live workflow takes the notes, also the message already
+	// noted after the other's end.
+	live := f.create(t)
+	note("metadata read by cloud-init (first: meta-data/instance-id)", live)
+	if err := f.s.DeleteWorkflow(ctx, live); err != nil {
+		t.Fatal(err)
+	}
+	// Past the window: no workflow takes the note.
+	if _, err := f.s.db.ExecContext(ctx, `UPDATE workflow SET updated_at = now() - $2 * interval '1 second' WHERE id = $1`,
+		done, int64((NotesAfterEnd+time.Minute)/time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	note("kernel fetched", "")
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -217,9 +218,21 @@ func (h *Handler) streamOf(w http.ResponseWriter, r *http.Request, what string) 
 	return id, s, true
 }
 
+// How the timeline follows a workflow after its end: the machine's first
+// boot into its installed OS (its DHCP, its metadata read) is noted on the
+// ended workflow for a while, and the API has no stream of that, so the
+// page's stream reads the events again now and then, for one workflow
+// while one page is open, and stops when the machine has likely moved on.
+const (
+	followAfterEnd = 15 * time.Minute
+	followEvery    = 5 * time.Second
+)
+
 // timeline streams a workflow's events (server-sent events "ev"), those
 // so far and then each new one, and "end" once the workflow has ended:
-// WatchWorkflowEvents, with the session's token.
+// WatchWorkflowEvents, with the session's token. Then it follows the
+// notes that come after the end until followAfterEnd past it, and says
+// "closed" (the browser must not reconnect).
 func (h *Handler) timeline(w http.ResponseWriter, r *http.Request) {
 	id, s, ok := h.streamOf(w, r, "workflow")
 	if !ok {
@@ -233,32 +246,82 @@ func (h *Handler) timeline(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := startSSE(w)
+	fail := func(err error) {
+		if ctx.Err() == nil {
+			_ = out.event("fail", map[string]string{"message": status.Convert(err).Message()})
+			_ = out.flush()
+		}
+	}
+	sent, err := relayEvents(stream, out, 0)
+	if err != nil {
+		fail(err)
+		return
+	}
+	// The workflow has ended: say how, for the page's table.
+	wf, err := h.api.wf.GetWorkflow(ctx, &workflow.GetRequest{Id: id})
+	if err != nil {
+		fail(err)
+		return
+	}
+	if out.event("end", map[string]string{"state": stateName(wf.GetState())}) != nil || out.flush() != nil {
+		return
+	}
+	until := time.Now().Add(followAfterEnd)
+	if at := wf.GetUpdatedAt(); at != nil {
+		until = at.AsTime().Add(followAfterEnd) // an ended workflow's last change is its end
+	}
+	tick := time.NewTicker(followEvery)
+	defer tick.Stop()
+	for time.Now().Before(until) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		stream, err := h.api.wf.WatchWorkflowEvents(ctx, &workflow.GetRequest{Id: id})
+		if err == nil {
+			sent, err = relayEvents(stream, out, sent)
+		}
+		if err != nil {
+			fail(err)
+			return
+		}
+		// Also the heartbeat of a quiet stream.
+		if _, err := io.WriteString(out.w, ": follow\n\n"); err != nil || out.flush() != nil {
+			return
+		}
+	}
+	_ = out.event("closed", map[string]string{})
+	_ = out.flush()
+}
+
+// relayEvents sends the events of stream past the first skip as "ev",
+// until the stream ends with the workflow (nil error), and returns how
+// many it read.
+func relayEvents(stream grpc.ServerStreamingClient[workflow.WorkflowActionStatus], out sse, skip int) (int, error) {
+	n := 0
 	for {
 		ev, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			// The workflow has ended: say how, for the page's table.
-			end := map[string]string{}
-			if wf, err := h.api.wf.GetWorkflow(ctx, &workflow.GetRequest{Id: id}); err == nil {
-				end["state"] = stateName(wf.GetState())
-			}
-			_ = out.event("end", end)
-			_ = out.flush()
-			return
+			return n, out.flush()
 		}
 		if err != nil {
-			if ctx.Err() == nil {
-				_ = out.event("fail", map[string]string{"message": status.Convert(err).Message()})
-				_ = out.flush()
-			}
-			return
+			return n, err
+		}
+		n++
+		if n <= skip {
+			continue
 		}
 		t := timelineEvent{Task: ev.GetTaskName(), Action: ev.GetActionName(), State: stateName(ev.GetActionStatus()),
 			Seconds: ev.GetSeconds(), Message: ev.GetMessage(), Worker: ev.GetWorkerId()}
 		if ev.GetCreatedAt() != nil {
 			t.Time = ev.GetCreatedAt().AsTime().UTC().Format(time.RFC3339)
 		}
-		if out.event("ev", t) != nil || out.flush() != nil {
-			return
+		if err := out.event("ev", t); err != nil {
+			return n, err
+		}
+		if err := out.flush(); err != nil {
+			return n, err
 		}
 	}
 }

@@ -1,5 +1,7 @@
 // The machine page's timeline: the current workflow's events, those so
-// far and each new one (/ui/workflow/ID/events), until it ends.
+// far and each new one (/ui/workflow/ID/events), until it ends, and then
+// the notes of the machine's first boot into its OS, until the server
+// says "closed".
 "use strict";
 
 (function () {
@@ -100,9 +102,11 @@
       badge.className = "badge state-" + state;
       badge.textContent = state;
     }
-    end("ended", "workflow ended");
+    // The stream stays open for the notes after the end.
+    setLive("ended", "workflow ended · following the machine's first boot");
     refreshLogs();
   });
+  es.addEventListener("closed", () => end("ended", "workflow ended"));
   es.addEventListener("fail", (e) => end("reconnecting", JSON.parse(e.data).message));
   es.addEventListener("error", function () {
     if (es.readyState === EventSource.CLOSED) {

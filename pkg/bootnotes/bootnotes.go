@@ -1,8 +1,9 @@
-// Package bootevents forwards boot progress ("ipxe script served",
-// "kernel fetched") to herd-server, which notes it on the machine's active
-// workflow. Requests only queue a note: no HTTP request of a booting
-// machine waits on the server.
-package bootevents
+// Package bootnotes forwards a machine's progress as its own services see
+// it (boots: "dhcp offer ...", "ipxe script served", "kernel fetched";
+// metadata: "metadata read ...") to herd-server, which notes it on the
+// machine's workflow (RecordBootEvent). Recording only queues a note: no
+// request of a booting machine waits on the server.
+package bootnotes
 
 import (
 	"context"
@@ -33,12 +34,13 @@ type Forwarder struct {
 // queueSize bounds the notes waiting for the server.
 const queueSize = 1024
 
-// New returns a Forwarder; reg receives its metrics.
-func New(log *slog.Logger, reg prometheus.Registerer) *Forwarder {
+// New returns a Forwarder; reg receives its metrics, named for the service
+// ("boots": herd_boots_event_notes_total, ...).
+func New(service string, log *slog.Logger, reg prometheus.Registerer) *Forwarder {
 	f := &Forwarder{queue: make(chan note, queueSize), log: log,
-		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "herd_boots_event_notes_dropped_total",
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "herd_" + service + "_event_notes_dropped_total",
 			Help: "Boot notes dropped because herd-server was too slow or away."}),
-		sent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herd_boots_event_notes_total",
+		sent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herd_" + service + "_event_notes_total",
 			Help: "Boot notes sent to herd-server, by outcome (recorded, no_workflow, failed)."}, []string{"outcome"}),
 	}
 	reg.MustRegister(f.dropped, f.sent)

@@ -1,4 +1,4 @@
-package bootevents
+package bootnotes
 
 import (
 	"context"
@@ -38,7 +38,7 @@ func (r *recorder) RecordBootEvent(ctx context.Context, in *workflow.BootEvent, 
 
 func TestForwarder(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	f := New(slog.New(slog.DiscardHandler), reg)
+	f := New("test", slog.New(slog.DiscardHandler), reg)
 	r := &recorder{block: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
