@@ -75,7 +75,7 @@
       ["task", ev.task],
       ["action", ev.action],
       ["state", ""],
-      ["seconds", ev.state === "RUNNING" ? "" : ev.seconds + " s"],
+      ["seconds", ev.state === "RUNNING" || ev.task === "boot" ? "" : ev.seconds + " s"],
       ["message", ev.message || ""],
     ]) {
       const td = document.createElement("td");
@@ -83,8 +83,11 @@
       td.textContent = text;
       if (cls === "state") {
         const badge = document.createElement("span");
-        badge.className = "badge state-" + ev.state;
-        badge.textContent = ev.state.toLowerCase();
+        // A boot note (herd-boots', herd-metadata's) is no action: it has
+        // no state of its own.
+        const note = ev.task === "boot" && ev.action === "boot";
+        badge.className = note ? "badge note" : "badge state-" + ev.state;
+        badge.textContent = note ? "note" : ev.state.toLowerCase();
         td.appendChild(badge);
       }
       tr.appendChild(td);
