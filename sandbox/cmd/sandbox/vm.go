@@ -42,6 +42,10 @@ type progress struct {
 	// ipmiOn and ipmiOff are ipmitool's power status after the BMC's
 	// netboot and at the end (--power ipmi).
 	ipmiOn, ipmiOff string
+	// resets are the VM's resets (--fault osie-reboot, fault.go), and
+	// faultErr why they stopped short of the plan.
+	resets   []vmReset
+	faultErr error
 }
 
 func (p *progress) mark(name string) time.Time {
@@ -136,6 +140,7 @@ func (sb *sandbox) runVMs(ctx context.Context, ms []machine, wfIDs []string, cli
 	<-bootsDone
 	<-providerDone
 
+	sb.progress = ps
 	ok := true
 	provisioned := make([]bool, len(ps))
 	for i, p := range ps {
@@ -257,6 +262,10 @@ func (sb *sandbox) runVM(ctx context.Context, qemu string, p *progress, wfIDp *s
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); sb.followConsole(ctx, f.console, p) }()
+	if o.fault != "" {
+		wg.Add(1)
+		go func() { defer wg.Done(); sb.runFault(ctx, p, wfID, clientEnv) }()
+	}
 	watchDone := make(chan error, 1)
 	go func() {
 		defer wg.Done()
@@ -344,10 +353,17 @@ func (sb *sandbox) followConsole(ctx context.Context, path string, p *progress) 
 			p.mu.Lock()
 			p.kernels++
 			n := p.kernels
+			osie, reset := p.osieBoot(n)
+			if osie && reset > 0 {
+				p.resets[reset-1].Kernel = time.Now()
+			}
 			p.mu.Unlock()
 			if n == 1 {
 				p.mark("OSIE kernel started")
 				sb.vmLine(p, "console: OSIE kernel started")
+			} else if osie {
+				p.mark(fmt.Sprintf("OSIE kernel started again (reset %d)", reset))
+				sb.vmLine(p, "console: OSIE kernel started again, after reset %d", reset)
 			} else {
 				p.mark("installed OS kernel started")
 				sb.vmLine(p, "console: installed OS kernel started (booted from its disk)")
@@ -363,10 +379,19 @@ func (sb *sandbox) followConsole(ctx context.Context, path string, p *progress) 
 				if strings.Contains(line, c.text) {
 					p.mu.Lock()
 					first := p.kernels <= 1
+					osie, reset := p.osieBoot(p.kernels)
+					again := osie && reset > 0 && c.text == "worker started" && p.resets[reset-1].Worker.IsZero()
+					if again {
+						p.resets[reset-1].Worker = time.Now()
+					}
 					p.mu.Unlock()
 					if _, seen := p.at(c.label); !seen && first {
 						p.mark(c.label)
 						sb.vmLine(p, "console: %s", c.label)
+					}
+					if again {
+						p.mark(fmt.Sprintf("%s again (reset %d)", c.label, reset))
+						sb.vmLine(p, "console: %s again, after reset %d", c.label, reset)
 					}
 				}
 			}
@@ -493,6 +518,11 @@ func (sb *sandbox) followWorkflow(ctx context.Context, wfID string, env []string
 		if bmcNote(e) {
 			// The power steps (--power ipmi); the summary shows them too.
 			sb.vmLine(p, "power: %s", firstLine(e.Message))
+			continue
+		}
+		if e.Task == "boot" && e.Action == "boot" {
+			// herd-boots' and herd-metadata's notes: no action, no state.
+			sb.vmLine(p, "timeline: %s", firstLine(e.Message))
 			continue
 		}
 		line := fmt.Sprintf("workflow: %-18s %-8s", e.Action, e.State)
