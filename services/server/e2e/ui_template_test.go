@@ -118,6 +118,37 @@ func TestUITemplateEditor(t *testing.T) {
 		t.Fatalf("after the edit the API returns\n%q\nwant\n%q", got, edited)
 	}
 
+	// Someone else saves while the editor is open: the editor's save is
+	// refused, and again if retried, until the template is opened anew.
+	uitest.Step(t, b, "open the editor again", chromedp.Click(chromedp.CSS("#edit-template")), chromedp.WaitVisible(chromedp.CSS("#template-text")))
+	theirs := strings.Replace(edited, "timeout: 90", "timeout: 120", 1)
+	if _, err := tc.UpdateTemplate(ctx(t), &templatev1.WorkflowTemplate{Id: id, Data: theirs}); err != nil {
+		t.Fatal(err)
+	}
+	mine := strings.Replace(edited, "timeout: 90", "timeout: 30", 1)
+	uitest.SetControl(t, b, "template-text", mine)
+	for _, try := range []string{"save over their change", "save it again"} {
+		// The last refusal goes first, so that the wait is for this one's page.
+		uitest.Get(t, b, "clear the last refusal", chromedp.Evaluate[bool](`document.getElementById("save-error")?.remove(), true`))
+		uitest.Step(t, b, try, chromedp.Click(chromedp.CSS("#save")), chromedp.WaitVisible(chromedp.CSS("#save-error")))
+		msg := uitest.Get(t, b, "read the refusal", chromedp.Text(chromedp.CSS("#save-error")))
+		if !strings.Contains(msg, "was changed at") || !strings.Contains(msg, "not saved") {
+			t.Fatalf("%s: the editor says %q, want the other change named", try, msg)
+		}
+		if got := stored(); got != theirs {
+			t.Fatalf("%s: the template became\n%s\nwant their change kept", try, got)
+		}
+		if kept := uitest.Get(t, b, "read the text", chromedp.Evaluate[string](`document.getElementById("template-text").value`)); kept != mine {
+			t.Fatalf("%s: the editor lost the text sent: %q", try, kept)
+		}
+	}
+	uitest.Step(t, b, "open it anew", chromedp.Navigate(s.HTTP+"/ui/template/"+id+"/edit"), chromedp.WaitVisible(chromedp.CSS("#template-text")))
+	uitest.SetControl(t, b, "template-text", mine)
+	uitest.Step(t, b, "save on the current copy", chromedp.Click(chromedp.CSS("#save")), chromedp.WaitVisible(chromedp.CSS("#template-data")))
+	if got := stored(); got != mine {
+		t.Fatalf("after saving on the current copy the API returns\n%q\nwant\n%q", got, mine)
+	}
+
 	// Forged posts: no CSRF token, a wrong one, another site.
 	c := uitest.Cookies(t, b, s.HTTP)[0]
 	cookie := c.Name + "=" + c.Value
@@ -138,7 +169,7 @@ func TestUITemplateEditor(t *testing.T) {
 			t.Fatalf("%s: %d %q, want 403", f.name, res.StatusCode, body)
 		}
 	}
-	if got := stored(); got != edited {
+	if got := stored(); got != mine {
 		t.Fatalf("a forged post changed the template to\n%s", got)
 	}
 	if out := s.MustHerd("", "template", "list"); strings.Contains(out, "ui-forged") {

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/herd-metal/herd/pkg/spec"
 	"github.com/herd-metal/herd/proto/template"
@@ -13,7 +14,7 @@ type TemplateStore interface {
 	CreateTemplate(ctx context.Context, name, data string) (string, error)
 	GetTemplate(ctx context.Context, id, name string) (*template.WorkflowTemplate, error)
 	ListTemplates(ctx context.Context, pattern string, fn func(*template.WorkflowTemplate) error) error
-	UpdateTemplate(ctx context.Context, id, name, data string) error
+	UpdateTemplate(ctx context.Context, id, name, data string, unchangedSince *time.Time) error
 	DeleteTemplate(ctx context.Context, id string) error
 }
 
@@ -115,7 +116,11 @@ func (t *Template) ListTemplates(req *template.ListRequest, stream template.Temp
 	return t.store.ListTemplates(stream.Context(), req.GetName(), stream.Send)
 }
 
-// UpdateTemplate replaces a template's YAML and name.
+// UpdateTemplate replaces a template's YAML and name. herd addition: a
+// request that carries updated_at (the copy it was edited from, as
+// GetTemplate answered it) is refused with FailedPrecondition when the
+// template has changed since; without it, the update is Tinkerbell v0.6's
+// last-writer-wins.
 func (t *Template) UpdateTemplate(ctx context.Context, req *template.WorkflowTemplate) (*template.Empty, error) {
 	if err := requireID("id", req.GetId()); err != nil {
 		return nil, err
@@ -124,7 +129,15 @@ func (t *Template) UpdateTemplate(ctx context.Context, req *template.WorkflowTem
 	if err != nil {
 		return nil, err
 	}
-	if err := t.store.UpdateTemplate(ctx, req.GetId(), name, req.GetData()); err != nil {
+	var since *time.Time
+	if at := req.GetUpdatedAt(); at != nil {
+		if err := at.CheckValid(); err != nil {
+			return nil, invalid("updated_at", err.Error())
+		}
+		v := at.AsTime()
+		since = &v
+	}
+	if err := t.store.UpdateTemplate(ctx, req.GetId(), name, req.GetData(), since); err != nil {
 		return nil, err
 	}
 	t.log.InfoContext(ctx, "template updated", "template_id", req.GetId(), "name", name)

@@ -173,8 +173,9 @@ func ilikePattern(name string) string {
 
 // UpdateTemplate replaces the name and data of the live template with the
 // id; an empty name or data keeps the stored one. A name another live
-// template has is an ErrConflict.
-func (s *Store) UpdateTemplate(ctx context.Context, id, name, data string) error {
+// template has is an ErrConflict; with unchangedSince, a template updated
+// at another time is an ErrPrecondition.
+func (s *Store) UpdateTemplate(ctx context.Context, id, name, data string, unchangedSince *time.Time) error {
 	uid, err := parseID("template", id)
 	if err != nil {
 		return err
@@ -182,12 +183,19 @@ func (s *Store) UpdateTemplate(ctx context.Context, id, name, data string) error
 	if name == "" && data == "" {
 		return fmt.Errorf("update template %s: nothing to change: %w", uid, ErrInvalid)
 	}
+	// unchangedSince is the updated_at the caller read: an edit made from
+	// a copy someone else has changed since is refused, not saved over
+	// theirs. PostgreSQL keeps microseconds.
+	var since any
+	if unchangedSince != nil {
+		since = unchangedSince.UTC().Truncate(time.Microsecond)
+	}
 	res, err := s.db.ExecContext(ctx, `
 		UPDATE template SET
 			name = COALESCE(NULLIF($2, ''), name),
 			data = COALESCE(NULLIF($3, ''), data),
 			updated_at = now()
-		WHERE id = $1 AND deleted_at IS NULL`, uid, name, data)
+		WHERE id = $1 AND deleted_at IS NULL AND ($4::timestamptz IS NULL OR updated_at = $4::timestamptz)`, uid, name, data, since)
 	switch {
 	case sqlState(err) == codeUniqueViolation:
 		return s.nameTaken(ctx, name)
@@ -197,10 +205,25 @@ func (s *Store) UpdateTemplate(ctx context.Context, id, name, data string) error
 	if n, err := res.RowsAffected(); err != nil {
 		return fmt.Errorf("update template %s: %w", uid, err)
 	} else if n == 0 {
-		return fmt.Errorf("template %s: %w", uid, ErrNotFound)
+		return s.whyNotUpdated(ctx, uid, unchangedSince)
 	}
 	s.log.InfoContext(ctx, "template updated", "template_id", uid, "template", name)
 	return nil
+}
+
+// whyNotUpdated tells a template that is gone from one changed since the
+// caller read it.
+func (s *Store) whyNotUpdated(ctx context.Context, uid string, since *time.Time) error {
+	var at time.Time
+	err := s.db.QueryRowContext(ctx, "SELECT updated_at FROM template WHERE id = $1 AND deleted_at IS NULL", uid).Scan(&at)
+	switch {
+	case errors.Is(err, sql.ErrNoRows) || since == nil:
+		return fmt.Errorf("template %s: %w", uid, ErrNotFound)
+	case err != nil:
+		return fmt.Errorf("update template %s: %w", uid, err)
+	}
+	return fmt.Errorf("template %s was changed at %s, after the copy this update was made from (updated_at %s): read it again: %w",
+		uid, at.UTC().Format(time.RFC3339Nano), since.UTC().Format(time.RFC3339Nano), ErrPrecondition)
 }
 
 // DeleteTemplate marks the live template with the id deleted; its name is

@@ -47,13 +47,13 @@ func TestTemplateCRUD(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantErr(t, s.UpdateTemplate(ctx, other, "ubuntu", ""), ErrConflict, id)
+	wantErr(t, s.UpdateTemplate(ctx, other, "ubuntu", "", nil), ErrConflict, id)
 
 	// Update data only, then name only.
-	if err := s.UpdateTemplate(ctx, id, "", "data v2"); err != nil {
+	if err := s.UpdateTemplate(ctx, id, "", "data v2", nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.UpdateTemplate(ctx, id, "ubuntu-22", ""); err != nil {
+	if err := s.UpdateTemplate(ctx, id, "ubuntu-22", "", nil); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.GetTemplate(ctx, id, "")
@@ -63,8 +63,20 @@ func TestTemplateCRUD(t *testing.T) {
 	if !got.UpdatedAt.AsTime().After(got.CreatedAt.AsTime()) {
 		t.Errorf("updated_at %v not after created_at %v", got.UpdatedAt.AsTime(), got.CreatedAt.AsTime())
 	}
-	wantErr(t, s.UpdateTemplate(ctx, id, "", ""), ErrInvalid)
-	wantErr(t, s.UpdateTemplate(ctx, uuid.NewString(), "x", ""), ErrNotFound)
+	wantErr(t, s.UpdateTemplate(ctx, id, "", "", nil), ErrInvalid)
+
+	// An update made from the copy read is saved; one from an older copy
+	// (someone saved in between) is refused and changes nothing.
+	read := got.UpdatedAt.AsTime()
+	if err := s.UpdateTemplate(ctx, id, "", "data v3", &read); err != nil {
+		t.Fatalf("update from the current copy: %v", err)
+	}
+	wantErr(t, s.UpdateTemplate(ctx, id, "", "data v3 from a stale copy", &read), ErrPrecondition, "changed at", "read it again")
+	if now, err := s.GetTemplate(ctx, id, ""); err != nil || now.Data != "data v3" {
+		t.Fatalf("after a stale update: %v %v, want data v3 kept", now, err)
+	}
+	wantErr(t, s.UpdateTemplate(ctx, uuid.NewString(), "", "x", &read), ErrNotFound)
+	wantErr(t, s.UpdateTemplate(ctx, uuid.NewString(), "x", "", nil), ErrNotFound)
 
 	// Delete: gone for reads and updates, its name free again.
 	if err := s.DeleteTemplate(ctx, id); err != nil {
@@ -75,7 +87,7 @@ func TestTemplateCRUD(t *testing.T) {
 	_, err = s.GetTemplate(ctx, "", "ubuntu-22")
 	wantErr(t, err, ErrNotFound)
 	wantErr(t, s.DeleteTemplate(ctx, id), ErrNotFound)
-	wantErr(t, s.UpdateTemplate(ctx, id, "", "x"), ErrNotFound)
+	wantErr(t, s.UpdateTemplate(ctx, id, "", "x", nil), ErrNotFound)
 	reused, err := s.CreateTemplate(ctx, "ubuntu-22", "new")
 	if err != nil {
 		t.Fatalf("name of a deleted template: %v", err)
@@ -83,7 +95,7 @@ func TestTemplateCRUD(t *testing.T) {
 	if reused == id {
 		t.Error("new template got the deleted one's id")
 	}
-	if err := s.UpdateTemplate(ctx, other, "ubuntu", ""); err != nil {
+	if err := s.UpdateTemplate(ctx, other, "ubuntu", "", nil); err != nil {
 		t.Fatalf("rename to a deleted template's old name: %v", err)
 	}
 }

@@ -11,10 +11,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/herd-metal/herd/pkg/spec"
 	"github.com/herd-metal/herd/proto/template"
@@ -104,8 +106,11 @@ type editorView struct {
 	CSRF string
 	// ID is the template edited; "" for a new one.
 	ID, Name, Data string
-	Gutter         []gutterLine
-	Problems       []problem
+	// Updated is the edited copy's updated_at (RFC 3339): the save is
+	// refused if the template has changed since.
+	Updated  string
+	Gutter   []gutterLine
+	Problems []problem
 	// Error is a refusal that is not about the text (the name is taken,
 	// the template is gone).
 	Error string
@@ -131,7 +136,11 @@ func (h *Handler) editTemplatePage(w http.ResponseWriter, r *http.Request, s ses
 		h.apiError(w, r, "template "+id, err)
 		return
 	}
-	h.editor(w, http.StatusOK, editorView{CSRF: s.csrf, ID: id, Name: t.GetName(), Data: t.GetData()})
+	v := editorView{CSRF: s.csrf, ID: id, Name: t.GetName(), Data: t.GetData()}
+	if at := t.GetUpdatedAt(); at != nil {
+		v.Updated = at.AsTime().UTC().Format(time.RFC3339Nano)
+	}
+	h.editor(w, http.StatusOK, v)
 }
 
 // saveTemplate creates (no id in the path) or updates a template from the
@@ -154,11 +163,28 @@ func (h *Handler) saveTemplate(w http.ResponseWriter, r *http.Request, _ string,
 			id = res.GetId()
 		}
 	} else {
-		_, err = h.api.tpl.UpdateTemplate(ctx, &template.WorkflowTemplate{Id: edited, Data: data})
+		req := &template.WorkflowTemplate{Id: edited, Data: data}
+		if u := r.PostFormValue("updated"); u != "" {
+			at, perr := time.Parse(time.RFC3339Nano, u)
+			if perr != nil {
+				h.badRequest(w, "the form's updated time is not RFC 3339")
+				return
+			}
+			req.UpdatedAt = timestamppb.New(at)
+		}
+		_, err = h.api.tpl.UpdateTemplate(ctx, req)
 	}
 	if err != nil {
-		v := editorView{CSRF: s.csrf, ID: edited, Data: data}
+		v := editorView{CSRF: s.csrf, ID: edited, Data: data, Updated: r.PostFormValue("updated")}
 		code := httpStatus(err)
+		if status.Code(err) == codes.FailedPrecondition {
+			// Someone saved in between: the text sent stays in the editor
+			// to copy from, with the stale copy's time, so saving it again
+			// is refused again until the template is opened anew.
+			v.Error = status.Convert(err).Message() + ". Your text is below, not saved: open the template again to see the other change."
+			h.editor(w, http.StatusConflict, v)
+			return
+		}
 		if status.Code(err) == codes.InvalidArgument {
 			code = http.StatusUnprocessableEntity
 			v.Problems = templateProblems(status.Convert(err).Message(), lineCount(data))
