@@ -79,12 +79,14 @@ const (
 	vmDirName = "vm"
 )
 
-// vmFiles are one VM's files in the state directory.
-type vmFiles struct{ disk, console, vars string }
+// vmFiles are one VM's files in the state directory; qmp is QEMU's QMP
+// socket (the sandbox resets the VM through it: --fault osie-reboot).
+type vmFiles struct{ disk, console, vars, qmp string }
 
 func (sb *sandbox) vmFiles(m machine) vmFiles {
 	d := filepath.Join(sb.dir, vmDirName, strconv.Itoa(m.N))
-	return vmFiles{disk: filepath.Join(d, "disk.raw"), console: filepath.Join(d, "console.log"), vars: filepath.Join(d, "OVMF_VARS.fd")}
+	return vmFiles{disk: filepath.Join(d, "disk.raw"), console: filepath.Join(d, "console.log"), vars: filepath.Join(d, "OVMF_VARS.fd"),
+		qmp: filepath.Join(d, "qmp.sock")}
 }
 
 // qemuArgs is the VM's command line. Boot order is by bootindex (SeaBIOS
@@ -97,6 +99,9 @@ func qemuArgs(qemu string, m machine, f vmFiles, memMiB, smp int) []string {
 		"-m", strconv.Itoa(memMiB), "-smp", strconv.Itoa(smp),
 		"-display", "none", "-vga", "none", "-monitor", "none", "-serial", "file:" + f.console,
 		"-device", "virtio-rng-pci"}
+	if f.qmp != "" {
+		args = append(args, "-qmp", "unix:"+f.qmp+",server=on,wait=off")
+	}
 	if m.UEFI {
 		args = append(args,
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+ovmfCode,

@@ -53,14 +53,19 @@ type options struct {
 	// power: who switches the VMs on: the sandbox starting QEMU (qemu),
 	// or herd through each VM's BMC, an ipmi_sim (ipmi).
 	power string
+	// fault: what the run does to the machines on the way (fault.go):
+	// none, or osie-reboot (each VM reset during faultDuring's actions).
+	fault       string
+	faultDuring []string
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	cmd := "up"
+// parseArgs reads the command and its flags and checks them; code is the
+// exit code to end with at once, or -1 to go on with cmd.
+func parseArgs(args []string, stderr io.Writer) (cmd string, o options, code int) {
+	cmd = "up"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
 	}
-	var o options
 	fs := flag.NewFlagSet("sandbox", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -87,41 +92,55 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// multi-threaded TCG has left the OSIE's kernel in soft lockups (both
 	// vCPUs stuck while runc started a container) once in a few runs.
 	fs.IntVar(&o.smp, "smp", 1, "VM CPUs")
-	if err := fs.Parse(args); err != nil {
+	fs.StringVar(&o.fault, "fault", "", "a fault to put the VMs through: osie-reboot (reset each VM with QEMU's system_reset, over its QMP socket, while the actions of --fault-during run; the workflow must still end SUCCESS, each interrupted action run again and no action reported SUCCESS twice)")
+	during := fs.String("fault-during", faultActionImage, "with --fault osie-reboot: the actions to reset the VM during, in the template's order, comma-separated; a name repeated is its rerun ("+faultActionImage+": once its image is streaming; the others once RUNNING is seen)")
+	err := fs.Parse(args)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0
+			return cmd, o, 0
 		}
-		return 2
+		return cmd, o, 2
 	}
 	if o.machines < 1 || o.machines > maxMachines {
 		fmt.Fprintf(stderr, "sandbox: --machines %d: want 1 to %d\n", o.machines, maxMachines)
-		return 2
+		return cmd, o, 2
 	}
 	if o.stack != stackProcess && o.stack != stackCompose {
 		fmt.Fprintf(stderr, "sandbox: --stack %q: want %s or %s\n", o.stack, stackProcess, stackCompose)
-		return 2
+		return cmd, o, 2
 	}
 	if o.power != powerQEMU && o.power != powerIPMI {
 		fmt.Fprintf(stderr, "sandbox: --power %q: want %s or %s\n", o.power, powerQEMU, powerIPMI)
-		return 2
+		return cmd, o, 2
+	}
+	if o.faultDuring, err = parseFault(o.fault, *during); err != nil {
+		fmt.Fprintf(stderr, "sandbox: %v\n", err)
+		return cmd, o, 2
 	}
 	if !validNetns(o.netns) {
 		fmt.Fprintf(stderr, "sandbox: --netns %q: want 1 to 15 letters, digits, - or _\n", o.netns)
-		return 2
+		return cmd, o, 2
 	}
 	nsName = o.netns
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(stderr, "sandbox: run as root (namespaces, tap devices, PostgreSQL as the postgres user)")
-		return 1
+		return cmd, o, 1
 	}
-	var err error
 	if o.repo, err = filepath.Abs(o.repo); err != nil {
 		fmt.Fprintln(stderr, "sandbox:", err)
-		return 1
+		return cmd, o, 1
 	}
 	if o.dir, err = filepath.Abs(o.dir); err != nil || o.dir == "/" {
 		fmt.Fprintln(stderr, "sandbox: bad --dir", o.dir)
-		return 1
+		return cmd, o, 1
+	}
+	return cmd, o, -1
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmd, o, code := parseArgs(args, stderr)
+	if code >= 0 {
+		return code
 	}
 	sb := &sandbox{opts: o, dir: o.dir, out: stdout, start: time.Now()}
 	switch cmd {
@@ -191,6 +210,8 @@ type sandbox struct {
 	secrets   []secret
 	// bmcPassword is the simulated BMCs' admin password (--power ipmi).
 	bmcPassword string
+	// progress is what was seen of each machine, once the VMs ran.
+	progress []*progress
 }
 
 // netnsFile, in the state directory, names the namespace up made.

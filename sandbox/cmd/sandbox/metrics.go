@@ -35,7 +35,7 @@ func expectations() []expectation {
 		{"herd-boots", boots, series{"herd_boots_dhcp_packets_total", map[string]string{"outcome": "boot_file"}}, 1, "DHCP answers with a boot file"},
 		{"herd-boots", boots, series{"herd_boots_script_renders_total", map[string]string{"script": "osie"}}, 1, "OSIE scripts rendered"},
 		{"herd-metadata", meta, series{"herd_metadata_requests_total", map[string]string{"route": "meta-data/hostname", "code": "200"}}, 2, "hostname answered (writefile, then the installed OS)"},
-		{"herd-server", srv, series{"herd_grpc_calls_total", map[string]string{"method": "*ReportActionStatus", "code": "OK"}}, 6, "action reports accepted (3 actions, RUNNING and SUCCESS)"},
+		{"herd-server", srv, reportsAccepted, 6, "action reports accepted (3 actions, RUNNING and SUCCESS)"},
 	}
 }
 

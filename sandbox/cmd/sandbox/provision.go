@@ -37,7 +37,9 @@ func hardwareJSON(m machine, allowPXE bool) string {
 // template is the workflow the VM runs: write the OS image, put its host
 // name (from herd-metadata) in /etc/hostname of its root partition,
 // reboot. The action images carry tag, in the registry boots names.
-func template(imageURL, imageSHA256, tag string) string {
+// progressEvery, unless 0, is image2disk's interval between progress
+// lines (--fault osie-reboot resets the VM once one shows the stream).
+func template(imageURL, imageSHA256, tag string, progressEvery time.Duration) string {
 	var b strings.Builder
 	b.WriteString(`version: "0.1"
 name: sandbox-install
@@ -55,6 +57,10 @@ tasks:
           COMPRESSED: "true"
           CHECKSUM: sha256:` + imageSHA256 + `
 `)
+	if progressEvery > 0 {
+		b.WriteString(`          PROGRESS_EVERY: ` + progressEvery.String() + `
+`)
+	}
 	b.WriteString(`      - name: writefile
         image: writefile:` + tag + `
         timeout: 120

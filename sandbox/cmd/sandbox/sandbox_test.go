@@ -34,9 +34,16 @@ func TestHardwareJSONIsValid(t *testing.T) {
 }
 
 func TestTemplateIsValid(t *testing.T) {
-	y := template("http://10.88.0.1/osie/disk.img.gz", strings.Repeat("ab", 32), "sandbox")
+	y := template("http://10.88.0.1/osie/disk.img.gz", strings.Repeat("ab", 32), "sandbox", 0)
 	if err := hwspec.ValidateTemplate(y); err != nil {
 		t.Fatalf("%v\n%s", err, y)
+	}
+	if strings.Contains(y, "PROGRESS_EVERY") {
+		t.Errorf("image2disk's progress interval set without a fault:\n%s", y)
+	}
+	f := template("http://10.88.0.1/osie/disk.img.gz", strings.Repeat("ab", 32), "sandbox", 500*time.Millisecond)
+	if err := hwspec.ValidateTemplate(f); err != nil || !strings.Contains(f, "PROGRESS_EVERY: 500ms") {
+		t.Errorf("with a progress interval: %v\n%s", err, f)
 	}
 	for _, want := range []string{"image2disk", "writefile", "reboot", "DEST_DISK: /dev/vda2", "COMPRESSED: \"true\""} {
 		if !strings.Contains(y, want) {
@@ -166,14 +173,15 @@ func TestNewMachines(t *testing.T) {
 }
 
 func TestQemuArgs(t *testing.T) {
-	f := vmFiles{disk: "/s/vm/1/disk.raw", console: "/s/vm/1/console.log", vars: "/s/vm/1/OVMF_VARS.fd"}
+	f := vmFiles{disk: "/s/vm/1/disk.raw", console: "/s/vm/1/console.log", vars: "/s/vm/1/OVMF_VARS.fd", qmp: "/s/vm/1/qmp.sock"}
 	for _, tc := range []struct {
 		name      string
 		uefi, ovh bool
 		want, not []string
 	}{
 		{"bios", false, false,
-			[]string{"e1000,netdev=n0,mac=52:54:00:88:00:50,romfile=" + ipxeROM + ",bootindex=1", "virtio-blk-pci,drive=disk0,bootindex=2"},
+			[]string{"e1000,netdev=n0,mac=52:54:00:88:00:50,romfile=" + ipxeROM + ",bootindex=1", "virtio-blk-pci,drive=disk0,bootindex=2",
+				"-qmp unix:/s/vm/1/qmp.sock,server=on,wait=off"},
 			[]string{"if=pflash", "n1"}},
 		{"uefi", true, false,
 			[]string{"if=pflash,format=raw,unit=0,readonly=on,file=" + ovmfCode, "if=pflash,format=raw,unit=1,file=" + f.vars,

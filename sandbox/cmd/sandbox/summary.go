@@ -108,6 +108,10 @@ func (sb *sandbox) summary(wfID string, p *progress) bool {
 	if sb.opts.power == powerIPMI {
 		powerOK = sb.powerSummary(w, p)
 	}
+	faultOK := true
+	if sb.opts.fault != "" {
+		faultOK = sb.faultSummary(w, p)
+	}
 	fmt.Fprintf(w, "timeline (since power-on)\n")
 	for _, ms := range p.milestones {
 		fmt.Fprintf(w, "  %7s  %s\n", fmtDur(ms.at.Sub(p.powerOn)), ms.name)
@@ -121,7 +125,7 @@ func (sb *sandbox) summary(wfID string, p *progress) bool {
 	} else {
 		fmt.Fprintf(w, "installed  the installed OS printed no herd-installed-os line\n")
 	}
-	ok := p.wfState == "SUCCESS" && okHost && okDisk && powerOK
+	ok := p.wfState == "SUCCESS" && okHost && okDisk && powerOK && faultOK
 	fmt.Fprintf(w, "total      power-on to provisioned (installed OS reported): %s\n", fmtDur(provisionedIn(p)))
 	fmt.Fprintf(w, "console    %s\n", f.console)
 	if ok {

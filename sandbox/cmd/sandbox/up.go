@@ -125,7 +125,7 @@ func (sb *sandbox) up(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	tplFile := filepath.Join(sb.dir, "template.yaml")
-	if err := os.WriteFile(tplFile, []byte(template("http://"+bootsHTTP+"/osie/disk.img.gz", sum, tag)), 0o644); err != nil {
+	if err := os.WriteFile(tplFile, []byte(template("http://"+bootsHTTP+"/osie/disk.img.gz", sum, tag, imageProgressEvery(o))), 0o644); err != nil {
 		return false, err
 	}
 	sb.stage("pushing the template, %d hardware record(s) and their workflows with the herd CLI", len(ms))
@@ -318,20 +318,26 @@ func (sb *sandbox) runLogged(ctx context.Context, name string, env []string, arg
 	return nil
 }
 
-// herd runs the herd CLI inside the namespace.
+// herd runs the herd CLI inside the namespace and prints the command
+// and its (short) output.
 func (sb *sandbox) herd(ctx context.Context, env []string, stdin string, args ...string) (string, error) {
+	out, err := sb.herdRun(ctx, env, stdin, args...)
+	sb.say("$ herd %s", strings.Join(args, " "))
+	if s := strings.TrimSpace(out); s != "" && len(s) < 400 {
+		sb.say("  %s", strings.ReplaceAll(s, "\n", "\n              "))
+	}
+	return out, err
+}
+
+// herdRun runs the herd CLI inside the namespace, quietly.
+func (sb *sandbox) herdRun(ctx context.Context, env []string, stdin string, args ...string) (string, error) {
 	full := append([]string{"nsenter", "--net=" + nsPath(), "--", filepath.Join(sb.opts.repo, "bin", "herd")}, args...)
 	cmd := exec.CommandContext(ctx, full[0], full[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	sb.say("$ herd %s", strings.Join(args, " "))
-	if s := strings.TrimSpace(out.String()); s != "" && len(s) < 400 {
-		sb.say("  %s", strings.ReplaceAll(s, "\n", "\n              "))
-	}
-	if err != nil {
+	if err := cmd.Run(); err != nil {
 		return out.String(), fmt.Errorf("herd %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
 	}
 	return out.String(), nil
