@@ -195,6 +195,8 @@ func TestParseCause(t *testing.T) {
 		"rpc error: code = Unavailable desc = connection error":                                     "gRPC error",
 		"GET http://b/auto.ipxe: 503 Service Unavailable: busy":                                     "HTTP 5xx",
 		"ACK gave 10.30.0.9, the reservation is 10.30.0.8":                                          "other",
+		"no answer to the DISCOVER within iPXE's 4 sends (15.00 s)":                                 "no DHCP answer within iPXE's retransmissions",
+		"REQUEST answered with NAK: address taken":                                                  "DHCP NAK",
 	} {
 		if got := cause(errors.New(msg)); got != want {
 			t.Errorf("cause(%q) = %q, want %q", msg, got, want)

@@ -18,7 +18,8 @@ func writeReport(files [3]served, limits [2]linkLimit, rounds []round, pids map[
 	fmt.Fprintf(&b, "## bench-storm\n\n`make bench-storm STORM_MACHINES=%s`, %s, %d CPUs, Go %s. "+
 		"A boot storm through the whole path: N simulated machines, goroutines of one Go process each with its own MAC and its own address "+
 		"(10.30.0.0/17, on hc0 of a network namespace, behind a relay router 10.30.255.253), are switched on at once and each walks: "+
-		"DHCP DORA relayed (giaddr %s, one UDP socket on port 67 for all, iPXE's options: the user class iPXE gets the auto.ipxe URL as boot file) "+
+		"DHCP DORA relayed (giaddr %s, one UDP socket on port 67 for all, iPXE's options: the user class iPXE gets the auto.ipxe URL as boot file; iPXE's retransmissions: DISCOVER at 0, 1, 3 and 7 s, given up at 15 s, "+
+		"REQUEST at 0, 0.25, 0.75, 1.75, 3.75 and 7.75 s, given up at 15.75 s; replies of another type, such as a second OFFER after a resent DISCOVER, ignored) "+
 		"to herd-boots in reservation mode in a second namespace (%s on hb0, one veth between the two) → GET auto.ipxe → the machine script it chains to, "+
 		"its ${...} expanded as iPXE does → the kernel and initramfs named in the script's kernel and initrd lines, and its 2 boot events → "+
 		"the worker's GetWorkflowContexts, GetWorkflowActions and ReportActionStatus (RUNNING, SUCCESS) for the %d actions of its workflow, "+

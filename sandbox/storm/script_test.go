@@ -182,6 +182,10 @@ func cause(err error) string {
 		return "gRPC error"
 	case strings.Contains(msg, "GET ") && strings.Contains(msg, ": 5"):
 		return "HTTP 5xx"
+	case strings.Contains(msg, "within iPXE's"):
+		return "no DHCP answer within iPXE's retransmissions"
+	case strings.Contains(msg, "answered with NAK"):
+		return "DHCP NAK"
 	}
 	return "other"
 }
