@@ -203,3 +203,32 @@ func TestParseCause(t *testing.T) {
 		}
 	}
 }
+
+func TestParseProcNet(t *testing.T) {
+	snmp := "Tcp: RtoAlgorithm MaxConn RetransSegs\nTcp: 1 -1 42\nUdp: InDatagrams RcvbufErrors\nUdp: 7 3\n"
+	m := map[string]int64{}
+	if err := parseProcNet(snmp, m); err != nil {
+		t.Fatal(err)
+	}
+	if m["Tcp.RetransSegs"] != 42 || m["Tcp.MaxConn"] != -1 || m["Udp.RcvbufErrors"] != 3 || len(m) != 5 {
+		t.Fatalf("got %v", m)
+	}
+	for name, bad := range map[string]string{
+		"odd lines":         "Tcp: A B\nTcp: 1 2\nUdp: A\n",
+		"values short":      "Tcp: A B\nTcp: 1\n",
+		"protocols differ":  "Tcp: A\nUdp: 1\n",
+		"not a number":      "Tcp: A\nTcp: x\n",
+		"no protocol colon": "Tcp A\nTcp 1\n",
+	} {
+		if err := parseProcNet(bad, map[string]int64{}); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+	got, err := sockstatTCPMem("sockets: used 527\nTCP: inuse 509 orphan 0 tw 303 alloc 524 mem 46\nUDP: inuse 0 mem 0\n")
+	if err != nil || got != 46 {
+		t.Fatalf("sockstat TCP mem: %d, %v; want 46", got, err)
+	}
+	if _, err := sockstatTCPMem("UDP: inuse 0 mem 0\n"); err == nil {
+		t.Fatal("sockstat without TCP: no error")
+	}
+}

@@ -5,6 +5,7 @@ package storm
 import (
 	"fmt"
 	"maps"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -13,7 +14,8 @@ import (
 
 // writeReport is the bench-storm section.
 // limits are the TCP copy's before the first storm and after the last.
-func writeReport(files [3]served, limits [2]linkLimit, rounds []round, pids map[string]int) string {
+// tcpMem is the kernel's tcp_mem (pages).
+func writeReport(files [3]served, limits [2]linkLimit, rounds []round, pids map[string]int, tcpMem [3]int64) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## bench-storm\n\n`make bench-storm STORM_MACHINES=%s`, %s, %d CPUs, Go %s. "+
 		"A boot storm through the whole path: N simulated machines, goroutines of one Go process each with its own MAC and its own address "+
@@ -102,6 +104,26 @@ func writeReport(files [3]served, limits [2]linkLimit, rounds []round, pids map[
 		}
 		b.WriteString("\n")
 	}
+	fmt.Fprintf(&b, "\nThe kernel over the storm: each counter's increase in the machines' namespace / the services' namespace "+
+		"(/proc/net/snmp and /proc/net/netstat, per namespace), and the most TCP memory in use at once (/proc/net/sockstat, every 100 ms; "+
+		"all namespaces share it, so the simulated machines' receive queues count in it with herd-boots' send queues; "+
+		"tcp_mem here: pressure from %.0f MiB, hard limit %.0f MiB):\n\n| counter |", pagesMiB(tcpMem[1]), pagesMiB(tcpMem[2]))
+	for _, r := range rounds {
+		fmt.Fprintf(&b, " N = %d |", r.n)
+	}
+	b.WriteString("\n| --- |" + strings.Repeat(" ---: |", len(rounds)) + "\n")
+	for _, c := range kernelCounters {
+		fmt.Fprintf(&b, "| %s (%s) |", c.what, c.key)
+		for _, r := range rounds {
+			fmt.Fprintf(&b, " %d / %d |", r.kernel[c.key][0], r.kernel[c.key][1])
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("| most TCP memory in use |")
+	for _, r := range rounds {
+		fmt.Fprintf(&b, " %.0f MiB |", pagesMiB(r.tcpPeak))
+	}
+	b.WriteString("\n")
 	b.WriteString("\nNot covered yet (issue 18): TFTP of the iPXE binary for a share of the machines, N = 5,000, nginx serving the same files to the same clients, herd-server replicas, the worker credential's address binding (calls from the machines' own addresses).\n")
 	return b.String()
 }
@@ -113,5 +135,7 @@ func describeFiles(files [3]served) string {
 	}
 	return strings.Join(parts, "; ")
 }
+
+func pagesMiB(pages int64) float64 { return float64(pages*int64(os.Getpagesize())) / (1 << 20) }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

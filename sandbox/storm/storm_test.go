@@ -82,6 +82,11 @@ type round struct {
 	usage    map[string][2]usage
 	pushed   time.Duration
 	failed   map[string]int // machines failed, by step and cause
+	// kernel is each kernelCounters key's increase over the storm in the
+	// machines' namespace [0] and the services' [1]; tcpPeak the most TCP
+	// memory in use during it (pages, all namespaces).
+	kernel  map[string][2]int64
+	tcpPeak int64
 }
 
 func TestBenchStorm(t *testing.T) {
@@ -171,6 +176,8 @@ func TestBenchStorm(t *testing.T) {
 
 		w := &walk{ns: cli, relay: rel, grpcAddr: s.GRPC, ca: ca, actions: nActions}
 		before := readAll(t, pids)
+		kBefore := readCounters(t, cli, srv)
+		sampler := samplePeak(100 * time.Millisecond)
 		r.results = make([]machineResult, n)
 		start := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
@@ -185,7 +192,13 @@ func TestBenchStorm(t *testing.T) {
 		wg.Wait()
 		r.wall = time.Since(start)
 		cancel()
+		r.tcpPeak = sampler.done()
 		after := readAll(t, pids)
+		kAfter := readCounters(t, cli, srv)
+		r.kernel = map[string][2]int64{}
+		for _, c := range kernelCounters {
+			r.kernel[c.key] = [2]int64{kAfter[0][c.key] - kBefore[0][c.key], kAfter[1][c.key] - kBefore[1][c.key]}
+		}
 		for name := range pids {
 			r.usage[name] = [2]usage{before[name], after[name]}
 		}
@@ -223,7 +236,11 @@ func TestBenchStorm(t *testing.T) {
 			break
 		}
 	}
-	report := writeReport(files, limits, rounds, pids)
+	tcpMem, err := tcpMemLimits()
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := writeReport(files, limits, rounds, pids, tcpMem)
 	t.Log("\n" + report)
 	if t.Failed() {
 		t.Fatal("machines failed: the figures are not written")
@@ -423,6 +440,20 @@ func gauge(c *http.Client, url, name string) float64 {
 		}
 	}
 	return -1
+}
+
+// readCounters is the kernel's counters in each namespace.
+func readCounters(t *testing.T, nss ...*netNS) []map[string]int64 {
+	t.Helper()
+	ms := make([]map[string]int64, len(nss))
+	for i, n := range nss {
+		m, err := n.counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms[i] = m
+	}
+	return ms
 }
 
 func readAll(t *testing.T, pids map[string]int) map[string]usage {
