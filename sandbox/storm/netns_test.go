@@ -6,12 +6,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -109,20 +111,53 @@ func (n *netNS) do(f func() error) error {
 	return <-ch
 }
 
-// dialFrom dials addr from local (an address of the namespace's).
+// machineRcvBuf bounds a simulated machine's TCP receive buffer
+// (SO_RCVBUF, set before connecting: Linux doubles it for its own
+// overhead and no longer autotunes it), so that its window is about
+// iPXE's largest, 256 KiB (TCP_MAX_WINDOW_SIZE, include/ipxe/tcp.h).
+// Autotuned up to tcp_rmem's max (32 MiB on this kernel), the unread
+// receive queues of 1,000 machines, all in this one kernel where real
+// machines each have their own memory, pushed TCP's memory past tcp_mem's
+// pressure mark (1652 MiB of 1500): the kernel dropped segments at the
+// machines' receive queues (25,475 TCPRcvQDrop in one storm), herd-boots'
+// retransmissions backed off (24,111 timeouts), and now and then one
+// download stalled past the 60 s bounds, herd-boots' and the machine's.
+const machineRcvBuf = 256 << 10
+
+func machineSocket(_, _ string, rc syscall.RawConn) error {
+	var err error
+	if cerr := rc.Control(func(fd uintptr) {
+		err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, machineRcvBuf)
+	}); cerr != nil {
+		return cerr
+	}
+	if err != nil {
+		return fmt.Errorf("SO_RCVBUF %d: %w", machineRcvBuf, err)
+	}
+	return nil
+}
+
+// dialFrom dials addr from local (an address of the namespace's) as a
+// machine does (machineRcvBuf).
 func (n *netNS) dialFrom(ctx context.Context, local net.IP, addr string) (c net.Conn, err error) {
 	err = n.do(func() error {
 		var e error
-		c, e = (&net.Dialer{LocalAddr: &net.TCPAddr{IP: local}}).DialContext(ctx, "tcp", addr)
+		c, e = (&net.Dialer{LocalAddr: &net.TCPAddr{IP: local}, Control: machineSocket}).DialContext(ctx, "tcp", addr)
 		return e
 	})
 	return c, err
 }
 
-func (n *netNS) listen(network, addr string) (l net.Listener, err error) {
+// listen listens in the namespace; asMachine gives the connections it
+// accepts a machine's receive buffer (machineRcvBuf).
+func (n *netNS) listen(network, addr string, asMachine bool) (l net.Listener, err error) {
+	var lc net.ListenConfig
+	if asMachine {
+		lc.Control = machineSocket
+	}
 	err = n.do(func() error {
 		var e error
-		l, e = net.Listen(network, addr)
+		l, e = lc.Listen(context.Background(), network, addr)
 		return e
 	})
 	return l, err
@@ -132,7 +167,7 @@ func (n *netNS) listen(network, addr string) (l net.Listener, err error) {
 // to target on the host's loopback (herd-server for boots and metadata).
 func (n *netNS) forward(addr, target string) {
 	n.t.Helper()
-	l, err := n.listen("tcp", addr)
+	l, err := n.listen("tcp", addr, false)
 	if err != nil {
 		n.t.Fatalf("forward %s in %s: %v", addr, n.name, err)
 	}

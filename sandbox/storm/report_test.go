@@ -28,7 +28,11 @@ func writeReport(files [3]served, limits [2]linkLimit, rounds []round, pids map[
 		"over gRPC/TLS with the herd.token credential from the script's kernel line; the third action downloads the OS image named in its IMG_URL "+
 		"from herd-boots' HTTP before reporting SUCCESS → cloud-init's EC2 crawl of herd-metadata (%s, in the services' namespace: "+
 		"every meta-data/ listing and leaf of 2009-04-04, then user-data), whose meta-data/hostname must be the machine's own. "+
-		"Every HTTP connection of a machine leaves from its own address, so herd-boots and herd-metadata identify it as they would a real one. "+
+		"Every HTTP connection of a machine leaves from its own address, so herd-boots and herd-metadata identify it as they would a real one, "+
+		"with a receive buffer of %d KiB (SO_RCVBUF, not autotuned; Linux doubles it for its overhead): a window of about iPXE's largest, 256 KiB. "+
+		"Autotuned (up to tcp_rmem's max), N machines' unread queues, all in this one kernel where real machines each have their own, "+
+		"pushed TCP's memory past tcp_mem's pressure mark at N = 1,000: segments dropped at the machines' receive queues, "+
+		"herd-boots' retransmissions backed off, and a download now and then stalled past 60 s. "+
 		"herd-server (and its throwaway PostgreSQL) run on the host's loopback; the worker calls reach it there directly from the test process "+
 		"(servertest trusts 127.0.0.1 as a NAT gateway, so the credential's address binding is not exercised here, and herd-server runs with --max-conns-per-source 0: at its default, 256, the 1,000 machines' TLS handshakes from the one loopback source were cut), and boots' and metadata's Watch "+
 		"streams through a TCP forwarder into their namespace. herd-boots and herd-metadata: this commit, `go build`, --log-level warn; herd-server --log-level info"+
@@ -39,9 +43,9 @@ func writeReport(files [3]served, limits [2]linkLimit, rounds []round, pids map[
 		"take CPU from the services, so the figures are the whole lab's. Bytes are counted as the machines read them; MB = 10^6 bytes. "+
 		"Errors fail the benchmark; none here.\n\n",
 		*sizes, time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), runtime.Version(), relayIP, serverIP, nActions, metadataIP,
-		describeFiles(files), runtime.NumCPU())
+		machineRcvBuf>>10, describeFiles(files), runtime.NumCPU())
 	b.WriteString("The link's limit in the same run, a plain TCP copy over the same veth and route, sent as herd-boots sends (the OS image file again and again with sendfile, " +
-		"from the services' namespace to a machine address whose reader reads into 1 MiB buffers), while no storm runs:")
+		"from the services' namespace to a machine address whose reader reads into 1 MiB buffers, with a machine's receive buffer), while no storm runs:")
 	var best float64
 	for k, lim := range limits {
 		b.WriteString([]string{" before the storms", "; after them"}[k])

@@ -478,11 +478,12 @@ type linkLimit struct {
 // tcpLimit is the link's limit the way herd-boots sends: the OS image
 // file sent with sendfile (io.Copy from an *os.File to a TCP connection)
 // from the services' namespace to a machine address, over 1, 8 and 64
-// connections at once, the receiver reading into 1 MiB buffers.
+// connections at once, the receiver reading into 1 MiB buffers with a
+// machine's receive buffer (machineRcvBuf).
 func tcpLimit(t *testing.T, srv, cli *netNS, file string) linkLimit {
 	t.Helper()
 	sink := machineIP(0) + ":9099"
-	l, err := cli.listen("tcp", sink)
+	l, err := cli.listen("tcp", sink, true)
 	if err != nil {
 		t.Fatal(err)
 	}
