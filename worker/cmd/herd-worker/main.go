@@ -2,7 +2,8 @@
 // counterpart of Tinkerbell's tink-worker. It runs inside the OSIE on the
 // machine being provisioned, asks herd-server (gRPC, TLS, the machine's
 // own credential) for its actions, runs them one by one with the local
-// Docker engine and reports each state.
+// Docker engine, or with runc alone (--runtime runc: the OSIE's, no
+// engine), and reports each state.
 package main
 
 import (
@@ -31,6 +32,7 @@ import (
 	"github.com/herd-metal/herd/pkg/version"
 	"github.com/herd-metal/herd/proto/workflow"
 	"github.com/herd-metal/herd/worker/internal/docker"
+	"github.com/herd-metal/herd/worker/internal/runc"
 	"github.com/herd-metal/herd/worker/internal/runner"
 )
 
@@ -53,6 +55,10 @@ type settings struct {
 	id                             string
 	registry, regUser, regPassword string
 	registryCA, certsDir           string
+	registryInsecure               bool
+	runtime                        string
+	runcBin, runcState, runcRoot   string
+	runcNoPivot                    bool
 	pull, network                  string
 	privileged, power              bool
 	dataDir, dockerHost            string
@@ -97,15 +103,24 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	fs.StringVar(&s.registry, "registry", "", "registry prefixed to action images that name none, host[:port]")
 	fs.StringVar(&s.regUser, "registry-user", "", "user name for --registry")
 	fs.StringVar(&s.regPassword, "registry-password", "", "password for --registry (prefer the environment)")
-	fs.StringVar(&s.registryCA, "registry-ca-file", "", "PEM file of the CA that signed --registry's certificate (a private registry); written to --registry-certs-dir/<registry>/ca.crt for the Docker engine")
+	fs.StringVar(&s.registryCA, "registry-ca-file", "", "PEM file of the CA that signed --registry's certificate (a private registry); written to --registry-certs-dir/<registry>/ca.crt for the Docker engine; --runtime runc trusts it directly")
 	fs.StringVar(&s.certsDir, "registry-certs-dir", docker.DefaultCertsDir, "where the Docker engine reads registry CAs (dockerd's certs.d)")
+	fs.BoolVar(&s.registryInsecure, "registry-insecure", false, "--runtime runc: let pulls from --registry fall back to plain HTTP "+
+		"(what dockerd's --insecure-registry does for the docker runtime); a --registry written http://... is insecure too")
+	fs.StringVar(&s.runtime, "runtime", runtimeDocker, "what runs the action containers: docker (the Docker engine at --docker-host) "+
+		"or runc (runc run directly, no engine: herd-worker pulls and unpacks the images into --runc-state-dir; the OSIE's)")
+	fs.StringVar(&s.runcBin, "runc", "runc", "--runtime runc: the runc binary")
+	fs.StringVar(&s.runcState, "runc-state-dir", runc.DefaultStateDir, "--runtime runc: where unpacked images (one per digest) and container bundles live")
+	fs.StringVar(&s.runcRoot, "runc-root", runc.DefaultRuncRoot, "--runtime runc: runc's own state directory (runc --root; on a tmpfs)")
+	fs.BoolVar(&s.runcNoPivot, "runc-no-pivot", false, "--runtime runc: run containers with runc run --no-pivot, needed when / is an initramfs "+
+		"(pivot_root cannot leave it; the OSIE sets it)")
 	fs.StringVar(&s.pull, "pull", docker.PullAlways, "when to pull action images: always (as Tinkerbell) or missing")
-	fs.StringVar(&s.network, "network", "host", "network mode of the action containers")
+	fs.StringVar(&s.network, "network", "host", "network mode of the action containers (--runtime runc: host only)")
 	fs.BoolVar(&s.privileged, "privileged", true, "run actions as privileged containers (they write disks)")
 	fs.BoolVar(&s.power, "power-control", true, "reboot or power off the machine when an action asks in /workflow/power (the reboot action)")
 	fs.StringVar(&s.dataDir, "data-dir", "/var/lib/herd-worker", "directory of the workflow data; each workflow's is bound at /workflow in its actions")
 	fs.StringVar(&s.dockerHost, "docker-host", "unix:///var/run/docker.sock", "Docker engine address")
-	fs.DurationVar(&s.dockerWait, "docker-wait", time.Minute, "how long to wait at start for the Docker engine to answer")
+	fs.DurationVar(&s.dockerWait, "docker-wait", time.Minute, "how long to wait at start for the Docker engine (or runc) to answer")
 	fs.DurationVar(&s.poll, "poll-interval", 5*time.Second, "pause between two asks for work")
 	fs.DurationVar(&s.callTimeout, "call-timeout", 15*time.Second, "longest one call to herd-server may take before it is given up and sent again with backoff "+
 		"(a call sent into a dead link would otherwise wait for TCP to give up, minutes)")
@@ -142,6 +157,9 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	if err := checkTimes(s); err != nil {
 		return s, err
 	}
+	if err := checkRuntime(s); err != nil {
+		return s, err
+	}
 	if s.caSHA256 != "" {
 		pin, err := connect.ParsePin(s.caSHA256)
 		if err != nil {
@@ -162,7 +180,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		return err
 	}
 	log = log.With("service", "herd-worker")
-	log.Info("starting", "version", version.String(), "server", s.server, "hardware_id", s.id, "docker_host", s.dockerHost, "registry", s.registry)
+	log.Info("starting", "version", version.String(), "server", s.server, "hardware_id", s.id, "runtime", s.runtime, "docker_host", s.dockerHost, "registry", s.registry)
 
 	// The OSIE starts herd-worker as soon as the network is up: the server
 	// (its CA URL) and the local engine may not answer yet.
@@ -180,20 +198,19 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		return err
 	}
 	defer conn.Close()
-	rt, err := docker.New(docker.Config{Host: s.dockerHost, Registry: s.registry, Username: s.regUser, Password: s.regPassword,
-		PullPolicy: s.pull, NetworkMode: s.network, RegistryCA: s.registryCA, CertsDir: s.certsDir}, log)
+	rt, err := newRuntime(s, log)
 	if err != nil {
 		return err
 	}
 	defer rt.Close()
 	wctx, cancel := context.WithTimeout(ctx, s.dockerWait)
-	err = retry(wctx, log, "waiting for the Docker engine", func() error { return rt.Ping(wctx) })
+	err = retry(wctx, log, "waiting for the container runtime ("+s.runtime+")", func() error { return rt.Ping(wctx) })
 	cancel()
 	if ctx.Err() != nil {
 		return nil
 	}
 	if err != nil {
-		log.Error("the Docker engine does not answer; actions will fail until it does", "error", err)
+		log.Error("the container runtime does not answer; actions will fail until it does", "runtime", s.runtime, "error", err)
 	}
 	reg := observe.NewRegistry()
 	w, err := runner.New(runner.Config{WorkerID: s.id, DataDir: s.dataDir, MaxDataBytes: s.maxDataBytes, Poll: s.poll, CallTimeout: s.callTimeout,
@@ -230,6 +247,45 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	err = g.Wait()
 	log.Info("stopped")
 	return err
+}
+
+// The values of --runtime.
+const (
+	runtimeDocker = "docker"
+	runtimeRunc   = "runc"
+)
+
+// containerRuntime is what herd-worker needs of a runtime besides running
+// containers: a health check and a close.
+type containerRuntime interface {
+	runner.Runtime
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// checkRuntime refuses a runtime, or a setting of it, that cannot work.
+func checkRuntime(s settings) error {
+	switch s.runtime {
+	case runtimeDocker:
+	case runtimeRunc:
+		if s.network != "host" {
+			return fmt.Errorf("--network (HERD_NETWORK) %q: --runtime runc runs actions on the host's network only: want host", s.network)
+		}
+	default:
+		return fmt.Errorf("--runtime (HERD_RUNTIME) %q: want %s or %s", s.runtime, runtimeDocker, runtimeRunc)
+	}
+	return nil
+}
+
+// newRuntime is the container runtime --runtime names.
+func newRuntime(s settings, log *slog.Logger) (containerRuntime, error) {
+	if s.runtime == runtimeRunc {
+		return runc.New(runc.Config{Runc: s.runcBin, StateDir: s.runcState, RuncRoot: s.runcRoot, NoPivot: s.runcNoPivot,
+			Registry: s.registry, Username: s.regUser, Password: s.regPassword, Insecure: s.registryInsecure,
+			RegistryCA: s.registryCA, PullPolicy: s.pull}, log)
+	}
+	return docker.New(docker.Config{Host: s.dockerHost, Registry: s.registry, Username: s.regUser, Password: s.regPassword,
+		PullPolicy: s.pull, NetworkMode: s.network, RegistryCA: s.registryCA, CertsDir: s.certsDir}, log)
 }
 
 // dialOptions make the connection to herd-server find out that a link

@@ -56,6 +56,15 @@ func TestParse(t *testing.T) {
 		{"keepalive below gRPC's floor", []string{"--server", "a:1", "--id", "x", "--keepalive-time", "5s"}, nil, nil, "--keepalive-time (HERD_KEEPALIVE_TIME) 5s: want at least 10s"},
 		{"no keepalive timeout", []string{"--server", "a:1", "--id", "x", "--keepalive-timeout", "0s"}, nil, nil, "--keepalive-timeout (HERD_KEEPALIVE_TIMEOUT) 0s: want a positive"},
 		{"no call timeout", []string{"--server", "a:1", "--id", "x", "--call-timeout", "-1s"}, nil, nil, "--call-timeout (HERD_CALL_TIMEOUT) -1s: want a positive"},
+		{"docker runtime by default", []string{"--server", "a:1", "--id", "x"}, nil,
+			func(s settings) bool { return s.runtime == "docker" && !s.runcNoPivot && !s.registryInsecure }, ""},
+		{"runc runtime from the environment", nil, map[string]string{"HERD_SERVER": "a:1", "HERD_ID": "x", "HERD_RUNTIME": "runc",
+			"HERD_RUNC_NO_PIVOT": "true", "HERD_REGISTRY_INSECURE": "true", "HERD_RUNC_STATE_DIR": "/var/lib/r"},
+			func(s settings) bool {
+				return s.runtime == "runc" && s.runcNoPivot && s.registryInsecure && s.runcState == "/var/lib/r" && s.runcRoot == "/run/herd-worker/runc"
+			}, ""},
+		{"unknown runtime", []string{"--server", "a:1", "--id", "x", "--runtime", "podman"}, nil, nil, `--runtime (HERD_RUNTIME) "podman": want docker or runc`},
+		{"runc off the host network", []string{"--server", "a:1", "--id", "x", "--runtime", "runc", "--network", "none"}, nil, nil, "host's network only"},
 		{"no server", []string{"--id", "x"}, nil, nil, "no herd-server address"},
 		{"no id", []string{"--server", "a:1"}, nil, nil, "no worker id"},
 		{"stray argument", []string{"--server", "a:1", "--id", "x", "run"}, nil, nil, "unexpected arguments"},
@@ -84,7 +93,7 @@ func TestHelp(t *testing.T) {
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"HERD_SERVER", "HERD_TOKEN", "HERD_METRICS_ADDR", "TINKERBELL_GRPC_AUTHORITY", "--registry-password"} {
+	for _, want := range []string{"HERD_SERVER", "HERD_TOKEN", "HERD_METRICS_ADDR", "TINKERBELL_GRPC_AUTHORITY", "--registry-password", "HERD_RUNTIME", "--runc-no-pivot"} {
 		if !strings.Contains(out.String(), strings.TrimPrefix(want, "--")) {
 			t.Errorf("--help does not mention %s", want)
 		}
