@@ -179,3 +179,24 @@ func missing(t *testing.T, what string) {
 	}
 	t.Skipf("%s is missing (make deps)", what)
 }
+
+// A state directory too long for a unix socket's path leaves the VM
+// without QMP (QEMU would not start), and --fault is refused for it.
+func TestQMPSocketPathBound(t *testing.T) {
+	ms, _ := newMachines(1, "vm", false, false)
+	short := (&sandbox{dir: "/tmp/s"}).vmFiles(ms[0])
+	if short.qmp != "/tmp/s/vm/1/qmp.sock" || !strings.Contains(strings.Join(qemuArgs("qemu", ms[0], short, 2048, 1), " "), "-qmp unix:/tmp/s/vm/1/qmp.sock,") {
+		t.Errorf("short directory: qmp %q", short.qmp)
+	}
+	long := (&sandbox{dir: "/" + strings.Repeat("d", 100)}).vmFiles(ms[0])
+	if long.qmp != "" || strings.Contains(strings.Join(qemuArgs("qemu", ms[0], long, 2048, 1), " "), "-qmp") {
+		t.Errorf("long directory: qmp %q", long.qmp)
+	}
+	if os.Geteuid() == 0 {
+		var errb strings.Builder
+		_, _, code := parseArgs([]string{"up", "--dir", "/" + strings.Repeat("d", 100), "--fault", "osie-reboot"}, &errb)
+		if code != 2 || !strings.Contains(errb.String(), "too long for a unix socket") {
+			t.Errorf("--fault with a long --dir: exit %d: %s", code, errb.String())
+		}
+	}
+}

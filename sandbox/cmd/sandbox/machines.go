@@ -85,9 +85,17 @@ type vmFiles struct{ disk, console, vars, qmp string }
 
 func (sb *sandbox) vmFiles(m machine) vmFiles {
 	d := filepath.Join(sb.dir, vmDirName, strconv.Itoa(m.N))
-	return vmFiles{disk: filepath.Join(d, "disk.raw"), console: filepath.Join(d, "console.log"), vars: filepath.Join(d, "OVMF_VARS.fd"),
+	f := vmFiles{disk: filepath.Join(d, "disk.raw"), console: filepath.Join(d, "console.log"), vars: filepath.Join(d, "OVMF_VARS.fd"),
 		qmp: filepath.Join(d, "qmp.sock")}
+	if len(f.qmp) >= maxUnixPath {
+		f.qmp = "" // QEMU would refuse to start; no reset then (parseArgs refuses --fault)
+	}
+	return f
 }
+
+// maxUnixPath bounds a unix socket's path (sun_path: 108 bytes with its
+// terminating NUL).
+const maxUnixPath = 108
 
 // qemuArgs is the VM's command line. Boot order is by bootindex (SeaBIOS
 // and OVMF both follow it; -boot order does not apply to these devices):

@@ -134,6 +134,10 @@ func parseArgs(args []string, stderr io.Writer) (cmd string, o options, code int
 		fmt.Fprintln(stderr, "sandbox: bad --dir", o.dir)
 		return cmd, o, 1
 	}
+	if o.fault != "" && (&sandbox{dir: o.dir}).vmFiles(machine{N: maxMachines}).qmp == "" {
+		fmt.Fprintf(stderr, "sandbox: --fault needs the VMs' QMP sockets, and --dir %s is too long for a unix socket's path (%d bytes at most)\n", o.dir, maxUnixPath-1)
+		return cmd, o, 2
+	}
 	return cmd, o, -1
 }
 
