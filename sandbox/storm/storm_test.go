@@ -115,6 +115,11 @@ func TestBenchStorm(t *testing.T) {
 	// Every worker call leaves from 127.0.0.1 here (see the report), one
 	// source where real machines are N: the per-source bound is off.
 	s := servertest.Start(t, "--log-level", "info", "--max-conns-per-source", "0")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("herd-server's log (its last 8 kB):\n%s", tail(s.Stderr.String(), 8<<10))
+		}
+	})
 	ca := s.CA()
 	admin := s.Dial(servertest.AdminToken)
 	bootsBin, metadataBin := buildServices(t)
