@@ -93,8 +93,14 @@ FUZZERS := \
 	services/boots/internal/syslog:FuzzParse \
 	services/metadata/internal/clientip:FuzzClient \
 	services/metadata/internal/httpapi:FuzzServe \
+	services/boots/internal/tftp:FuzzRequest \
+	pkg/kcmdline:FuzzSplit \
+	worker/osie/init:FuzzParseCmdline \
 	pkg/spec:FuzzParseHardware \
-	pkg/spec:FuzzValidateTemplate
+	pkg/spec:FuzzValidateTemplate \
+	pkg/spec:FuzzRenderTemplate \
+	services/server/e2e:FuzzREST \
+	services/server/e2e:FuzzWorkflowData
 fuzz:
 	@FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh $(FUZZERS)
 

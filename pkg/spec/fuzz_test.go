@@ -1,9 +1,13 @@
 package spec
 
 import (
+	"encoding/json"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
+
+	"github.com/herd-metal/herd/proto/hardware"
 )
 
 // FuzzParseHardware must never panic; what it accepts must survive
@@ -76,4 +80,88 @@ func FuzzValidateTemplate(f *testing.F) {
 			t.Fatalf("Actions of a rendered template: %v", err)
 		}
 	})
+}
+
+// hostileTemplate puts hardware values where templates put them: an
+// environment value, a command argument, a volume, the worker.
+const hostileTemplate = `version: "0.1"
+name: hostile
+tasks:
+  - name: os
+    worker: "{{.device_1}}"
+    environment:
+      HOST: "{{.hardware.device_1.metadata.instance.hostname}}"
+    actions:
+      - name: write
+        image: writefile
+        command: ["write", "{{.hardware.device_1.network.interfaces}}", '{{index .hardware.device_1.metadata.instance.tags 0}}']
+        environment:
+          TAG: {{index .hardware.device_1.metadata.instance.tags 0}}
+      - name: "{{.hardware.device_1.metadata.instance.hostname}}-done"
+        image: alpine
+        volumes:
+          - /data/{{.hardware.device_1.metadata.instance.hostname}}:/data
+`
+
+// FuzzRenderTemplate: hardware values are the operator's inventory, often
+// synced from elsewhere, and land raw in the YAML (as in Tinkerbell v0.6):
+// whatever a record that passes ParseHardware holds, rendering never
+// panics, and either refuses with a problem named or gives a template
+// that is whole (it parses, its actions resolve, and it stays within the
+// size bound).
+func FuzzRenderTemplate(f *testing.F) {
+	for _, seed := range []struct{ hostname, tag string }{
+		{"node-1", "rack-a"},
+		{"x\"\n      - name: evil\n        image: evil\n#", "ok"},
+		{"{{.device_1}}", "{{template \"x\"}}"},
+		{"", "\x00"},
+		{strings.Repeat("a", 70000), "b"},
+		{"'", `"`},
+	} {
+		f.Add(seed.hostname, seed.tag)
+	}
+	devices := map[string]string{"device_1": "08:00:27:00:00:01"}
+	f.Fuzz(func(t *testing.T, hostname, tag string) {
+		meta, err := json.Marshal(map[string]any{"instance": map[string]any{"hostname": hostname, "tags": []string{tag}}})
+		if err != nil {
+			return
+		}
+		rec := `{"id":"2c9f1ac5-1bc9-4c7d-8d5e-4a1f6f1f1b0a","metadata":` + string(meta) +
+			`,"network":{"interfaces":[{"dhcp":{"mac":"08:00:27:00:00:01"}}]}}`
+		hw, err := ParseHardware([]byte(rec))
+		if err != nil {
+			return // the server never stores it
+		}
+		tmpl, text, err := RenderTemplate(hostileTemplate, devices, map[string]*hardware.Hardware{"device_1": hw})
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("refused without a reason")
+			}
+			return
+		}
+		if len(text) > MaxTemplateBytes {
+			t.Fatalf("rendered %d bytes, past the bound", len(text))
+		}
+		if _, err := tmpl.Actions(func(w string) (string, error) { return w, nil }); err != nil {
+			t.Fatalf("Actions of a rendered template: %v", err)
+		}
+	})
+}
+
+// TestHostileTemplateRenders: FuzzRenderTemplate's template renders with
+// plain values, so the fuzzer explores rendering, not a refusal.
+func TestHostileTemplateRenders(t *testing.T) {
+	hw, err := ParseHardware([]byte(`{"id":"2c9f1ac5-1bc9-4c7d-8d5e-4a1f6f1f1b0a","metadata":{"instance":{"hostname":"node-1","tags":["rack-a"]}},` +
+		`"network":{"interfaces":[{"dhcp":{"mac":"08:00:27:00:00:01"}}]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, _, err := RenderTemplate(hostileTemplate, map[string]string{"device_1": "08:00:27:00:00:01"}, map[string]*hardware.Hardware{"device_1": hw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acts, err := tmpl.Actions(func(w string) (string, error) { return w, nil })
+	if err != nil || len(acts) != 2 || acts[1].GetName() != "node-1-done" || acts[0].GetEnvironment()[1] != "TAG=rack-a" {
+		t.Fatalf("actions %v, %v", acts, err)
+	}
 }

@@ -142,7 +142,7 @@ const (
 )
 
 // snapshot is what the server has stored, to compare before and after.
-func snapshot(t *testing.T, s *servertest.Server) string {
+func snapshot(t testing.TB, s *servertest.Server) string {
 	t.Helper()
 	var b strings.Builder
 	for _, path := range []string{"/v1/hardware", "/v1/templates", "/v1/workflows"} {
@@ -241,7 +241,7 @@ func codeCounts(seen map[codes.Code]int) string {
 }
 
 // seed stores one hardware record and one template through the API.
-func seed(t *testing.T, s *servertest.Server) {
+func seed(t testing.TB, s *servertest.Server) {
 	t.Helper()
 	conn := s.Dial(adminToken)
 	_, err := hardware.NewHardwareServiceClient(conn).Push(context.Background(), &hardware.PushRequest{Data: &hardware.Hardware{
@@ -265,7 +265,7 @@ type restRoute struct {
 	body         bool
 }
 
-func restRoutes(t *testing.T) []restRoute {
+func restRoutes(t testing.TB) []restRoute {
 	var doc struct {
 		Paths map[string]map[string]struct {
 			Parameters []struct{ In string }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"unicode"
 
 	"github.com/herd-metal/herd/pkg/connect"
 	"github.com/herd-metal/herd/pkg/kcmdline"
@@ -59,7 +60,7 @@ var aliases = map[string]string{
 // ParseCmdline parses /proc/cmdline. Values may be double-quoted (the
 // kernel keeps the quotes in /proc/cmdline). It fails only on values that
 // cannot be right (a malformed MAC, an unknown herd.after, a CA pin that
-// is not 64 hex digits).
+// is not 64 hex digits, a control character in a value).
 func ParseCmdline(line string) (Config, error) {
 	c := Config{Worker: DefaultWorker, Console: DefaultConsole, After: DefaultAfter}
 	values := map[string]string{}
@@ -92,6 +93,12 @@ func ParseCmdline(line string) (Config, error) {
 	}
 	for _, key := range slices.Sorted(maps.Keys(values)) {
 		value := values[key]
+		// A quoted value may hold anything the bootloader passed, but no
+		// setting of herd's holds a control character: one is a broken or
+		// forged line (the value itself is not shown: it may be a secret).
+		if i := strings.IndexFunc(value, unicode.IsControl); i >= 0 {
+			return Config{}, fmt.Errorf("%s: the value holds control character %#02x at byte %d", key, value[i], i)
+		}
 		var err error
 		switch key {
 		case "herd.server":

@@ -60,6 +60,9 @@ func TestParseCmdline(t *testing.T) {
 		{"CA pin", "herd.ca_sha256=" + strings.ToUpper(testPin), with(func(c *Config) { c.CASHA256 = testPin }), ""},
 		{"CA pin too short", "herd.ca_sha256=" + testPin[:40], Config{}, "herd.ca_sha256"},
 		{"CA pin not hex", "herd.ca_sha256=" + strings.Repeat("g", 64), Config{}, "64 hex digits"},
+		// Found by FuzzParseCmdline: a quoted value across a newline.
+		{"control character in a quoted value", "herd.token=\"se\ncret\"", Config{}, "herd.token: the value holds control character 0x0a at byte 2"},
+		{"control character in an alias", "registry_password=\"p\tw\"", Config{}, "herd.registry_pass: the value holds control character"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
