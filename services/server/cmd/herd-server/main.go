@@ -61,6 +61,7 @@ type settings struct {
 	bmcPollInterval      time.Duration
 	workerTokenLifetime  time.Duration
 	limits               transport.Limits
+	reusePort            bool
 	noAuth               bool
 	tlsCert, tlsKey      string
 	tlsCA, tlsHosts      string
@@ -99,6 +100,8 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	fs.DurationVar(&s.bmcJobTimeout, "bmc-job-timeout", api.DefaultJobTimeout, "a BMC job not ended this long after it was asked ends TIMEOUT, all attempts included")
 	fs.DurationVar(&s.bmcPollInterval, "bmc-poll-interval", time.Minute, "how often the power state of every machine with a BMC is checked (a status job each); 0: never")
 	fs.DurationVar(&s.workerTokenLifetime, "worker-token-lifetime", 24*time.Hour, "how long a machine's worker credential stays valid (boots hands out fresh ones, renewed every quarter of this); at least 4s")
+	fs.BoolVar(&s.reusePort, "reuse-port", false, "bind the gRPC and HTTP ports with SO_REUSEPORT, so replicas on one host (host networking: docker-compose --scale herd-server=N) share them; "+
+		"the kernel spreads new connections over the replicas, and clients reconnect to the others when one stops. Only processes of the same user can share a port")
 	fs.BoolVar(&s.noAuth, "insecure-no-auth", false, "accept every call without credentials (legacy Tinkerbell v0.6 clients only)")
 	d := transport.DefaultLimits
 	fs.DurationVar(&s.limits.ReadHeaderTimeout, "http-read-header-timeout", d.ReadHeaderTimeout, "HTTP: time a client has to send a request's headers")
@@ -237,16 +240,12 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if s.sources.Off && !s.noAuth {
 		log.Warn("worker source check is OFF (--worker-source-check=off): a worker credential is taken from any address, a stolen one too")
 	}
-	workerKey, err := loadOrCreateKey(filepath.Join(s.stateDir, "worker.key"))
-	if err != nil {
-		return err
-	}
-	keys, err := bmcKeys(ctx, s, st, log)
+	files, err := loadStateFiles(ctx, s, st, log)
 	if err != nil {
 		return err
 	}
 	hub := store.NewHub(s.dbURL, log)
-	authn, err := auth.New(auth.Config{AdminToken: s.authToken, ServiceToken: s.serviceToken, BMCToken: s.bmcToken, WorkerKey: workerKey,
+	authn, err := auth.New(auth.Config{AdminToken: s.authToken, ServiceToken: s.serviceToken, BMCToken: s.bmcToken, WorkerKey: files.workerKey,
 		WorkerLifetime: s.workerTokenLifetime, Disabled: s.noAuth, Generations: st,
 		Sources: s.sources, Owners: st, Peer: transport.Peer,
 		Notifier: hub, Channel: store.ChannelHardware, Log: log})
@@ -256,22 +255,18 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if s.serviceToken == "" && !s.noAuth {
 		log.Info("no service token (--service-token-file): herd-boots and herd-metadata need the admin token")
 	}
-	tlsConf, caPEM, err := serverTLS(s)
-	if err != nil {
-		return err
-	}
 
 	reg := observe.NewRegistry()
 	reg.MustRegister(powerCollector{st: st, log: log})
 	ic := api.NewInterceptors(log, reg, authn, transport.Peer)
 	srv, err := transport.New(
-		transport.Config{GRPCAddr: s.grpcAddr, HTTPAddr: s.httpAddr, TLS: tlsConf, CA: caPEM, Limits: s.limits},
+		transport.Config{GRPCAddr: s.grpcAddr, HTTPAddr: s.httpAddr, TLS: files.tls, CA: files.caPEM, Limits: s.limits, ReusePort: s.reusePort},
 		transport.Services{
 			Hardware: api.NewHardware(st, hub, authn, log),
 			Template: api.NewTemplate(st, log),
 			Workflow: api.NewWorkflow(st, hub, log),
-			Machine:  api.NewMachine(st, keys, hub, s.bmcJobTimeout, log),
-			BMCAgent: api.NewBMCAgent(st, keys, hub, log),
+			Machine:  api.NewMachine(st, files.bmcKeys, hub, s.bmcJobTimeout, log),
+			BMCAgent: api.NewBMCAgent(st, files.bmcKeys, hub, log),
 		},
 		[]grpc.UnaryServerInterceptor{ic.Unary},
 		[]grpc.StreamServerInterceptor{ic.Stream},
@@ -317,6 +312,36 @@ func enforceTimeouts(ctx context.Context, st *store.Store, every time.Duration, 
 			}
 		}
 	}
+}
+
+// stateFiles are what the server reads from, or makes in, its state
+// directory.
+type stateFiles struct {
+	workerKey []byte
+	bmcKeys   *keyring.Keyring
+	tls       *tls.Config
+	caPEM     []byte
+}
+
+// loadStateFiles reads the state directory's files, making those missing,
+// under the directory's lock: replicas sharing one directory may start at
+// once, and then the first makes each file and the others read it (two
+// worker keys would make each replica refuse the other's credentials).
+func loadStateFiles(ctx context.Context, s settings, st *store.Store, log *slog.Logger) (stateFiles, error) {
+	var f stateFiles
+	unlock, err := lockStateDir(s.stateDir, log)
+	if err != nil {
+		return f, err
+	}
+	defer unlock()
+	if f.workerKey, err = loadOrCreateKey(filepath.Join(s.stateDir, "worker.key")); err != nil {
+		return f, err
+	}
+	if f.bmcKeys, err = bmcKeys(ctx, s, st, log); err != nil {
+		return f, err
+	}
+	f.tls, f.caPEM, err = serverTLS(s)
+	return f, err
 }
 
 // serverTLS loads the operator's certificate, or creates a CA and a server
@@ -398,7 +423,7 @@ func loadOrCreateKey(path string) ([]byte, error) {
 	if _, err := rand.Read(b); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
+	if err := writeFileAtomic(path, b, 0o600); err != nil {
 		return nil, fmt.Errorf("worker key: %w", err)
 	}
 	return b, nil

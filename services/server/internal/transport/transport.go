@@ -46,6 +46,9 @@ type Config struct {
 	// Limits bound what one client may hold; zero fields take the
 	// defaults.
 	Limits Limits
+	// ReusePort binds both listeners with SO_REUSEPORT: replicas on one
+	// host share the ports (herd-server --reuse-port).
+	ReusePort bool
 }
 
 // Limits bound slow, idle and numerous connections: the provisioning
@@ -309,14 +312,14 @@ func (s *Server) gateway() (http.Handler, *grpc.ClientConn, error) {
 
 // Listen binds both addresses, so callers learn the ports before Serve.
 func (s *Server) Listen() error {
-	g, err := net.Listen("tcp", s.cfg.GRPCAddr)
+	g, err := listenTCP(context.Background(), s.cfg.GRPCAddr, s.cfg.ReusePort)
 	if err != nil {
-		return fmt.Errorf("gRPC listen on %s: %w", s.cfg.GRPCAddr, err)
+		return fmt.Errorf("gRPC listen on %s: %w%s", s.cfg.GRPCAddr, err, inUseHint(err, s.cfg.ReusePort))
 	}
-	h, err := net.Listen("tcp", s.cfg.HTTPAddr)
+	h, err := listenTCP(context.Background(), s.cfg.HTTPAddr, s.cfg.ReusePort)
 	if err != nil {
 		g.Close()
-		return fmt.Errorf("HTTP listen on %s: %w", s.cfg.HTTPAddr, err)
+		return fmt.Errorf("HTTP listen on %s: %w%s", s.cfg.HTTPAddr, err, inUseHint(err, s.cfg.ReusePort))
 	}
 	tlsConf := s.cfg.TLS.Clone()
 	tlsConf.NextProtos = []string{"h2"}
