@@ -361,6 +361,11 @@ func TestComposeFileRules(t *testing.T) {
 	if s := p.Services["herd-server"]; s.DependsOn["db"].Condition != "service_healthy" {
 		t.Errorf("herd-server depends on db: %+v", s.DependsOn)
 	}
+	// --scale herd-server=N: the replicas share the host's ports, so no
+	// fixed container name and SO_REUSEPORT on.
+	if s := p.Services["herd-server"]; s.ContainerName != "" || s.Environment["HERD_REUSE_PORT"] == nil || *s.Environment["HERD_REUSE_PORT"] != "true" {
+		t.Errorf("herd-server cannot be scaled: container_name %q, HERD_REUSE_PORT %v", s.ContainerName, s.Environment["HERD_REUSE_PORT"])
+	}
 	if s := p.Services["herd-boots"]; !slices.Equal(s.CapDrop, []string{"ALL"}) || len(s.CapAdd) == 0 || slices.Contains(s.CapAdd, "SYS_ADMIN") {
 		t.Errorf("herd-boots capabilities: drop %v add %v", s.CapDrop, s.CapAdd)
 	}
