@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -12,13 +11,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/herd-metal/herd/pkg/pgtest"
+	"github.com/herd-metal/herd/pkg/servertest"
 )
 
 // TestStateDirLock: while one holder has the state directory's lock,
@@ -41,24 +40,6 @@ func TestStateDirLock(t *testing.T) {
 	if err := flock(other, unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		t.Fatalf("second lock after release: %v", err)
 	}
-}
-
-// lockedBuffer is a log sink two goroutines may share with a reader.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func freePort(t *testing.T) string {
@@ -87,13 +68,13 @@ func TestReplicasShareOneHost(t *testing.T) {
 	}
 	type replica struct {
 		cancel context.CancelFunc
-		log    *lockedBuffer
+		log    *servertest.Buffer
 		done   chan struct{} // closed when run returned, err then set
 		err    *error
 	}
 	start := func(extra ...string) replica {
 		ctx, cancel := context.WithCancel(context.Background())
-		r := replica{cancel: cancel, log: &lockedBuffer{}, done: make(chan struct{}), err: new(error)}
+		r := replica{cancel: cancel, log: &servertest.Buffer{}, done: make(chan struct{}), err: new(error)}
 		go func() { *r.err = run(ctx, args(extra...), lookup, r.log); close(r.done) }()
 		t.Cleanup(func() { cancel(); <-r.done })
 		return r
