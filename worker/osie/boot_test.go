@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/herd-metal/herd/worker/internal/registrytest"
+	"github.com/herd-metal/herd/worker/internal/runc/runctest"
 )
 
 // ciRequire fails under CI=true and skips elsewhere when a real part is missing.
@@ -73,7 +77,7 @@ func inputsKey(t *testing.T, root string) string {
 func buildOSIE(t *testing.T) (kernel, initrd string) {
 	t.Helper()
 	root := repoRoot(t)
-	for _, tool := range []string{"dpkg-deb", "depmod", "cpio", "zstd", "dockerd", "containerd", "runc"} {
+	for _, tool := range []string{"dpkg-deb", "depmod", "cpio", "zstd", "runc"} {
 		_, err := exec.LookPath(tool)
 		ciRequire(t, tool, err)
 	}
@@ -85,7 +89,7 @@ func buildOSIE(t *testing.T) (kernel, initrd string) {
 	}
 	start := time.Now()
 	cmd := exec.Command("sh", filepath.Join(root, "worker/osie/build.sh"))
-	cmd.Env = append(os.Environ(), "OUT="+out+".partial")
+	cmd.Env = append(os.Environ(), "OUT="+out+".partial", "ENGINE=runc") // what the test checks
 	var log bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Run(); err != nil {
@@ -142,7 +146,8 @@ func withStub(t *testing.T, initrd string) string {
 }
 
 // TestBootInQEMU boots the OSIE in QEMU (TCG, user networking, whose DHCP
-// server stays inside QEMU) with a stub worker that asks for a power off
+// server stays inside QEMU) with a stub worker that runs one action with
+// runc from a registry on the host's loopback, then asks for a power off
 // although herd.after=reboot, and reads the serial console.
 func TestBootInQEMU(t *testing.T) {
 	if testing.Short() {
@@ -152,6 +157,12 @@ func TestBootInQEMU(t *testing.T) {
 	ciRequire(t, "qemu-system-x86_64", err)
 	kernel, initrd := buildOSIE(t)
 	initrd = withStub(t, initrd)
+	// The registry the stub pulls its action image from: on the host's
+	// loopback, which QEMU's user network shows the guest as 10.0.2.2.
+	reg := registrytest.Start(t, registrytest.Options{})
+	runctest.Push(t, reg.Addr, "herd-test/probe:v1", runctest.Images(t)["/probe"], "", "")
+	_, regPort, _ := net.SplitHostPort(reg.Addr)
+	guestRegistry := "10.0.2.2:" + regPort
 	if st, err := os.Stat(initrd); err == nil {
 		t.Logf("initramfs with the stub: %d MiB", st.Size()>>20)
 	}
@@ -161,7 +172,7 @@ func TestBootInQEMU(t *testing.T) {
 		"console=ttyS0", "quiet", "panic=-1",
 		"herd.server=10.0.2.2:42113", "herd.worker_id=vm-1", "herd.token=secret-token",
 		"herd.cert_url=http://10.0.2.2:42114/cert", "herd.metadata=http://10.0.2.2:50061",
-		"herd.registry=10.0.2.2:5000", "herd.syslog=10.0.2.2",
+		"herd.registry=" + guestRegistry, "herd.syslog=10.0.2.2",
 		"BOOTIF=01-52-54-00-12-34-56", "herd.worker=/usr/bin/stubworker", "herd.after=reboot",
 	}, " ")
 	args := []string{
@@ -205,18 +216,26 @@ wait:
 	console, _ := os.ReadFile(consoleLog)
 	text := string(console)
 	for _, want := range []string{
-		`msg="kernel command line parsed" server=10.0.2.2:42113 worker_id=vm-1 token_set=true cert_url=http://10.0.2.2:42114/cert metadata=http://10.0.2.2:50061 registry=10.0.2.2:5000 syslog=10.0.2.2 boot_mac=52:54:00:12:34:56`,
+		`msg="kernel command line parsed" server=10.0.2.2:42113 worker_id=vm-1 token_set=true cert_url=http://10.0.2.2:42114/cert metadata=http://10.0.2.2:50061 registry=` + guestRegistry + ` syslog=10.0.2.2 boot_mac=52:54:00:12:34:56`,
 		`msg="kernel modules loaded"`,
 		`msg="file system modules loaded"`,
 		`msg="DHCP lease" mac=52:54:00:12:34:56 nic=eth0 addr=10.0.2.15/24 gateway=10.0.2.2`,
 		`msg="logging to syslog"`,
-		`msg="docker ready" version=`,
-		`storage=overlay2 cgroup=2`,
+		`msg="container runtime" runtime=runc`,
+		`msg="runc ready" version=`,
 		`msg="worker started" mac=52:54:00:12:34:56 worker=/usr/bin/stubworker`,
 		`stubworker: HERD_SERVER=10.0.2.2:42113`,
 		`stubworker: HERD_ID=vm-1`,
 		`stubworker: token set: true`,
-		`stubworker: docker ping 200 OK`,
+		`stubworker: HERD_RUNTIME=runc`,
+		`stubworker: HERD_RUNC_NO_PIVOT=true`,
+		`stubworker: HERD_REGISTRY_INSECURE=true`,
+		// The action ran: pulled over plain HTTP, its layers flattened,
+		// privileged with the machine's /dev, on the initramfs root.
+		`stubworker: action stdout: /dev/loop-control present`,
+		`stubworker: action stdout: /etc/kept present`,
+		`stubworker: action stdout: /etc/removed absent`,
+		`stubworker: action exit 0`,
 		`msg="worker ended" mac=52:54:00:12:34:56 exit=0`,
 		`msg="workflow over" mac=52:54:00:12:34:56 action=poweroff why="requested by the workflow"`,
 		`reboot: Power down`,
@@ -234,9 +253,9 @@ wait:
 	if t.Failed() {
 		t.Fatalf("console:\n%s", tail(consoleLog, 80))
 	}
-	t.Logf("guest time: init started %s, modules loaded %s, DHCP lease %s, docker ready %s, worker started %s (kernel start = 0)",
+	t.Logf("guest time: init started %s, modules loaded %s, DHCP lease %s, runc ready %s, worker started %s, action ended %s (kernel start = 0)",
 		stamp(text, `msg="herd OSIE init starting"`), stamp(text, `msg="kernel modules loaded"`), stamp(text, `msg="DHCP lease"`),
-		stamp(text, `msg="docker ready"`), stamp(text, `msg="worker started"`))
+		stamp(text, `msg="runc ready"`), stamp(text, `msg="worker started"`), stamp(text, `stubworker: action exit`))
 	t.Logf("wall time: QEMU start to worker started %s, to QEMU exit %s", workerSeen.Round(100*time.Millisecond), wall.Round(100*time.Millisecond))
 }
 

@@ -2,8 +2,9 @@
 # Builds herd's OSIE, the in-memory OS that carries herd-worker: a Debian
 # kernel and a zstd-compressed newc initramfs holding the Go init, the
 # kernel modules of modules.txt (with their dependencies and a
-# modules.dep), Debian's dockerd/containerd/runc/docker-init with the
-# shared libraries they link, and herd-worker when its source exists.
+# modules.dep), Debian's runc (and with ENGINE=docker its dockerd,
+# containerd, shim and docker-init) with the shared libraries they link,
+# and herd-worker when its source exists.
 #
 # Offline once the kernel package is cached, and reproducible: the same
 # inputs (this tree, the Debian packages, the Go toolchain and
@@ -15,6 +16,9 @@
 #   KERNEL_DEB        a linux-image-*.deb to use instead of apt-get download
 #   SOURCE_DATE_EPOCH time stamp of every file (default: the last commit's)
 #   ZSTD_LEVEL        zstd level of the initramfs (default: 10)
+#   ENGINE            runc (default: herd-worker runs the actions with runc,
+#                     no engine) or docker (dockerd and containerd too, for
+#                     a worker that needs the Docker API: a tink-worker)
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,6 +26,7 @@ root=$(cd "$here/../.." && pwd)
 OUT=${OUT:-$root/bin/osie}
 CACHE=${CACHE:-$root/.tmp/osie-cache}
 ZSTD_LEVEL=${ZSTD_LEVEL:-10}
+ENGINE=${ENGINE:-runc}
 if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
 	SOURCE_DATE_EPOCH=$(git -C "$root" log -1 --format=%ct 2>/dev/null || echo 0)
 fi
@@ -31,6 +36,10 @@ OUT=$(cd "$OUT" && pwd)
 
 say() { printf 'osie: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
+case "$ENGINE" in
+runc | docker) ;;
+*) die "ENGINE=$ENGINE: want runc or docker" ;;
+esac
 
 for tool in dpkg-deb depmod modprobe cpio zstd ldd go; do
 	command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (make deps installs what worker/osie/deps.txt lists)"
@@ -47,7 +56,7 @@ kver=$(ls "$kdir/lib/modules")
 
 # 2. The tree.
 mkdir -p "$stage"
-for d in dev proc sys run tmp root etc/herd etc/containerd etc/ssl/certs \
+for d in dev proc sys run tmp root etc/herd etc/ssl/certs \
 	usr/bin usr/sbin lib/x86_64-linux-gnu lib64 var/lib var/log; do
 	mkdir -p "$stage/$d"
 done
@@ -66,7 +75,9 @@ else
 	say "warning: worker/cmd/herd-worker does not exist yet: this OSIE has no worker (herd.worker= can name one)"
 fi
 
-# The container engine: Debian's binaries and every library they link.
+# The container runtime: Debian's binaries and every library they link.
+# runc alone: herd-worker pulls the images and runs runc itself (the init
+# starts no engine when the initramfs has no dockerd).
 copy_bin() { # SOURCE DEST
 	src=$(readlink -f "$1")
 	[ -f "$src" ] || die "$1 is missing (make deps)"
@@ -75,18 +86,20 @@ copy_bin() { # SOURCE DEST
 	ldd "$src" 2>/dev/null | awk '/=> \// { print $3 } /^\t\/[^ ]+ \(/ { print $1 }' >>"$work/libs"
 }
 : >"$work/libs"
-copy_bin /usr/sbin/dockerd usr/sbin/dockerd
-copy_bin /usr/bin/containerd usr/bin/containerd
-copy_bin /usr/bin/containerd-shim-runc-v2 usr/bin/containerd-shim-runc-v2
 copy_bin /usr/sbin/runc usr/sbin/runc
-copy_bin /usr/bin/docker-init usr/bin/docker-init
+if [ "$ENGINE" = docker ]; then
+	copy_bin /usr/sbin/dockerd usr/sbin/dockerd
+	copy_bin /usr/bin/containerd usr/bin/containerd
+	copy_bin /usr/bin/containerd-shim-runc-v2 usr/bin/containerd-shim-runc-v2
+	copy_bin /usr/bin/docker-init usr/bin/docker-init
+fi
 sort -u "$work/libs" | while read -r lib; do
 	case "$lib" in
 	*/ld-linux-x86-64.so.2) cp "$(readlink -f "$lib")" "$stage/lib64/ld-linux-x86-64.so.2" ;;
 	*) cp "$(readlink -f "$lib")" "$stage/lib/x86_64-linux-gnu/$(basename "$lib")" ;;
 	esac
 done
-[ -f "$stage/lib64/ld-linux-x86-64.so.2" ] || die "dockerd links no ld-linux-x86-64.so.2?"
+[ -f "$stage/lib64/ld-linux-x86-64.so.2" ] || die "runc links no ld-linux-x86-64.so.2?"
 
 # The kernel modules of modules.txt, their dependencies, and modules.dep.
 mdir=lib/modules/$kver
@@ -119,7 +132,9 @@ printf 'root:x:0:\ntty:x:5:\ndocker:x:999:\nnogroup:x:65534:\n' >"$stage/etc/gro
 printf 'hosts: files dns\n' >"$stage/etc/nsswitch.conf"
 : >"$stage/etc/resolv.conf"
 printf 'NAME="herd OSIE"\nID=herd-osie\nPRETTY_NAME="herd OSIE (Debian kernel %s)"\n' "$kver" >"$stage/etc/os-release"
-cat >"$stage/etc/containerd/config.toml" <<'TOML'
+if [ "$ENGINE" = docker ]; then
+	mkdir -p "$stage/etc/containerd"
+	cat >"$stage/etc/containerd/config.toml" <<'TOML'
 # herd OSIE: containerd serves dockerd only.
 version = 2
 disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs",
@@ -127,6 +142,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
   "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.native",
   "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
 TOML
+fi
 if [ -f /etc/ssl/certs/ca-certificates.crt ]; then # registries over HTTPS
 	cp /etc/ssl/certs/ca-certificates.crt "$stage/etc/ssl/certs/"
 fi
@@ -146,7 +162,7 @@ img=$(wc -c <"$OUT/initramfs.img")
 krn=$(wc -c <"$OUT/vmlinuz")
 nmod=$(find "$stage/$mdir" -name '*.ko' | wc -l)
 say "kernel $kver: $OUT/vmlinuz $((krn / 1024)) KiB"
-say "initramfs: $OUT/initramfs.img $((img / 1048576)) MiB (zstd -$ZSTD_LEVEL; $((raw / 1048576)) MiB unpacked; $nmod modules)"
+say "initramfs: $OUT/initramfs.img $((img / 1048576)) MiB (zstd -$ZSTD_LEVEL; $((raw / 1048576)) MiB unpacked; $nmod modules; engine $ENGINE)"
 if [ "$img" -gt $((120 * 1048576)) ]; then
 	say "warning: the initramfs is over the 120 MiB target"
 fi

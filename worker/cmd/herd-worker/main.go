@@ -105,8 +105,8 @@ func parse(args []string, lookup func(string) (string, bool), stderr io.Writer) 
 	fs.StringVar(&s.regPassword, "registry-password", "", "password for --registry (prefer the environment)")
 	fs.StringVar(&s.registryCA, "registry-ca-file", "", "PEM file of the CA that signed --registry's certificate (a private registry); written to --registry-certs-dir/<registry>/ca.crt for the Docker engine; --runtime runc trusts it directly")
 	fs.StringVar(&s.certsDir, "registry-certs-dir", docker.DefaultCertsDir, "where the Docker engine reads registry CAs (dockerd's certs.d)")
-	fs.BoolVar(&s.registryInsecure, "registry-insecure", false, "--runtime runc: let pulls from --registry fall back to plain HTTP "+
-		"(what dockerd's --insecure-registry does for the docker runtime); a --registry written http://... is insecure too")
+	fs.BoolVar(&s.registryInsecure, "registry-insecure", false, "--runtime runc: treat --registry as dockerd's --insecure-registry does (the docker runtime leaves it to dockerd): "+
+		"HTTPS without checking its certificate, or plain HTTP; a --registry written http://... is insecure too")
 	fs.StringVar(&s.runtime, "runtime", runtimeDocker, "what runs the action containers: docker (the Docker engine at --docker-host) "+
 		"or runc (runc run directly, no engine: herd-worker pulls and unpacks the images into --runc-state-dir; the OSIE's)")
 	fs.StringVar(&s.runcBin, "runc", "runc", "--runtime runc: the runc binary")

@@ -55,8 +55,11 @@ type Config struct {
 	Registry string
 	// Username and Password authenticate to Registry (and only to it).
 	Username, Password string
-	// Insecure lets pulls from Registry fall back to plain HTTP (as
-	// dockerd's --insecure-registry did in the OSIE); a Registry written
+	// Insecure makes Registry what dockerd's --insecure-registry made it
+	// in the OSIE: HTTPS without checking its certificate, or plain HTTP
+	// (the sandbox's registry has a certificate of its own that no CA on
+	// the machine signed). Only Registry's host: any other registry, and
+	// a token server elsewhere, are checked as always. A Registry written
 	// http://... is insecure too.
 	Insecure bool
 	// RegistryCA, when set, is a PEM file of the CA that signed Registry's
@@ -159,7 +162,28 @@ func New(cfg Config, log *slog.Logger) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Runtime{cfg: cfg, log: log, transport: t, bounding: bounding, containers: map[string]*container{}}, nil
+	var rt http.RoundTripper = t
+	if cfg.Insecure && cfg.Registry != "" {
+		unchecked := t.Clone()
+		unchecked.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // the operator's choice, for its registry only
+		rt = hostTransport{host: hostOf(cfg.Registry), insecure: unchecked, checked: t}
+	}
+	return &Runtime{cfg: cfg, log: log, transport: rt, bounding: bounding, containers: map[string]*container{}}, nil
+}
+
+// hostTransport sends the requests to one host (the insecure registry)
+// through a transport that does not check certificates, others through
+// the checked one.
+type hostTransport struct {
+	host              string
+	insecure, checked http.RoundTripper
+}
+
+func (h hostTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Host == h.host {
+		return h.insecure.RoundTrip(req)
+	}
+	return h.checked.RoundTrip(req)
 }
 
 // boundingSet is CapBnd of /proc/self/status.

@@ -1,32 +1,21 @@
 package runc
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
-
 	"github.com/herd-metal/herd/worker/internal/docker"
-	"github.com/herd-metal/herd/worker/internal/dockertest"
 	"github.com/herd-metal/herd/worker/internal/registrytest"
+	"github.com/herd-metal/herd/worker/internal/runc/runctest"
 	"github.com/herd-metal/herd/worker/internal/runner"
 )
 
@@ -54,122 +43,13 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
-var (
-	progsOnce sync.Once
-	progs     map[string]string // path in the image -> built binary
-	progsErr  error
-)
-
-// programs builds worker/internal/testprog and testdata/probe once.
-func programs(t *testing.T) map[string]string {
-	t.Helper()
-	progsOnce.Do(func() {
-		_, here, _, _ := runtime.Caller(0)
-		dir, err := os.MkdirTemp("", "runc-progs")
-		if err != nil {
-			progsErr = err
-			return
-		}
-		progs = map[string]string{"testprog": filepath.Join(dir, "testprog"), "probe": filepath.Join(dir, "probe")}
-		if progsErr = dockertest.BuildStatic(filepath.Join(filepath.Dir(here), "..", "testprog"), progs["testprog"]); progsErr != nil {
-			return
-		}
-		progsErr = dockertest.BuildStatic(filepath.Join(filepath.Dir(here), "testdata", "probe"), progs["probe"])
-	})
-	if progsErr != nil {
-		t.Fatal(progsErr)
-	}
-	return progs
-}
-
-// tarLayer is a layer of files (name -> content; a name ending in / is a
-// directory).
-func tarLayer(t *testing.T, files map[string][]byte) v1.Layer {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		h := &tar.Header{Name: n, Mode: 0o755, Typeflag: tar.TypeReg, Size: int64(len(files[n]))}
-		if strings.HasSuffix(n, "/") {
-			h.Typeflag, h.Size = tar.TypeDir, 0
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(files[n]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	b := buf.Bytes()
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
-// testImage is two layers: the programs and /etc/removed, then a layer
-// that whites /etc/removed out and adds /etc/kept.
-func testImage(t *testing.T, entrypoint string) v1.Image {
-	t.Helper()
-	p := programs(t)
-	read := func(f string) []byte {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	base := tarLayer(t, map[string][]byte{
-		"testprog": read(p["testprog"]), "probe": read(p["probe"]),
-		"etc/": nil, "etc/removed": []byte("x"), "tmp/": nil, "workflow/": nil, "proc/": nil, "sys/": nil, "dev/": nil,
-	})
-	top := tarLayer(t, map[string][]byte{"etc/.wh.removed": nil, "etc/kept": []byte("y")})
-	img, err := mutate.AppendLayers(empty.Image, base, top)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", runtime.GOARCH
-	cf.Config = v1.Config{
-		Entrypoint: []string{entrypoint},
-		Cmd:        []string{"echo", "from", "image"},
-		Env:        []string{"IMAGE_VAR=image", "SHARED=image", "PATH=/"},
-		WorkingDir: "/tmp",
-	}
-	img, err = mutate.ConfigFile(img, cf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img
-}
-
 // registry serves the test images behind a password.
 func registry(t *testing.T) *registrytest.Registry {
 	t.Helper()
 	reg := registrytest.Start(t, registrytest.Options{User: regUser, Password: regPassword})
-	for image, entrypoint := range map[string]string{imageName: "/testprog", probeImage: "/probe"} {
-		ref, err := name.ParseReference(reg.Addr + "/" + image)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := remote.Write(ref, testImage(t, entrypoint), remote.WithContext(ctx(t)),
-			remote.WithAuth(&authn.Basic{Username: regUser, Password: regPassword})); err != nil {
-			t.Fatalf("pushing %s: %v\n%s", image, err, reg.Log())
-		}
-	}
+	images := runctest.Images(t)
+	runctest.Push(t, reg.Addr, imageName, images["/testprog"], regUser, regPassword)
+	runctest.Push(t, reg.Addr, probeImage, images["/probe"], regUser, regPassword)
 	return reg
 }
 
@@ -283,6 +163,44 @@ func TestPullCredentials(t *testing.T) {
 	_, err := r.Create(ctx(t), runner.Container{Name: "herd-test-notpulled", Image: "herd-test/nope:v1"})
 	if err == nil || !strings.Contains(err.Error(), "herd-test/nope:v1 is not pulled") {
 		t.Errorf("create from an image not pulled: %v", err)
+	}
+}
+
+// TestRegistryTLS: a registry whose certificate no CA here signed is
+// refused, unless its CA is given or it is insecure (as dockerd's
+// --insecure-registry, the OSIE's setting).
+func TestRegistryTLS(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{TLS: true})
+	runctest.Push(t, reg.Addr, imageName, runctest.Images(t)["/testprog"], "", "", runctest.Insecure())
+	bin, err := exec.LookPath("runc")
+	need(t, "runc (Debian package runc)", err)
+	if os.Geteuid() != 0 {
+		need(t, "root (unpacking keeps the layers' owners)", os.ErrPermission)
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string // "" for success
+	}{
+		{"unchecked certificate", Config{}, "certificate"},
+		{"the registry's CA", Config{RegistryCA: reg.CA}, ""},
+		{"insecure", Config{Insecure: true}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.Runc, tc.cfg.StateDir, tc.cfg.RuncRoot, tc.cfg.Registry = bin, t.TempDir(), t.TempDir(), reg.Addr
+			r, err := New(tc.cfg, quiet)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = r.Pull(ctx(t), imageName)
+			if tc.want == "" && err != nil {
+				t.Errorf("pull: %v", err)
+			}
+			if tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Errorf("pull: %v, want an error saying %q", err, tc.want)
+			}
+		})
 	}
 }
 

@@ -1,8 +1,9 @@
 // Command init is the OSIE's /init, PID 1 of herd's in-memory OS: it
 // mounts what a container engine needs, loads the kernel modules, reads
 // its settings from the kernel command line, leases an address on the boot
-// NIC, starts containerd and dockerd, runs herd-worker and, when the
-// worker has ended, reboots or powers off as the workflow asked.
+// NIC, starts containerd and dockerd when the initramfs has them (else
+// herd-worker runs runc itself), runs herd-worker and, when the worker has
+// ended, reboots or powers off as the workflow asked.
 //
 // Its settings are documented in worker/osie/README.md.
 package main
@@ -73,7 +74,8 @@ func run(log *slog.Logger, sink *syslogSink, cfg Config, early error) PowerActio
 	// The container engine does not need the network: it starts while the
 	// boot NIC asks for its lease.
 	ctx := context.Background()
-	eng := &engine{log: log}
+	eng := &engine{log: log, runtime: RuntimeFor(fileExists(dockerdBin))}
+	log.Info("container runtime", "runtime", eng.runtime)
 	engineUp := make(chan error, 1)
 	go func() { engineUp <- eng.start(ctx, cfg) }()
 	defer eng.stop()
@@ -112,7 +114,11 @@ func run(log *slog.Logger, sink *syslogSink, cfg Config, early error) PowerActio
 		lg.Error("worker binary not found", "worker", cfg.Worker)
 		return cfg.After
 	}
-	worker, err := startChild(lg, filepath.Base(cfg.Worker), cfg.Worker, nil, cfg.WorkerEnv(dockerSock, powerFile))
+	env := cfg.WorkerEnv(dockerSock, powerFile)
+	if eng.runtime == runtimeRunc {
+		env = append(env, RuncWorkerEnv(cfg)...)
+	}
+	worker, err := startChild(lg, filepath.Base(cfg.Worker), cfg.Worker, nil, env)
 	if err != nil {
 		lg.Error("worker", "err", err)
 		return cfg.After
@@ -268,19 +274,30 @@ func exitString(err error) string {
 	return err.Error()
 }
 
-// engine is containerd and dockerd on it.
+// engine is containerd and dockerd on it, or runc alone (nothing to
+// start: herd-worker runs it).
 type engine struct {
 	log                         *slog.Logger
+	runtime                     string // runtimeDocker or runtimeRunc
 	containerd, dockerd         *exec.Cmd
 	containerdDone, dockerdDone <-chan struct{}
 	containerdErr, dockerdErr   error
 }
 
 // start starts containerd and dockerd (which waits for containerd's socket
-// itself) at once, and returns when the Docker API answers /info.
+// itself) at once, and returns when the Docker API answers /info; for
+// runc it checks that runc runs.
 func (e *engine) start(ctx context.Context, cfg Config) error {
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
+	if e.runtime == runtimeRunc {
+		v, err := runcVersion(ctx)
+		if err != nil {
+			return err
+		}
+		e.log.Info("runc ready", "version", v)
+		return nil
+	}
 	var err error
 	if e.containerd, err = startChild(e.log, "containerd", containerdBin, ContainerdArgs(cfg.Debug), []string{childPath}); err != nil {
 		return err
