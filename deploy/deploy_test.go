@@ -366,6 +366,17 @@ func TestComposeFileRules(t *testing.T) {
 	if s := p.Services["herd-server"]; s.ContainerName != "" || s.Environment["HERD_REUSE_PORT"] == nil || *s.Environment["HERD_REUSE_PORT"] != "true" {
 		t.Errorf("herd-server cannot be scaled: container_name %q, HERD_REUSE_PORT %v", s.ContainerName, s.Environment["HERD_REUSE_PORT"])
 	}
+	// herd-server's ports are shared by SO_REUSEPORT with any process of
+	// its user (65532, from its image): every other service on the host
+	// network runs as another.
+	users := map[string]string{}
+	for _, name := range []string{"herd-metadata", "herd-bmc"} {
+		u := p.Services[name].User
+		if u == "" || strings.HasPrefix(u, "65532") || users[u] != "" {
+			t.Errorf("%s: user %q, want one of its own (not herd-server's 65532, not %s's)", name, u, users[u])
+		}
+		users[u] = name
+	}
 	if s := p.Services["herd-boots"]; !slices.Equal(s.CapDrop, []string{"ALL"}) || len(s.CapAdd) == 0 || slices.Contains(s.CapAdd, "SYS_ADMIN") {
 		t.Errorf("herd-boots capabilities: drop %v add %v", s.CapDrop, s.CapAdd)
 	}
