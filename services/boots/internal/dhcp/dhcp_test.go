@@ -8,8 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strings"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
