@@ -23,6 +23,9 @@ import (
 
 const (
 	faultOSIEReboot = "osie-reboot"
+	// faultKillServer: herd-server replica 1 SIGKILLed mid-action
+	// (killserver.go).
+	faultKillServer = "kill-server"
 	// faultActionImage is reset once its image is streaming: its progress
 	// lines, every faultProgressEvery, show it.
 	faultActionImage    = "image2disk"
@@ -41,9 +44,9 @@ func parseFault(fault, during string) ([]string, error) {
 	switch fault {
 	case "":
 		return nil, nil
-	case faultOSIEReboot:
+	case faultOSIEReboot, faultKillServer:
 	default:
-		return nil, fmt.Errorf("--fault %q: want %s (or none)", fault, faultOSIEReboot)
+		return nil, fmt.Errorf("--fault %q: want %s or %s (or none)", fault, faultOSIEReboot, faultKillServer)
 	}
 	var out []string
 	last := 0
@@ -51,7 +54,7 @@ func parseFault(fault, during string) ([]string, error) {
 		a = strings.TrimSpace(a)
 		i := slices.Index(faultActions, a)
 		if i < 0 {
-			return nil, fmt.Errorf("--fault-during %q: %q is not an action a reset may interrupt (want %s)", during, a, strings.Join(faultActions, ", "))
+			return nil, fmt.Errorf("--fault-during %q: %q is not an action a fault may interrupt (want %s)", during, a, strings.Join(faultActions, ", "))
 		}
 		if i < last {
 			return nil, fmt.Errorf("--fault-during %q: %s comes before %s in the template; name them in its order", during, a, faultActions[last])
@@ -98,7 +101,16 @@ var reportsAccepted = series{"herd_grpc_calls_total", map[string]string{"method"
 // and follows it back to its worker's first report. It ends when all are
 // done, the workflow ended first, or ctx ends; p.faultErr says why not.
 func (sb *sandbox) runFault(ctx context.Context, p *progress, wfID string, env []string) {
-	err := sb.resets(ctx, p, wfID, env)
+	var err error
+	switch sb.opts.fault {
+	case faultKillServer:
+		if p.m.N != 1 {
+			return // one kill for all: machine 1's actions time it
+		}
+		err = sb.killServers(ctx, p, wfID, env)
+	default:
+		err = sb.resets(ctx, p, wfID, env)
+	}
 	if err != nil && ctx.Err() == nil {
 		sb.vmLine(p, "fault: %v", err)
 	}
@@ -111,45 +123,13 @@ func (sb *sandbox) resets(ctx context.Context, p *progress, wfID string, env []s
 	qmp := sb.vmFiles(p.m).qmp
 	streamed := 0 // image2disk's progress lines stored before its current run
 	for i, action := range sb.opts.faultDuring {
-		var progressLine string
-		tick := time.NewTicker(faultPollEvery)
-		for {
-			p.mu.Lock()
-			state, evs := p.wfState, append([]event(nil), p.events...)
-			var prev *vmReset
-			if i > 0 {
-				prev = &p.resets[i-1]
-			}
-			ready := prev == nil || !prev.Report.IsZero()
-			p.mu.Unlock()
-			if state != "" {
-				tick.Stop()
-				return fmt.Errorf("the workflow ended %s before reset %d (during %s)", state, i+1, action)
-			}
-			if ended, ok := actionEnded(evs, action); ok {
-				tick.Stop()
-				return fmt.Errorf("%s ended (%s) before reset %d could interrupt it", action, ended, i+1)
-			}
-			if ready && actionRunning(evs, action) {
-				if action != faultActionImage {
-					break
-				}
-				n, last, err := sb.progressLines(ctx, env, wfID)
-				if err == nil && n > streamed {
-					progressLine = last
-					break
-				}
-			}
-			select {
-			case <-ctx.Done():
-				tick.Stop()
-				return ctx.Err()
-			case <-tick.C:
-			}
+		ready := func() bool { return i == 0 || !p.resets[i-1].Report.IsZero() }
+		progressLine, err := sb.waitFaultPoint(ctx, p, wfID, env, action, fmt.Sprintf("reset %d", i+1), streamed, ready)
+		if err != nil {
+			return err
 		}
-		tick.Stop()
-		reports := []expectation{{"herd-server", "http://" + httpAddr + "/metrics", reportsAccepted, 0, ""}}
-		before, err := scrape(ctx, reports)
+		reports := []expectation{{"herd-server", metricsURLs(serverReplicas(sb.opts.serverReplicas)), reportsAccepted, 0, ""}}
+		before, err := scrape(ctx, reports, nil)
 		if err != nil {
 			return err
 		}
@@ -165,16 +145,8 @@ func (sb *sandbox) resets(ctx context.Context, p *progress, wfID string, env []s
 			after = fmt.Sprintf(", after its progress line %q", progressLine)
 		}
 		sb.vmLine(p, "fault: VM reset %d of %d (QMP system_reset) during %s%s", i+1, len(sb.opts.faultDuring), action, after)
-		for {
-			now, err := scrape(ctx, reports)
-			if err == nil && now[0] > before[0] {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(faultPollEvery):
-			}
+		if err := waitReport(ctx, reports, before[0]); err != nil {
+			return err
 		}
 		p.mu.Lock()
 		r := &p.resets[i]
@@ -188,6 +160,58 @@ func (sb *sandbox) resets(ctx context.Context, p *progress, wfID string, env []s
 		}
 	}
 	return nil
+}
+
+// waitReport waits until the sum of reports (one expectation) passes
+// before: an action report answered since.
+func waitReport(ctx context.Context, reports []expectation, before float64) error {
+	for {
+		now, err := scrape(ctx, reports, nil)
+		if err == nil && now[0] > before {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(faultPollEvery):
+		}
+	}
+}
+
+// waitFaultPoint waits until a fault may strike during action: it runs
+// and, for image2disk, its image streams (more progress lines than the
+// streamed of its earlier runs); ready (called with p.mu held) holds the
+// fault back until the one before it is over. It returns the progress
+// line seen, and an error when the action or the workflow ended first.
+func (sb *sandbox) waitFaultPoint(ctx context.Context, p *progress, wfID string, env []string, action, what string, streamed int, ready func() bool) (string, error) {
+	tick := time.NewTicker(faultPollEvery)
+	defer tick.Stop()
+	for {
+		p.mu.Lock()
+		state, evs := p.wfState, append([]event(nil), p.events...)
+		isReady := ready()
+		p.mu.Unlock()
+		if state != "" {
+			return "", fmt.Errorf("the workflow ended %s before %s (during %s)", state, what, action)
+		}
+		if ended, ok := actionEnded(evs, action); ok {
+			return "", fmt.Errorf("%s ended (%s) before %s could interrupt it", action, ended, what)
+		}
+		if isReady && actionRunning(evs, action) {
+			if action != faultActionImage {
+				return "", nil
+			}
+			n, last, err := sb.progressLines(ctx, env, wfID)
+			if err == nil && n > streamed {
+				return last, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-tick.C:
+		}
+	}
 }
 
 // progressLines counts image2disk's progress lines herd-server stored for
@@ -265,40 +289,8 @@ func faultVerdict(evs []event, resets []vmReset, planned []string) []string {
 	if len(resets) != len(planned) {
 		problems = append(problems, fmt.Sprintf("the VM was reset %d time(s) of the %d planned (%s)", len(resets), len(planned), strings.Join(planned, ", ")))
 	}
-	type count struct{ running, success, other int }
-	counts := map[string]*count{}
-	var order []string
-	success := map[string]time.Time{}
-	for _, e := range workflowActions(evs) {
-		key := e.Task + "/" + e.Action
-		c := counts[key]
-		if c == nil {
-			c = &count{}
-			counts[key] = c
-			order = append(order, key)
-		}
-		switch e.State {
-		case "RUNNING":
-			c.running++
-		case "SUCCESS":
-			c.success++
-			success[e.Action] = e.CreatedAt
-		default:
-			c.other++
-		}
-	}
-	if len(order) == 0 {
-		problems = append(problems, "no action events")
-	}
-	for _, key := range order {
-		c := counts[key]
-		if c.success > 1 {
-			problems = append(problems, fmt.Sprintf("%s reported SUCCESS %d times", key, c.success))
-		}
-		if c.running != 1 || c.success != 1 || c.other != 0 {
-			problems = append(problems, fmt.Sprintf("%s: %d RUNNING, %d SUCCESS and %d other events, want one RUNNING and one SUCCESS", key, c.running, c.success, c.other))
-		}
-	}
+	problems = append(problems, onceEach(evs)...)
+	success := successTimes(evs)
 	for i, r := range resets {
 		if r.Kernel.IsZero() {
 			problems = append(problems, fmt.Sprintf("reset %d: the OSIE's kernel did not start again", i+1))
@@ -313,9 +305,63 @@ func faultVerdict(evs []event, resets []vmReset, planned []string) []string {
 	return problems
 }
 
+// onceEach checks the rule every fault keeps: one RUNNING and one
+// SUCCESS event per action of the template, nothing else. Each problem
+// is one line.
+func onceEach(evs []event) []string {
+	type count struct{ running, success, other int }
+	counts := map[string]*count{}
+	var order []string
+	for _, e := range workflowActions(evs) {
+		key := e.Task + "/" + e.Action
+		c := counts[key]
+		if c == nil {
+			c = &count{}
+			counts[key] = c
+			order = append(order, key)
+		}
+		switch e.State {
+		case "RUNNING":
+			c.running++
+		case "SUCCESS":
+			c.success++
+		default:
+			c.other++
+		}
+	}
+	if len(order) == 0 {
+		return []string{"no action events"}
+	}
+	var problems []string
+	for _, key := range order {
+		c := counts[key]
+		if c.success > 1 {
+			problems = append(problems, fmt.Sprintf("%s reported SUCCESS %d times", key, c.success))
+		}
+		if c.running != 1 || c.success != 1 || c.other != 0 {
+			problems = append(problems, fmt.Sprintf("%s: %d RUNNING, %d SUCCESS and %d other events, want one RUNNING and one SUCCESS", key, c.running, c.success, c.other))
+		}
+	}
+	return problems
+}
+
+// successTimes are when each action reported SUCCESS (its last one).
+func successTimes(evs []event) map[string]time.Time {
+	out := map[string]time.Time{}
+	for _, e := range workflowActions(evs) {
+		if e.State == "SUCCESS" {
+			out[e.Action] = e.CreatedAt
+		}
+	}
+	return out
+}
+
 // faultSummary prints the resets and the verdict on them; ok is whether
 // the rule held.
 func (sb *sandbox) faultSummary(w io.Writer, p *progress) bool {
+	if sb.opts.fault == faultKillServer {
+		return sb.killSummary(w, p)
+	}
 	fmt.Fprintf(w, "fault      %s: the VM reset (QMP system_reset) during %s\n", sb.opts.fault, strings.Join(sb.opts.faultDuring, ", "))
 	for i, r := range p.resets {
 		after := func(t time.Time) string {

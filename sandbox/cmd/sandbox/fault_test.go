@@ -24,6 +24,8 @@ func TestParseFault(t *testing.T) {
 		{"osie-reboot", "reboot", nil, `"reboot" is not an action`},
 		{"osie-reboot", "", nil, `"" is not an action`},
 		{"power-cut", "image2disk", nil, `--fault "power-cut"`},
+		{"kill-server", "image2disk", []string{"image2disk"}, ""},
+		{"kill-server", "reboot", nil, `"reboot" is not an action`},
 	} {
 		got, err := parseFault(tc.fault, tc.during)
 		if tc.err != "" {

@@ -57,6 +57,9 @@ type options struct {
 	// none, or osie-reboot (each VM reset during faultDuring's actions).
 	fault       string
 	faultDuring []string
+	// serverReplicas: how many herd-server processes share the database
+	// and the state directory (replicas.go); every client lists them all.
+	serverReplicas int
 }
 
 // parseArgs reads the command and its flags and checks them; code is the
@@ -92,8 +95,10 @@ func parseArgs(args []string, stderr io.Writer) (cmd string, o options, code int
 	// multi-threaded TCG has left the OSIE's kernel in soft lockups (both
 	// vCPUs stuck while runc started a container) once in a few runs.
 	fs.IntVar(&o.smp, "smp", 1, "VM CPUs")
-	fs.StringVar(&o.fault, "fault", "", "a fault to put the VMs through: osie-reboot (reset each VM with QEMU's system_reset, over its QMP socket, while the actions of --fault-during run; the workflow must still end SUCCESS, each interrupted action run again and no action reported SUCCESS twice)")
-	during := fs.String("fault-during", faultActionImage, "with --fault osie-reboot: the actions to reset the VM during, in the template's order, comma-separated; a name repeated is its rerun ("+faultActionImage+": once its image is streaming; the others once RUNNING is seen)")
+	fs.IntVar(&o.serverReplicas, "server-replicas", envInt("SERVER_REPLICAS", 1), fmt.Sprintf("herd-server processes on the one database and state directory, 1 to %d, each on ports of its own (gRPC 42113, 42123, ...); every client is given the list of all (env SERVER_REPLICAS; --stack process only)", maxServerReplicas))
+	fs.StringVar(&o.fault, "fault", "", "a fault to put the run through: osie-reboot (reset each VM with QEMU's system_reset, over its QMP socket, while the actions of --fault-during run; the workflow must still end SUCCESS, each interrupted action run again and no action reported SUCCESS twice), "+
+		"or kill-server (SIGKILL herd-server replica 1, the one the clients list first, during the action of --fault-during, and leave it dead; needs --server-replicas 2 or more; the workflow must end SUCCESS through the others, one RUNNING and one SUCCESS event per action)")
+	during := fs.String("fault-during", faultActionImage, "with --fault: the actions to reset the VM (osie-reboot) or kill a replica (kill-server: replica 1, then 2, ...) during, in the template's order, comma-separated; a name repeated is its rerun ("+faultActionImage+": once its image is streaming; the others once RUNNING is seen)")
 	err := fs.Parse(args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -117,6 +122,10 @@ func parseArgs(args []string, stderr io.Writer) (cmd string, o options, code int
 		fmt.Fprintf(stderr, "sandbox: %v\n", err)
 		return cmd, o, 2
 	}
+	if err := checkReplicas(o); err != nil {
+		fmt.Fprintf(stderr, "sandbox: %v\n", err)
+		return cmd, o, 2
+	}
 	if !validNetns(o.netns) {
 		fmt.Fprintf(stderr, "sandbox: --netns %q: want 1 to 15 letters, digits, - or _\n", o.netns)
 		return cmd, o, 2
@@ -134,8 +143,8 @@ func parseArgs(args []string, stderr io.Writer) (cmd string, o options, code int
 		fmt.Fprintln(stderr, "sandbox: bad --dir", o.dir)
 		return cmd, o, 1
 	}
-	if o.fault != "" && (&sandbox{dir: o.dir}).vmFiles(machine{N: maxMachines}).qmp == "" {
-		fmt.Fprintf(stderr, "sandbox: --fault needs the VMs' QMP sockets, and --dir %s is too long for a unix socket's path (%d bytes at most)\n", o.dir, maxUnixPath-1)
+	if o.fault == faultOSIEReboot && (&sandbox{dir: o.dir}).vmFiles(machine{N: maxMachines}).qmp == "" {
+		fmt.Fprintf(stderr, "sandbox: --fault osie-reboot needs the VMs' QMP sockets, and --dir %s is too long for a unix socket's path (%d bytes at most)\n", o.dir, maxUnixPath-1)
 		return cmd, o, 2
 	}
 	return cmd, o, -1
@@ -216,6 +225,12 @@ type sandbox struct {
 	bmcPassword string
 	// progress is what was seen of each machine, once the VMs ran.
 	progress []*progress
+	// servers are the herd-server replicas (--stack process), in the
+	// clients' order; frozen holds the /metrics page of each replica
+	// killed (--fault kill-server), read just before, by URL.
+	servers  []*proc
+	frozenMu sync.Mutex
+	frozen   map[string]string
 }
 
 // netnsFile, in the state directory, names the namespace up made.

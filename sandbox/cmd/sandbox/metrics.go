@@ -21,49 +21,74 @@ type series struct {
 	labels map[string]string
 }
 
-// expectation is one check on a service's metrics.
+// expectation is one check on a service's metrics: the sum over its
+// pages (one per herd-server replica).
 type expectation struct {
-	service, url string
-	what         series
-	perMachine   float64
-	why          string
+	service    string
+	urls       []string
+	what       series
+	perMachine float64
+	why        string
 }
 
-func expectations() []expectation {
-	boots, meta, srv := "http://"+bootsHTTP+"/metrics", "http://"+metaAddr+"/metrics", "http://"+httpAddr+"/metrics"
+// expectations are the checks of a run; servers are the herd-server
+// replicas' /metrics pages.
+func expectations(servers []string) []expectation {
+	boots, meta := []string{"http://" + bootsHTTP + "/metrics"}, []string{"http://" + metaAddr + "/metrics"}
 	return []expectation{
 		{"herd-boots", boots, series{"herd_boots_dhcp_packets_total", map[string]string{"outcome": "boot_file"}}, 1, "DHCP answers with a boot file"},
 		{"herd-boots", boots, series{"herd_boots_script_renders_total", map[string]string{"script": "osie"}}, 1, "OSIE scripts rendered"},
 		{"herd-metadata", meta, series{"herd_metadata_requests_total", map[string]string{"route": "meta-data/hostname", "code": "200"}}, 2, "hostname answered (writefile, then the installed OS)"},
-		{"herd-server", srv, reportsAccepted, 6, "action reports accepted (3 actions, RUNNING and SUCCESS)"},
+		{"herd-server", servers, reportsAccepted, 6, "action reports accepted (3 actions, RUNNING and SUCCESS)"},
 	}
 }
 
 // scrape reads every expectation's current sum; a service that does not
-// answer counts as an error for its expectations.
-func scrape(ctx context.Context, exps []expectation) ([]float64, error) {
+// answer counts as an error for its expectations. frozen are pages read
+// before their service was killed (--fault kill-server), by URL: used as
+// they are, the service being gone.
+func scrape(ctx context.Context, exps []expectation, frozen map[string]string) ([]float64, error) {
 	c := nsClient()
 	pages := map[string]string{}
 	out := make([]float64, len(exps))
 	for i, e := range exps {
-		page, ok := pages[e.url]
-		if !ok {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.url, nil)
-			res, err := c.Do(req)
-			if err != nil {
-				return nil, fmt.Errorf("%s metrics: %w", e.service, err)
+		for _, url := range e.urls {
+			page, ok := frozen[url]
+			if !ok {
+				page, ok = pages[url]
 			}
-			b, err := io.ReadAll(io.LimitReader(res.Body, 8<<20))
-			res.Body.Close()
-			if err != nil || res.StatusCode != http.StatusOK {
-				return nil, fmt.Errorf("%s metrics: %s %v", e.service, res.Status, err)
+			if !ok {
+				var err error
+				if page, err = fetchMetrics(ctx, c, url); err != nil {
+					return nil, fmt.Errorf("%s metrics: %w", e.service, err)
+				}
+				pages[url] = page
 			}
-			page = string(b)
-			pages[e.url] = page
+			out[i] += sumSeries(page, e.what)
 		}
-		out[i] = sumSeries(page, e.what)
 	}
 	return out, nil
+}
+
+// fetchMetrics reads one /metrics page.
+func fetchMetrics(ctx context.Context, c *http.Client, url string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(res.Body, 8<<20))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", url, err)
+	}
+	if res.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s: %s", url, res.Status)
+	}
+	return string(b), nil
 }
 
 // sumSeries adds the values of the samples of s in a Prometheus text page.

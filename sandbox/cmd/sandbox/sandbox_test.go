@@ -264,7 +264,7 @@ weird_label{a="x\"y,z",b="w"} 7
 }
 
 func TestMetricsVerdict(t *testing.T) {
-	exps := expectations()
+	exps := expectations(metricsURLs(serverReplicas(2)))
 	before := make([]float64, len(exps))
 	after := make([]float64, len(exps))
 	for i, e := range exps {

@@ -112,6 +112,10 @@ func (sb *sandbox) summary(wfID string, p *progress) bool {
 	if sb.opts.fault != "" {
 		faultOK = sb.faultSummary(w, p)
 	}
+	replicasOK := true
+	if sb.opts.serverReplicas > 1 {
+		replicasOK = sb.replicasSummary(w, f.console)
+	}
 	fmt.Fprintf(w, "timeline (since power-on)\n")
 	for _, ms := range p.milestones {
 		fmt.Fprintf(w, "  %7s  %s\n", fmtDur(ms.at.Sub(p.powerOn)), ms.name)
@@ -125,7 +129,7 @@ func (sb *sandbox) summary(wfID string, p *progress) bool {
 	} else {
 		fmt.Fprintf(w, "installed  the installed OS printed no herd-installed-os line\n")
 	}
-	ok := p.wfState == "SUCCESS" && okHost && okDisk && powerOK && faultOK
+	ok := p.wfState == "SUCCESS" && okHost && okDisk && powerOK && faultOK && replicasOK
 	fmt.Fprintf(w, "total      power-on to provisioned (installed OS reported): %s\n", fmtDur(provisionedIn(p)))
 	fmt.Fprintf(w, "console    %s\n", f.console)
 	if ok {

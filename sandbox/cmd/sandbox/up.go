@@ -210,19 +210,38 @@ func (sb *sandbox) startProcesses(ctx context.Context, www string) ([]string, er
 	if err := os.WriteFile(bmcTokenFile, []byte(bmcToken+"\n"), 0o600); err != nil {
 		return nil, err
 	}
-	sb.stage("herd-server: gRPC %s, HTTP %s", grpcAddr, httpAddr)
-	srv, err := sb.startProc(spec{name: "herd-server", netns: nsName, order: 20, args: []string{bin("herd-server"),
-		"--db-url", "postgres://postgres@127.0.0.1:" + pgPort + "/postgres?sslmode=disable",
-		"--state-dir", filepath.Join(sb.dir, "server"), "--grpc-addr", grpcAddr, "--http-addr", httpAddr,
-		"--auth-token-file", tokenFile, "--service-token-file", serviceTokenFile, "--bmc-token-file", bmcTokenFile,
-		"--tls-hosts", hostIP, "--log-format", "text"}})
-	if err != nil {
-		return nil, err
+	reps := serverReplicas(o.serverReplicas)
+	if len(reps) == 1 {
+		sb.stage("herd-server: gRPC %s, HTTP %s", reps[0].grpc, reps[0].http)
+	} else {
+		sb.stage("%d herd-server replicas on one database and state directory, started together: gRPC %s", len(reps), authority(reps))
 	}
-	if err := waitHTTP(ctx, "http://"+httpAddr+"/healthz", srv, 60*time.Second); err != nil {
-		return nil, sb.withLog(err, "herd-server")
+	sb.servers = nil
+	for i, r := range reps {
+		srv, err := sb.startProc(spec{name: r.name, netns: nsName, order: 20 + i, args: []string{bin("herd-server"),
+			"--db-url", "postgres://postgres@127.0.0.1:" + pgPort + "/postgres?sslmode=disable",
+			"--state-dir", filepath.Join(sb.dir, "server"), "--grpc-addr", r.grpc, "--http-addr", r.http,
+			"--auth-token-file", tokenFile, "--service-token-file", serviceTokenFile, "--bmc-token-file", bmcTokenFile,
+			"--tls-hosts", hostIP, "--log-format", "text"}})
+		if err != nil {
+			return nil, err
+		}
+		sb.servers = append(sb.servers, srv)
 	}
-	clientEnv := []string{"HERD_GRPC_AUTHORITY=" + grpcAddr, "HERD_CERT_URL=http://" + httpAddr + "/cert", "HERD_TOKEN=" + token}
+	for i, r := range reps {
+		if err := waitHTTP(ctx, "http://"+r.http+"/healthz", sb.servers[i], 60*time.Second); err != nil {
+			return nil, sb.withLog(err, r.name)
+		}
+		if len(reps) > 1 {
+			sb.say("replica %d (%s): gRPC %s, HTTP %s healthy", i+1, r.name, r.grpc, r.http)
+		}
+	}
+	srvConn := sb.serverConn(reps)
+	conn := srvConn.flags()
+	clientEnv := srvConn.env(token)
+	if len(reps) > 1 {
+		sb.say("every client (herd-boots, herd-metadata, herd-bmc, the herd CLI, the OSIE's worker) gets --server %s and trusts %s", srvConn.authority, srvConn.caFile)
+	}
 	svcEnv := []string{"HERD_TOKEN=" + serviceToken}
 
 	// Registry and action images.
@@ -242,8 +261,8 @@ func (sb *sandbox) startProcesses(ctx context.Context, www string) ([]string, er
 
 	// herd-metadata.
 	sb.stage("herd-metadata on %s", metaAddr)
-	md, err := sb.startProc(spec{name: "herd-metadata", netns: nsName, order: 40, env: svcEnv, args: []string{bin("herd-metadata"),
-		"--server", grpcAddr, "--cert-url", "http://" + httpAddr + "/cert", "--metadata-addr", metaAddr, "--log-format", "json"}})
+	md, err := sb.startProc(spec{name: "herd-metadata", netns: nsName, order: 40, env: svcEnv, args: append(append([]string{bin("herd-metadata")}, conn...),
+		"--metadata-addr", metaAddr, "--log-format", "json")})
 	if err != nil {
 		return nil, err
 	}
@@ -261,12 +280,21 @@ func (sb *sandbox) startProcesses(ctx context.Context, www string) ([]string, er
 	sb.stage("herd-boots: DHCP (reservation) on %s, TFTP, HTTP %s (OSIE and disk image from %s), syslog", bridge, bootsHTTP, www)
 	// The registry's credentials go to the OSIE on its kernel line.
 	bootsEnv := append([]string{"HERD_REGISTRY_USER=" + reg.user, "HERD_REGISTRY_PASSWORD=" + reg.password}, svcEnv...)
-	boots, err := sb.startProc(spec{name: "herd-boots", netns: nsName, order: 50, env: bootsEnv, args: []string{bin("herd-boots"),
-		"--server", grpcAddr, "--cert-url", "http://" + httpAddr + "/cert", "--public-ip", hostIP,
+	bootsArgs := append(append([]string{bin("herd-boots")}, conn...), "--public-ip", hostIP,
 		"--http-addr", bootsHTTP, "--dhcp-mode", "reservation", "--dhcp-interface", bridge,
 		"--ipxe-dir", "/usr/lib/ipxe", "--osie-dir", www, "--registry", registry,
 		// debug: the per-packet DHCP lines the live view shows.
-		"--metadata-url", "http://" + metaAddr, "--log-format", "json", "--log-level", "debug"}})
+		"--metadata-url", "http://"+metaAddr, "--log-format", "json", "--log-level", "debug")
+	if len(reps) > 1 {
+		// The OSIE's worker gets the list on its kernel line (its
+		// grpc_authority=, boots' --server), and its CA from boots,
+		// pinned: no replica's /cert, which would die with it.
+		if err := copyFile(sb.serverCA(), filepath.Join(www, workerCAName)); err != nil {
+			return nil, err
+		}
+		bootsArgs = append(bootsArgs, "--worker-cert-url", workerCAURL(), "--worker-ca-cert", sb.serverCA())
+	}
+	boots, err := sb.startProc(spec{name: "herd-boots", netns: nsName, order: 50, env: bootsEnv, args: bootsArgs})
 	if err != nil {
 		return nil, err
 	}
@@ -279,9 +307,8 @@ func (sb *sandbox) startProcesses(ctx context.Context, www string) ([]string, er
 
 	// herd-bmc, where the BMC network is: the namespace.
 	sb.stage("herd-bmc: BMC jobs from herd-server over gRPC, IPMI to the BMCs on %s (%s/24), HTTP %s", bmcLink, bmcNetIP, bmcHTTP)
-	bmc, err := sb.startProc(spec{name: "herd-bmc", netns: nsName, order: 55, env: []string{"HERD_TOKEN=" + bmcToken}, args: []string{bin("herd-bmc"),
-		"--server", grpcAddr, "--cert-url", "http://" + httpAddr + "/cert", "--bmc-http-addr", bmcHTTP, "--agent", "sandbox",
-		"--log-format", "json"}})
+	bmc, err := sb.startProc(spec{name: "herd-bmc", netns: nsName, order: 55, env: []string{"HERD_TOKEN=" + bmcToken}, args: append(append([]string{bin("herd-bmc")}, conn...),
+		"--bmc-http-addr", bmcHTTP, "--agent", "sandbox", "--log-format", "json")})
 	if err != nil {
 		return nil, err
 	}

@@ -46,6 +46,9 @@ type progress struct {
 	// faultErr why they stopped short of the plan.
 	resets   []vmReset
 	faultErr error
+	// kills are the herd-server replicas killed (--fault kill-server,
+	// killserver.go), on machine 1's progress.
+	kills []serverKill
 }
 
 func (p *progress) mark(name string) time.Time {
@@ -102,12 +105,12 @@ func (sb *sandbox) runVMs(ctx context.Context, ms []machine, wfIDs []string, cli
 	if err != nil {
 		return false, fmt.Errorf("qemu-system-x86_64 (Debian package qemu-system-x86; make deps): %w", err)
 	}
-	exps := expectations()
+	exps := expectations(metricsURLs(serverReplicas(sb.opts.serverReplicas)))
 	if sb.opts.power == powerIPMI {
-		exps = append(exps, expectation{"herd-bmc", "http://" + bmcHTTP + "/metrics",
+		exps = append(exps, expectation{"herd-bmc", []string{"http://" + bmcHTTP + "/metrics"},
 			series{"herd_bmc_jobs_total", map[string]string{"kind": "netboot", "state": "SUCCESS"}}, 1, "netboot jobs run on the BMCs"})
 	}
-	before, err := scrape(ctx, exps)
+	before, err := scrape(ctx, exps, nil)
 	if err != nil {
 		return false, err
 	}
@@ -147,7 +150,7 @@ func (sb *sandbox) runVMs(ctx context.Context, ms []machine, wfIDs []string, cli
 		provisioned[i] = sb.summary(wfIDs[i], p)
 		ok = ok && provisioned[i]
 	}
-	after, merr := scrape(ctx, exps)
+	after, merr := scrape(ctx, exps, sb.frozenPages())
 	if merr == nil {
 		lines, mok := metricsVerdict(exps, before, after, len(ms))
 		fmt.Fprintf(sb.out, "metrics    (moved between power-on and the end, for %d machine(s))\n", len(ms))
