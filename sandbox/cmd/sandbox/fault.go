@@ -140,19 +140,11 @@ func (sb *sandbox) resets(ctx context.Context, p *progress, wfID string, env []s
 		p.resets = append(p.resets, vmReset{Action: action, At: time.Now(), Progress: progressLine})
 		p.mu.Unlock()
 		p.mark(fmt.Sprintf("fault: VM reset %d (QMP system_reset) during %s", i+1, action))
-		after := ""
-		if progressLine != "" {
-			after = fmt.Sprintf(", after its progress line %q", progressLine)
-		}
-		sb.vmLine(p, "fault: VM reset %d of %d (QMP system_reset) during %s%s", i+1, len(sb.opts.faultDuring), action, after)
-		if err := waitReport(ctx, reports, before[0]); err != nil {
+		sb.vmLine(p, "fault: VM reset %d of %d (QMP system_reset) during %s%s", i+1, len(sb.opts.faultDuring), action, afterProgress(progressLine))
+		since, err := reportAfter(ctx, p, reports, before[0], func() (time.Time, *time.Time) { return p.resets[i].At, &p.resets[i].Report })
+		if err != nil {
 			return err
 		}
-		p.mu.Lock()
-		r := &p.resets[i]
-		r.Report = time.Now()
-		since := r.Report.Sub(r.At)
-		p.mu.Unlock()
 		p.mark(fmt.Sprintf("fault: first report after reset %d", i+1))
 		sb.vmLine(p, "fault: the OSIE's herd-worker reported again %s after reset %d", fmtDur(since), i+1)
 		if n, _, err := sb.progressLines(ctx, env, wfID); err == nil {
@@ -160,6 +152,28 @@ func (sb *sandbox) resets(ctx context.Context, p *progress, wfID string, env []s
 		}
 	}
 	return nil
+}
+
+// afterProgress says which progress line a fault followed, if any.
+func afterProgress(line string) string {
+	if line == "" {
+		return ""
+	}
+	return fmt.Sprintf(", after its progress line %q", line)
+}
+
+// reportAfter waits for a report answered since before (waitReport),
+// records its time where record (called with p.mu held) points, beside
+// the fault's own time, and returns how long after the fault it came.
+func reportAfter(ctx context.Context, p *progress, reports []expectation, before float64, record func() (time.Time, *time.Time)) (time.Duration, error) {
+	if err := waitReport(ctx, reports, before); err != nil {
+		return 0, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	at, report := record()
+	*report = time.Now()
+	return report.Sub(at), nil
 }
 
 // waitReport waits until the sum of reports (one expectation) passes

@@ -123,15 +123,21 @@ func TestFaultVerdict(t *testing.T) {
 			[]string{"reset 1: the OSIE's kernel did not start again", "reset 1: no action report"}},
 		{"no events", notes, nil, nil, []string{"no action events"}},
 	} {
-		got := faultVerdict(tc.evs, tc.resets, tc.planned)
-		if len(got) != len(tc.want) {
-			t.Errorf("%s: %q, want %d problem(s) %q", tc.name, got, len(tc.want), tc.want)
-			continue
-		}
-		for i, w := range tc.want {
-			if !strings.Contains(got[i], w) {
-				t.Errorf("%s: problem %d %q, want it to say %q", tc.name, i, got[i], w)
-			}
+		checkProblems(t, tc.name, faultVerdict(tc.evs, tc.resets, tc.planned), tc.want)
+	}
+}
+
+// checkProblems checks a verdict's problems: as many as want, each
+// saying its part of want.
+func checkProblems(t *testing.T, name string, got, want []string) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("%s: %q, want %d problem(s) %q", name, got, len(want), want)
+		return
+	}
+	for i, w := range want {
+		if !strings.Contains(got[i], w) {
+			t.Errorf("%s: problem %d %q, want it to say %q", name, i, got[i], w)
 		}
 	}
 }

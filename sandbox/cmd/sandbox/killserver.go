@@ -80,19 +80,11 @@ func (sb *sandbox) killServers(ctx context.Context, p *progress, wfID string, en
 		p.kills = append(p.kills, serverKill{Replica: i + 1, Action: action, Progress: progressLine, At: time.Now()})
 		p.mu.Unlock()
 		p.mark(fmt.Sprintf("fault: herd-server replica %d (%s) SIGKILLed during %s", i+1, reps[i].grpc, action))
-		after := ""
-		if progressLine != "" {
-			after = fmt.Sprintf(", after its progress line %q", progressLine)
-		}
-		sb.vmLine(p, "fault: herd-server replica %d (%s, pid %d) SIGKILLed during %s%s; left dead", i+1, reps[i].grpc, srv.cmd.Process.Pid, action, after)
-		if err := waitReport(ctx, left, before[0]); err != nil {
+		sb.vmLine(p, "fault: herd-server replica %d (%s, pid %d) SIGKILLed during %s%s; left dead", i+1, reps[i].grpc, srv.cmd.Process.Pid, action, afterProgress(progressLine))
+		since, err := reportAfter(ctx, p, left, before[0], func() (time.Time, *time.Time) { return p.kills[i].At, &p.kills[i].Report })
+		if err != nil {
 			return err
 		}
-		p.mu.Lock()
-		k := &p.kills[i]
-		k.Report = time.Now()
-		since := k.Report.Sub(k.At)
-		p.mu.Unlock()
 		p.mark(fmt.Sprintf("fault: first report answered after the kill of replica %d", i+1))
 		sb.vmLine(p, "fault: a replica left answered the worker's report %s after replica %d's kill", fmtDur(since), i+1)
 		if n, _, err := sb.progressLines(ctx, env, wfID); err == nil {

@@ -109,16 +109,7 @@ func TestKillVerdict(t *testing.T) {
 		{"failed", append(append([]event(nil), good[:2]...), ev("image2disk", "FAILED", 40)),
 			[]serverKill{kill(1, "image2disk", 30)}, []string{"image2disk"}, true, []string{"install/image2disk: 1 RUNNING, 0 SUCCESS and 1 other"}},
 	} {
-		got := killVerdict(tc.evs, tc.kills, tc.planned, tc.timer)
-		if len(got) != len(tc.want) {
-			t.Errorf("%s: %q, want %d problem(s) %q", tc.name, got, len(tc.want), tc.want)
-			continue
-		}
-		for i, w := range tc.want {
-			if !strings.Contains(got[i], w) {
-				t.Errorf("%s: problem %d %q, want it to say %q", tc.name, i, got[i], w)
-			}
-		}
+		checkProblems(t, tc.name, killVerdict(tc.evs, tc.kills, tc.planned, tc.timer), tc.want)
 	}
 }
 
