@@ -82,11 +82,7 @@ func TestOSIEBoot(t *testing.T) {
 }
 
 func TestFaultVerdict(t *testing.T) {
-	t0 := time.Date(2026, 12, 4, 19, 0, 0, 0, time.UTC)
-	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
-	ev := func(action, state string, s float64) event {
-		return event{Task: "install", Action: action, State: state, CreatedAt: at(s)}
-	}
+	at, ev := eventClock()
 	notes := []event{
 		{Task: "netboot", Action: "netboot", State: "PENDING", CreatedAt: at(0)},
 		{Task: "boot", Action: "boot", State: "RUNNING", CreatedAt: at(1)},
@@ -125,6 +121,17 @@ func TestFaultVerdict(t *testing.T) {
 	} {
 		checkProblems(t, tc.name, faultVerdict(tc.evs, tc.resets, tc.planned), tc.want)
 	}
+}
+
+// eventClock gives a verdict test its times (at: seconds after a fixed
+// start) and the template's action events (ev).
+func eventClock() (at func(float64) time.Time, ev func(action, state string, s float64) event) {
+	t0 := time.Date(2026, 12, 4, 19, 0, 0, 0, time.UTC)
+	at = func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	ev = func(action, state string, s float64) event {
+		return event{Task: "install", Action: action, State: state, CreatedAt: at(s)}
+	}
+	return at, ev
 }
 
 // checkProblems checks a verdict's problems: as many as want, each

@@ -3,7 +3,6 @@ package main
 import (
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestServerReplicas(t *testing.T) {
@@ -71,11 +70,7 @@ func TestCheckReplicas(t *testing.T) {
 }
 
 func TestKillVerdict(t *testing.T) {
-	t0 := time.Date(2026, 12, 4, 19, 0, 0, 0, time.UTC)
-	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
-	ev := func(action, state string, s float64) event {
-		return event{Task: "install", Action: action, State: state, CreatedAt: at(s)}
-	}
+	at, ev := eventClock()
 	good := []event{
 		{Task: "boot", Action: "boot", State: "RUNNING", CreatedAt: at(1)},
 		ev("image2disk", "RUNNING", 20), ev("image2disk", "SUCCESS", 80),
