@@ -46,8 +46,11 @@ var (
 	cpuRate       = flag.Int("cpu-rate", 2000, "fixed target rate (DORA exchanges/s) of the CPU-per-exchange run of herd-boots and Kea: one they all sustain")
 	perfSetups    = flag.String("perfdhcp-procs", "1,2", "the load set-ups every server's rate search runs with, in turn: how many perfdhcp processes share a run's rate (each 1–8), "+
 		"each a relay of its own with its own share of the MACs; a server's figure is its best over them")
-	perfThreads = flag.String("perfdhcp-threads", "single", "perfdhcp -g of the runs: single or multi (herd-boots also gets one run at its best rate in the other mode, for comparison)")
-	cpuRateSlow = flag.Int("cpu-rate-dnsmasq", 50, "fixed target rate of dnsmasq's CPU-per-exchange run: one it sustains")
+	perfThreads      = flag.String("perfdhcp-threads", "single", "perfdhcp -g of the runs: single or multi (herd-boots also gets one run at its best rate in the other mode, for comparison)")
+	compareBoots     = flag.String("compare-boots", os.Getenv("BENCH_DHCP_COMPARE_BOOTS"), "another herd-boots binary given a CPU run of its own in each round, beside this build (default $BENCH_DHCP_COMPARE_BOOTS)")
+	compareBootsName = flag.String("compare-boots-name", envOr("BENCH_DHCP_COMPARE_BOOTS_NAME", "earlier build"), "what -compare-boots is, for the table (default $BENCH_DHCP_COMPARE_BOOTS_NAME)")
+	compareBootsWhat = flag.String("compare-boots-what", envOr("BENCH_DHCP_COMPARE_BOOTS_WHAT", "another herd-boots binary"), "how -compare-boots differs from this commit, for the text (default $BENCH_DHCP_COMPARE_BOOTS_WHAT)")
+	cpuRateSlow      = flag.Int("cpu-rate-dnsmasq", 50, "fixed target rate of dnsmasq's CPU-per-exchange run: one it sustains")
 )
 
 // The lab: herd-server on the host's loopback, the DHCP server under test
@@ -173,55 +176,103 @@ func TestBenchDHCP(t *testing.T) {
 		return best, runs
 	}
 
-	var results []result
-	// herd-boots.
-	b := startBoots(t, bootsBin, s, srv)
-	if n := b.metric(t, "herd_boots_inventory_machines"); int(n) != *nRecords {
-		t.Fatalf("herd-boots synced %v machines, want %d", n, *nRecords)
-	}
-	rssSmall, syncSmall := b.rss(t), b.synced
-	gomaxprocs := int(b.metric(t, "go_sched_gomaxprocs_threads"))
-	ready := waitAnswers(t, b.proc, pd)
-	// Each server's CPU run comes first, on a fresh lease database, so it
-	// does not depend on how many search runs came before it.
-	cpuB := measureCPU(t, b.proc, pd, *cpuRate)
-	best, runs := searchAll("herd-boots")
-	// The same rate and set-up with perfdhcp in its other thread mode: what
-	// the mode does to the load generator (its CPU, its socket's drops).
-	for _, g := range gens {
-		if len(g.relays) == best.procs {
-			other := *g
-			other.threads = map[string]string{"single": "multi", "multi": "single"}[g.threads]
-			runs = append(runs, other.run(t, "herd-boots", best.rate))
-			time.Sleep(time.Second)
-		}
-	}
-	results = append(results, result{"herd-boots", "this commit (go build)", best, runs, b.synced + ready, b.rss(t), cpuB})
-	b.stop(t)
-
-	// Kea, multi-threaded (its fastest setting with a memfile) and, as
-	// Kea 2.2 ships it, single-threaded.
-	keaCmd := ""
-	for _, mt := range []bool{true, false} {
-		if !mt && !*keaST {
-			continue
-		}
-		k, file := startKea(t, keaBin, srv, mt)
-		keaCmd = "kea-dhcp4 -c " + filepath.Base(file)
-		ready := waitAnswers(t, k, pd)
-		cpuK := measureCPU(t, k, pd, *cpuRate)
-		best, runs := searchAll(k.name)
-		results = append(results, result{k.name, "Kea " + version(keaBin, "-v"), best, runs, ready, k.rss(t), cpuK})
-		k.stop(t)
+	if *profileDir != "" {
+		profileBoots(t, bootsBin, s, srv, pd)
+		return
 	}
 
-	// dnsmasq.
-	d, dArgs, dDir := startDnsmasq(t, dnsmasqBin, srv)
-	readyD := waitAnswers(t, d, pd)
-	cpuD := measureCPU(t, d, pd, *cpuRateSlow)
-	bestD, runsD := searchAll("dnsmasq")
-	results = append(results, result{"dnsmasq", dnsmasqVersion(dnsmasqBin), bestD, runsD, readyD, d.rss(t), cpuD})
-	d.stop(t)
+	// Every round starts each server afresh (an empty lease database) and
+	// runs its CPU run first, so that does not depend on how many search
+	// runs came before it. Round 1 searches each rate in full; later
+	// rounds near round 1's best (searchNear).
+	var rssSmall float64
+	var syncSmall time.Duration
+	gomaxprocs := 0
+	keaCmd, dnsmasqVer := "", ""
+	var dArgs []string
+	var dDir string
+	all := make([][]result, *rounds)
+	compared := make([]cpuRun, *rounds) // -compare-boots' CPU run of each round
+	for rd := range *rounds {
+		search := func(name string) (perfRun, []perfRun) {
+			if rd == 0 {
+				return searchAll(name)
+			}
+			first := resultOf(all[0], name).best
+			for _, g := range gens {
+				if len(g.relays) == first.procs {
+					return g.searchNear(t, name, first.rate)
+				}
+			}
+			t.Fatalf("%s: no load set-up of %d processes", name, first.procs)
+			return perfRun{}, nil
+		}
+		t.Logf("round %d of %d", rd+1, *rounds)
+		var results []result
+		if *compareBoots != "" {
+			// The other build, fresh, right before this one's CPU run (they
+			// share the DHCP and HTTP ports): the same machine's state for
+			// both figures.
+			o := startBoots(t, *compareBoots, s, srv)
+			o.name = "herd-boots (" + *compareBootsName + ")"
+			waitAnswers(t, o.proc, pd)
+			compared[rd] = measureCPU(t, o.proc, pd, *cpuRate)
+			o.stop(t)
+		}
+		// herd-boots.
+		b := startBoots(t, bootsBin, s, srv)
+		if n := b.metric(t, "herd_boots_inventory_machines"); int(n) != *nRecords {
+			t.Fatalf("herd-boots synced %v machines, want %d", n, *nRecords)
+		}
+		if rd == 0 {
+			rssSmall, syncSmall = b.rss(t), b.synced
+			gomaxprocs = int(b.metric(t, "go_sched_gomaxprocs_threads"))
+		}
+		ready := waitAnswers(t, b.proc, pd)
+		cpuB := measureCPU(t, b.proc, pd, *cpuRate)
+		best, runs := search("herd-boots")
+		if rd == 0 {
+			// The same rate and set-up with perfdhcp in its other thread
+			// mode: what the mode does to the load generator (its CPU, its
+			// socket's drops).
+			for _, g := range gens {
+				if len(g.relays) == best.procs {
+					other := *g
+					other.threads = map[string]string{"single": "multi", "multi": "single"}[g.threads]
+					runs = append(runs, other.run(t, "herd-boots", best.rate))
+					time.Sleep(time.Second)
+				}
+			}
+		}
+		results = append(results, result{"herd-boots", "this commit (go build)", best, runs, b.synced + ready, b.rss(t), cpuB})
+		b.stop(t)
+
+		// Kea, multi-threaded (its fastest setting with a memfile) and, as
+		// Kea 2.2 ships it, single-threaded.
+		for _, mt := range []bool{true, false} {
+			if !mt && !*keaST {
+				continue
+			}
+			k, file := startKea(t, keaBin, srv, mt)
+			keaCmd = "kea-dhcp4 -c " + filepath.Base(file)
+			ready := waitAnswers(t, k, pd)
+			cpuK := measureCPU(t, k, pd, *cpuRate)
+			best, runs := search(k.name)
+			results = append(results, result{k.name, "Kea " + version(keaBin, "-v"), best, runs, ready, k.rss(t), cpuK})
+			k.stop(t)
+		}
+
+		// dnsmasq.
+		var d *proc
+		d, dArgs, dDir = startDnsmasq(t, dnsmasqBin, srv)
+		dnsmasqVer = dnsmasqVersion(dnsmasqBin)
+		readyD := waitAnswers(t, d, pd)
+		cpuD := measureCPU(t, d, pd, *cpuRateSlow)
+		bestD, runsD := search("dnsmasq")
+		results = append(results, result{"dnsmasq", dnsmasqVer, bestD, runsD, readyD, d.rss(t), cpuD})
+		d.stop(t)
+		all[rd] = results
+	}
 
 	// herd-boots' memory with more records: a fresh process syncs them all.
 	var pushLarge time.Duration
@@ -257,25 +308,36 @@ func TestBenchDHCP(t *testing.T) {
 		"Each run also counts, in each namespace, the UDP datagrams the kernel dropped because a socket's receive queue was full "+
 		"(`RcvbufErrors` of /proc/net/snmp; each namespace holds one DHCP socket): a drop in the server's socket is the server falling behind, "+
 		"one in perfdhcp's socket is the load generator falling behind. "+
-		"**The figures of one run on a shared, noisy machine**: perfdhcp and the server share its %d CPUs, so a server's figure is also bounded by perfdhcp's own CPU use "+
+		"%s "+
+		"**The figures of a shared, noisy machine**: perfdhcp and the server share its %d CPUs, so a server's figure is also bounded by perfdhcp's own CPU use "+
 		"(perfdhcp's CPU per exchange, in the tables, is its user + system CPU time over the whole run, its start and 1 s wait included, divided by the ACKs); see every run below to judge the noise.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), gomaxprocs, runtime.Version(), "perfdhcp "+strings.TrimPrefix(version(perfBin, "-v"), "VERSION: "),
-		serverIP, *nRecords, setupNames(gens), strings.Join(relayIPs(slices.Max(setups)), ", "), *nRecords, *nRecords, *maxDrops, *startRate, *bisect, pd.threads, pd.threads, runtime.NumCPU())
-	sb.WriteString("| server | version | highest target rate with ≤ 1 % drops | with perfdhcp | DORA exchanges/s | drops | avg DISCOVER→OFFER | avg REQUEST→ACK | herd-boots / this | VmRSS after the runs |\n")
-	sb.WriteString("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
-	herd := results[0].best.exchanges()
-	for _, r := range results {
-		fmt.Fprintf(&sb, "| %s | %s | %d/s | %s | **%.0f** | %.2f %% | %.2f ms | %.2f ms | **%.2f×** | %s |\n", r.name, r.version, r.best.rate, procsName(r.best.procs), r.best.exchanges(),
-			100*r.best.drops(), ms(r.best.doAvg), ms(r.best.raAvg), herd/r.best.exchanges(), mib(r.rss))
-	}
-	var bestKea float64
-	for _, r := range results {
-		if strings.HasPrefix(r.name, "kea-dhcp4") {
-			bestKea = max(bestKea, r.best.exchanges())
+		serverIP, *nRecords, setupNames(gens), strings.Join(relayIPs(slices.Max(setups)), ", "), *nRecords, *nRecords, *maxDrops, *startRate, *bisect, pd.threads, pd.threads, roundsText(*rounds), runtime.NumCPU())
+	sb.WriteString("| round | server | version | highest target rate with ≤ 1 % drops | with perfdhcp | DORA exchanges/s | drops | avg DISCOVER→OFFER | avg REQUEST→ACK | herd-boots / this | VmRSS after the runs |\n")
+	sb.WriteString("| ---: | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	var keaRatios, dnsmasqRatios, cpuRatios []float64
+	for rd, results := range all {
+		herd := results[0].best.exchanges()
+		for _, r := range results {
+			rate, ex := "none", "—"
+			if r.best.acks > 0 {
+				rate, ex = fmt.Sprintf("%d/s", r.best.rate), fmt.Sprintf("%.0f", r.best.exchanges())
+			}
+			fmt.Fprintf(&sb, "| %d | %s | %s | %s | %s | **%s** | %.2f %% | %.2f ms | %.2f ms | **%s** | %s |\n", rd+1, r.name, r.version, rate, procsName(r.best.procs), ex,
+				100*r.best.drops(), ms(r.best.doAvg), ms(r.best.raAvg), times(ratio(herd, r.best.exchanges())), mib(r.rss))
 		}
+		var bestKea float64
+		for _, r := range results {
+			if strings.HasPrefix(r.name, "kea-dhcp4") {
+				bestKea = max(bestKea, r.best.exchanges())
+			}
+		}
+		keaRatios = append(keaRatios, ratio(herd, bestKea))
+		dnsmasqRatios = append(dnsmasqRatios, ratio(herd, results[len(results)-1].best.exchanges()))
+		cpuRatios = append(cpuRatios, keaCPURatio(cpuRuns(results)))
 	}
-	fmt.Fprintf(&sb, "\nherd-boots / Kea (the faster Kea setting): **%.2f×** (target ≥ 1.5×); herd-boots / dnsmasq: **%.2f×** (target ≥ 2×).",
-		herd/bestKea, herd/bestD.exchanges())
+	fmt.Fprintf(&sb, "\n%s\n\n%s", ratioLine("DORA exchanges/s, herd-boots / the faster Kea setting of the same round", keaRatios, 1.5),
+		ratioLine("herd-boots / dnsmasq", dnsmasqRatios, 2))
 	fmt.Fprintf(&sb, "\n\nServer CPU time per DORA exchange, a second measure that perfdhcp does not bound: "+
 		"DORA/s above can be capped by perfdhcp, which shares the %d CPUs with the server (the socket overflows of every run below show which side fell behind), so its ratios swing from run to run with the noise. "+
 		"Here each server, fresh (its lease database empty but for the readiness probes), gets one perfdhcp run at a fixed rate it sustains "+
@@ -284,11 +346,25 @@ func TestBenchDHCP(t *testing.T) {
 		"The server answers every exchange at that rate whatever share of the CPUs perfdhcp takes, so the figure measures the server's own work. "+
 		"The kernel reports CPU time in 10 ms clock ticks: the figure is within 20 ms / ACKs, %.1f µs at %d/s for %s.\n\n",
 		runtime.NumCPU(), *cpuRate, *cpuRateSlow, us(20*time.Millisecond)/max(1, float64(*cpuRate)*duration.Seconds()), *cpuRate, *duration)
-	cpus := make([]cpuRun, len(results))
-	for i, r := range results {
-		cpus[i] = r.cpu
+	for rd, results := range all {
+		fmt.Fprintf(&sb, "Round %d of %d:\n\n", rd+1, len(all))
+		cpus := cpuRuns(results)
+		if *compareBoots != "" {
+			cpus = slices.Insert(cpus, 1, compared[rd])
+		}
+		writeCPUTable(&sb, cpus)
+		sb.WriteString("\n\n")
 	}
-	writeCPUTable(&sb, cpus)
+	sb.WriteString(ratioLine("CPU per DORA exchange, Kea's lower-CPU setting of the same round / herd-boots", cpuRatios, 2))
+	if *compareBoots != "" {
+		var each []string
+		for rd, results := range all {
+			each = append(each, fmt.Sprintf("round %d %.1f µs vs %.1f µs (%s)", rd+1, us(results[0].cpu.perExchange()), us(compared[rd].perExchange()),
+				times(ratio(float64(compared[rd].perExchange()), float64(results[0].cpu.perExchange())))))
+		}
+		fmt.Fprintf(&sb, "\n\nherd-boots' CPU per exchange, this commit vs %s (%s, its CPU run right before this commit's in each round, a fresh process): %s.",
+			*compareBootsName, *compareBootsWhat, strings.Join(each, "; "))
+	}
 	sb.WriteString("\n\nCommands (in the namespaces; TEMP is a directory of the run's own):\n\n```\n")
 	for _, g := range gens {
 		n := len(g.relays)
@@ -308,33 +384,35 @@ func TestBenchDHCP(t *testing.T) {
 			fmt.Fprintf(&sb, "perfdhcp %s   # %s; MACS%d-%d: %s, one a line\n", perfArgs, procsName(n), n, k, what)
 		}
 	}
-	fmt.Fprintf(&sb, "herd-boots --public-ip %s --dhcp-mode reservation --dhcp-interface hb0 --tftp-addr off --syslog-addr off --log-level %s --server … --token …   # its DHCP socket: 4 MiB kernel buffers (Kea and dnsmasq keep the system's), recvmmsg/sendmmsg batches of up to 32\n", serverIP, *bootsLogLevel)
+	fmt.Fprintf(&sb, "herd-boots --public-ip %s --dhcp-mode reservation --dhcp-interface hb0 --tftp-addr off --syslog-addr off --log-level %s --server … --token …   # its DHCP socket: 4 MiB kernel buffers (Kea and dnsmasq keep the system's), recvmmsg/sendmmsg batches of up to 32, one goroutine waiting in a blocking recvmmsg (not Go's poller)\n", serverIP, *bootsLogLevel)
 	fmt.Fprintf(&sb, "KEA_LOCKFILE_DIR=TEMP KEA_PIDFILE_DIR=TEMP %s   # interfaces hb0 with dhcp-socket-type udp, memfile TEMP/kea-leases4.csv (lfc-interval 0), control socket TEMP/kea4-ctrl.sock, "+
 		"multi-threading on (thread-pool-size 0: one thread per CPU, packet-queue-size 64) or off, %d reservations by hw-address, reservations-out-of-pool, loggers at WARN\n", keaCmd, *nRecords)
 	fmt.Fprintf(&sb, "dnsmasq %s   # the conf: %d dhcp-host=MAC,IP,HOSTNAME lines and the options\n", strings.ReplaceAll(strings.Join(dArgs, " "), dDir, "TEMP"), *nRecords)
 	fmt.Fprintf(&sb, "```\n\n(perfdhcp's `-r` is the target rate of each run; `-W 1000000` waits 1 s after the period for late answers; `-D` only cuts a clearly failing run short, at %g %% drops, so such a run may count fewer DISCOVERs.)\n", *abortDrops)
 	sb.WriteString("\nEvery run, in order (socket overflows: datagrams dropped at a full receive queue, in the server's namespace / in perfdhcp's):\n\n" +
-		"| server | perfdhcp | target rate | DISCOVER sent | OFFER received | REQUEST sent | ACK received | exchanges/s | drops | avg DO / RA | socket overflows: server / perfdhcp | perfdhcp CPU per exchange | |\n")
-	sb.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
-	for _, r := range results {
-		for _, x := range r.runs {
-			verdict := "pass"
-			switch {
-			case x.drops() > *maxDrops/100:
-				verdict = "fail"
-			case x.short():
-				verdict = fmt.Sprintf("fail (perfdhcp sent %.0f %% of the target's DISCOVERs)", 100*float64(x.discovers)/(float64(x.rate)*x.period.Seconds()))
+		"| round | server | perfdhcp | target rate | DISCOVER sent | OFFER received | REQUEST sent | ACK received | exchanges/s | drops | avg DO / RA | socket overflows: server / perfdhcp | perfdhcp CPU per exchange | |\n")
+	sb.WriteString("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	for rd, results := range all {
+		for _, r := range results {
+			for _, x := range r.runs {
+				verdict := "pass"
+				switch {
+				case x.drops() > *maxDrops/100:
+					verdict = "fail"
+				case x.short():
+					verdict = fmt.Sprintf("fail (perfdhcp sent %.0f %% of the target's DISCOVERs)", 100*float64(x.discovers)/(float64(x.rate)*x.period.Seconds()))
+				}
+				if x.threads != pd.threads {
+					verdict += ", for comparison"
+				}
+				fmt.Fprintf(&sb, "| %d | %s | %s, -g %s | %d/s | %d | %d | %d | %d | %.0f | %.2f %% | %.2f / %.2f ms | %d / %d | %.1f µs | %s |\n", rd+1, x.server, procsName(x.procs), x.threads, x.rate,
+					x.discovers, x.offers, x.requests, x.acks, x.exchanges(), 100*x.drops(), ms(x.doAvg), ms(x.raAvg), x.srvLost, x.cliLost, us(x.perfCPU()), verdict)
 			}
-			if x.threads != pd.threads {
-				verdict += ", for comparison"
-			}
-			fmt.Fprintf(&sb, "| %s | %s, -g %s | %d/s | %d | %d | %d | %d | %.0f | %.2f %% | %.2f / %.2f ms | %d / %d | %.1f µs | %s |\n", x.server, procsName(x.procs), x.threads, x.rate,
-				x.discovers, x.offers, x.requests, x.acks, x.exchanges(), 100*x.drops(), ms(x.doAvg), ms(x.raAvg), x.srvLost, x.cliLost, us(x.perfCPU()), verdict)
 		}
 	}
 	sb.WriteString("\nMemory of herd-boots (VmRSS from /proc/PID/status) once its inventory synced (/healthz ok), a fresh process each time:\n\n")
 	sb.WriteString("| hardware records | pushed (32 concurrent gRPC clients) | start → inventory synced | VmRSS |\n| ---: | --- | ---: | ---: |\n")
-	fmt.Fprintf(&sb, "| %d | %d in %.1f s | %.2f s | %s (%s after the perfdhcp runs) |\n", *nRecords, *nRecords, pushSmall.Seconds(), syncSmall.Seconds(), mib(rssSmall), mib(results[0].rss))
+	fmt.Fprintf(&sb, "| %d | %d in %.1f s | %.2f s | %s (%s after the perfdhcp runs) |\n", *nRecords, *nRecords, pushSmall.Seconds(), syncSmall.Seconds(), mib(rssSmall), mib(all[0][0].rss))
 	if large != nil {
 		fmt.Fprintf(&sb, "| %d | %d more in %.1f s | %.2f s | %s |\n", *nLarge, *nLarge-*nRecords, pushLarge.Seconds(), large.synced.Seconds(), mib(rssLarge))
 	}

@@ -168,14 +168,14 @@ type bootsProc struct {
 	synced time.Duration
 }
 
-// startBoots runs herd-boots in reservation mode on hb0 against herd-server
+// startBoots runs herd-boots (with extra flags) in reservation mode on hb0 against herd-server
 // s (whose ports are forwarded into ns) and waits until /healthz says its
 // inventory synced.
-func startBoots(t *testing.T, bin string, s *servertest.Server, ns *netnstest.NS) *bootsProc {
+func startBoots(t *testing.T, bin string, s *servertest.Server, ns *netnstest.NS, extra ...string) *bootsProc {
 	t.Helper()
-	cmd := ns.Command(context.Background(), bin, "--server", s.GRPC, "--cert-url", s.HTTP+"/cert", "--token", servertest.AdminToken,
+	cmd := ns.Command(context.Background(), bin, append([]string{"--server", s.GRPC, "--cert-url", s.HTTP + "/cert", "--token", servertest.AdminToken,
 		"--public-ip", serverIP, "--dhcp-mode", "reservation", "--dhcp-interface", "hb0", "--http-addr", bootsHTTP,
-		"--tftp-addr", "off", "--syslog-addr", "off", "--ipxe-dir", t.TempDir(), "--log-format", "json", "--log-level", *bootsLogLevel)
+		"--tftp-addr", "off", "--syslog-addr", "off", "--ipxe-dir", t.TempDir(), "--log-format", "json", "--log-level", *bootsLogLevel}, extra...)...)
 	cmd.Env = append(os.Environ(), "HERD_TOKEN=")
 	start := time.Now()
 	b := &bootsProc{proc: startProc(t, "herd-boots", cmd), http: ns.HTTPClient()}
