@@ -384,7 +384,7 @@ func TestBenchDHCP(t *testing.T) {
 			fmt.Fprintf(&sb, "perfdhcp %s   # %s; MACS%d-%d: %s, one a line\n", perfArgs, procsName(n), n, k, what)
 		}
 	}
-	fmt.Fprintf(&sb, "herd-boots --public-ip %s --dhcp-mode reservation --dhcp-interface hb0 --tftp-addr off --syslog-addr off --log-level %s --server … --token …   # its DHCP socket: 4 MiB kernel buffers (Kea and dnsmasq keep the system's), recvmmsg/sendmmsg batches of up to 32, one goroutine waiting in a blocking recvmmsg (not Go's poller)\n", serverIP, *bootsLogLevel)
+	fmt.Fprintf(&sb, "herd-boots --public-ip %s --dhcp-mode reservation --dhcp-interface hb0 --tftp-addr off --syslog-addr off --log-level %s --server … --token …   # its DHCP socket: 4 MiB kernel buffers (Kea and dnsmasq keep the system's), recvmmsg/sendmmsg batches of up to 32\n", serverIP, *bootsLogLevel)
 	fmt.Fprintf(&sb, "KEA_LOCKFILE_DIR=TEMP KEA_PIDFILE_DIR=TEMP %s   # interfaces hb0 with dhcp-socket-type udp, memfile TEMP/kea-leases4.csv (lfc-interval 0), control socket TEMP/kea4-ctrl.sock, "+
 		"multi-threading on (thread-pool-size 0: one thread per CPU, packet-queue-size 64) or off, %d reservations by hw-address, reservations-out-of-pool, loggers at WARN\n", keaCmd, *nRecords)
 	fmt.Fprintf(&sb, "dnsmasq %s   # the conf: %d dhcp-host=MAC,IP,HOSTNAME lines and the options\n", strings.ReplaceAll(strings.Join(dArgs, " "), dDir, "TEMP"), *nRecords)

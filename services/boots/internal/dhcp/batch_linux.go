@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
-	"time"
 	"unsafe"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -22,15 +21,9 @@ const batchSize = 32
 
 // batchLoop serves conn with recvmmsg/sendmmsg (Linux): one system call
 // per batch each way instead of one per packet, with every buffer and
-// address reused. It reads a duplicate of the socket in blocking mode,
-// its goroutine waiting in recvmmsg itself: no trip through Go's poller
-// per batch (a recvmmsg that finds the queue empty, epoll_wait, futex
-// wake-ups of the threads parking and readying the goroutine), which cost
-// more CPU than the answer at a few thousand requests a second (make
-// bench-dhcp's CPU run, docs/benchmarks.md). The wait ends every
-// pollEvery to see whether conn was closed.
+// address reused, and no Go scheduler wake-up per packet. The socket stays
+// under Go's poller (RawConn), so closing conn ends the loop.
 type batchLoop struct {
-	fd        int // the duplicate, blocking, ours to close
 	rc        syscall.RawConn
 	h         *Handler
 	log       *slog.Logger
@@ -57,12 +50,7 @@ func serveBatched(uc *net.UDPConn, h *Handler, log *slog.Logger, onPXEPort bool)
 	if err != nil {
 		return false, nil
 	}
-	fd, err := blockingDup(rc)
-	if err != nil {
-		return false, nil
-	}
-	defer unix.Close(fd)
-	b := &batchLoop{fd: fd, rc: rc, h: h, log: log, onPXEPort: onPXEPort}
+	b := &batchLoop{rc: rc, h: h, log: log, onPXEPort: onPXEPort}
 	for i := range batchSize {
 		b.out[i] = make([]byte, 0, maxPacket)
 		b.riov[i].Base = &b.in[i][0]
@@ -90,65 +78,29 @@ func serveBatched(uc *net.UDPConn, h *Handler, log *slog.Logger, onPXEPort bool)
 	}
 }
 
-// pollEvery bounds a wait in recvmmsg or sendmmsg (SO_RCVTIMEO,
-// SO_SNDTIMEO): closing conn does not wake a thread blocked on the
-// duplicate, so the loop looks this often.
-var pollEvery = 200 * time.Millisecond // a var for TestRecvLoneRequest
-
-// blockingDup duplicates rc's socket and puts it in blocking mode with
-// pollEvery timeouts. Blocking mode is a property of the open socket,
-// which conn shares: conn itself is not read or written while the loop
-// runs (Serve's only use of it is Close).
-func blockingDup(rc syscall.RawConn) (int, error) {
-	fd := -1
-	var err error
-	if cerr := rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); cerr != nil {
-		return -1, cerr
-	}
-	if err != nil {
-		return -1, err
-	}
-	tv := unix.NsecToTimeval(pollEvery.Nanoseconds())
-	if err = unix.SetNonblock(fd, false); err == nil {
-		if err = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err == nil {
-			err = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
-		}
-	}
-	if err != nil {
-		_ = unix.SetNonblock(fd, true) // as conn's poller wants it, for the packet-by-packet loop
-		unix.Close(fd)
-		return -1, err
-	}
-	return fd, nil
-}
-
-// closed says whether conn was closed (its RawConn refuses then).
-func (b *batchLoop) closed() bool { return b.rc.Control(func(uintptr) {}) != nil }
-
-// recv waits for at least one request and takes up to batchSize; it
-// returns net.ErrClosed once conn is closed.
+// recv waits for at least one request and takes up to batchSize.
 func (b *batchLoop) recv() (int, error) {
 	for i := range batchSize {
 		b.rhdr[i].Hdr.Namelen = unix.SizeofSockaddrInet4
 		b.rhdr[i].Hdr.Flags = 0
 	}
-	for {
-		// syscall.Syscall6, not RawSyscall: the scheduler knows the thread
-		// waits in the kernel and runs other goroutines meanwhile.
-		// MSG_WAITFORONE: wait for the first request only, then take what
-		// is queued (a blocking recvmmsg otherwise waits for batchSize).
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(b.fd), uintptr(unsafe.Pointer(&b.rhdr[0])), batchSize, unix.MSG_WAITFORONE, 0, 0)
-		switch e {
-		case 0:
-			return int(r), nil
-		case unix.EAGAIN, unix.EINTR: // pollEvery passed, or a signal
-			if b.closed() {
-				return 0, net.ErrClosed
-			}
-		default:
-			return 0, e
+	var n int
+	var errno syscall.Errno
+	err := b.rc.Read(func(fd uintptr) bool {
+		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.rhdr[0])), batchSize, 0, 0, 0)
+		if e == unix.EAGAIN || e == unix.EINTR {
+			return false // wait until readable
 		}
+		n, errno = int(r), e
+		return true
+	})
+	if err != nil {
+		return 0, err
 	}
+	if errno != 0 {
+		return 0, errno
+	}
+	return n, nil
 }
 
 // handle answers request i; its reply, if any, becomes reply k of the
@@ -190,19 +142,26 @@ func portOf(sa *unix.RawSockaddrInet4) uint16 {
 // reply the kernel refuses is logged and skipped.
 func (b *batchLoop) send(k int) {
 	for off := 0; off < k; {
-		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(b.fd), uintptr(unsafe.Pointer(&b.shdr[off])), uintptr(k-off), 0, 0, 0)
-		switch e {
-		case 0:
-			off += int(r)
-		case unix.EAGAIN, unix.EINTR:
-			if b.closed() {
-				return // recv reports it
+		var n int
+		var errno syscall.Errno
+		err := b.rc.Write(func(fd uintptr) bool {
+			r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.shdr[off])), uintptr(k-off), 0, 0, 0)
+			if e == unix.EAGAIN || e == unix.EINTR {
+				return false
 			}
-		default:
-			// sendmmsg fails only on its first message: skip that one.
-			b.log.Warn("dhcp: sending reply", "mac", b.macs[off].String(), "to", b.dst[off].String(), "err", error(e))
-			off++
+			n, errno = int(r), e
+			return true
+		})
+		if err != nil {
+			return // closed: recv reports it
 		}
+		if errno != 0 {
+			// sendmmsg fails only on its first message: skip that one.
+			b.log.Warn("dhcp: sending reply", "mac", b.macs[off].String(), "to", b.dst[off].String(), "err", error(errno))
+			off++
+			continue
+		}
+		off += n
 	}
 }
 

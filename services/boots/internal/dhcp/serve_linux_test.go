@@ -21,8 +21,7 @@ import (
 // TestServeBatched runs Serve's batched loop on a real socket: a relay in
 // a namespace of its own sends a burst of DISCOVERs (several to a
 // recvmmsg) over a veth, each gets its OFFER with its reserved address;
-// then ending the context ends Serve, and both the socket and the loop's
-// blocking duplicate of it are closed.
+// then ending the context ends Serve, which closes the socket.
 func TestServeBatched(t *testing.T) {
 	srv, cli := netnstest.New(t, "hdsv"), netnstest.New(t, "hdcl")
 	netnstest.Veth(t, srv, "hs0", "10.0.5.1/24", cli, "hc0", nil)
@@ -110,7 +109,7 @@ func TestServeBatched(t *testing.T) {
 		t.Fatal("Serve did not return after its context ended")
 	}
 	if fds := openFDs(t); fds != fds0 {
-		t.Errorf("%d open files after Serve returned, %d before it: the socket or its duplicate left open", fds, fds0)
+		t.Errorf("%d open files after Serve returned, %d before it: the socket left open", fds, fds0)
 	}
 }
 
@@ -150,61 +149,5 @@ func TestBatchHandleAllocs(t *testing.T) {
 		if b.dst[0].String() != "10.0.255.253:67" {
 			t.Errorf("%s: reply to %s, want the relay 10.0.255.253:67", kind, b.dst[0])
 		}
-	}
-}
-
-// TestRecvLoneRequest: one request waiting alone is taken at once, not
-// when a whole batch has come or the wait's timeout passed (recvmmsg
-// without MSG_WAITFORONE waits for batchSize datagrams): with the
-// timeout at a minute, recv must return the one datagram well before.
-func TestRecvLoneRequest(t *testing.T) {
-	defer func(d time.Duration) { pollEvery = d }(pollEvery)
-	pollEvery = time.Minute
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	rc, err := conn.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	fd, err := blockingDup(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	b := &batchLoop{fd: fd, rc: rc}
-	for i := range batchSize {
-		b.riov[i].Base = &b.in[i][0]
-		b.riov[i].SetLen(maxPacket)
-		b.rhdr[i].Hdr.Name = (*byte)(unsafe.Pointer(&b.rname[i]))
-		b.rhdr[i].Hdr.Iov = &b.riov[i]
-		b.rhdr[i].Hdr.SetIovlen(1)
-	}
-	sender, err := net.DialUDP("udp4", nil, conn.LocalAddr().(*net.UDPAddr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sender.Close()
-	if _, err := sender.Write([]byte("one request")); err != nil {
-		t.Fatal(err)
-	}
-	type got struct {
-		n   int
-		err error
-	}
-	ch := make(chan got, 1)
-	go func() {
-		n, err := b.recv()
-		ch <- got{n, err}
-	}()
-	select {
-	case g := <-ch:
-		if g.err != nil || g.n != 1 || string(b.in[0][:b.rhdr[0].Len]) != "one request" {
-			t.Fatalf("recv = %d, %v (%q), want the one request", g.n, g.err, b.in[0][:b.rhdr[0].Len])
-		}
-	case <-time.After(30 * time.Second): // half the wait's timeout: a guard, not a speed bound
-		t.Fatal("recv still waiting for a batch to fill with one request queued")
 	}
 }
