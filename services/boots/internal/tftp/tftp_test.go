@@ -31,7 +31,7 @@ func serve(t *testing.T) (addr string, dir string, files map[string][]byte) {
 }
 
 // serveFiles fills files with random bytes and serves them.
-func serveFiles(t *testing.T, files map[string][]byte) (addr string, dir string) {
+func serveFiles(t *testing.T, files map[string][]byte, tune ...func(*Server)) (addr string, dir string) {
 	t.Helper()
 	base := t.TempDir()
 	dir = filepath.Join(base, "ipxe")
@@ -58,7 +58,11 @@ func serveFiles(t *testing.T, files map[string][]byte) (addr string, dir string)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- New(d, slog.New(slog.NewTextHandler(io.Discard, nil)), nil).Serve(ctx, conn) }()
+	srv := New(d, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	for _, f := range tune {
+		f(srv)
+	}
+	go func() { done <- srv.Serve(ctx, conn) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -221,10 +225,13 @@ func TestWindowsize(t *testing.T) {
 // empty one.
 func TestBlockRollover(t *testing.T) {
 	files := map[string][]byte{"big.img": make([]byte, 70000*512)}
-	addr, _ := serveFiles(t, files)
+	// Generous timers on both sides: this test is about block numbers past
+	// 65535, and on a loaded machine (make test beside other work) a
+	// starved process must not end the transfer (1 s x 6 did once).
+	addr, _ := serveFiles(t, files, func(s *Server) { s.timeout = 5 * time.Second })
 	server, _ := net.ResolveUDPAddr("udp4", addr)
 	var b bytes.Buffer
-	got, err := Client{Windowsize: 64}.Get(context.Background(), server, "big.img", &b)
+	got, err := Client{Windowsize: 64, Timeout: 5 * time.Second}.Get(context.Background(), server, "big.img", &b)
 	if err != nil || got.Bytes != int64(len(files["big.img"])) || !bytes.Equal(b.Bytes(), files["big.img"]) {
 		t.Fatalf("got %d bytes, %v; want %d", got.Bytes, err, len(files["big.img"]))
 	}
