@@ -60,14 +60,16 @@ test: deps check-proto vet
 # operator's way (deploy/: generate-envrc.sh, setup.sh, docker-compose up)
 # and also checks a herd-server crash and docker-compose down. Each powers
 # its VM on through herd and the VM's BMC (ipmi_sim; --power ipmi, the
-# default); qemu is the sandbox starting QEMU itself (--power qemu);
+# default); qemu is the sandbox starting QEMU itself (--power qemu), and
+# resets the VM once while writefile runs (--fault osie-reboot: the short
+# form of make reliability's TestReliabilityOSIEReboot);
 # replicas runs two herd-server replicas and SIGKILLs the first while
 # image2disk streams (--server-replicas=2 --fault=kill-server).
 # E2E_VARIANTS picks some.
 E2E_VARIANTS ?= default uefi ovh compose qemu replicas
 test-e2e: deps
 	@build=true; for v in $(E2E_VARIANTS); do \
-		case $$v in default) f=;; uefi) f=--uefi;; ovh) f=--ovh;; compose) f=--stack=compose;; ipmi) f=--power=ipmi;; qemu) f=--power=qemu;; replicas) f="--server-replicas=2 --fault=kill-server";; *) echo "test-e2e: unknown variant $$v (default, uefi, ovh, compose, ipmi, qemu, replicas)"; exit 2;; esac; \
+		case $$v in default) f=;; uefi) f=--uefi;; ovh) f=--ovh;; compose) f=--stack=compose;; ipmi) f=--power=ipmi;; qemu) f="--power=qemu --fault=osie-reboot --fault-during=writefile";; replicas) f="--server-replicas=2 --fault=kill-server";; *) echo "test-e2e: unknown variant $$v (default, uefi, ovh, compose, ipmi, qemu, replicas)"; exit 2;; esac; \
 		echo "=== test-e2e $$v"; start=$$(date +%s); \
 		go run ./sandbox/cmd/sandbox up --repo $(CURDIR) --dir $(CURDIR)/.tmp/sandbox-e2e --netns herd-e2e \
 			--down --timeout 10m --build=$$build $$f || { echo "=== test-e2e $$v FAILED"; exit 1; }; \
