@@ -133,8 +133,9 @@ func FuzzWorkflowData(f *testing.F) {
 	})
 }
 
-// sameJSON compares two JSON texts as values. PostgreSQL's jsonb keeps a
-// number's value but not its spelling (1.5e3 comes back as 1500, 1e400
+// sameJSON compares two JSON texts as values (what the server stores may
+// be reformatted). PostgreSQL's jsonb keeps a number's value but not its
+// spelling (1.5e3 comes back as 1500, 1e400
 // as its 401 digits), so numbers compare by value, exactly.
 func sameJSON(a, b []byte) bool {
 	va, erra := decodeJSON(a)
