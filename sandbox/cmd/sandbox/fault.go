@@ -287,7 +287,7 @@ func actionEnded(evs []event, action string) (string, bool) {
 func workflowActions(evs []event) []event {
 	var out []event
 	for _, e := range actionEvents(evs) {
-		if e.Action != "boot" {
+		if !bootNote(e) {
 			out = append(out, e)
 		}
 	}

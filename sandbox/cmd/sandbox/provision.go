@@ -117,6 +117,11 @@ func finalState(s string) bool { return s == "SUCCESS" || s == "FAILED" || s == 
 // machine's allow_pxe (task and action "netboot") from action reports.
 func netbootNote(e event) bool { return e.Task == "netboot" && e.Action == "netboot" }
 
+// bootNote tells herd-boots' and herd-metadata's notes on the machine's
+// way (task and action "boot": DHCP offers, scripts, kernel, metadata
+// read) from action reports.
+func bootNote(e event) bool { return e.Task == "boot" && e.Action == "boot" }
+
 // actionEvents are evs without herd-server's netboot and BMC notes.
 func actionEvents(evs []event) []event {
 	var out []event

@@ -523,8 +523,8 @@ func (sb *sandbox) followWorkflow(ctx context.Context, wfID string, env []string
 			sb.vmLine(p, "power: %s", firstLine(e.Message))
 			continue
 		}
-		if e.Task == "boot" && e.Action == "boot" {
-			// herd-boots' and herd-metadata's notes: no action, no state.
+		if bootNote(e) {
+			// No action, no state: a line of the timeline.
 			sb.vmLine(p, "timeline: %s", firstLine(e.Message))
 			continue
 		}
@@ -540,13 +540,9 @@ func (sb *sandbox) followWorkflow(ctx context.Context, wfID string, env []string
 			line += "  " + strings.ReplaceAll(msg, "\n", " | ")
 		}
 		sb.vmLine(p, "%s", line)
-		// "boot" events are herd-boots' netboot notes, "netboot" ones
-		// herd-server's switches of allow_pxe; the first action report
-		// means the OSIE is up and its worker running.
-		switch {
-		case e.Action == "boot":
-			continue
-		case netbootNote(e):
+		// "netboot" events are herd-server's switches of allow_pxe; the
+		// first action report means the OSIE is up and its worker running.
+		if netbootNote(e) {
 			if e.State == "SUCCESS" {
 				p.mark("herd-server switched netboot off")
 			}
